@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/kmsclient"
+	"github.com/encvol/encvol/volume"
+)
+
+// envReadyFD tells a re-executed `encvol mount` that it is the daemon and
+// which inherited descriptor carries its readiness report to the parent.
+const envReadyFD = "ENCVOL_MOUNT_READY_FD"
+
+// unlockTimeout bounds the pre-mount unwrap so an unusable key or a dead
+// KMS is reported promptly.
+const unlockTimeout = 20 * time.Second
+
+// readyTimeout bounds how long the parent waits for the daemon.
+const readyTimeout = 2 * time.Minute
+
+func init() { subcommands = append(subcommands, newMountCommand) }
+
+func newMountCommand(a *app) *cobra.Command {
+	var foreground bool
+	var opts []string
+	cmd := &cobra.Command{
+		Use:   "mount (NAME | BACKING MOUNTPOINT) [-f] [-o OPTS]",
+		Short: "Unlock a volume with its KMS key and mount it",
+		Long: `Mount a volume: NAME is a [volumes.NAME] table of the configuration, or give
+the backing directory and the mountpoint. The data key is unwrapped before
+anything is mounted; an unusable key fails at once (exit 3, or 4 when the
+KMS cannot be reached). By default the mount runs as a background daemon and
+this command returns once the mount answers; -f keeps it in the foreground
+(SIGINT/SIGTERM unmount).
+
+Options (-o, comma separated, repeatable): config=FILE, kms=NAME,
+key_check_interval=DUR, offline_grace=DUR, on_revoke=eio|hang, ro, rw,
+allow_other, debug; the generic options mount(8) passes (defaults, noauto,
+nofail, _netdev, nodev, nosuid, ...) are accepted and ignored.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.runMount(cmd.Context(), args, strings.Join(opts, ","), foreground)
+		},
+	}
+	cmd.Flags().BoolVarP(&foreground, "foreground", "f", false, "stay in the foreground")
+	cmd.Flags().StringArrayVarP(&opts, "options", "o", nil, "mount options (see above)")
+	return cmd
+}
+
+func (a *app) runMount(ctx context.Context, args []string, optString string, foreground bool) error {
+	readyFD := -1
+	if v := os.Getenv(envReadyFD); v != "" {
+		fd, err := strconv.Atoi(v)
+		if err != nil || fd < 3 {
+			return usageError("bad %s=%q", envReadyFD, v)
+		}
+		readyFD = fd
+		// Hook commands and anything else we start must not see it.
+		os.Unsetenv(envReadyFD)
+	}
+	var ready *os.File
+	if readyFD >= 0 {
+		ready = os.NewFile(uintptr(readyFD), "ready")
+		defer ready.Close()
+	}
+	err := a.mount(ctx, args, optString, foreground, ready)
+	if err != nil && ready != nil {
+		// The parent prints this; our stderr is the log file.
+		fmt.Fprintf(ready, "err %d\n%s\n", exitCode(err), a.explain(err))
+	}
+	return err
+}
+
+func (a *app) mount(ctx context.Context, args []string, optString string, foreground bool, ready *os.File) error {
+	o, err := volume.ParseMountOptions(optString)
+	if err != nil {
+		return withCode(exitUsage, err)
+	}
+	if o.Config != "" && a.configPath == "" {
+		a.configPath = o.Config
+	}
+	cfg, err := a.config()
+	if err != nil {
+		return err
+	}
+	spec, err := cfg.ResolveMount(args, o)
+	if err != nil {
+		return err
+	}
+	spec.Foreground = spec.Foreground || foreground
+	if err := keywrap.DisableCoreDumps(); err != nil {
+		a.log.Warn().Err(err).Msg("cannot disable core dumps")
+	}
+	if err := volume.CheckMountpoint(spec.Mountpoint); err != nil {
+		return err
+	}
+
+	if ready == nil && !spec.Foreground {
+		// Parent: prove the key works before starting anything, so the
+		// common failures are reported here, promptly, with the right
+		// exit code. The daemon unwraps again for itself.
+		u, err := a.unlock(ctx, spec)
+		if err != nil {
+			return err
+		}
+		u.Close()
+		return a.daemonize(spec, args, optString)
+	}
+	return a.serve(ctx, spec, ready)
+}
+
+// unlock builds the KMS client and unwraps the volume key.
+func (a *app) unlock(ctx context.Context, spec volume.MountSpec) (*volume.Unlocked, error) {
+	ctx, cancel := context.WithTimeout(ctx, unlockTimeout)
+	defer cancel()
+	client, err := kmsclient.New(ctx, spec.KMS, spec.KMSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("KMS %q: %w", spec.KMS, err)
+	}
+	defer client.Close()
+	u, err := volume.UnlockHeader(ctx, client, spec.KMS, spec.Backing, spec.Header)
+	if err != nil {
+		return nil, a.withRemedy(err, spec.Header.KeyID, spec.KMS)
+	}
+	return u, nil
+}
+
+// serve mounts in this process and serves until unmounted.
+func (a *app) serve(ctx context.Context, spec volume.MountSpec, ready *os.File) error {
+	log := a.log
+	logFile := ""
+	if ready != nil {
+		// Daemon: our stderr is the log file the parent opened; JSON
+		// lines are what log shippers want.
+		lvl := a.log.GetLevel()
+		log = zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Int("pid", os.Getpid()).Logger()
+		logFile = volume.LogPath(spec.Mountpoint)
+	}
+	uctx, cancel := context.WithTimeout(ctx, unlockTimeout)
+	client, err := kmsclient.New(uctx, spec.KMS, spec.KMSConfig)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("KMS %q: %w", spec.KMS, err)
+	}
+	u, err := volume.UnlockHeader(uctx, client, spec.KMS, spec.Backing, spec.Header)
+	cancel()
+	if err != nil {
+		client.Close()
+		return a.withRemedy(err, spec.Header.KeyID, spec.KMS)
+	}
+	m, err := volume.MountVolume(context.Background(), spec, client, u, log, logFile)
+	if err != nil {
+		client.Close()
+		return err
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if ready != nil {
+		fmt.Fprintf(ready, "ok\n%s\n", spec.Header.VolumeID)
+		ready.Close()
+	} else {
+		fmt.Fprintf(a.stderr, "mounted %s on %s (volume %s); Ctrl-C or `encvol umount %s` unmounts\n",
+			spec.Backing, spec.Mountpoint, spec.Header.VolumeID, spec.Mountpoint)
+	}
+	for {
+		select {
+		case <-m.Done():
+			return nil
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				continue // a closed terminal is no reason to drop a volume
+			}
+			log.Info().Str("signal", s.String()).Msg("unmounting on signal")
+			if err := m.Unmount(); err != nil {
+				log.Error().Err(err).Msg("unmount failed; still serving (close the files that keep it busy and retry)")
+			}
+		}
+	}
+}
+
+// daemonize starts `encvol mount` again as a detached daemon and waits for
+// it to report the mount answering (or its error).
+func (a *app) daemonize(spec volume.MountSpec, args []string, optString string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	if _, err := volume.EnsureSocketDir(); err != nil {
+		return err
+	}
+	logPath := volume.LogPath(spec.Mountpoint)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("daemon log: %w", err)
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+
+	// The daemon runs in / so it keeps no directory busy; every path it
+	// gets is absolute.
+	var childArgs []string
+	if a.configPath != "" {
+		abs, err := filepath.Abs(a.configPath)
+		if err != nil {
+			pw.Close()
+			return err
+		}
+		childArgs = append(childArgs, "--config", abs)
+	}
+	childArgs = append(childArgs, "--log-level", a.logLevel, "mount")
+	if len(args) == 1 {
+		childArgs = append(childArgs, args[0])
+	} else {
+		childArgs = append(childArgs, spec.Backing, spec.Mountpoint)
+	}
+	if optString != "" {
+		childArgs = append(childArgs, "-o", optString)
+	}
+	cmd := exec.Command(exe, childArgs...)
+	cmd.Dir = "/"
+	cmd.Stdin = devnull
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.ExtraFiles = []*os.File{pw} // fd 3
+	cmd.Env = append(os.Environ(), envReadyFD+"=3")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return fmt.Errorf("start mount daemon: %w", err)
+	}
+	pw.Close()
+	pid := cmd.Process.Pid
+	// Reap the child if it dies early; once it is the daemon it outlives us.
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	type report struct {
+		lines []string
+		err   error
+	}
+	got := make(chan report, 1)
+	go func() {
+		b, err := io.ReadAll(bufio.NewReader(pr))
+		got <- report{strings.Split(strings.TrimRight(string(b), "\n"), "\n"), err}
+	}()
+	var r report
+	select {
+	case r = <-got:
+	case <-time.After(readyTimeout):
+		return fmt.Errorf("the mount daemon (pid %d) did not report the mount within %s; see %s", pid, readyTimeout, logPath)
+	}
+	switch {
+	case len(r.lines) > 0 && r.lines[0] == "ok":
+		id := ""
+		if len(r.lines) > 1 {
+			id = r.lines[1]
+		}
+		fmt.Fprintf(a.stdout, "mounted %s on %s (volume %s, daemon pid %d, log %s)\n", spec.Backing, spec.Mountpoint, id, pid, logPath)
+		return nil
+	case len(r.lines) > 1 && strings.HasPrefix(r.lines[0], "err "):
+		code, _ := strconv.Atoi(strings.TrimPrefix(r.lines[0], "err "))
+		if code == 0 {
+			code = exitFailure
+		}
+		<-exited
+		return withCode(code, errors.New(strings.Join(r.lines[1:], "\n")))
+	}
+	werr := <-exited
+	return fmt.Errorf("the mount daemon exited (%v) before the mount appeared; see %s%s", werr, logPath, tail(logPath))
+}
+
+// tail returns the last lines of the daemon log for an error message.
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return ":\n  " + strings.Join(lines, "\n  ")
+}
+
+// withRemedy adds what to do about a KMS failure (unless the error already
+// says it) and points the suggested commands at the same configuration.
+func (a *app) withRemedy(err error, keyRef, kmsName string) error {
+	var ke *volume.KeyError
+	if !errors.As(err, &ke) {
+		if fix := kmsclient.Remedy(err, keyRef, kmsName); fix != "" {
+			err = fmt.Errorf("%w; %s", err, fix)
+		}
+	}
+	if a.configPath == "" {
+		return err
+	}
+	return &reworded{msg: strings.ReplaceAll(err.Error(), "`encvol ", "`encvol --config "+a.configPath+" "), err: err}
+}
+
+// reworded changes an error's text but keeps what errors.Is/As see.
+type reworded struct {
+	msg string
+	err error
+}
+
+func (r *reworded) Error() string { return r.msg }
+func (r *reworded) Unwrap() error { return r.err }
+
+// explain is the text the parent prints for a daemon failure.
+func (a *app) explain(err error) string { return err.Error() }

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/encvol/encvol/kms"
+	"github.com/encvol/encvol/kms/server"
+)
+
+// newKMSServeCommand builds `encvol kms serve`, which the `encvol kms`
+// parent command adds as its "serve" child.
+func newKMSServeCommand(a *app) *cobra.Command {
+	var (
+		listen, storeDir, principalsPath string
+		tlsCert, tlsKey, region          string
+		passphraseFile                   string
+		maxBody                          int64
+	)
+	cmd := &cobra.Command{
+		Use:   "serve --listen ADDR --store DIR --principals FILE [--tls-cert F --tls-key F]",
+		Short: "Serve a key store over the AWS KMS JSON API (SigV4-authenticated)",
+		Long: `Serve the key store in --store over HTTP (HTTPS with --tls-cert/--tls-key),
+speaking the AWS KMS JSON protocol, so AWS SDKs, awscli and encvol's own
+"aws" KMS type can use it. Every request must be signed (SigV4) with an
+access key from the principals file, a TOML file of [[principal]] tables
+with name, access_key_id and secret_access_key. A key belongs to the
+principal that created it; others need a grant.
+
+Stops gracefully on SIGINT or SIGTERM.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if storeDir == "" {
+				return usageError("--store DIR is required: the key store directory to serve")
+			}
+			if principalsPath == "" {
+				return usageError("--principals FILE is required: a TOML file of [[principal]] tables with name, access_key_id, secret_access_key")
+			}
+			if (tlsCert == "") != (tlsKey == "") {
+				return usageError("--tls-cert and --tls-key go together: give both for HTTPS, or neither for plain HTTP")
+			}
+			principals, err := server.LoadPrincipals(principalsPath)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			if bad, mode, err := server.InsecurePermissions(principalsPath); err != nil {
+				return usageError("%v", err)
+			} else if bad {
+				a.log.Warn().Str("path", principalsPath).Str("mode", fmt.Sprintf("%04o", mode)).
+					Msg("principals file is accessible to other users; it holds secret access keys: chmod 600 it")
+			}
+
+			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile})
+			if err != nil {
+				return fmt.Errorf("open key store %s: %w", storeDir, err)
+			}
+			defer store.Close()
+
+			srv := server.New(store, principals, a.log, server.Options{Region: region, MaxBody: maxBody})
+			scheme := "http"
+			if tlsCert != "" {
+				scheme = "https"
+			}
+			err = srv.ListenAndServe(cmd.Context(), listen, tlsCert, tlsKey, func(addr net.Addr) {
+				a.log.Info().Str("op", "serve").Str("addr", addr.String()).Str("endpoint", scheme+"://"+addr.String()).
+					Str("store", storeDir).Int("principals", len(principals)).Msg("kms server listening")
+			})
+			if err != nil {
+				if errors.Is(err, syscall.EADDRINUSE) {
+					return fmt.Errorf("%w: another process is listening on %s; stop it or pick another --listen address", err, listen)
+				}
+				return err
+			}
+			a.log.Info().Str("op", "serve").Msg("kms server stopped")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:8400", "address to listen on (HOST:PORT; port 0 picks a free port)")
+	f.StringVar(&storeDir, "store", "", "key store directory (created on first use)")
+	f.StringVar(&principalsPath, "principals", "", "TOML file of [[principal]] tables: name, access_key_id, secret_access_key")
+	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate file; serves HTTPS together with --tls-key")
+	f.StringVar(&tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
+	f.StringVar(&region, "region", "", "accept only requests signed for this region (default: any region)")
+	f.StringVar(&passphraseFile, "passphrase-file", "", "seal the key store under a passphrase read from this file instead of a root key file")
+	f.Int64Var(&maxBody, "max-body", server.DefaultMaxBody, "largest accepted request body in bytes")
+	return cmd
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/encvol/encvol/volume"
+)
+
+func init() { subcommands = append(subcommands, newStatusCommand) }
+
+func newStatusCommand(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [MOUNTPOINT] [--json]",
+		Short: "Show mounted volumes: key, key state, gate, last key check, I/O counters",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var list []*volume.Status
+			if len(args) == 1 {
+				mp, err := volume.CanonicalMountpoint(args[0])
+				if err != nil {
+					return withCode(exitUsage, err)
+				}
+				st, err := volume.QueryStatus(ctx, volume.SocketPath(mp))
+				if err != nil {
+					if volume.IsStale(err) {
+						return fmt.Errorf("no encvol daemon serves %s", mp)
+					}
+					return fmt.Errorf("status of %s: %w", mp, err)
+				}
+				if asJSON {
+					return writeJSON(a, st)
+				}
+				printStatusLong(a, st)
+				return nil
+			}
+			socks, err := volume.ListSockets()
+			if err != nil {
+				return err
+			}
+			for _, s := range socks {
+				st, err := volume.QueryStatus(ctx, s)
+				if err != nil {
+					if volume.IsStale(err) {
+						_ = os.Remove(s) // the daemon died without cleaning up
+						continue
+					}
+					a.log.Warn().Err(err).Str("path", s).Msg("control socket does not answer")
+					continue
+				}
+				list = append(list, st)
+			}
+			if asJSON {
+				if list == nil {
+					list = []*volume.Status{}
+				}
+				return writeJSON(a, list)
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(a.stdout, "no encvol volumes are mounted")
+				return nil
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MOUNTPOINT\tVOLUME\tKEY\tKEY STATE\tGATE\tLAST CHECK\tTRANSITIONS\tREAD\tWRITTEN\tPID")
+			for _, st := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", st.Mountpoint, st.VolumeID, st.KeyID, st.KeyState,
+					st.Gate, ago(st.LastCheck), st.Transitions, bytesHuman(st.IO.BytesRead), bytesHuman(st.IO.BytesWritten), st.PID)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func writeJSON(a *app, v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printStatusLong(a *app, st *volume.Status) {
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
+	row("mountpoint", st.Mountpoint)
+	if st.Name != "" {
+		row("name", st.Name)
+	}
+	row("volume", st.VolumeID)
+	row("backing", st.Backing)
+	row("kms", st.KMS)
+	row("key", st.KeyID)
+	row("key state", st.KeyState)
+	gate := st.Gate
+	if st.GateCause != "" && st.Gate != "open" {
+		gate += " (" + st.GateCause + ")"
+	}
+	row("gate", gate)
+	row("last key check", fmt.Sprintf("%s (%s, %.1f ms)", ago(st.LastCheck), st.LastResult, st.LastLatencyMS))
+	row("checks / transitions", fmt.Sprintf("%d / %d", st.Checks, st.Transitions))
+	row("check interval / grace", st.KeyCheckInterval+" / "+st.OfflineGrace)
+	row("on revoke", st.OnRevoke)
+	row("read", fmt.Sprintf("%s in %d calls", bytesHuman(st.IO.BytesRead), st.IO.Reads))
+	row("written", fmt.Sprintf("%s in %d calls", bytesHuman(st.IO.BytesWritten), st.IO.Writes))
+	row("errors / refused", fmt.Sprintf("%d / %d", st.IO.Errors, st.IO.GateRefusals))
+	row("daemon", fmt.Sprintf("pid %d since %s", st.PID, st.Started.Format(time.RFC3339)))
+	if st.LogFile != "" {
+		row("log", st.LogFile)
+	}
+	tw.Flush()
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Round(100*time.Millisecond).String() + " ago"
+}
+
+func bytesHuman(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

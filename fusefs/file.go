@@ -1,0 +1,292 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/sector"
+)
+
+// handle is one open(2) of a regular file. The backing file itself is
+// shared per node (openFile); the handle only remembers what this open
+// asked for.
+type handle struct {
+	n     *Node
+	write bool
+	sync  bool // O_SYNC/O_DSYNC: every write reaches stable storage
+}
+
+// attach adds one handle to n's shared backing file, opening it (or taking
+// fd, an already open read-write descriptor that attach then owns) when no
+// handle is open yet. A read-only backing descriptor is replaced by a
+// read-write one when a writer arrives.
+func (n *Node) attach(k *Keys, path string, fd int, flags uint32) (*handle, syscall.Errno) {
+	write := flags&unix.O_ACCMODE != unix.O_RDONLY
+	n.content.Lock()
+	defer n.content.Unlock()
+	if of := n.of; of != nil && (of.rw || !write) {
+		of.refs++
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return n.newHandle(k, path, flags)
+	}
+	rw := true
+	if fd < 0 {
+		if path == "" {
+			p, err := n.path(k)
+			if err != nil {
+				return nil, n.fsys.errno(err, "open", "")
+			}
+			path = p
+		}
+		// Read-write even for O_WRONLY (sector read-modify-write) and for
+		// O_RDONLY where possible (the writeback cache writes through
+		// any handle; one descriptor serves all handles).
+		var err error
+		fd, err = unix.Open(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil && !write && (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EPERM)) {
+			rw = false
+			fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		}
+		if err != nil {
+			return nil, n.fsys.errno(err, "open", path)
+		}
+	}
+	sf, err := sector.NewFile(os.NewFile(uintptr(fd), path), n.fsys.sectorSize)
+	if err != nil {
+		unix.Close(fd)
+		return nil, n.fsys.errno(err, "open", path)
+	}
+	refs := 1
+	if old := n.of; old != nil {
+		// Upgrade from read-only: every handle moves to the new file.
+		refs += old.refs
+		old.f.OS().Close()
+	}
+	n.of = &openFile{f: sf, fd: fd, rw: rw, refs: refs}
+	if refs == 1 {
+		n.fsys.trackOpen(n, true)
+	}
+	return n.newHandle(k, path, flags)
+}
+
+// newHandle finishes an open: O_TRUNC empties the file through the sector
+// layer (the kernel may also send it as a separate setattr). Caller holds
+// n.content.
+func (n *Node) newHandle(k *Keys, path string, flags uint32) (*handle, syscall.Errno) {
+	write := flags&unix.O_ACCMODE != unix.O_RDONLY
+	h := &handle{n: n, write: write, sync: flags&(unix.O_SYNC|unix.O_DSYNC) != 0}
+	if flags&unix.O_TRUNC != 0 && write {
+		if err := n.of.f.Truncate(k.Content, 0); err != nil {
+			n.detachLocked()
+			return nil, n.fsys.errno(err, "open", path)
+		}
+	}
+	return h, 0
+}
+
+// detachLocked drops one handle; the last one closes the backing file.
+// Caller holds n.content.
+func (n *Node) detachLocked() {
+	of := n.of
+	if of == nil {
+		return
+	}
+	of.refs--
+	if of.refs > 0 {
+		return
+	}
+	n.of = nil
+	if err := of.f.OS().Close(); err != nil {
+		n.fsys.log.Warn().Str("op", "release").Err(err).Msg("closing the backing file failed")
+	}
+	n.fsys.trackOpen(n, false)
+}
+
+// Open opens a regular file. O_APPEND is not passed down: the kernel
+// supplies the end-of-file offset with every write.
+func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.StableAttr().Mode != syscall.S_IFREG {
+		// FIFOs and devices never reach here (the kernel opens them
+		// itself); anything else has no content to serve.
+		return nil, 0, syscall.EINVAL
+	}
+	k, rel, errno := n.fsys.keys(ctx, "open")
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	defer rel()
+	h, errno := n.attach(k, "", -1, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return h, 0, 0
+}
+
+// Read decrypts from the shared backing file under the shared content lock.
+func (n *Node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	k, rel, errno := n.fsys.keys(ctx, "read")
+	if errno != 0 {
+		return nil, errno
+	}
+	defer rel()
+	n.content.RLock()
+	defer n.content.RUnlock()
+	if n.of == nil {
+		return nil, syscall.EBADF
+	}
+	m, err := n.of.f.ReadAt(k.Content, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, n.fsys.errno(err, "read", n.of.f.OS().Name())
+	}
+	n.fsys.reads.Add(1)
+	n.fsys.bytesRead.Add(uint64(m))
+	return fuse.ReadResultData(dest[:m]), 0
+}
+
+// Write encrypts into the shared backing file under the exclusive content
+// lock, so concurrent writers never tear a sector.
+func (n *Node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	k, rel, errno := n.fsys.keys(ctx, "write")
+	if errno != 0 {
+		return 0, errno
+	}
+	defer rel()
+	h, _ := fh.(*handle)
+	n.content.Lock()
+	defer n.content.Unlock()
+	if n.of == nil || !n.of.rw {
+		return 0, syscall.EBADF
+	}
+	m, err := n.of.f.WriteAt(k.Content, data, off)
+	if err != nil {
+		return uint32(m), n.fsys.errno(err, "write", n.of.f.OS().Name())
+	}
+	if h != nil && h.sync {
+		if err := n.of.f.Sync(); err != nil {
+			return uint32(m), n.fsys.errno(err, "write", n.of.f.OS().Name())
+		}
+	}
+	n.fsys.writes.Add(1)
+	n.fsys.bytesWritten.Add(uint64(m))
+	return uint32(m), 0
+}
+
+// Flush has nothing to do: writes are not buffered in the daemon.
+func (n *Node) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return 0 }
+
+// Release drops one open handle; needs no key.
+func (n *Node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	if _, ok := fh.(*handle); !ok {
+		return 0
+	}
+	n.content.Lock()
+	n.detachLocked()
+	n.content.Unlock()
+	return 0
+}
+
+// Fsync reaches the backing file (or backing directory).
+func (n *Node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	if _, ok := fh.(*handle); ok {
+		n.content.RLock()
+		defer n.content.RUnlock()
+		if n.of == nil {
+			return syscall.EBADF
+		}
+		if err := n.of.f.Sync(); err != nil {
+			return n.fsys.errno(err, "fsync", n.of.f.OS().Name())
+		}
+		return 0
+	}
+	var p string
+	if n.isRoot() {
+		p = n.fsys.backing
+	} else {
+		k, rel, errno := n.fsys.keys(ctx, "fsync")
+		if errno != 0 {
+			return errno
+		}
+		defer rel()
+		var err error
+		if p, err = n.path(k); err != nil {
+			return n.fsys.errno(err, "fsync", "")
+		}
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return n.fsys.errno(err, "fsync", p)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsync(fd); err != nil {
+		return n.fsys.errno(err, "fsync", p)
+	}
+	return 0
+}
+
+// Allocate implements fallocate mode 0 by extending the size with a hole
+// (the sector layer allocates on write); punching holes, KEEP_SIZE and the
+// other modes are not supported.
+func (n *Node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	if mode != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	k, rel, errno := n.fsys.keys(ctx, "fallocate")
+	if errno != 0 {
+		return errno
+	}
+	defer rel()
+	n.content.Lock()
+	defer n.content.Unlock()
+	if n.of == nil || !n.of.rw {
+		return syscall.EBADF
+	}
+	end := off + size
+	if end < off || end > 1<<62 {
+		return syscall.EFBIG
+	}
+	cur, err := n.of.f.Size()
+	if err != nil {
+		return n.fsys.errno(err, "fallocate", n.of.f.OS().Name())
+	}
+	if int64(end) <= cur {
+		return 0
+	}
+	if err := n.of.f.Truncate(k.Content, int64(end)); err != nil {
+		return n.fsys.errno(err, "fallocate", n.of.f.OS().Name())
+	}
+	return 0
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE conservatively: the whole file is
+// data and the only hole is at the end. That is what POSIX allows for file
+// systems that do not track holes.
+func (n *Node) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	n.content.RLock()
+	defer n.content.RUnlock()
+	if n.of == nil {
+		return 0, syscall.EBADF
+	}
+	size, err := n.of.f.Size()
+	if err != nil {
+		return 0, n.fsys.errno(err, "lseek", n.of.f.OS().Name())
+	}
+	if int64(off) >= size {
+		return 0, syscall.ENXIO
+	}
+	switch whence {
+	case unix.SEEK_DATA:
+		return off, 0
+	case unix.SEEK_HOLE:
+		return uint64(size), 0
+	}
+	return 0, syscall.EINVAL
+}

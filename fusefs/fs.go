@@ -1,0 +1,357 @@
+// Package fusefs serves an encvol backing directory as a FUSE file system.
+//
+// Every plaintext file is a sector file in the backing directory (package
+// sector); every plaintext name is encrypted with the ID of the directory
+// that holds it (package keywrap/names). Nodes find their backing path by
+// walking their parents and encrypting each name on the way, so a rename of
+// a directory never has to touch its descendants. All calls that need a key
+// go through a Gate, which refuses or holds them while the volume key is
+// revoked.
+//
+// Locking order: gate (Acquire) before a node's content lock before a
+// node's open-file lock. Nothing here holds a lock while it asks the kernel
+// to invalidate caches.
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/sector"
+)
+
+// Options configure a file system over one backing directory.
+type Options struct {
+	Backing        string // backing directory holding encvol.volume and the root dir ID
+	SectorSize     int    // plaintext sector size the volume was created with
+	PlaintextNames bool   // names are stored as they are (debugging volumes)
+	Gate           *Gate  // required: hands out the keys
+	Log            zerolog.Logger
+	VolumeID       string // for log lines only
+}
+
+// MountOptions are the mount-time choices of a caller. The kernel's
+// default_permissions is always on: the daemon runs as root and the kernel
+// must check modes and owners for every caller.
+type MountOptions struct {
+	AllowOther  bool   // let users other than the mounting one in
+	Debug       bool   // log every FUSE request
+	FsName      string // first column of /proc/mounts; default: the backing directory
+	Name        string // fuse.<Name> type; default "encvol"
+	DirectMount bool   // mount(2) directly; always tried when running as root
+	ReadOnly    bool
+	// NoWritebackCache turns off the kernel writeback cache, so every
+	// write(2) reaches the daemon at once (slower for small writes).
+	NoWritebackCache bool
+	// Options are extra -o options passed to the kernel/fusermount3.
+	Options []string
+}
+
+// Counters are cumulative I/O statistics of one mounted file system.
+type Counters struct {
+	Reads, Writes, BytesRead, BytesWritten, Errors, GateRefusals uint64
+}
+
+// FS is one encvol file system: the root node, its counters and the
+// registry of open files that the key gate invalidates.
+type FS struct {
+	backing    string
+	sectorSize int
+	plaintext  bool
+	gate       *Gate
+	log        zerolog.Logger
+	root       *Node
+	rootDev    uint64
+	euidRoot   bool
+	server     atomic.Pointer[fuse.Server]
+
+	reads, writes, bytesRead, bytesWritten, errs atomic.Uint64
+
+	openMu sync.Mutex
+	open   map[*Node]struct{} // GUARDED_BY(openMu): nodes with open file handles
+
+	bufPool sync.Pool
+}
+
+// New checks the backing directory and returns a file system ready to mount.
+// The gate may be closed; calls then wait or fail as the gate decides.
+func New(opts Options) (*FS, error) {
+	if opts.Gate == nil {
+		return nil, errors.New("fusefs: Options.Gate is required")
+	}
+	if opts.SectorSize < sector.MinSectorSize || opts.SectorSize > sector.MaxSectorSize || opts.SectorSize&(opts.SectorSize-1) != 0 {
+		return nil, fmt.Errorf("fusefs: sector size %d is not a power of two in %d..%d", opts.SectorSize, sector.MinSectorSize, sector.MaxSectorSize)
+	}
+	abs, err := filepath.Abs(opts.Backing)
+	if err != nil {
+		return nil, fmt.Errorf("fusefs: backing directory %s: %w", opts.Backing, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(abs, &st); err != nil {
+		return nil, fmt.Errorf("fusefs: stat backing directory %s: %w", abs, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil, fmt.Errorf("fusefs: backing %s is not a directory", abs)
+	}
+	dfd, err := unix.Open(abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("fusefs: open backing directory %s: %w", abs, err)
+	}
+	rootID, err := names.ReadDirID(dfd)
+	unix.Close(dfd)
+	if err != nil {
+		return nil, fmt.Errorf("fusefs: read root directory ID in %s: %w", abs, err)
+	}
+	log := opts.Log
+	if opts.VolumeID != "" {
+		log = log.With().Str("volume", opts.VolumeID).Logger()
+	}
+	f := &FS{
+		backing:    abs,
+		sectorSize: opts.SectorSize,
+		plaintext:  opts.PlaintextNames,
+		gate:       opts.Gate,
+		log:        log,
+		rootDev:    uint64(st.Dev),
+		euidRoot:   os.Geteuid() == 0,
+		open:       make(map[*Node]struct{}),
+	}
+	f.root = &Node{fsys: f}
+	f.root.dirID.Store(&rootID)
+	opts.Gate.setInvalidator(f.InvalidateAll)
+	return f, nil
+}
+
+// Root returns the root node (for fs.Mount or embedding in a larger tree).
+func (f *FS) Root() *Node { return f.root }
+
+// Gate returns the gate the file system acquires keys from.
+func (f *FS) Gate() *Gate { return f.gate }
+
+// Mount mounts the file system at mountpoint and starts serving it. The
+// returned server is mounted; call Unmount on it to stop.
+func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
+	sec := time.Second
+	opts := &fs.Options{
+		EntryTimeout: &sec,
+		AttrTimeout:  &sec,
+	}
+	opts.MountOptions = fuse.MountOptions{
+		AllowOther:  mo.AllowOther,
+		Debug:       mo.Debug,
+		FsName:      mo.FsName,
+		Name:        mo.Name,
+		MaxWrite:    fuse.MAX_KERNEL_WRITE,
+		DirectMount: mo.DirectMount || os.Geteuid() == 0,
+	}
+	if opts.FsName == "" {
+		opts.FsName = f.backing
+	}
+	if opts.Name == "" {
+		opts.Name = "encvol"
+	}
+	opts.Options = append([]string{"default_permissions"}, mo.Options...)
+	if mo.ReadOnly {
+		opts.Options = append(opts.Options, "ro")
+	}
+	if !mo.NoWritebackCache && !mo.ReadOnly {
+		opts.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
+	}
+	srv, err := fs.Mount(mountpoint, f.root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("fusefs: mount %s on %s: %w", f.backing, mountpoint, err)
+	}
+	f.server.Store(srv)
+	return srv, nil
+}
+
+// Counters returns a snapshot of the I/O counters.
+func (f *FS) Counters() Counters {
+	return Counters{
+		Reads:        f.reads.Load(),
+		Writes:       f.writes.Load(),
+		BytesRead:    f.bytesRead.Load(),
+		BytesWritten: f.bytesWritten.Load(),
+		Errors:       f.errs.Load(),
+		GateRefusals: f.gate.Refusals(),
+	}
+}
+
+// InvalidateAll drops the kernel's cached pages and attributes of every
+// inode the file system knows (including open but unlinked files) and the
+// cached directory entries below the root, so nothing decrypted earlier is
+// served from kernel memory afterwards. It must not be called from inside a
+// FUSE request handler.
+func (f *FS) InvalidateAll() {
+	if f.server.Load() == nil {
+		return
+	}
+	seen := make(map[*fs.Inode]bool)
+	var dirs []*fs.Inode
+	var walk func(in *fs.Inode)
+	walk = func(in *fs.Inode) {
+		if seen[in] {
+			return
+		}
+		seen[in] = true
+		in.NotifyContent(0, 0)
+		if in.IsDir() {
+			dirs = append(dirs, in)
+			for _, ch := range in.Children() {
+				walk(ch)
+			}
+		}
+	}
+	walk(f.root.EmbeddedInode())
+	f.openMu.Lock()
+	open := make([]*Node, 0, len(f.open))
+	for n := range f.open {
+		open = append(open, n)
+	}
+	f.openMu.Unlock()
+	for _, n := range open {
+		walk(n.EmbeddedInode())
+	}
+	// Entries after contents: dropping a dentry can let the kernel forget
+	// an inode, and a forgotten inode can no longer be addressed.
+	for _, d := range dirs {
+		for name := range d.Children() {
+			d.NotifyEntry(name)
+		}
+	}
+}
+
+// keys acquires the volume keys for op, logging and counting refusals.
+func (f *FS) keys(ctx context.Context, op string) (*Keys, func(), syscall.Errno) {
+	k, rel, err := f.gate.Acquire(ctx)
+	if err != nil {
+		f.log.Debug().Str("op", op).Err(err).Msg("key gate refused the call")
+		var e syscall.Errno
+		if errors.As(err, &e) {
+			return nil, nil, e
+		}
+		return nil, nil, syscall.EIO
+	}
+	return k, rel, 0
+}
+
+// errno maps an error from the backing file system, sector or names to what
+// the application sees. Authentication failures become EIO with a log line
+// naming the path and sector; nothing undecryptable is ever returned as data.
+func (f *FS) errno(err error, op, path string) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var ae *sector.AuthError
+	switch {
+	case errors.As(err, &ae):
+		f.errs.Add(1)
+		f.log.Error().Str("op", op).Str("path", path).Uint64("sector", uint64(ae.Index)).Err(err).Msg("sector failed authentication")
+		return syscall.EIO
+	case errors.Is(err, sector.ErrAuth), errors.Is(err, sector.ErrHeader):
+		f.errs.Add(1)
+		f.log.Error().Str("op", op).Str("path", path).Err(err).Msg("file failed authentication")
+		return syscall.EIO
+	case errors.Is(err, names.ErrNameAuth), errors.Is(err, names.ErrDirIDCorrupt):
+		f.errs.Add(1)
+		f.log.Error().Str("op", op).Str("path", path).Err(err).Msg("name metadata failed authentication")
+		return syscall.EIO
+	case errors.As(err, new(*names.Error)):
+		// Invalid, reserved or too long names, foreign xattrs: the codec
+		// knows the errno.
+		return names.Errno(err)
+	case errors.Is(err, sector.ErrTooLarge):
+		return syscall.EFBIG
+	case errors.Is(err, sector.ErrClosed), errors.Is(err, names.ErrClosed):
+		f.errs.Add(1)
+		f.log.Error().Str("op", op).Str("path", path).Err(err).Msg("key closed during the call")
+		return syscall.EIO
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	f.errs.Add(1)
+	f.log.Error().Str("op", op).Str("path", path).Err(err).Msg("unexpected error")
+	return syscall.EIO
+}
+
+// stableAttr derives the node identity from the backing inode, so every
+// hard link of a file maps to one node and one content lock. Gen from the
+// birth time keeps a recycled backing inode number from reviving a stale
+// node.
+func (f *FS) stableAttr(st *unix.Statx_t) fs.StableAttr {
+	dev := uint64(unix.Mkdev(st.Dev_major, st.Dev_minor))
+	swapped := (dev << 32) | (dev >> 32)
+	rootSwapped := (f.rootDev << 32) | (f.rootDev >> 32)
+	gen := uint64(1)
+	if st.Mask&unix.STATX_BTIME != 0 && (st.Btime.Sec != 0 || st.Btime.Nsec != 0) {
+		gen = uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
+	}
+	ino := (swapped ^ rootSwapped) ^ st.Ino
+	if ino == 1 {
+		// node id 1 is the FUSE root; a backing inode numbered 1 is
+		// remapped out of the way.
+		ino = 1<<63 | 1
+	}
+	return fs.StableAttr{Mode: uint32(st.Mode) & unix.S_IFMT, Ino: ino, Gen: gen}
+}
+
+// fillAttr converts a backing statx into the attributes the kernel sees.
+// Regular files report their plaintext size; st_blocks stays the backing
+// allocation, so sparse files look sparse.
+func (f *FS) fillAttr(st *unix.Statx_t, a *fuse.Attr) {
+	sa := f.stableAttr(st)
+	a.Ino = sa.Ino
+	a.Size = st.Size
+	a.Blocks = st.Blocks
+	a.Atime = uint64(st.Atime.Sec)
+	a.Atimensec = st.Atime.Nsec
+	a.Mtime = uint64(st.Mtime.Sec)
+	a.Mtimensec = st.Mtime.Nsec
+	a.Ctime = uint64(st.Ctime.Sec)
+	a.Ctimensec = st.Ctime.Nsec
+	a.Mode = uint32(st.Mode)
+	a.Nlink = st.Nlink
+	a.Owner = fuse.Owner{Uid: st.Uid, Gid: st.Gid}
+	a.Rdev = uint32(unix.Mkdev(st.Rdev_major, st.Rdev_minor))
+	a.Blksize = uint32(f.sectorSize)
+	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFREG {
+		a.Size = uint64(sector.PlainSize(int64(st.Size), f.sectorSize))
+	}
+}
+
+const statxMask = unix.STATX_BASIC_STATS | unix.STATX_BTIME
+
+func statxAt(dirfd int, name string, st *unix.Statx_t) error {
+	return unix.Statx(dirfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT, statxMask, st)
+}
+
+func statxFd(fd int, st *unix.Statx_t) error {
+	return unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT, statxMask, st)
+}
+
+// trackOpen records n as having open handles so InvalidateAll reaches it
+// even after its last name is unlinked.
+func (f *FS) trackOpen(n *Node, open bool) {
+	f.openMu.Lock()
+	if open {
+		f.open[n] = struct{}{}
+	} else {
+		delete(f.open, n)
+	}
+	f.openMu.Unlock()
+}

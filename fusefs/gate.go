@@ -1,0 +1,212 @@
+package fusefs
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/sector"
+)
+
+// Keys is what the gate hands to file system calls while it is open.
+type Keys struct {
+	Content *sector.Cipher
+	Names   *names.Codec
+	// Release, if set, runs after Content and Names are closed when the gate
+	// drops these keys. It lets the owner zeroize the key material the
+	// cipher and codec borrowed (sector.NewCipher does not own its key).
+	Release func()
+}
+
+// Gate modes for NewGate.
+const (
+	ModeEIO  = "eio"
+	ModeHang = "hang"
+)
+
+// invalidateWait bounds how long Close waits for the kernel cache
+// invalidation. In hang mode a request blocked on the closed gate can hold a
+// page or directory lock the kernel needs for the invalidation, which would
+// otherwise stall Close until the gate reopens.
+const invalidateWait = 5 * time.Second
+
+// Gate decides whether file system calls may use the volume keys.
+//
+// While open, Acquire hands out the keys and counts the caller as in flight.
+// Close makes every later Acquire fail (mode "eio": syscall.EIO at once) or
+// wait (mode "hang": until Open, or until the request is interrupted:
+// syscall.EINTR), waits for the in-flight callers to release, closes the
+// cipher and codec, drops the kernel's cached pages, attributes and entries
+// through the registered invalidator, and asks the runtime to return freed
+// memory. A Gate is safe for concurrent use.
+type Gate struct {
+	mode string
+	log  zerolog.Logger
+
+	// inflight is read-locked by every holder of keys; Close and Open take
+	// the write lock to wait until nobody uses the keys they replace.
+	inflight sync.RWMutex
+
+	mu          sync.Mutex
+	keys        *Keys         // GUARDED_BY(mu); nil while closed
+	opened      chan struct{} // GUARDED_BY(mu); closed when the gate opens
+	invalidator func()        // GUARDED_BY(mu)
+
+	refusals    atomic.Uint64
+	transitions atomic.Uint64
+}
+
+// NewGate returns a closed gate. mode is ModeEIO or ModeHang; anything else
+// is treated as ModeEIO, the safe default.
+func NewGate(mode string, log zerolog.Logger) *Gate {
+	if mode != ModeHang {
+		mode = ModeEIO
+	}
+	return &Gate{mode: mode, log: log, opened: make(chan struct{})}
+}
+
+// Mode reports the gate's mode ("eio" or "hang").
+func (g *Gate) Mode() string { return g.mode }
+
+// setInvalidator registers the function Close calls to drop kernel caches.
+func (g *Gate) setInvalidator(f func()) {
+	g.mu.Lock()
+	g.invalidator = f
+	g.mu.Unlock()
+}
+
+// Open installs k and wakes every caller waiting in hang mode. Keys that
+// were installed before are closed once nobody uses them any more.
+func (g *Gate) Open(k *Keys) {
+	if k == nil {
+		return
+	}
+	g.mu.Lock()
+	old := g.keys
+	g.keys = k
+	select {
+	case <-g.opened:
+	default:
+		close(g.opened)
+	}
+	g.mu.Unlock()
+	g.transitions.Add(1)
+	if old != nil && old != k {
+		g.inflight.Lock()
+		//lint:ignore SA2001 empty critical section: waits for in-flight users of old keys
+		g.inflight.Unlock()
+		closeKeys(old)
+	}
+	g.log.Info().Str("op", "gate-open").Msg("key gate opened")
+}
+
+// Close drops the keys: later calls are refused (eio) or wait (hang), the
+// keys are closed after the last in-flight user releases them, the kernel
+// caches of the mount are invalidated and memory is returned to the OS.
+// Close on a closed gate only logs.
+func (g *Gate) Close(cause string) {
+	start := time.Now()
+	g.mu.Lock()
+	old := g.keys
+	g.keys = nil
+	select {
+	case <-g.opened:
+		g.opened = make(chan struct{})
+	default:
+	}
+	inv := g.invalidator
+	g.mu.Unlock()
+	if old == nil {
+		g.log.Debug().Str("op", "gate-close").Str("cause", cause).Msg("key gate already closed")
+		return
+	}
+	g.transitions.Add(1)
+
+	g.inflight.Lock()
+	//lint:ignore SA2001 empty critical section: waits for in-flight users of the keys
+	g.inflight.Unlock()
+	closeKeys(old)
+
+	invalidated := true
+	if inv != nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			inv()
+		}()
+		select {
+		case <-done:
+		case <-time.After(invalidateWait):
+			invalidated = false
+			g.log.Warn().Str("op", "gate-close").Msg("kernel cache invalidation still running (a blocked request holds a kernel lock); it completes when the request ends")
+		}
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
+	g.log.Warn().Str("op", "gate-close").Str("cause", cause).Bool("caches_invalidated", invalidated).
+		Dur("latency", time.Since(start)).Str("mode", g.mode).Msg("key gate closed")
+}
+
+func closeKeys(k *Keys) {
+	if k.Content != nil {
+		k.Content.Close()
+	}
+	if k.Names != nil {
+		k.Names.Close()
+	}
+	if k.Release != nil {
+		k.Release()
+	}
+}
+
+// IsOpen reports whether the gate currently hands out keys.
+func (g *Gate) IsOpen() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.keys != nil
+}
+
+// Refusals counts Acquire calls that found the gate closed.
+func (g *Gate) Refusals() uint64 { return g.refusals.Load() }
+
+// Transitions counts opens and closes that changed the keys.
+func (g *Gate) Transitions() uint64 { return g.transitions.Load() }
+
+// Acquire returns the keys and a release function the caller must call when
+// it no longer uses them (the keys stay valid until then). A closed gate
+// returns syscall.EIO at once in eio mode; in hang mode Acquire waits until
+// the gate opens or ctx is done, then returns syscall.EINTR.
+// A caller must not call Acquire again before releasing: Close waiting for
+// the first acquisition would deadlock the second.
+func (g *Gate) Acquire(ctx context.Context) (*Keys, func(), error) {
+	for {
+		g.inflight.RLock()
+		g.mu.Lock()
+		k, ch := g.keys, g.opened
+		g.mu.Unlock()
+		if k != nil {
+			return k, g.inflight.RUnlock, nil
+		}
+		g.inflight.RUnlock()
+		g.refusals.Add(1)
+		if g.mode != ModeHang {
+			return nil, nil, syscall.EIO
+		}
+		var done <-chan struct{}
+		if ctx != nil {
+			done = ctx.Done()
+		}
+		select {
+		case <-ch:
+		case <-done:
+			return nil, nil, syscall.EINTR
+		}
+	}
+}

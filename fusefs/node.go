@@ -1,0 +1,560 @@
+package fusefs
+
+import (
+	"context"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/sector"
+)
+
+// nameMax is the longest plaintext name accepted, as on common Linux file
+// systems; longer encrypted forms go through the long-name scheme.
+const nameMax = 255
+
+// maxDepth bounds the parent walk; the kernel never builds trees this deep,
+// so hitting it means the node graph is broken.
+const maxDepth = 4096
+
+// Node is one file, directory, symlink or special file of the volume. Its
+// identity is the backing inode, so all hard links of a file share one Node
+// and therefore one content lock.
+type Node struct {
+	fs.Inode
+	fsys *FS
+
+	// dirID is the directory's name-encryption ID, read once: the ID file
+	// moves with the directory on rename and is never rewritten.
+	dirID atomic.Pointer[[]byte]
+
+	// content serializes everything that changes the backing file content
+	// (write, truncate, allocate: exclusive) against reads (shared), so a
+	// read-modify-write of a sector never interleaves with another. It also
+	// guards of.
+	content sync.RWMutex
+	of      *openFile // GUARDED_BY(content); shared backing file while handles are open
+}
+
+// openFile is the backing file shared by every open handle of a node. One
+// sector.File per inode keeps the cached file header consistent between
+// handles.
+type openFile struct {
+	f    *sector.File
+	fd   int
+	rw   bool
+	refs int
+}
+
+var (
+	_ fs.InodeEmbedder     = (*Node)(nil)
+	_ fs.NodeLookuper      = (*Node)(nil)
+	_ fs.NodeGetattrer     = (*Node)(nil)
+	_ fs.NodeSetattrer     = (*Node)(nil)
+	_ fs.NodeCreater       = (*Node)(nil)
+	_ fs.NodeOpener        = (*Node)(nil)
+	_ fs.NodeMkdirer       = (*Node)(nil)
+	_ fs.NodeMknoder       = (*Node)(nil)
+	_ fs.NodeSymlinker     = (*Node)(nil)
+	_ fs.NodeReadlinker    = (*Node)(nil)
+	_ fs.NodeLinker        = (*Node)(nil)
+	_ fs.NodeUnlinker      = (*Node)(nil)
+	_ fs.NodeRmdirer       = (*Node)(nil)
+	_ fs.NodeRenamer       = (*Node)(nil)
+	_ fs.NodeReaddirer     = (*Node)(nil)
+	_ fs.NodeStatfser      = (*Node)(nil)
+	_ fs.NodeGetxattrer    = (*Node)(nil)
+	_ fs.NodeSetxattrer    = (*Node)(nil)
+	_ fs.NodeListxattrer   = (*Node)(nil)
+	_ fs.NodeRemovexattrer = (*Node)(nil)
+	_ fs.NodeFsyncer       = (*Node)(nil)
+	_ fs.NodeFlusher       = (*Node)(nil)
+	_ fs.NodeReleaser      = (*Node)(nil)
+	_ fs.NodeReader        = (*Node)(nil)
+	_ fs.NodeWriter        = (*Node)(nil)
+	_ fs.NodeAllocater     = (*Node)(nil)
+	_ fs.NodeLseeker       = (*Node)(nil)
+)
+
+func (n *Node) isRoot() bool { return n == n.fsys.root }
+
+// path returns the backing path of n by encrypting the names from the root
+// down. A node without a parent (unlinked) has no path: ENOENT.
+func (n *Node) path(k *Keys) (string, error) {
+	if n.isRoot() {
+		return n.fsys.backing, nil
+	}
+	type link struct {
+		name   string
+		parent *Node
+	}
+	var buf [16]link
+	chain := buf[:0]
+	root := n.fsys.root.EmbeddedInode()
+	cur := n.EmbeddedInode()
+	for cur != root {
+		name, p := cur.Parent()
+		if p == nil {
+			return "", syscall.ENOENT
+		}
+		pn, ok := p.Operations().(*Node)
+		if !ok {
+			return "", syscall.EIO
+		}
+		chain = append(chain, link{name, pn})
+		if len(chain) > maxDepth {
+			return "", syscall.ELOOP
+		}
+		cur = p
+	}
+	path := n.fsys.backing
+	for i := len(chain) - 1; i >= 0; i-- {
+		id, err := chain[i].parent.dirIDAt(path)
+		if err != nil {
+			return "", err
+		}
+		b, _, err := k.Names.EncryptName(id, chain[i].name)
+		if err != nil {
+			return "", err
+		}
+		path = path + "/" + b
+	}
+	return path, nil
+}
+
+// dirIDAt returns the cached directory ID, reading it from the backing
+// directory at path the first time.
+func (n *Node) dirIDAt(path string) ([]byte, error) {
+	if id := n.dirID.Load(); id != nil {
+		return *id, nil
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return n.dirIDFd(fd)
+}
+
+func (n *Node) dirIDFd(fd int) ([]byte, error) {
+	if id := n.dirID.Load(); id != nil {
+		return *id, nil
+	}
+	id, err := names.ReadDirID(fd)
+	if err != nil {
+		return nil, err
+	}
+	n.dirID.Store(&id)
+	return id, nil
+}
+
+// dirRef is an open backing directory plus the ID its names use.
+type dirRef struct {
+	path string
+	fd   int
+	id   []byte
+}
+
+func (d *dirRef) close() {
+	if d.fd >= 0 {
+		unix.Close(d.fd)
+		d.fd = -1
+	}
+}
+
+// openDir opens n's backing directory. The caller closes it.
+func (n *Node) openDir(k *Keys) (dirRef, error) {
+	d := dirRef{fd: -1}
+	p, err := n.path(k)
+	if err != nil {
+		return d, err
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return d, err
+	}
+	id, err := n.dirIDFd(fd)
+	if err != nil {
+		unix.Close(fd)
+		return d, err
+	}
+	d.path, d.fd, d.id = p, fd, id
+	return d, nil
+}
+
+// childOp is the common prologue of every operation on a name in
+// directory n: it checks the name, acquires the keys, opens the backing
+// directory and encrypts the name. The caller runs done() at the end.
+type childOp struct {
+	k     *Keys
+	d     dirRef
+	bname string // backing name in d
+	long  string // full encoded name for the side file, "" if short
+	rel   func()
+}
+
+func (c *childOp) done() {
+	c.d.close()
+	if c.rel != nil {
+		c.rel()
+	}
+}
+
+func (n *Node) child(ctx context.Context, op, name string) (*childOp, syscall.Errno) {
+	if len(name) > nameMax {
+		return nil, syscall.ENAMETOOLONG
+	}
+	k, rel, errno := n.fsys.keys(ctx, op)
+	if errno != 0 {
+		return nil, errno
+	}
+	c := &childOp{k: k, rel: rel, d: dirRef{fd: -1}}
+	d, err := n.openDir(k)
+	if err != nil {
+		c.done()
+		return nil, n.fsys.errno(err, op, name)
+	}
+	c.d = d
+	b, long, err := k.Names.EncryptName(d.id, name)
+	if err != nil {
+		c.done()
+		return nil, n.nameErr(err, op, name)
+	}
+	c.bname, c.long = b, long
+	return c, 0
+}
+
+// nameErr maps a name-encryption failure (reserved or invalid names carry
+// their own errno; anything else is a key problem).
+func (n *Node) nameErr(err error, op, name string) syscall.Errno {
+	return n.fsys.errno(err, op, name)
+}
+
+// writeLong stores the side file for a long backing name. It reports
+// whether it created one that did not exist, so a failed create can clean up.
+func (c *childOp) writeLong() (created bool, err error) {
+	if c.long == "" {
+		return false, nil
+	}
+	if _, err := names.ReadLongName(c.d.fd, c.bname); err == nil {
+		return false, nil
+	}
+	if err := names.WriteLongName(c.d.fd, c.bname, c.long); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func (c *childOp) dropLong() {
+	if c.long != "" {
+		_ = names.RemoveLongName(c.d.fd, c.bname)
+	}
+}
+
+// newChild registers the backing entry bname of d (stat'ed into st) as a
+// child node and fills out.
+func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
+	n.fsys.fillAttr(st, &out.Attr)
+	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK {
+		if t, err := readlinkAt(d.fd, bname); err == nil {
+			if plain, err := k.Names.DecryptSymlink(t); err == nil {
+				out.Attr.Size = uint64(len(plain))
+			}
+		}
+	}
+	return n.NewInode(ctx, &Node{fsys: n.fsys}, n.fsys.stableAttr(st))
+}
+
+// setOwner gives a new backing entry the caller's owner, as the kernel
+// would for a local file system. The group is left alone in a set-group-ID
+// directory, where the backing file system already inherited it.
+func (n *Node) setOwner(ctx context.Context, d *dirRef, bname string, fd int) error {
+	if !n.fsys.euidRoot {
+		return nil
+	}
+	caller, ok := fuse.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	gid := int(caller.Gid)
+	var dst unix.Stat_t
+	if err := unix.Fstat(d.fd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {
+		gid = -1
+	}
+	if fd >= 0 {
+		return unix.Fchown(fd, int(caller.Uid), gid)
+	}
+	return unix.Fchownat(d.fd, bname, int(caller.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func readlinkAt(dirfd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		m, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if m < size {
+			return string(buf[:m]), nil
+		}
+	}
+}
+
+// Lookup finds name in the directory.
+func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	c, errno := n.child(ctx, "lookup", name)
+	if errno != 0 {
+		return nil, errno
+	}
+	defer c.done()
+	var st unix.Statx_t
+	if err := statxAt(c.d.fd, c.bname, &st); err != nil {
+		return nil, n.fsys.errno(err, "lookup", name)
+	}
+	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out), 0
+}
+
+// Getattr reports the attributes with the plaintext size. An open file is
+// answered from its backing descriptor, which needs no key and works after
+// its last name is gone.
+func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if n.isRoot() {
+		var st unix.Statx_t
+		if err := statxAt(unix.AT_FDCWD, n.fsys.backing, &st); err != nil {
+			return n.fsys.errno(err, "getattr", "/")
+		}
+		n.fsys.fillAttr(&st, &out.Attr)
+		return 0
+	}
+	n.content.RLock()
+	if n.of != nil {
+		var st unix.Statx_t
+		err := statxFd(n.of.fd, &st)
+		n.content.RUnlock()
+		if err != nil {
+			return n.fsys.errno(err, "getattr", "")
+		}
+		n.fsys.fillAttr(&st, &out.Attr)
+		return 0
+	}
+	n.content.RUnlock()
+	k, rel, errno := n.fsys.keys(ctx, "getattr")
+	if errno != 0 {
+		return errno
+	}
+	defer rel()
+	p, err := n.path(k)
+	if err != nil {
+		return n.fsys.errno(err, "getattr", "")
+	}
+	var st unix.Statx_t
+	if err := statxAt(unix.AT_FDCWD, p, &st); err != nil {
+		return n.fsys.errno(err, "getattr", p)
+	}
+	n.fsys.fillAttr(&st, &out.Attr)
+	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK {
+		if t, err := readlinkAt(unix.AT_FDCWD, p); err == nil {
+			if plain, err := k.Names.DecryptSymlink(t); err == nil {
+				out.Attr.Size = uint64(len(plain))
+			}
+		}
+	}
+	return 0
+}
+
+// Setattr changes mode, owner, size (through the sector layer, under the
+// content lock) and times.
+func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var k *Keys
+	if !n.isRoot() {
+		var rel func()
+		var errno syscall.Errno
+		k, rel, errno = n.fsys.keys(ctx, "setattr")
+		if errno != 0 {
+			return errno
+		}
+		defer rel()
+	}
+	n.content.Lock()
+	defer n.content.Unlock()
+
+	fd := -1
+	if n.of != nil {
+		fd = n.of.fd
+	}
+	path := ""
+	if fd < 0 {
+		p, err := n.path(k)
+		if err != nil {
+			return n.fsys.errno(err, "setattr", "")
+		}
+		path = p
+	}
+	if m, ok := in.GetMode(); ok {
+		var err error
+		if fd >= 0 {
+			err = unix.Fchmod(fd, m)
+		} else {
+			err = unix.Fchmodat(unix.AT_FDCWD, path, m, 0)
+		}
+		if err != nil {
+			return n.fsys.errno(err, "chmod", path)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		var err error
+		if fd >= 0 {
+			err = unix.Fchown(fd, su, sg)
+		} else {
+			err = unix.Fchownat(unix.AT_FDCWD, path, su, sg, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
+			return n.fsys.errno(err, "chown", path)
+		}
+	}
+	// Truncate before times, so an explicit mtime survives.
+	if sz, ok := in.GetSize(); ok {
+		if errno := n.truncateLocked(k, path, int64(sz)); errno != 0 {
+			return errno
+		}
+	}
+	if errno := setTimes(in, fd, path); errno != 0 {
+		return n.fsys.errno(errno, "utimens", path)
+	}
+
+	var st unix.Statx_t
+	var err error
+	if fd >= 0 {
+		err = statxFd(fd, &st)
+	} else {
+		err = statxAt(unix.AT_FDCWD, path, &st)
+	}
+	if err != nil {
+		return n.fsys.errno(err, "setattr", path)
+	}
+	n.fsys.fillAttr(&st, &out.Attr)
+	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK && k != nil {
+		if t, err := readlinkAt(unix.AT_FDCWD, path); err == nil {
+			if plain, err := k.Names.DecryptSymlink(t); err == nil {
+				out.Attr.Size = uint64(len(plain))
+			}
+		}
+	}
+	return 0
+}
+
+func setTimes(in *fuse.SetAttrIn, fd int, path string) syscall.Errno {
+	_, mok := in.GetMTime()
+	_, aok := in.GetATime()
+	if !mok && !aok {
+		return 0
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if aok {
+		if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+			ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		} else {
+			ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+		}
+	}
+	if mok {
+		if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+			ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		} else {
+			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+		}
+	}
+	var err error
+	if fd >= 0 {
+		// utimensat(fd, NULL, ...) is futimens; /proc/self/fd reaches the
+		// same inode even when it has no name left.
+		err = unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+itoa(fd), ts, 0)
+	} else {
+		err = unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
+		if e, ok := err.(syscall.Errno); ok {
+			return e
+		}
+		return syscall.EIO
+	}
+	return 0
+}
+
+func itoa(i int) string {
+	var b [20]byte
+	p := len(b)
+	if i == 0 {
+		return "0"
+	}
+	for i > 0 {
+		p--
+		b[p] = byte('0' + i%10)
+		i /= 10
+	}
+	return string(b[p:])
+}
+
+// truncateLocked sets the plaintext size; the caller holds n.content.
+func (n *Node) truncateLocked(k *Keys, path string, size int64) syscall.Errno {
+	if size < 0 {
+		return syscall.EINVAL
+	}
+	if n.StableAttr().Mode != syscall.S_IFREG {
+		if n.IsDir() {
+			return syscall.EISDIR
+		}
+		return syscall.EINVAL
+	}
+	f := (*sector.File)(nil)
+	if n.of != nil && n.of.rw {
+		f = n.of.f
+	} else {
+		if path == "" {
+			p, err := n.path(k)
+			if err != nil {
+				return n.fsys.errno(err, "truncate", "")
+			}
+			path = p
+		}
+		osf, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return n.fsys.errno(err, "truncate", path)
+		}
+		defer osf.Close()
+		f, err = sector.NewFile(osf, n.fsys.sectorSize)
+		if err != nil {
+			return n.fsys.errno(err, "truncate", path)
+		}
+	}
+	if err := f.Truncate(k.Content, size); err != nil {
+		return n.fsys.errno(err, "truncate", path)
+	}
+	return 0
+}
+
+// Statfs reports the backing file system's numbers.
+func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var s syscall.Statfs_t
+	if err := syscall.Statfs(n.fsys.backing, &s); err != nil {
+		return n.fsys.errno(err, "statfs", n.fsys.backing)
+	}
+	out.FromStatfsT(&s)
+	out.NameLen = nameMax
+	return 0
+}

@@ -1,0 +1,115 @@
+package fusefs
+
+import (
+	"context"
+	"encoding/binary"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/keywrap/names"
+)
+
+// Readdir lists the directory with decrypted names. Reserved backing
+// names are hidden; an entry whose name fails to decrypt is skipped with
+// a log line rather than failing the whole listing.
+func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	k, rel, errno := n.fsys.keys(ctx, "readdir")
+	if errno != 0 {
+		return nil, errno
+	}
+	defer rel()
+	d, err := n.openDir(k)
+	if err != nil {
+		return nil, n.fsys.errno(err, "readdir", "")
+	}
+	defer d.close()
+
+	entries := make([]fuse.DirEntry, 0, 16)
+	entries = append(entries, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: n.StableAttr().Ino})
+	parentIno := n.StableAttr().Ino
+	if _, p := n.Parent(); p != nil {
+		parentIno = p.StableAttr().Ino
+	}
+	entries = append(entries, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
+
+	bufp := n.fsys.direntBuf()
+	defer n.fsys.bufPool.Put(bufp)
+	buf := *bufp
+	for {
+		m, err := unix.Getdents(d.fd, buf)
+		if err != nil {
+			return nil, n.fsys.errno(err, "readdir", d.path)
+		}
+		if m <= 0 {
+			break
+		}
+		for rec := buf[:m]; len(rec) >= 19; {
+			ino := binary.NativeEndian.Uint64(rec[0:8])
+			reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
+			if reclen < 19 || reclen > len(rec) {
+				break
+			}
+			typ := rec[18]
+			nameb := rec[19:reclen]
+			for i, c := range nameb {
+				if c == 0 {
+					nameb = nameb[:i]
+					break
+				}
+			}
+			rec = rec[reclen:]
+			bname := string(nameb)
+			if bname == "." || bname == ".." || k.Names.IsReserved(bname) {
+				continue
+			}
+			enc := bname
+			if names.IsLongName(bname) {
+				full, err := names.ReadLongName(d.fd, bname)
+				if err != nil {
+					n.fsys.log.Warn().Str("op", "readdir").Str("path", d.path+"/"+bname).Err(err).Msg("long name side file unreadable; entry skipped")
+					continue
+				}
+				enc = full
+			}
+			plain, err := k.Names.DecryptName(d.id, enc)
+			if err != nil {
+				n.fsys.log.Warn().Str("op", "readdir").Str("path", d.path+"/"+bname).Err(err).Msg("name failed to decrypt; entry skipped")
+				continue
+			}
+			if ino == 1 {
+				ino = 1<<63 | 1
+			}
+			entries = append(entries, fuse.DirEntry{Name: plain, Mode: dtypeMode(typ), Ino: ino})
+		}
+	}
+	return fs.NewListDirStream(entries), 0
+}
+
+func dtypeMode(t uint8) uint32 {
+	switch t {
+	case unix.DT_DIR:
+		return syscall.S_IFDIR
+	case unix.DT_LNK:
+		return syscall.S_IFLNK
+	case unix.DT_FIFO:
+		return syscall.S_IFIFO
+	case unix.DT_SOCK:
+		return syscall.S_IFSOCK
+	case unix.DT_CHR:
+		return syscall.S_IFCHR
+	case unix.DT_BLK:
+		return syscall.S_IFBLK
+	}
+	return syscall.S_IFREG
+}
+
+func (f *FS) direntBuf() *[]byte {
+	if b, ok := f.bufPool.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 32<<10)
+	return &b
+}

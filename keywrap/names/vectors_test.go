@@ -1,0 +1,119 @@
+package names
+
+import (
+	"encoding/hex"
+	"flag"
+	"testing"
+
+	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/keywrap/internal/vectors"
+)
+
+var formatDoc = flag.String("formatdoc", "../../docs/format.md", "document holding the published test vectors")
+
+func loadVectors(t *testing.T) map[string]map[string]string {
+	t.Helper()
+	all, err := vectors.Load(*formatDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"subkeys", "names-keys", "name-short", "name-unicode", "name-long", "symlink", "xattr"} {
+		if _, ok := all[n]; !ok {
+			t.Fatalf("%s: no vector %q", *formatDoc, n)
+		}
+	}
+	return all
+}
+
+func unhex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatalf("vector hex %q: %v", s, err)
+	}
+	return b
+}
+
+// vectorCodec builds the codec from the document's DK, checking each derived
+// key against the document on the way.
+func vectorCodec(t *testing.T, all map[string]map[string]string) *Codec {
+	t.Helper()
+	dk, err := keywrap.NewKey(unhex(t, all["subkeys"]["dk"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dk.Close()
+	nk, err := keywrap.DeriveSubkey(dk, keywrap.LabelNames, keywrap.SubkeyLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nk.Close()
+	kv := all["names-keys"]
+	if got := hex.EncodeToString(nk.Bytes()); got != kv["names"] {
+		t.Fatalf("names subkey %s, document says %s", got, kv["names"])
+	}
+	c, err := NewCodec(nk, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	fields := [numSlots]string{"name_mac", "name_enc", "xattr_name_mac", "xattr_name_enc", "symlink", "xattr_value"}
+	for i, f := range fields {
+		if got := hex.EncodeToString(slot(c.keys.Bytes(), i)); got != kv[f] {
+			t.Errorf("%s key %s, document says %s", f, got, kv[f])
+		}
+	}
+	return c
+}
+
+func TestVectorNames(t *testing.T) {
+	all := loadVectors(t)
+	c := vectorCodec(t, all)
+	for _, vn := range []string{"name-short", "name-unicode", "name-long"} {
+		v := all[vn]
+		d := unhex(t, v["dir_id"])
+		name := string(unhex(t, v["name_hex"]))
+		backing, full, err := c.EncryptName(d, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if backing != v["backing"] || full != v["full"] {
+			t.Errorf("%s: got %q / %q, document says %q / %q", vn, backing, full, v["backing"], v["full"])
+		}
+		enc := v["backing"]
+		if v["full"] != "" {
+			enc = v["full"]
+		}
+		if got, err := c.DecryptName(d, enc); err != nil || got != name {
+			t.Errorf("%s: decrypt = %q, %v", vn, got, err)
+		}
+	}
+}
+
+func TestVectorSymlinkXattr(t *testing.T) {
+	all := loadVectors(t)
+	c := vectorCodec(t, all)
+	s := all["symlink"]
+	if got := b64.EncodeToString(sealNonce(c.symGCM, unhex(t, s["nonce"]), []byte(s["target"]), nil)); got != s["stored"] {
+		t.Errorf("symlink: %s, document says %s", got, s["stored"])
+	}
+	if got, err := c.DecryptSymlink(s["stored"]); err != nil || got != s["target"] {
+		t.Errorf("symlink decrypt: %q %v", got, err)
+	}
+	x := all["xattr"]
+	bn, err := c.EncryptXattrName(x["name"])
+	if err != nil || bn != x["backing_name"] {
+		t.Errorf("xattr name: %q %v, document says %q", bn, err, x["backing_name"])
+	}
+	if got, err := c.DecryptXattrName(x["backing_name"]); err != nil || got != x["name"] {
+		t.Errorf("xattr name decrypt: %q %v", got, err)
+	}
+	sealed := sealNonce(c.xvGCM, unhex(t, x["nonce"]), unhex(t, x["value_hex"]), []byte(x["backing_name"]))
+	if got := hex.EncodeToString(sealed); got != x["backing_value"] {
+		t.Errorf("xattr value: %s, document says %s", got, x["backing_value"])
+	}
+	val, err := c.OpenXattrValue(x["backing_name"], unhex(t, x["backing_value"]))
+	if err != nil || hex.EncodeToString(val) != x["value_hex"] {
+		t.Errorf("xattr value open: %x %v", val, err)
+	}
+}

@@ -1,0 +1,269 @@
+package kms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"maps"
+	"slices"
+	"sort"
+	"time"
+)
+
+type grantRec struct {
+	ID          string            `json:"id"`
+	Token       string            `json:"token"`
+	Name        string            `json:"name,omitempty"`
+	Grantee     string            `json:"grantee"`
+	Retiring    string            `json:"retiring,omitempty"`
+	Issuer      string            `json:"issuer"`
+	Operations  []string          `json:"operations"`
+	Constraints *GrantConstraints `json:"constraints,omitempty"`
+	Created     time.Time         `json:"created"`
+}
+
+var grantableOps = []string{
+	OpDecrypt, OpEncrypt, OpGenerateDataKey, OpGenerateDataKeyWithoutPlaintext,
+	OpReEncryptFrom, OpReEncryptTo, OpDescribeKey, OpCreateGrant, OpRetireGrant,
+}
+
+// cryptoOps may carry encryption-context constraints; AWS refuses
+// constraints on grants for the others.
+var cryptoOps = []string{
+	OpDecrypt, OpEncrypt, OpGenerateDataKey, OpGenerateDataKeyWithoutPlaintext,
+	OpReEncryptFrom, OpReEncryptTo, OpCreateGrant, OpRetireGrant,
+}
+
+// allows reports whether a request with encCtx satisfies the constraints.
+func (c *GrantConstraints) allows(encCtx map[string]string) bool {
+	if c == nil {
+		return true
+	}
+	if c.EncryptionContextEquals != nil && !maps.Equal(c.EncryptionContextEquals, encCtx) {
+		return false
+	}
+	for k, v := range c.EncryptionContextSubset {
+		if got, ok := encCtx[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *GrantConstraints) empty() bool {
+	return c == nil || (len(c.EncryptionContextEquals) == 0 && len(c.EncryptionContextSubset) == 0)
+}
+
+func sameConstraints(a, b *GrantConstraints) bool {
+	if a.empty() || b.empty() {
+		return a.empty() == b.empty()
+	}
+	return maps.Equal(a.EncryptionContextEquals, b.EncryptionContextEquals) &&
+		maps.Equal(a.EncryptionContextSubset, b.EncryptionContextSubset)
+}
+
+func randomToken(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// CreateGrant lets GranteePrincipal perform Operations on the key. The owner
+// may grant anything; a grantee holding a CreateGrant grant may pass on at
+// most its own operations under its own constraints. A second call with the
+// same name and parameters returns the existing grant. Grants on the service
+// key are refused: volumes that are shared need a customer key.
+func (s *Store) CreateGrant(ctx context.Context, principal string, in GrantInput) (grantID, grantToken string, err error) {
+	var keyID string
+	err = s.write(ctx, func(st *state, _ *storeLock) error {
+		k, err := s.resolve(st, in.KeyRef)
+		if err != nil {
+			return err
+		}
+		keyID = k.ID
+		if err := checkPrincipal(principal); err != nil {
+			return err
+		}
+		if k.Manager == KeyManagerAWS {
+			return s.serviceKeyRefusal(k, "be shared with grants")
+		}
+		if err := validateGrant(&in); err != nil {
+			return err
+		}
+		if !isOwner(k, principal) {
+			if !s.mayDelegate(k, principal, in) {
+				return s.accessDenied(principal, OpCreateGrant, k)
+			}
+		}
+		if k.State == StatePendingDeletion {
+			return s.stateErr(k)
+		}
+		if in.Name != "" {
+			for _, g := range k.Grants {
+				if g.Name == in.Name && g.Grantee == in.GranteePrincipal && g.Retiring == in.RetiringPrincipal &&
+					slices.Equal(g.Operations, in.Operations) && sameConstraints(g.Constraints, in.Constraints) {
+					grantID, grantToken = g.ID, g.Token
+					return errNoChange
+				}
+			}
+		}
+		if len(k.Grants) >= 50000 {
+			return newErr(CodeLimitExceeded, "%s has too many grants", s.keyARN(k.ID))
+		}
+		id, err := randomToken(32)
+		if err != nil {
+			return internalErr("grant id", err)
+		}
+		tok := make([]byte, 48)
+		if _, err := rand.Read(tok); err != nil {
+			return internalErr("grant token", err)
+		}
+		g := &grantRec{ID: id, Token: base64.RawURLEncoding.EncodeToString(tok), Name: in.Name,
+			Grantee: in.GranteePrincipal, Retiring: in.RetiringPrincipal, Issuer: principal,
+			Operations: in.Operations, Created: s.now().UTC()}
+		if !in.Constraints.empty() {
+			c := *in.Constraints
+			c.EncryptionContextEquals = maps.Clone(c.EncryptionContextEquals)
+			c.EncryptionContextSubset = maps.Clone(c.EncryptionContextSubset)
+			g.Constraints = &c
+		}
+		k.Grants = append(k.Grants, g)
+		grantID, grantToken = g.ID, g.Token
+		return nil
+	})
+	return grantID, grantToken, s.auditOp(principal, "CreateGrant", keyID, err)
+}
+
+func validateGrant(in *GrantInput) error {
+	if in.GranteePrincipal == "" {
+		return validationErr("GranteePrincipal is required")
+	}
+	if len(in.Operations) == 0 {
+		return validationErr("Operations must list at least one operation")
+	}
+	ops := slices.Clone(in.Operations)
+	sort.Strings(ops)
+	ops = slices.Compact(ops)
+	for _, op := range ops {
+		if !slices.Contains(grantableOps, op) {
+			return validationErr("grant operation %q is not supported; valid operations: %v", op, grantableOps)
+		}
+	}
+	in.Operations = ops
+	if !in.Constraints.empty() {
+		for _, op := range ops {
+			if !slices.Contains(cryptoOps, op) {
+				return validationErr("grant constraints cannot be used with the %s operation", op)
+			}
+		}
+		if len(in.Constraints.EncryptionContextEquals) > 0 && len(in.Constraints.EncryptionContextSubset) > 0 {
+			return validationErr("use either EncryptionContextEquals or EncryptionContextSubset, not both")
+		}
+	}
+	if len(in.Name) > 256 {
+		return validationErr("grant Name is longer than 256 characters")
+	}
+	return nil
+}
+
+// mayDelegate reports whether a grantee may create the grant in: one of its
+// grants must allow CreateGrant and every requested operation, with the same
+// constraints.
+func (s *Store) mayDelegate(k *keyRec, principal string, in GrantInput) bool {
+	for _, g := range k.Grants {
+		if g.Grantee != principal || !slices.Contains(g.Operations, OpCreateGrant) {
+			continue
+		}
+		ok := true
+		for _, op := range in.Operations {
+			if !slices.Contains(g.Operations, op) {
+				ok = false
+			}
+		}
+		if ok && (g.Constraints.empty() || sameConstraints(g.Constraints, in.Constraints)) {
+			return true
+		}
+	}
+	return false
+}
+
+// ListGrants lists the key's grants (owner only), oldest first.
+func (s *Store) ListGrants(ctx context.Context, principal, keyRef string) ([]Grant, error) {
+	var out []Grant
+	err := s.read(ctx, func(st *state) error {
+		k, err := s.resolve(st, keyRef)
+		if err != nil {
+			return err
+		}
+		if err := s.requireOwner(k, principal, "ListGrants"); err != nil {
+			return err
+		}
+		for _, g := range k.Grants {
+			out = append(out, exportGrant(k.ID, g))
+		}
+		return nil
+	})
+	return out, err
+}
+
+func exportGrant(keyID string, g *grantRec) Grant {
+	out := Grant{KeyID: keyID, GrantID: g.ID, Name: g.Name, GranteePrincipal: g.Grantee,
+		RetiringPrincipal: g.Retiring, IssuingPrincipal: g.Issuer, Operations: slices.Clone(g.Operations),
+		CreationDate: g.Created}
+	if g.Constraints != nil {
+		c := *g.Constraints
+		c.EncryptionContextEquals = maps.Clone(c.EncryptionContextEquals)
+		c.EncryptionContextSubset = maps.Clone(c.EncryptionContextSubset)
+		out.Constraints = &c
+	}
+	return out
+}
+
+// RevokeGrant deletes a grant (key owner only). The grantee's next call is
+// denied, in every process using the store.
+func (s *Store) RevokeGrant(ctx context.Context, principal, keyRef, grantID string) error {
+	return s.adminWrite(ctx, principal, "RevokeGrant", keyRef, func(_ *state, k *keyRec) error {
+		return s.dropGrant(k, grantID)
+	})
+}
+
+// RetireGrant deletes a grant when principal is its retiring principal, a
+// grantee allowed RetireGrant by it, or the key owner.
+func (s *Store) RetireGrant(ctx context.Context, principal, keyRef, grantID string) error {
+	var keyID string
+	err := s.write(ctx, func(st *state, _ *storeLock) error {
+		k, err := s.resolve(st, keyRef)
+		if err != nil {
+			return err
+		}
+		keyID = k.ID
+		if err := checkPrincipal(principal); err != nil {
+			return err
+		}
+		for _, g := range k.Grants {
+			if g.ID != grantID {
+				continue
+			}
+			if isOwner(k, principal) || g.Retiring == principal ||
+				(g.Grantee == principal && slices.Contains(g.Operations, OpRetireGrant)) {
+				return s.dropGrant(k, grantID)
+			}
+			return s.accessDenied(principal, OpRetireGrant, k)
+		}
+		return newErr(CodeInvalidGrantID, "Grant ID %s is not valid for %s", grantID, s.keyARN(k.ID))
+	})
+	return s.auditOp(principal, "RetireGrant", keyID, err)
+}
+
+func (s *Store) dropGrant(k *keyRec, grantID string) error {
+	for i, g := range k.Grants {
+		if g.ID == grantID {
+			k.Grants = slices.Delete(k.Grants, i, i+1)
+			return nil
+		}
+	}
+	return newErr(CodeInvalidGrantID, "Grant ID %s is not valid for %s", grantID, s.keyARN(k.ID))
+}

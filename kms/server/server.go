@@ -1,0 +1,373 @@
+// Package server serves a kms.Store over the AWS KMS JSON protocol
+// (awsJson1_1: POST /, X-Amz-Target: TrentService.<Op>) with Signature
+// Version 4 authentication, so AWS SDKs, awscli and encvol's own aws
+// backend can use it unchanged.
+//
+// Every request is authenticated against a fixed set of principals (access
+// key ID + secret → principal name); the store then authorizes that
+// principal by key ownership and grants. Errors carry AWS's exception
+// names and HTTP statuses. Request logs name the operation, principal, key,
+// status and latency; they never contain key material, plaintext or
+// ciphertext blobs.
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/encvol/encvol/kms"
+)
+
+// DefaultMaxBody bounds a request body. The largest legitimate KMS request
+// (ImportKeyMaterial with a 4096-bit wrapped key plus a token, or Encrypt
+// of 4 KiB) is far below it.
+const DefaultMaxBody = 1 << 20
+
+const (
+	targetPrefix = "TrentService."
+	contentType  = "application/x-amz-json-1.1"
+)
+
+// Options tunes a Server. The zero value is usable.
+type Options struct {
+	// Region, when set, is the only region accepted in a request's
+	// credential scope; empty accepts any region.
+	Region string
+	// MaxBody is the largest accepted request body in bytes (DefaultMaxBody if 0).
+	MaxBody int64
+	// MaxSkew is how far a request's X-Amz-Date may be from Now (DefaultMaxSkew if 0).
+	MaxSkew time.Duration
+	// Now is the clock used to check signature freshness (time.Now if nil).
+	Now func() time.Time
+}
+
+// Server is an http.Handler for the AWS KMS JSON API backed by a kms.Store.
+// It is safe for concurrent use.
+type Server struct {
+	store  *kms.Store
+	log    zerolog.Logger
+	opt    Options
+	verify *verifier
+	ops    map[string]opFunc
+}
+
+// New returns a server for store that accepts requests signed by any of
+// principals. The store stays owned by the caller.
+func New(store *kms.Store, principals []Principal, log zerolog.Logger, opt Options) *Server {
+	if opt.MaxBody <= 0 {
+		opt.MaxBody = DefaultMaxBody
+	}
+	if opt.MaxSkew <= 0 {
+		opt.MaxSkew = DefaultMaxSkew
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	byKey := make(map[string]Principal, len(principals))
+	for _, p := range principals {
+		byKey[p.AccessKeyID] = p
+	}
+	s := &Server{
+		store: store,
+		log:   log,
+		opt:   opt,
+		verify: &verifier{
+			byKey: byKey, region: opt.Region, maxSkew: opt.MaxSkew, now: opt.Now,
+			signer: v4.NewSigner(),
+		},
+	}
+	s.ops = s.operations()
+	return s
+}
+
+// apiError is an error answered to the client: an AWS exception name, a
+// message and the HTTP status AWS uses for it.
+type apiError struct {
+	Code    string
+	Message string
+	Status  int
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+func validationError(format string, args ...any) *apiError {
+	return &apiError{Code: "ValidationException", Status: http.StatusBadRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+// toAPIError maps any handler error to what the client sees. Store errors
+// keep their AWS code; anything else is an internal error whose details go
+// to the log only.
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var ke *kms.Error
+	if errors.As(err, &ke) {
+		return &apiError{Code: ke.Code, Message: ke.Message, Status: ke.HTTPStatus()}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return &apiError{Code: "DependencyTimeoutException", Status: http.StatusServiceUnavailable, Message: "the request was cancelled or timed out"}
+	}
+	return &apiError{Code: "KMSInternalException", Status: http.StatusInternalServerError, Message: "internal error; see the server log"}
+}
+
+// Handler returns the HTTP handler serving the KMS API at "/".
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// reqLog collects what one request's log line reports.
+type reqLog struct {
+	op, principal, keyID string
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	reqID := newRequestID()
+	w.Header().Set("x-amzn-RequestId", reqID)
+	var rl reqLog
+	status, code := s.handle(w, r, &rl)
+	ev := s.log.Info()
+	if status >= 500 {
+		ev = s.log.Error()
+	}
+	ev = ev.Str("request_id", reqID).Str("op", rl.op).Str("principal", rl.principal).
+		Int("status", status).Dur("latency", time.Since(start)).Str("remote", r.RemoteAddr)
+	if rl.keyID != "" {
+		ev = ev.Str("key_id", rl.keyID)
+	}
+	if code != "" {
+		ev = ev.Str("code", code)
+	}
+	ev.Msg("kms request")
+}
+
+// handle serves one request and returns the status and error code (empty on
+// success) for the request log.
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, rl *reqLog) (int, string) {
+	fail := func(e *apiError) (int, string) {
+		writeError(w, e)
+		return e.Status, e.Code
+	}
+	if r.Method != http.MethodPost || r.URL.Path != "/" {
+		w.Header().Set("Allow", http.MethodPost)
+		return fail(&apiError{Code: "UnknownOperationException", Status: http.StatusMethodNotAllowed,
+			Message: "the KMS API is served by POST / with an X-Amz-Target header"})
+	}
+	body, aerr := s.readBody(w, r)
+	if aerr != nil {
+		return fail(aerr)
+	}
+	// The body may carry plaintext (Encrypt) or wrapped key material.
+	defer clear(body)
+
+	principal, aerr := s.verify.verify(r.Context(), r, body)
+	if aerr != nil {
+		return fail(aerr)
+	}
+	rl.principal = principal.Name
+
+	target := r.Header.Get("X-Amz-Target")
+	op, ok := strings.CutPrefix(target, targetPrefix)
+	rl.op = op
+	if !ok {
+		rl.op = target
+		return fail(&apiError{Code: "UnknownOperationException", Status: http.StatusBadRequest,
+			Message: fmt.Sprintf("X-Amz-Target %q is not a KMS operation (want %s<Operation>)", target, targetPrefix)})
+	}
+	f, ok := s.ops[op]
+	if !ok {
+		return fail(&apiError{Code: "UnknownOperationException", Status: http.StatusBadRequest,
+			Message: fmt.Sprintf("operation %s is not supported by this server", op)})
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/x-amz-json-1.") {
+		return fail(&apiError{Code: "SerializationException", Status: http.StatusBadRequest,
+			Message: fmt.Sprintf("Content-Type %q is not supported; send %s", ct, contentType)})
+	}
+
+	resp, err := f(r.Context(), principal.Name, body, rl)
+	if err != nil {
+		ae := toAPIError(err)
+		if ae.Code == "KMSInternalException" || ae.Status >= 500 {
+			s.log.Error().Err(err).Str("op", op).Str("principal", principal.Name).Str("key_id", rl.keyID).Msg("kms operation failed")
+		}
+		return fail(ae)
+	}
+	if err := writeResponse(w, resp); err != nil {
+		s.log.Error().Err(err).Str("op", op).Msg("encode kms response")
+		return fail(toAPIError(err))
+	}
+	return http.StatusOK, ""
+}
+
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	tooLarge := &apiError{Code: "ValidationException", Status: http.StatusRequestEntityTooLarge,
+		Message: fmt.Sprintf("request body exceeds %d bytes", s.opt.MaxBody)}
+	if r.ContentLength > s.opt.MaxBody {
+		return nil, tooLarge
+	}
+	rd := http.MaxBytesReader(w, r.Body, s.opt.MaxBody)
+	var buf []byte
+	if r.ContentLength > 0 {
+		buf = make([]byte, 0, r.ContentLength)
+	}
+	b := bytes.NewBuffer(buf)
+	if _, err := b.ReadFrom(rd); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge
+		}
+		return nil, &apiError{Code: "SerializationException", Status: http.StatusBadRequest, Message: "cannot read the request body: " + err.Error()}
+	}
+	return b.Bytes(), nil
+}
+
+type errorBody struct {
+	Type    string `json:"__type"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(errorBody{Type: e.Code, Message: e.Message})
+}
+
+// secretResponse is a response with a Plaintext field. It is encoded by
+// hand into a buffer the server zeroes afterwards, so the plaintext is not
+// left behind in encoding/json's pooled buffers.
+type secretResponse struct {
+	plaintext []byte
+	rest      any // the other fields; must encode as a JSON object
+}
+
+func writeResponse(w http.ResponseWriter, resp any) error {
+	w.Header().Set("Content-Type", contentType)
+	sr, ok := resp.(*secretResponse)
+	if !ok {
+		out, err := json.Marshal(resp)
+		if err != nil {
+			return fmt.Errorf("encode response: %w", err)
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(out)))
+		_, err = w.Write(out)
+		return err
+	}
+	defer clear(sr.plaintext)
+	rest, err := json.Marshal(sr.rest)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	if len(rest) < 2 || rest[0] != '{' {
+		return fmt.Errorf("encode response: not an object")
+	}
+	const field = `{"Plaintext":"`
+	n := len(field) + base64.StdEncoding.EncodedLen(len(sr.plaintext)) + 1
+	out := make([]byte, 0, n+len(rest))
+	defer func() { clear(out[:cap(out)]) }()
+	out = append(out, field...)
+	out = base64.StdEncoding.AppendEncode(out, sr.plaintext)
+	out = append(out, '"')
+	if len(rest) > 2 {
+		out = append(out, ',')
+	}
+	out = append(out, rest[1:]...)
+	w.Header().Set("Content-Length", fmt.Sprint(len(out)))
+	_, err = w.Write(out)
+	return err
+}
+
+// newRequestID returns a random UUID, the form AWS uses for request IDs.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// ListenAndServe serves the API on addr (TLS when tlsCert and tlsKey are
+// both set) until ctx is done, then shuts down gracefully: in-flight
+// requests get up to 10 seconds to finish. ready, if not nil, is called
+// with the bound address once the listener accepts connections (so addr
+// may use port 0). It returns nil after a shutdown caused by ctx.
+func (s *Server) ListenAndServe(ctx context.Context, addr, tlsCert, tlsKey string, ready func(net.Addr)) error {
+	if (tlsCert == "") != (tlsKey == "") {
+		return fmt.Errorf("TLS needs both a certificate and a key file (got only one)")
+	}
+	var tlsConfig *tls.Config
+	if tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+		if err != nil {
+			return fmt.Errorf("load TLS certificate %s and key %s: %w", tlsCert, tlsKey, err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		TLSConfig:         tlsConfig,
+		ErrorLog:          newStdLogger(s.log),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shut down the KMS server on %s: %w", ln.Addr(), err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// stdLogWriter routes net/http's own messages (TLS handshake errors and
+// the like) into the structured log.
+type stdLogWriter struct{ log zerolog.Logger }
+
+func (w stdLogWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Str("op", "http").Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+var _ io.Writer = stdLogWriter{}
+
+func newStdLogger(l zerolog.Logger) *log.Logger { return log.New(stdLogWriter{log: l}, "", 0) }

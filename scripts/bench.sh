@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# bench.sh — encvol side by side with gocryptfs, a FUSE loopback without kernel
+# passthrough, and the bare directory, all on the same tmpfs.
+#
+# Usage (as root, from anywhere in the repository):
+#   scripts/bench.sh                 full run, medians of RUNS (default 3) runs,
+#                                    table appended to docs/performance.md
+#   QUICK=1 scripts/bench.sh         smoke run with small sizes, 1 run, table
+#                                    printed only (set APPEND=1 to append anyway)
+# Environment:
+#   RUNS=N            runs per workload (median reported), default 3 (QUICK: 1)
+#   SYSTEMS="..."     subset of: encvol gocryptfs loopback bare (default: all)
+#   TMPFS_SIZE=3G     size of the tmpfs that holds every backing directory
+#   APPEND=0|1        append the table to docs/performance.md (default 1; QUICK: 0)
+#   KEEP=1            keep the work directory (logs) after the run
+#
+# Why each system: gocryptfs is the established encrypted FUSE file system;
+# the no-passthrough loopback (scripts/nopassthrough) is the fastest any FUSE
+# file system can be when the daemon has to see every byte; bare tmpfs is the
+# floor. "Cold" means: unmount, mount again, drop the page cache. On a tmpfs
+# backing that drops only the FUSE mount's cached pages: tmpfs is the storage.
+set -euo pipefail
+
+die() { echo "bench: $*" >&2; exit 1; }
+log() { echo "bench: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "run as root (mounts tmpfs, drops caches, direct FUSE mounts)"
+command -v go >/dev/null || die "go not found in PATH"
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+	RUNS=${RUNS:-1}
+	APPEND=${APPEND:-0}
+	SEQ_MB=64          # sequential write/read size in MiB
+	SMALL_COUNT=4096   # 512-byte writes (2 MiB)
+	FIO_SECS=2
+	FIO_SIZE=32M
+else
+	RUNS=${RUNS:-3}
+	APPEND=${APPEND:-1}
+	SEQ_MB=1024
+	SMALL_COUNT=65536  # 32 MiB
+	FIO_SECS=10
+	FIO_SIZE=256M
+fi
+SYSTEMS=${SYSTEMS:-"encvol gocryptfs loopback bare"}
+TMPFS_SIZE=${TMPFS_SIZE:-3G}
+KEEP=${KEEP:-0}
+CMDLINE="$(printf '%q ' "$0" "$@")"
+ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" TMPFS_SIZE=$TMPFS_SIZE"
+
+for s in $SYSTEMS; do
+	case $s in encvol | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
+done
+
+# --- tools -------------------------------------------------------------------
+need_pkgs=()
+command -v fio >/dev/null || need_pkgs+=(fio)
+command -v jq >/dev/null || need_pkgs+=(jq)
+command -v mountpoint >/dev/null || need_pkgs+=(util-linux)
+case " $SYSTEMS " in *" gocryptfs "*) command -v gocryptfs >/dev/null || need_pkgs+=(gocryptfs) ;; esac
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	log "installing ${need_pkgs[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# --- work area and cleanup ----------------------------------------------------
+WORK=$(mktemp -d /tmp/encvol-bench.XXXXXX)
+T=$WORK/tmpfs      # every backing directory and the bare directory live here
+declare -A PID=()  # daemon pid per FUSE system
+
+mp() { echo "$WORK/mnt/$1"; }
+backing() { echo "$T/$1"; }
+
+cleanup() {
+	set +e
+	for s in "${!PID[@]}"; do stop_fs "$s" 2>/dev/null; done
+	for m in "$WORK"/mnt/*; do
+		mountpoint -q "$m" 2>/dev/null && umount -l "$m"
+	done
+	mountpoint -q "$T" && umount -l "$T"
+	if [ "$KEEP" = 1 ]; then
+		log "work directory kept: $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$T" "$WORK/mnt" "$WORK/bin" "$WORK/res" "$WORK/log"
+mount -t tmpfs -o size="$TMPFS_SIZE" encvol-bench "$T"
+
+# --- build ---------------------------------------------------------------------
+export GOEXPERIMENT=runtimesecret
+(cd "$REPO" && go build -o "$WORK/bin/nopassthrough" ./scripts/nopassthrough)
+case " $SYSTEMS " in *" encvol "*)
+	(cd "$REPO" && go build -o "$WORK/bin/encvol" ./cmd/encvol)
+	CFG=$WORK/encvol.toml
+	cat >"$CFG" <<EOF
+[kms.local]
+type = "local"
+path = "$WORK/kms"
+EOF
+	ENCVOL=("$WORK/bin/encvol" --config "$CFG")
+	"${ENCVOL[@]}" kms create-key --alias alias/bench --description "encvol benchmark" >"$WORK/log/create-key.out"
+	mkdir -p "$(backing encvol)"
+	"${ENCVOL[@]}" create --backing "$(backing encvol)" --key alias/bench >"$WORK/log/create.out"
+	;;
+esac
+case " $SYSTEMS " in *" gocryptfs "*)
+	mkdir -p "$(backing gocryptfs)"
+	gocryptfs -q -init -extpass 'echo pw' "$(backing gocryptfs)" >/dev/null
+	;;
+esac
+mkdir -p "$(backing loopback)" "$(backing bare)"
+
+# The Go source tree, tarred once onto the tmpfs but outside every measured
+# directory, so reading the archive never touches a disk.
+TAR=$T/gosrc.tar
+GOSRC=$(go env GOROOT)/src
+if [ "$QUICK" = 1 ]; then
+	tar -cf "$TAR" -C "$GOSRC" net encoding
+else
+	tar -cf "$TAR" -C "$GOSRC" .
+fi
+TAR_FILES=$(tar -tf "$TAR" | grep -vc '/$')
+
+# --- mount handling -------------------------------------------------------------
+wait_mounted() { # MOUNTPOINT PID LOGFILE
+	local deadline=$((SECONDS + 30))
+	until mountpoint -q "$1"; do
+		kill -0 "$2" 2>/dev/null || { cat "$3" >&2; die "daemon for $1 exited before mounting"; }
+		[ $SECONDS -lt $deadline ] || { cat "$3" >&2; die "timeout waiting for mount $1"; }
+		sleep 0.05
+	done
+}
+
+start_fs() { # SYSTEM
+	local s=$1 m lf
+	m=$(mp "$s")
+	lf=$WORK/log/$s.log
+	mkdir -p "$m"
+	case $s in
+	bare) return 0 ;;
+	encvol) "${ENCVOL[@]}" mount -f "$(backing encvol)" "$m" >>"$lf" 2>&1 & ;;
+	gocryptfs) gocryptfs -fg -q -nosyslog -extpass 'echo pw' "$(backing gocryptfs)" "$m" >>"$lf" 2>&1 & ;;
+	loopback) "$WORK/bin/nopassthrough" "$(backing loopback)" "$m" >>"$lf" 2>&1 & ;;
+	esac
+	PID[$s]=$!
+	wait_mounted "$m" "${PID[$s]}" "$lf"
+}
+
+stop_fs() { # SYSTEM — SIGTERM is a clean unmount for all three daemons
+	local s=$1 m p deadline
+	[ "$s" = bare ] && return 0
+	m=$(mp "$s")
+	p=${PID[$s]:-}
+	[ -n "$p" ] || return 0
+	kill -TERM "$p" 2>/dev/null || true
+	deadline=$((SECONDS + 30))
+	while mountpoint -q "$m" && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+	if mountpoint -q "$m"; then
+		log "$s did not unmount on SIGTERM; lazy unmount"
+		umount -l "$m" || true
+	fi
+	wait "$p" 2>/dev/null || true
+	unset "PID[$s]"
+}
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+cold() { # SYSTEM: remount and drop the page cache
+	stop_fs "$1"
+	drop_caches
+	start_fs "$1"
+}
+
+# --- measurement helpers ----------------------------------------------------------
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+record() { echo "$3" >>"$WORK/res/$1.$2"; } # SYSTEM WORKLOAD VALUE
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1e6 / s }'; }
+
+timed() { # SYSTEM WORKLOAD CMD... — records seconds
+	local s=$1 w=$2 t0
+	shift 2
+	t0=$(now)
+	"$@"
+	record "$s" "$w" "$(elapsed "$t0")"
+}
+
+timed_mbps() { # SYSTEM WORKLOAD BYTES CMD... — records MB/s (10^6 bytes)
+	local s=$1 w=$2 bytes=$3 t0 secs
+	shift 3
+	t0=$(now)
+	"$@"
+	secs=$(elapsed "$t0")
+	record "$s" "$w" "$(mbps "$bytes" "$secs")"
+}
+
+fio_mbps() { # SYSTEM WORKLOAD RW DIR
+	local s=$1 w=$2 rw=$3 dir=$4 out key
+	out=$WORK/log/fio.$s.$w.json
+	fio --name="$w" --directory="$dir" --filename=fio.dat --rw="$rw" --bs=4k \
+		--ioengine=psync --direct=0 --size="$FIO_SIZE" --runtime="$FIO_SECS" --time_based \
+		--output-format=json --output="$out" >/dev/null
+	case $rw in randread) key=read ;; *) key=write ;; esac
+	record "$s" "$w" "$(jq -r ".jobs[0].$key.bw_bytes / 1e6 * 10 | floor / 10" "$out")"
+}
+
+peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+# --- one run of every workload on one system ---------------------------------------------
+run_system() {
+	local s=$1 m
+	m=$(mp "$s")
+	start_fs "$s"
+
+	timed_mbps "$s" seqwrite $((SEQ_MB << 20)) \
+		dd if=/dev/zero of="$m/big" bs=1M count="$SEQ_MB" conv=fsync status=none
+	cold "$s"
+	timed_mbps "$s" seqread $((SEQ_MB << 20)) dd if="$m/big" of=/dev/null bs=1M status=none
+	rm -f "$m/big"
+
+	timed_mbps "$s" smallwrite $((SMALL_COUNT * 512)) \
+		dd if=/dev/zero of="$m/small" bs=512 count="$SMALL_COUNT" conv=fsync status=none
+	rm -f "$m/small"
+
+	# randwrite lays the file out first (not timed by fio); randread then starts
+	# from a remounted, cold mount on that same file.
+	fio_mbps "$s" randwrite randwrite "$m"
+	cold "$s"
+	fio_mbps "$s" randread randread "$m"
+	rm -f "$m/fio.dat"
+
+	# A fresh daemon before the untar, so the encvol daemon's VmHWM is the peak
+	# of mount + untar alone.
+	cold "$s"
+	mkdir "$m/untar"
+	timed "$s" untar tar -xf "$TAR" -C "$m/untar"
+	if [ "$s" = encvol ]; then
+		record encvol rss_kib "$(peak_rss_kib "${PID[encvol]}")"
+	fi
+	cold "$s"
+	timed "$s" lsR sh -c "ls -lR '$m/untar' >/dev/null"
+	cold "$s"
+	timed "$s" readall sh -c "find '$m/untar' -type f -exec cat {} + >/dev/null"
+	local n
+	n=$(find "$m/untar" -type f | wc -l)
+	[ "$n" = "$TAR_FILES" ] || die "$s: $n files after untar, want $TAR_FILES"
+	timed "$s" rm rm -rf "$m/untar"
+
+	stop_fs "$s"
+}
+
+log "work directory $WORK; sizes: seq ${SEQ_MB} MiB, small $SMALL_COUNT x 512 B, fio ${FIO_SECS}s/${FIO_SIZE}, tar $TAR_FILES files"
+for ((r = 1; r <= RUNS; r++)); do
+	for s in $SYSTEMS; do
+		log "run $r/$RUNS: $s"
+		run_system "$s"
+	done
+done
+
+# --- report ------------------------------------------------------------------------------
+median() { # FILE
+	[ -s "$1" ] || { echo "-"; return; }
+	sort -g "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+ratio() { # A B HIGHER_IS_BETTER(1|0) — speed of encvol relative to the other system
+	awk -v a="$1" -v b="$2" -v hib="$3" 'BEGIN {
+		if (a == "-" || b == "-" || a + 0 == 0 || b + 0 == 0) { print "-"; exit }
+		printf "%.2f", hib ? a / b : b / a }'
+}
+has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+WORKLOADS="seqwrite seqread smallwrite randread randwrite untar lsR readall rm"
+declare -A LABEL=(
+	[seqwrite]="sequential write ${SEQ_MB} MiB, dd bs=1M conv=fsync (MB/s)"
+	[seqread]="sequential read ${SEQ_MB} MiB, cold (MB/s)"
+	[smallwrite]="write $((SMALL_COUNT * 512 >> 20)) MiB in 512 B writes, conv=fsync (MB/s)"
+	[randread]="fio 4 KiB randread, psync, ${FIO_SECS} s, cold (MB/s)"
+	[randwrite]="fio 4 KiB randwrite, psync, ${FIO_SECS} s (MB/s)"
+	[untar]="untar Go src, $TAR_FILES files (s)"
+	[lsR]="ls -lR, cold (s)"
+	[readall]="read all files, cold (s)"
+	[rm]="rm -rf (s)"
+)
+declare -A HIB=([seqwrite]=1 [seqread]=1 [smallwrite]=1 [randread]=1 [randwrite]=1 [untar]=0 [lsR]=0 [readall]=0 [rm]=0)
+
+TABLE=$WORK/table.md
+{
+	printf '| workload |'
+	for s in $SYSTEMS; do printf ' %s |' "$s"; done
+	has encvol && has gocryptfs && printf ' encvol/gocryptfs |'
+	has encvol && has loopback && printf ' encvol/loopback |'
+	echo
+	printf '|---|'
+	for s in $SYSTEMS; do printf -- '---:|'; done
+	has encvol && has gocryptfs && printf -- '---:|'
+	has encvol && has loopback && printf -- '---:|'
+	echo
+	for w in $WORKLOADS; do
+		printf '| %s |' "${LABEL[$w]}"
+		declare -A med=()
+		for s in $SYSTEMS; do
+			med[$s]=$(median "$WORK/res/$s.$w")
+			printf ' %s |' "${med[$s]}"
+		done
+		has encvol && has gocryptfs && printf ' %s |' "$(ratio "${med[encvol]}" "${med[gocryptfs]}" "${HIB[$w]}")"
+		has encvol && has loopback && printf ' %s |' "$(ratio "${med[encvol]}" "${med[loopback]}" "${HIB[$w]}")"
+		echo
+		unset med
+	done
+} >"$TABLE"
+
+RSS_LINE=""
+if has encvol; then
+	RSS_LINE="encvol daemon peak RSS (VmHWM) over mount + untar: median $(median "$WORK/res/encvol.rss_kib") KiB, max $(sort -g "$WORK/res/encvol.rss_kib" | tail -1) KiB ($(sort -g "$WORK/res/encvol.rss_kib" | tr '\n' ' ')KiB per run)."
+fi
+
+REPORT=$WORK/report.md
+{
+	echo
+	echo "## Benchmark $(date -u +%Y-%m-%dT%H:%MZ)"
+	echo
+	echo "- Kernel: $(uname -r); CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1) ($(nproc) cores); Go: $(go env GOVERSION)"
+	if has gocryptfs; then echo "- gocryptfs: $(gocryptfs -version | head -1)"; fi
+	echo "- Command: \`$ENVLINE $CMDLINE\`"
+	echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s); MB/s = 10^6 bytes/s."
+	echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
+	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
+	echo
+	cat "$TABLE"
+} >"$REPORT"
+
+cat "$REPORT"
+if [ "$APPEND" = 1 ]; then
+	mkdir -p "$REPO/docs"
+	[ -f "$REPO/docs/performance.md" ] || printf '# Performance\n\nResults of scripts/bench.sh, newest last.\n' >"$REPO/docs/performance.md"
+	cat "$REPORT" >>"$REPO/docs/performance.md"
+	log "appended to docs/performance.md"
+fi

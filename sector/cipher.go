@@ -1,0 +1,320 @@
+package sector
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"weak"
+)
+
+// KeySource yields the 32-byte content key. *keywrap.Key satisfies it; this
+// package never imports keywrap so that the format stays independent of how
+// keys are held.
+type KeySource interface{ Bytes() []byte }
+
+// FileKeyInfo is the HKDF info prefix for per-file subkeys; the 16-byte file
+// ID follows it.
+const FileKeyInfo = "encvol v1 file"
+
+const keySize = 32
+
+// Cipher seals and opens sectors with AES-256-GCM under per-file subkeys
+// derived from the content key. It is safe for concurrent use.
+//
+// Close drops every per-file AEAD derived from it (also those cached by live
+// Files), after which every operation fails with ErrClosed. Close waits for
+// in-flight sealing/opening to finish, so once it returns the content key and
+// its subkeys are no longer used by this package and the caller may zeroize
+// the key.
+type Cipher struct {
+	key        KeySource
+	sectorSize int
+
+	// mu is held shared while deriving keys or running AEAD operations, and
+	// exclusively by Close. GUARDS closed and the aead field of every fileKey
+	// handed out by this Cipher.
+	mu     sync.RWMutex
+	closed bool
+
+	// regMu GUARDS reg. Lock order: mu before regMu.
+	regMu sync.Mutex
+	// reg maps file IDs to the per-file keys that are still referenced by some
+	// File. Weak pointers keep the map from pinning keys of files nobody uses;
+	// a cleanup removes dead entries.
+	reg map[[FileIDSize]byte]weak.Pointer[fileKey]
+}
+
+// fileKey is the AEAD for one file ID. aead is nil once the Cipher is closed.
+type fileKey struct {
+	aead cipher.AEAD // GUARDED_BY Cipher.mu
+}
+
+// NewCipher returns a Cipher for content (a 32-byte key) and sectorSize.
+// It does not copy or own the key: content must stay valid until Close
+// returns, and the caller closes it afterwards.
+func NewCipher(content KeySource, sectorSize int) (*Cipher, error) {
+	if err := checkSectorSize(sectorSize); err != nil {
+		return nil, err
+	}
+	if content == nil {
+		return nil, errors.New("sector: new cipher: nil content key")
+	}
+	if n := len(content.Bytes()); n != keySize {
+		return nil, fmt.Errorf("sector: new cipher: content key is %d bytes, want %d", n, keySize)
+	}
+	return &Cipher{
+		key:        content,
+		sectorSize: sectorSize,
+		reg:        make(map[[FileIDSize]byte]weak.Pointer[fileKey]),
+	}, nil
+}
+
+// SectorSize is the plaintext sector size this Cipher seals.
+func (c *Cipher) SectorSize() int { return c.sectorSize }
+
+// Close drops all derived per-file AEADs and makes every later operation
+// through this Cipher (including Files that cached its keys) fail with
+// ErrClosed. It is idempotent and safe to call concurrently with I/O.
+func (c *Cipher) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.regMu.Lock()
+	for id, wp := range c.reg {
+		if fk := wp.Value(); fk != nil {
+			fk.aead = nil
+		}
+		delete(c.reg, id)
+	}
+	c.regMu.Unlock()
+	c.key = nil
+}
+
+// Closed reports whether Close has been called.
+func (c *Cipher) Closed() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.closed
+}
+
+// rlock takes the shared lock for AEAD use; it fails (without holding the
+// lock) when the Cipher is closed.
+func (c *Cipher) rlock() error {
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (c *Cipher) runlock() { c.mu.RUnlock() }
+
+// fileKeyFor returns the (shared) per-file key for id, deriving it if no live
+// File holds it.
+func (c *Cipher) fileKeyFor(id *[FileIDSize]byte) (*fileKey, error) {
+	if err := c.rlock(); err != nil {
+		return nil, err
+	}
+	defer c.runlock()
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	if wp, ok := c.reg[*id]; ok {
+		if fk := wp.Value(); fk != nil {
+			return fk, nil
+		}
+	}
+	aead, err := c.derive(id)
+	if err != nil {
+		return nil, err
+	}
+	fk := &fileKey{aead: aead}
+	wp := weak.Make(fk)
+	c.reg[*id] = wp
+	runtime.AddCleanup(fk, c.forget, regEntry{id: *id, wp: wp})
+	return fk, nil
+}
+
+type regEntry struct {
+	id [FileIDSize]byte
+	wp weak.Pointer[fileKey]
+}
+
+// forget removes a registry entry whose fileKey was collected, unless the
+// slot was already reused for a newer key.
+func (c *Cipher) forget(e regEntry) {
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	if cur, ok := c.reg[e.id]; ok && cur == e.wp {
+		delete(c.reg, e.id)
+	}
+}
+
+// derive computes HKDF-SHA256(content key, salt = nil, info = FileKeyInfo ||
+// id) and builds the AES-256-GCM AEAD with 16-byte nonces. It runs under
+// runtime/secret when available so the subkey and the AES key schedule are
+// erased once unreachable.
+func (c *Cipher) derive(id *[FileIDSize]byte) (cipher.AEAD, error) {
+	var aead cipher.AEAD
+	var err error
+	secretDo(func() {
+		master := c.key.Bytes()
+		if len(master) != keySize {
+			err = fmt.Errorf("sector: derive file key: content key is %d bytes, want %d (closed?)", len(master), keySize)
+			return
+		}
+		var sub []byte
+		sub, err = hkdf.Key(sha256.New, master, nil, FileKeyInfo+string(id[:]), keySize)
+		if err != nil {
+			err = fmt.Errorf("sector: derive file key: %w", err)
+			return
+		}
+		var blk cipher.Block
+		blk, err = aes.NewCipher(sub)
+		clear(sub)
+		if err != nil {
+			err = fmt.Errorf("sector: derive file key: %w", err)
+			return
+		}
+		aead, err = cipher.NewGCMWithNonceSize(blk, NonceSize)
+		if err != nil {
+			err = fmt.Errorf("sector: derive file key: %w", err)
+		}
+	})
+	return aead, err
+}
+
+// SealSector seals one sector of plaintext (1..SectorSize bytes) for file
+// fileID at index with a fresh random nonce and appends nonce || ciphertext ||
+// tag to dst. It is the exact per-sector operation File uses.
+func (c *Cipher) SealSector(dst []byte, fileID []byte, index int64, plaintext []byte) ([]byte, error) {
+	id, err := checkSectorArgs(fileID, index)
+	if err != nil {
+		return nil, err
+	}
+	if len(plaintext) == 0 || len(plaintext) > c.sectorSize {
+		return nil, fmt.Errorf("sector: seal: plaintext of %d bytes, want 1..%d", len(plaintext), c.sectorSize)
+	}
+	fk, err := c.fileKeyFor(&id)
+	if err != nil {
+		return nil, err
+	}
+	n := len(plaintext) + Overhead
+	out, tail := grow(dst, n)
+	var aad [aadSize]byte
+	if err := c.rlock(); err != nil {
+		return nil, err
+	}
+	defer c.runlock()
+	if fk.aead == nil {
+		return nil, ErrClosed
+	}
+	putAAD(aad[:], &id, index)
+	if err := sealOne(fk.aead, tail, plaintext, aad[:]); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// OpenSector authenticates and decrypts one stored sector (as SealSector
+// produced, or an all-zero hole) and appends the plaintext to dst. Failures
+// are *AuthError (Path empty) matching ErrAuth; nothing is appended then.
+func (c *Cipher) OpenSector(dst []byte, fileID []byte, index int64, stored []byte) ([]byte, error) {
+	id, err := checkSectorArgs(fileID, index)
+	if err != nil {
+		return nil, err
+	}
+	if len(stored) > c.sectorSize+Overhead {
+		return nil, &AuthError{Index: index, Err: fmt.Errorf("%w: stored sector of %d bytes exceeds %d", ErrTruncated, len(stored), c.sectorSize+Overhead)}
+	}
+	fk, err := c.fileKeyFor(&id)
+	if err != nil {
+		return nil, err
+	}
+	var aad [aadSize]byte
+	if err := c.rlock(); err != nil {
+		return nil, err
+	}
+	defer c.runlock()
+	if fk.aead == nil {
+		return nil, ErrClosed
+	}
+	putAAD(aad[:], &id, index)
+	out, pt := grow(dst, max(len(stored)-Overhead, 0))
+	if err := openOne(fk.aead, pt, stored, aad[:]); err != nil {
+		return nil, &AuthError{Index: index, Err: err}
+	}
+	return out, nil
+}
+
+func checkSectorArgs(fileID []byte, index int64) (id [FileIDSize]byte, err error) {
+	if len(fileID) != FileIDSize {
+		return id, fmt.Errorf("sector: file ID of %d bytes, want %d", len(fileID), FileIDSize)
+	}
+	if index < 0 {
+		return id, fmt.Errorf("sector: negative sector index %d", index)
+	}
+	copy(id[:], fileID)
+	return id, nil
+}
+
+// grow extends b by n bytes and returns the whole slice and the new tail.
+func grow(b []byte, n int) (whole, tail []byte) {
+	l := len(b)
+	if cap(b)-l < n {
+		nb := make([]byte, l, l+n)
+		copy(nb, b)
+		b = nb
+	}
+	b = b[:l+n]
+	return b, b[l:]
+}
+
+// sealOne writes nonce || ciphertext || tag of pt into out, which must be
+// exactly len(pt)+Overhead bytes and must not overlap pt.
+func sealOne(aead cipher.AEAD, out, pt, aad []byte) error {
+	nonce := out[:NonceSize]
+	for {
+		if _, err := rand.Read(nonce); err != nil {
+			return fmt.Errorf("sector: nonce: %w", err)
+		}
+		// An all-zero nonce marks a hole; regenerate the (2^-128) unlucky draw.
+		if !isZero(nonce) {
+			break
+		}
+	}
+	aead.Seal(out[NonceSize:NonceSize], nonce, pt, aad)
+	return nil
+}
+
+// openOne decrypts stored (nonce || ciphertext || tag, or an all-zero hole)
+// into pt, which must be exactly len(stored)-Overhead bytes. The returned
+// error is one of ErrTruncated, ErrBadHole, ErrTagMismatch; pt is zeroed on
+// failure so no unauthenticated bytes leak to callers that ignore errors.
+func openOne(aead cipher.AEAD, pt, stored, aad []byte) error {
+	if len(stored) <= Overhead {
+		return fmt.Errorf("%w: %d bytes, need more than %d", ErrTruncated, len(stored), Overhead)
+	}
+	nonce := stored[:NonceSize]
+	if isZero(nonce) {
+		if isZero(stored[NonceSize:]) {
+			clear(pt)
+			return nil
+		}
+		return ErrBadHole
+	}
+	if _, err := aead.Open(pt[:0], nonce, stored[NonceSize:], aad); err != nil {
+		clear(pt)
+		return ErrTagMismatch
+	}
+	return nil
+}

@@ -1,0 +1,372 @@
+package volume
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
+
+	"github.com/encvol/encvol/fusefs"
+	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/kmsclient"
+)
+
+// MountSpec is everything a mount needs, resolved from the configuration,
+// the volume's header and the command line.
+type MountSpec struct {
+	Name       string // [volumes.NAME] when mounted by name
+	Backing    string
+	Mountpoint string // canonical (absolute, parent symlinks resolved)
+	Header     *keywrap.Header
+	KMS        string // configured KMS name to ask
+	KMSConfig  kmsclient.Config
+
+	ReadOnly         bool
+	AllowOther       bool
+	Debug            bool
+	Foreground       bool
+	OnRevoke         string
+	KeyCheckInterval time.Duration
+	OfflineGrace     time.Duration
+	OnKeyEvent       string
+}
+
+// ResolveMount turns `encvol mount` arguments (NAME, or BACKING
+// MOUNTPOINT) plus parsed -o options into a MountSpec. It reads the
+// volume header (not its MAC: that needs the key) to learn which KMS
+// wrapped the key. Precedence: -o options, then [volumes.NAME], then
+// [defaults].
+func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error) {
+	var spec MountSpec
+	var vc VolumeConfig
+	switch len(args) {
+	case 1:
+		v, err := c.Volume(args[0])
+		if err != nil {
+			return spec, err
+		}
+		if v.Mountpoint == "" {
+			return spec, fmt.Errorf("[volumes.%s] in %s has no mountpoint: add one or run `encvol mount %s MOUNTPOINT`", args[0], c.describe(), v.Backing)
+		}
+		vc, spec.Name = v, args[0]
+		spec.Backing, spec.Mountpoint = v.Backing, v.Mountpoint
+		if v.Options != "" {
+			base, err := ParseMountOptions(v.Options)
+			if err != nil {
+				return spec, fmt.Errorf("[volumes.%s] options: %w", args[0], err)
+			}
+			o = layerOptions(base, o)
+		}
+	case 2:
+		spec.Backing, spec.Mountpoint = args[0], args[1]
+	default:
+		return spec, fmt.Errorf("want NAME or BACKING MOUNTPOINT, got %d arguments", len(args))
+	}
+	var err error
+	if spec.Backing, err = filepath.Abs(spec.Backing); err != nil {
+		return spec, err
+	}
+	if spec.Mountpoint, err = CanonicalMountpoint(spec.Mountpoint); err != nil {
+		return spec, err
+	}
+	if _, err := os.Stat(filepath.Join(spec.Backing, keywrap.HeaderFile)); errors.Is(err, os.ErrNotExist) {
+		if _, derr := os.Stat(spec.Backing); derr != nil {
+			return spec, fmt.Errorf("backing directory %s: %w", spec.Backing, derr)
+		}
+		return spec, fmt.Errorf("%s is not an encvol volume (no %s); create one with `encvol create --backing %s`", spec.Backing, keywrap.HeaderFile, spec.Backing)
+	}
+	h, err := keywrap.ReadHeader(spec.Backing)
+	if err != nil {
+		return spec, fmt.Errorf("volume %s: %w", spec.Backing, err)
+	}
+	spec.Header = h
+
+	// Which KMS: the -o option, the volume's table, the one recorded in
+	// the header (when this configuration knows it), else the default.
+	kmsName := o.KMS
+	if kmsName == "" {
+		kmsName = vc.KMS
+	}
+	if kmsName == "" && h.KMS != "" {
+		if _, ok := c.KMS[h.KMS]; ok {
+			kmsName = h.KMS
+		}
+	}
+	spec.KMS, spec.KMSConfig, err = c.KMSFor(kmsName)
+	if err != nil {
+		return spec, err
+	}
+
+	spec.AllowOther = vc.AllowOther
+	spec.ReadOnly = vc.ReadOnly
+	if o.AllowOther != nil {
+		spec.AllowOther = *o.AllowOther
+	}
+	if o.ReadOnly != nil {
+		spec.ReadOnly = *o.ReadOnly
+	}
+	spec.Debug, spec.Foreground = o.Debug, o.Foreground
+	spec.OnRevoke = firstString(o.OnRevoke, vc.OnRevoke, c.Defaults.OnRevoke, DefaultOnRevoke)
+	spec.KeyCheckInterval = firstDuration(o.KeyCheckInterval, vc.KeyCheckInterval.D(), c.Defaults.KeyCheckInterval.D(), DefaultKeyCheckInterval)
+	spec.OfflineGrace = firstDuration(o.OfflineGrace, vc.OfflineGrace.D(), c.Defaults.OfflineGrace.D(), DefaultOfflineGrace)
+	spec.OnKeyEvent = firstString(vc.OnKeyEvent, c.Defaults.OnKeyEvent)
+	return spec, nil
+}
+
+// layerOptions puts top over base.
+func layerOptions(base, top MountOptionSet) MountOptionSet {
+	out := base
+	if top.Config != "" {
+		out.Config = top.Config
+	}
+	if top.KMS != "" {
+		out.KMS = top.KMS
+	}
+	if top.KeyCheckInterval != 0 {
+		out.KeyCheckInterval = top.KeyCheckInterval
+	}
+	if top.OfflineGrace != 0 {
+		out.OfflineGrace = top.OfflineGrace
+	}
+	if top.OnRevoke != "" {
+		out.OnRevoke = top.OnRevoke
+	}
+	if top.ReadOnly != nil {
+		out.ReadOnly = top.ReadOnly
+	}
+	if top.AllowOther != nil {
+		out.AllowOther = top.AllowOther
+	}
+	out.Debug = out.Debug || top.Debug
+	out.Foreground = out.Foreground || top.Foreground
+	return out
+}
+
+func firstString(v ...string) string {
+	for _, s := range v {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func firstDuration(v ...time.Duration) time.Duration {
+	for _, d := range v {
+		if d != 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+// CheckMountpoint refuses a mountpoint that is missing, not a directory or
+// already mounted.
+func CheckMountpoint(mountpoint string) error {
+	st, err := os.Stat(mountpoint)
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mountpoint, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", mountpoint)
+	}
+	mounted, err := IsMounted(mountpoint)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		return fmt.Errorf("%s is already a mountpoint; unmount it first (`encvol umount %s`)", mountpoint, mountpoint)
+	}
+	return nil
+}
+
+// IsMounted reports whether path is a mount point, from
+// /proc/self/mountinfo (no stat of the path itself, which would ask a
+// possibly hung FUSE server).
+func IsMounted(path string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("read mount table: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == path {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Mount is a mounted, served volume: the FUSE server, its key gate, the
+// key monitor and the control socket.
+type Mount struct {
+	spec    MountSpec
+	client  kmsclient.Client
+	fs      *fusefs.FS
+	gate    *fusefs.Gate
+	monitor *Monitor
+	server  *fuse.Server
+	control *controlServer
+	log     zerolog.Logger
+	started time.Time
+	logFile string
+
+	cancel  context.CancelFunc
+	monDone chan struct{}
+
+	unmountMu sync.Mutex
+	done      chan struct{}
+	cleanOnce sync.Once
+}
+
+// MountVolume mounts spec with the keys of u (taking ownership of u) and
+// starts the key monitor and the control socket. When it returns nil, the
+// mount answers. client stays in use until the mount ends (it is closed
+// by Wait). logFile is only reported in the status.
+func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
+	if err := CheckMountpoint(spec.Mountpoint); err != nil {
+		u.Close()
+		return nil, err
+	}
+	h := spec.Header
+	log = log.With().Str("volume", h.VolumeID).Str("key_id", h.KeyID).Logger()
+	gate := fusefs.NewGate(spec.OnRevoke, log)
+	fsys, err := fusefs.New(fusefs.Options{
+		Backing: spec.Backing, SectorSize: h.SectorSize, PlaintextNames: h.NameMode == NameModePlaintext,
+		Gate: gate, Log: log, VolumeID: h.VolumeID,
+	})
+	if err != nil {
+		u.Close()
+		return nil, err
+	}
+	m := &Mount{spec: spec, client: client, fs: fsys, gate: gate, log: log, started: time.Now(), logFile: logFile, done: make(chan struct{})}
+	m.monitor, err = NewMonitor(MonitorOptions{
+		Backing: spec.Backing, Mountpoint: spec.Mountpoint, KMS: spec.KMS, Header: h, Client: client, Gate: gate,
+		Interval: spec.KeyCheckInterval, Grace: spec.OfflineGrace, OnKeyEvent: spec.OnKeyEvent, Log: log,
+	}, u)
+	if err != nil {
+		return nil, err
+	}
+	// The socket comes first: it also detects a second daemon for the
+	// same mountpoint before we mount over anything.
+	m.control, err = listenControl(SocketPath(spec.Mountpoint), m.Status, m.Unmount, log)
+	if err != nil {
+		m.monitor.Stop("mount failed")
+		return nil, err
+	}
+	m.server, err = fsys.Mount(spec.Mountpoint, fusefs.MountOptions{
+		AllowOther: spec.AllowOther, Debug: spec.Debug, FsName: spec.Backing, Name: "encvol",
+		DirectMount: os.Geteuid() == 0, ReadOnly: spec.ReadOnly,
+	})
+	if err != nil {
+		m.control.close()
+		m.monitor.Stop("mount failed")
+		return nil, err
+	}
+	mctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.monDone = make(chan struct{})
+	go func() {
+		defer close(m.monDone)
+		m.monitor.Run(mctx)
+	}()
+	go func() {
+		m.server.Wait()
+		m.cleanup("unmounted")
+	}()
+	log.Info().Str("op", "mount").Str("path", spec.Mountpoint).Str("backing", spec.Backing).Str("kms", spec.KMS).
+		Dur("key_check_interval", spec.KeyCheckInterval).Dur("offline_grace", spec.OfflineGrace).
+		Str("on_revoke", spec.OnRevoke).Bool("read_only", spec.ReadOnly).Msg("volume mounted")
+	return m, nil
+}
+
+// cleanup runs once after the kernel mount is gone: stop the monitor,
+// close the gate (zeroizing every key), remove the socket.
+func (m *Mount) cleanup(cause string) {
+	m.cleanOnce.Do(func() {
+		m.cancel()
+		<-m.monDone
+		m.monitor.Stop(cause)
+		m.control.close()
+		if err := m.client.Close(); err != nil {
+			m.log.Warn().Err(err).Msg("closing the KMS client failed")
+		}
+		m.log.Info().Str("op", "unmount").Str("path", m.spec.Mountpoint).Msg("volume unmounted; keys zeroized")
+		close(m.done)
+	})
+}
+
+// Unmount asks the kernel to unmount (the FUSE server flushes first). It
+// fails, leaving everything running, when the mount is busy.
+func (m *Mount) Unmount() error {
+	m.unmountMu.Lock()
+	defer m.unmountMu.Unlock()
+	select {
+	case <-m.done:
+		return nil
+	default:
+	}
+	if err := m.server.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.spec.Mountpoint, err)
+	}
+	return nil
+}
+
+// Wait blocks until the volume is unmounted (by Unmount, `encvol umount`,
+// umount(8) or fusermount3 -u) and its keys are zeroized.
+func (m *Mount) Wait() { <-m.done }
+
+// Done is closed when Wait would return.
+func (m *Mount) Done() <-chan struct{} { return m.done }
+
+// Monitor returns the key monitor (tests, status).
+func (m *Mount) Monitor() *Monitor { return m.monitor }
+
+// Status reports the mount's state for `encvol status`.
+func (m *Mount) Status() Status {
+	ms := m.monitor.Status()
+	gate := "closed"
+	if m.gate.IsOpen() {
+		gate = "open"
+	}
+	return Status{
+		VolumeID: m.spec.Header.VolumeID, Name: m.spec.Name, Backing: m.spec.Backing, Mountpoint: m.spec.Mountpoint,
+		KMS: m.spec.KMS, KeyID: m.spec.Header.KeyID, KeyState: ms.KeyState, Gate: gate, GateCause: ms.GateCause,
+		LastCheck: ms.LastCheck, LastSuccess: ms.LastSuccess, LastResult: ms.LastResult, LastLatencyMS: ms.LastLatency,
+		Checks: ms.Checks, Transitions: ms.Transitions,
+		KeyCheckInterval: m.spec.KeyCheckInterval.String(), OfflineGrace: m.spec.OfflineGrace.String(),
+		OnRevoke: m.spec.OnRevoke, ReadOnly: m.spec.ReadOnly, IO: m.fs.Counters(),
+		PID: os.Getpid(), Started: m.started, Socket: m.control.path, LogFile: m.logFile,
+	}
+}

@@ -1,0 +1,191 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/encvol/encvol/fusefs"
+	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/kmsclient"
+	"github.com/encvol/encvol/sector"
+)
+
+// Unlocked is a volume whose data key has been unwrapped and whose header
+// passed its MAC check. Close zeroizes every key it holds.
+type Unlocked struct {
+	Backing string
+	Header  *keywrap.Header
+	DK      *keywrap.Key
+	Subkeys *keywrap.Subkeys
+}
+
+// Close zeroizes the data key and the subkeys; idempotent.
+func (u *Unlocked) Close() {
+	if u == nil {
+		return
+	}
+	u.Subkeys.Close()
+	u.DK.Close()
+}
+
+// KeyError says that the KMS refused to unwrap a volume's data key because
+// of the key (its state, its existence, or the caller's access) or could not
+// be reached. Error() is one sentence naming the key, its state and the
+// command that fixes it; errors.Is sees the kmsclient kind underneath.
+type KeyError struct {
+	Backing string
+	KMS     string // configured KMS name
+	KeyID   string // key ARN from the header
+	State   string // Disabled, PendingDeletion, PendingImport, NotFound, AccessDenied, Unreachable, ...
+	Err     error
+}
+
+func (e *KeyError) Error() string {
+	var what string
+	switch e.State {
+	case "Unreachable":
+		what = fmt.Sprintf("KMS %q cannot be reached to unwrap the key of volume %s (key %s)", e.KMS, e.Backing, e.KeyID)
+	case "NotFound":
+		what = fmt.Sprintf("key %s of volume %s does not exist (deleted, or not in KMS %q)", e.KeyID, e.Backing, e.KMS)
+	case "AccessDenied":
+		what = fmt.Sprintf("key %s of volume %s refuses access to this principal (no grant, grant revoked or wrong credentials)", e.KeyID, e.Backing)
+	case "InvalidCiphertext":
+		what = fmt.Sprintf("key %s cannot unwrap the data key of volume %s: the wrapped key or its encryption context does not match", e.KeyID, e.Backing)
+	default:
+		what = fmt.Sprintf("key %s is %s, so volume %s cannot be unlocked", e.KeyID, e.State, e.Backing)
+	}
+	kmsName := e.KMS
+	if kmsName == DefaultKMSName {
+		kmsName = ""
+	}
+	if fix := kmsclient.Remedy(e.Err, e.KeyID, kmsName); fix != "" {
+		return what + "; " + fix
+	}
+	return what + ": " + e.Err.Error()
+}
+
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// KeyState names the state a KMS error implies, as AWS spells key states
+// where one applies: "Disabled", "PendingDeletion", "PendingImport",
+// "NotFound", "AccessDenied", "InvalidCiphertext", "Unreachable", or
+// "Error" for anything else.
+func KeyState(err error) string {
+	switch {
+	case err == nil:
+		return "Enabled"
+	case errors.Is(err, kmsclient.ErrDisabled):
+		return "Disabled"
+	case errors.Is(err, kmsclient.ErrPendingDeletion):
+		return "PendingDeletion"
+	case errors.Is(err, kmsclient.ErrPendingImport):
+		return "PendingImport"
+	case errors.Is(err, kmsclient.ErrNotFound):
+		return "NotFound"
+	case errors.Is(err, kmsclient.ErrAccessDenied):
+		return "AccessDenied"
+	case errors.Is(err, kmsclient.ErrInvalidCiphertext):
+		return "InvalidCiphertext"
+	case errors.Is(err, kmsclient.ErrUnreachable), errors.Is(err, context.DeadlineExceeded):
+		return "Unreachable"
+	}
+	return "Error"
+}
+
+// isRevocation reports whether err means the key itself is unusable (close
+// the gate at once) rather than that the KMS could not answer.
+func isRevocation(err error) bool {
+	switch KeyState(err) {
+	case "Disabled", "PendingDeletion", "PendingImport", "NotFound", "AccessDenied", "InvalidCiphertext":
+		return true
+	}
+	return false
+}
+
+// ErrHeaderMAC is returned (wrapped) by Unlock when the header does not
+// authenticate under the unwrapped data key.
+var ErrHeaderMAC = keywrap.ErrHeaderMAC
+
+// Unlock reads the header of the volume in backing, has the KMS unwrap its
+// data key, derives the subkeys and verifies the header MAC. Failures name
+// the volume: a *KeyError for key problems, a MAC error when the header was
+// modified.
+func Unlock(ctx context.Context, client kmsclient.Client, backing string) (*Unlocked, error) {
+	h, err := keywrap.ReadHeader(backing)
+	if err != nil {
+		return nil, fmt.Errorf("unlock volume %s: %w", backing, err)
+	}
+	return UnlockHeader(ctx, client, "", backing, h)
+}
+
+// UnlockHeader is Unlock with a header already read; kmsName (default: the
+// header's) is only used in messages.
+func UnlockHeader(ctx context.Context, client kmsclient.Client, kmsName, backing string, h *keywrap.Header) (*Unlocked, error) {
+	if kmsName == "" {
+		kmsName = h.KMS
+	}
+	dk, err := client.Decrypt(ctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
+	if err != nil {
+		if st := KeyState(err); st != "Error" {
+			return nil, &KeyError{Backing: backing, KMS: kmsName, KeyID: h.KeyID, State: st, Err: err}
+		}
+		return nil, fmt.Errorf("unlock volume %s: unwrap data key with key %s: %w", backing, h.KeyID, err)
+	}
+	return unlockWithDK(backing, h, dk)
+}
+
+// unlockWithDK derives the subkeys of dk (taking ownership of it) and
+// verifies the header MAC.
+func unlockWithDK(backing string, h *keywrap.Header, dk *keywrap.Key) (*Unlocked, error) {
+	sub, err := keywrap.DeriveSubkeys(dk)
+	if err != nil {
+		dk.Close()
+		return nil, fmt.Errorf("unlock volume %s: %w", backing, err)
+	}
+	if err := h.VerifyMAC(sub.HeaderMAC); err != nil {
+		sub.Close()
+		dk.Close()
+		if errors.Is(err, keywrap.ErrHeaderMAC) {
+			return nil, fmt.Errorf("header of volume %s (%s) failed its MAC check: the header was modified or belongs to another key: %w",
+				h.VolumeID, filepath.Join(backing, keywrap.HeaderFile), err)
+		}
+		return nil, fmt.Errorf("unlock volume %s: %w", backing, err)
+	}
+	return &Unlocked{Backing: backing, Header: h, DK: dk, Subkeys: sub}, nil
+}
+
+// openKeys turns an Unlocked into the keys the file system uses and closes
+// everything else: the DK, the names subkey (the codec keeps its own copy)
+// and the MAC key. The content subkey must outlive the cipher, which reads
+// it for every per-file derivation, so the gate zeroizes it through
+// Keys.Release after closing the cipher. u must not be used afterwards.
+func openKeys(u *Unlocked) (*fusefs.Keys, error) {
+	defer u.Close()
+	content := u.Subkeys.Content
+	cipher, err := sector.NewCipher(content, u.Header.SectorSize)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: content cipher: %w", u.Backing, err)
+	}
+	codec, err := names.NewCodec(u.Subkeys.Names, u.Header.NameMode == NameModePlaintext)
+	if err != nil {
+		cipher.Close()
+		return nil, fmt.Errorf("volume %s: name codec: %w", u.Backing, err)
+	}
+	u.Subkeys.Content = nil // ownership moves to the Keys
+	return &fusefs.Keys{Content: cipher, Names: codec, Release: content.Close}, nil
+}
+
+// closeUnused closes keys that never reached a gate.
+func closeUnused(k *fusefs.Keys) {
+	if k == nil {
+		return
+	}
+	k.Content.Close()
+	k.Names.Close()
+	if k.Release != nil {
+		k.Release()
+	}
+}
