@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/fusefs/fusefstest"
 )
 
 var (
@@ -50,6 +52,33 @@ func TestDifferential(t *testing.T) {
 			runDifferential(t, seed, n)
 		})
 	}
+}
+
+// testVolume is a mounted test volume that can be unmounted and mounted
+// again with the same backing directory and keys.
+type testVolume struct {
+	opts fusefstest.Options
+	m    *fusefstest.Mount
+}
+
+func mountTestVolume(t *testing.T) *testVolume {
+	t.Helper()
+	v := &testVolume{}
+	v.m = fusefstest.MountVolume(t, fusefstest.NewVolume(t, v.opts), v.opts)
+	return v
+}
+
+// Dir is the current mountpoint (a remount uses a new one).
+func (v *testVolume) Dir() string { return v.m.Dir }
+
+// Remount unmounts, then mounts the same backing directory and keys with a
+// fresh FS, gate and kernel state, so nothing cached survives.
+func (v *testVolume) Remount(t *testing.T) {
+	t.Helper()
+	if err := v.m.Unmount(); err != nil {
+		t.Fatalf("unmount %s: %v", v.m.Dir, err)
+	}
+	v.m = fusefstest.MountVolume(t, v.m.Volume, v.opts)
 }
 
 func runDifferential(t *testing.T, seed uint64, n int) {
@@ -321,31 +350,41 @@ type opGen struct {
 	ref string
 }
 
-var namePool = func() []string {
-	p := []string{"f0", "f1", "f2", "f3", "f4", "f5", "d0", "d1", "d2", "d3",
-		"with space", "ünïcødé-名前", ".hidden", "-dash", "a.b.c",
-		strings.Repeat("L", 255),                  // longest legal name: long-name scheme
+// Names collide on purpose (a small pool per directory) and include the
+// awkward ones: spaces, non-ASCII, leading dot and dash, and the longest legal
+// name, which needs the long-name scheme once encrypted.
+var (
+	fileNames = []string{"f0", "f1", "f2", "f3", "f4", "with space", ".hidden", "a.b.c",
+		strings.Repeat("L", 255),                  // longest legal name
 		strings.Repeat("m", 170) + "-almost-long", // around the long-name threshold
 	}
-	return p
-}()
+	dirNames = []string{"d0", "d1", "d2", "d3", "ünïcødé-名前", "-dash", strings.Repeat("D", 200)}
+)
 
 var xattrNames = []string{"user.x0", "user.x1", "user.a-longer-attribute-name", "user.ü"}
 
 func (g *opGen) pick(s []string) string { return s[g.rng.IntN(len(s))] }
 
-func (g *opGen) name() string {
-	if g.rng.IntN(200) == 0 {
+// name returns a name for a new object; forDir picks from the directory pool
+// most of the time, so files and directories mostly keep their own names.
+func (g *opGen) name(forDir bool) string {
+	switch r := g.rng.IntN(200); {
+	case r == 0:
 		return strings.Repeat("N", 256) // one byte too long: ENAMETOOLONG
+	case r < 30:
+		forDir = !forDir
 	}
-	return g.pick(namePool)
+	if forDir {
+		return g.pick(dirNames)
+	}
+	return g.pick(fileNames)
 }
 
 // walk returns a random existing path (relative; "" is the root). dirsOnly
 // restricts the result to directories.
 func (g *opGen) walk(dirsOnly bool) string {
 	rel := ""
-	for depth := 0; ; depth++ {
+	for {
 		ents, err := os.ReadDir(filepath.Join(g.ref, rel))
 		if err != nil || len(ents) == 0 {
 			return rel
@@ -371,6 +410,34 @@ func (g *opGen) walk(dirsOnly bool) string {
 	}
 }
 
+// walkTo descends from the root to a random entry that satisfies want, or
+// returns "" when the walk finds none.
+func (g *opGen) walkTo(want func(os.DirEntry) bool) string {
+	rel := ""
+	for {
+		ents, err := os.ReadDir(filepath.Join(g.ref, rel))
+		if err != nil {
+			return ""
+		}
+		var match, dirs []os.DirEntry
+		for _, e := range ents {
+			if want(e) {
+				match = append(match, e)
+			}
+			if e.IsDir() {
+				dirs = append(dirs, e)
+			}
+		}
+		if len(match) > 0 && (len(dirs) == 0 || g.rng.IntN(2) == 0) {
+			return filepath.Join(rel, match[g.rng.IntN(len(match))].Name())
+		}
+		if len(dirs) == 0 {
+			return ""
+		}
+		rel = filepath.Join(rel, dirs[g.rng.IntN(len(dirs))].Name())
+	}
+}
+
 func depth(rel string) int {
 	if rel == "" {
 		return 0
@@ -385,10 +452,10 @@ func (g *opGen) existing() string {
 			return p
 		}
 	}
-	return g.fresh()
+	return g.fresh(false)
 }
 
-func (g *opGen) fresh() string {
+func (g *opGen) fresh(forDir bool) string {
 	dir := g.walk(true)
 	for depth(dir) > 4 || len(dir) > 700 {
 		dir = filepath.Dir(dir)
@@ -396,14 +463,14 @@ func (g *opGen) fresh() string {
 			dir = ""
 		}
 	}
-	return filepath.Join(dir, g.name())
+	return filepath.Join(dir, g.name(forDir))
 }
 
 func (g *opGen) any() string {
 	if g.rng.IntN(10) < 6 {
 		return g.existing()
 	}
-	return g.fresh()
+	return g.fresh(g.rng.IntN(3) == 0)
 }
 
 // typed returns, most of the time, an existing object of the wanted kind
@@ -412,21 +479,13 @@ func (g *opGen) typed(kind string) string {
 	if g.rng.IntN(8) == 0 {
 		return g.any()
 	}
-	for i := 0; i < 6; i++ {
-		p := g.walk(kind == "dir")
-		if p == "" {
-			continue
-		}
-		fi, err := os.Lstat(filepath.Join(g.ref, p))
-		if err != nil {
-			continue
-		}
-		switch {
-		case kind == "file" && fi.Mode().IsRegular(),
-			kind == "dir" && fi.IsDir(),
-			kind == "nondir" && !fi.IsDir():
-			return p
-		}
+	want := map[string]func(os.DirEntry) bool{
+		"file":   func(e os.DirEntry) bool { return e.Type().IsRegular() },
+		"dir":    func(e os.DirEntry) bool { return e.IsDir() },
+		"nondir": func(e os.DirEntry) bool { return !e.IsDir() },
+	}[kind]
+	if p := g.walkTo(want); p != "" {
+		return p
 	}
 	return g.any()
 }
@@ -455,19 +514,22 @@ func (g *opGen) extent(rel string) (levels, length int) {
 // a backing directory whose names are longer than the plaintext ones.
 func (g *opGen) renameTarget(src string) string {
 	const maxDepth, maxPathLen = 7, 1400
-	levels, length := g.extent(src)
+	levels, length := 0, 0
+	if fi, err := os.Lstat(filepath.Join(g.ref, src)); err == nil && fi.IsDir() {
+		levels, length = g.extent(src)
+	}
 	for i := 0; i < 4; i++ {
 		var dst string
 		if g.rng.IntN(2) == 0 {
 			dst = g.existing() // over an existing target
 		} else {
-			dst = g.fresh()
+			dst = g.fresh(levels > 0)
 		}
 		if depth(dst)+levels <= maxDepth && len(dst)+length <= maxPathLen {
 			return dst
 		}
 	}
-	return g.name()
+	return g.name(levels > 0)
 }
 
 // offset favours the places where sector files are most fragile: 0, sector
@@ -517,11 +579,13 @@ func (g *opGen) symlinkTarget() string {
 	case 1:
 		return strings.Repeat("t/", 300) + "end" // long target
 	case 2:
-		return "./" + g.pick(namePool)
+		return "./" + g.pick(fileNames)
+	case 3:
+		return g.pick(dirNames) + "/" + g.pick(fileNames)
 	default:
 		// Relative targets without "..": they always resolve inside the tree,
 		// so following them gives the same answer on both sides.
-		return g.pick(namePool[:10])
+		return g.pick(fileNames[:5])
 	}
 }
 
@@ -536,8 +600,8 @@ var opWeights = []struct {
 	kind string
 	w    int
 }{
-	{"create", 10}, {"write", 14}, {"append", 3}, {"truncate", 6}, {"rename", 8}, {"link", 4},
-	{"unlink", 6}, {"mkdir", 6}, {"rmdir", 4}, {"symlink", 4}, {"readlink", 2}, {"chmod", 4},
+	{"create", 12}, {"write", 14}, {"append", 3}, {"truncate", 6}, {"rename", 8}, {"link", 4},
+	{"unlink", 6}, {"mkdir", 4}, {"rmdir", 4}, {"symlink", 4}, {"readlink", 2}, {"chmod", 4},
 	{"read", 12}, {"readdir", 5}, {"stat", 6}, {"setxattr", 5}, {"getxattr", 4}, {"listxattr", 2},
 	{"removexattr", 2}, {"unlinkopen", 1},
 }
@@ -563,7 +627,14 @@ func (g *opGen) next() *op {
 	o := &op{kind: kind}
 	switch kind {
 	case "create":
-		o.path = g.any()
+		switch r := g.rng.IntN(10); {
+		case r < 5:
+			o.path = g.fresh(false)
+		case r < 8:
+			o.path = g.typed("file")
+		default:
+			o.path = g.any()
+		}
 		o.mode = g.mode(false)
 		switch g.rng.IntN(4) {
 		case 0:
@@ -597,7 +668,7 @@ func (g *opGen) next() *op {
 		}
 	case "link":
 		o.path = g.typed("nondir")
-		o.path2 = g.fresh()
+		o.path2 = g.fresh(false)
 	case "unlink":
 		o.path = g.typed("nondir")
 	case "rmdir":
@@ -611,10 +682,10 @@ func (g *opGen) next() *op {
 			o.path = g.walk(true)
 		}
 	case "mkdir":
-		o.path = g.fresh()
+		o.path = g.fresh(true)
 		o.mode = g.mode(true)
 	case "symlink":
-		o.path = g.fresh()
+		o.path = g.fresh(false)
 		o.path2 = g.symlinkTarget()
 	case "chmod":
 		o.path = g.any()

@@ -208,10 +208,11 @@ func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 		return nil, errno
 	}
 	defer rel()
-	p, err := n.path(k)
+	p, prel, err := n.path(k)
 	if err != nil {
 		return nil, n.fsys.errno(err, "readlink", "")
 	}
+	defer prel()
 	t, err := readlinkAt(unix.AT_FDCWD, p)
 	if err != nil {
 		return nil, n.fsys.errno(err, "readlink", p)
@@ -237,10 +238,11 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, errno
 	}
 	defer c.done()
-	tp, err := tn.path(c.k)
+	tp, trel, err := tn.path(c.k)
 	if err != nil {
 		return nil, n.fsys.errno(err, "link", name)
 	}
+	defer trel()
 	newLong, err := c.writeLong()
 	if err != nil {
 		return nil, n.fsys.errno(err, "link", name)
@@ -407,6 +409,7 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	}
 	finish(true)
 	c.dropLong()
+	n.fsys.dropDir(n, name)
 	return 0
 }
 
@@ -431,7 +434,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	defer src.done()
 	// The destination reuses the source's key acquisition: acquiring twice
 	// could deadlock against a closing gate.
-	dst := &childOp{k: src.k, d: dirRef{fd: -1}}
+	dst := &childOp{k: src.k, d: dirRef{fsys: n.fsys, fd: -1}}
 	defer dst.done()
 	d, err := np.openDir(src.k)
 	if err != nil {
@@ -492,6 +495,9 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		err = unix.Renameat(src.d.fd, src.bname, dst.d.fd, dst.bname)
 	}
 	finish(err == nil)
+	if err == nil && dstExists && flags&unix.RENAME_EXCHANGE == 0 && dstSt.Mode&unix.S_IFMT == unix.S_IFDIR {
+		n.fsys.dropDir(np, newName)
+	}
 	if err != nil {
 		if newLong {
 			dst.dropLong()
@@ -502,4 +508,14 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		src.dropLong()
 	}
 	return 0
+}
+
+// dropDir forgets the cached descriptor of directory name in parent after
+// the directory was removed or replaced.
+func (f *FS) dropDir(parent *Node, name string) {
+	if ch := parent.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*Node); ok {
+			f.dirs.drop(cn)
+		}
+	}
 }

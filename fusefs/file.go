@@ -41,10 +41,11 @@ func (n *Node) attach(k *Keys, path string, fd int, flags uint32) (*handle, sysc
 	rw := true
 	if fd < 0 {
 		if path == "" {
-			p, err := n.path(k)
+			p, prel, err := n.path(k)
 			if err != nil {
 				return nil, n.fsys.errno(err, "open", "")
 			}
+			defer prel()
 			path = p
 		}
 		// Read-write even for O_WRONLY (sector read-modify-write) and for
@@ -60,7 +61,7 @@ func (n *Node) attach(k *Keys, path string, fd int, flags uint32) (*handle, sysc
 			return nil, n.fsys.errno(err, "open", path)
 		}
 	}
-	sf, err := sector.NewFile(os.NewFile(uintptr(fd), path), n.fsys.sectorSize)
+	sf, err := sector.NewFile(os.NewFile(uintptr(fd), realPath(path)), n.fsys.sectorSize)
 	if err != nil {
 		unix.Close(fd)
 		return nil, n.fsys.errno(err, "open", path)
@@ -216,10 +217,12 @@ func (n *Node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 			return errno
 		}
 		defer rel()
+		var prel func()
 		var err error
-		if p, err = n.path(k); err != nil {
+		if p, prel, err = n.path(k); err != nil {
 			return n.fsys.errno(err, "fsync", "")
 		}
+		defer prel()
 	}
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -232,11 +235,13 @@ func (n *Node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 	return 0
 }
 
-// Allocate implements fallocate mode 0 by extending the size with a hole
-// (the sector layer allocates on write); punching holes, KEEP_SIZE and the
-// other modes are not supported.
+// Allocate implements fallocate(2). Mode 0 extends the plaintext size with
+// a hole where needed; both mode 0 and FALLOC_FL_KEEP_SIZE reserve the
+// backing bytes of the sectors in the range, so later writes there do not
+// run out of space. Punching holes, zeroing and collapsing ranges are not
+// supported (EOPNOTSUPP).
 func (n *Node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
-	if mode != 0 {
+	if mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
 		return syscall.EOPNOTSUPP
 	}
 	k, rel, errno := n.fsys.keys(ctx, "fallocate")
@@ -250,18 +255,30 @@ func (n *Node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size 
 		return syscall.EBADF
 	}
 	end := off + size
-	if end < off || end > 1<<62 {
+	if end < off || end > uint64(sector.MaxPlainSize(n.fsys.sectorSize)) {
 		return syscall.EFBIG
+	}
+	name := n.of.f.OS().Name()
+	ss := uint64(n.fsys.sectorSize)
+	stored := ss + sector.Overhead
+	bStart := sector.HeaderSize + off/ss*stored
+	bEnd := sector.HeaderSize + (end+ss-1)/ss*stored
+	if err := unix.Fallocate(n.of.fd, unix.FALLOC_FL_KEEP_SIZE, int64(bStart), int64(bEnd-bStart)); err != nil &&
+		!errors.Is(err, syscall.EOPNOTSUPP) {
+		return n.fsys.errno(err, "fallocate", name)
+	}
+	if mode&unix.FALLOC_FL_KEEP_SIZE != 0 {
+		return 0
 	}
 	cur, err := n.of.f.Size()
 	if err != nil {
-		return n.fsys.errno(err, "fallocate", n.of.f.OS().Name())
+		return n.fsys.errno(err, "fallocate", name)
 	}
 	if int64(end) <= cur {
 		return 0
 	}
 	if err := n.of.f.Truncate(k.Content, int64(end)); err != nil {
-		return n.fsys.errno(err, "fallocate", n.of.f.OS().Name())
+		return n.fsys.errno(err, "fallocate", name)
 	}
 	return 0
 }

@@ -55,6 +55,14 @@ type MountOptions struct {
 	ReadOnly    bool
 	// NoWritebackCache turns off the kernel writeback cache, so every
 	// write(2) reaches the daemon at once (slower for small writes).
+	//
+	// With the writeback cache (the default) the kernel coalesces small
+	// writes into page-sized ones, owns size and mtime of files open for
+	// writing, applies O_APPEND itself and sends truncation as setattr;
+	// it may read through a write-only handle to fill partial pages,
+	// which is why every handle shares one read-write backing descriptor.
+	// Dirty pages reach the daemon at the latest on close or fsync; if the
+	// key gate closes first, writing them back fails with EIO.
 	NoWritebackCache bool
 	// Options are extra -o options passed to the kernel/fusermount3.
 	Options []string
@@ -84,6 +92,7 @@ type FS struct {
 	open   map[*Node]struct{} // GUARDED_BY(openMu): nodes with open file handles
 
 	bufPool sync.Pool
+	dirs    dirCache
 }
 
 // New checks the backing directory and returns a file system ready to mount.
@@ -165,7 +174,12 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	opts.Options = append([]string{"default_permissions"}, mo.Options...)
 	if mo.ReadOnly {
-		opts.Options = append(opts.Options, "ro")
+		// mount(2) takes read-only as a flag (its data string rejects
+		// "ro"); fusermount3 takes it as an option.
+		opts.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
+		if !opts.DirectMount {
+			opts.Options = append(opts.Options, "ro")
+		}
 	}
 	if !mo.NoWritebackCache && !mo.ReadOnly {
 		opts.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
@@ -175,6 +189,10 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		return nil, fmt.Errorf("fusefs: mount %s on %s: %w", f.backing, mountpoint, err)
 	}
 	f.server.Store(srv)
+	go func() {
+		srv.Wait()
+		f.dirs.clear()
+	}()
 	return srv, nil
 }
 
@@ -255,6 +273,7 @@ func (f *FS) errno(err error, op, path string) syscall.Errno {
 	if err == nil {
 		return 0
 	}
+	path = realPath(path)
 	var ae *sector.AuthError
 	switch {
 	case errors.As(err, &ae):

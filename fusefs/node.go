@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,10 +19,6 @@ import (
 // nameMax is the longest plaintext name accepted, as on common Linux file
 // systems; longer encrypted forms go through the long-name scheme.
 const nameMax = 255
-
-// maxDepth bounds the parent walk; the kernel never builds trees this deep,
-// so hitting it means the node graph is broken.
-const maxDepth = 4096
 
 // Node is one file, directory, symlink or special file of the volume. Its
 // identity is the backing inode, so all hard links of a file share one Node
@@ -84,62 +81,57 @@ var (
 
 func (n *Node) isRoot() bool { return n == n.fsys.root }
 
-// path returns the backing path of n by encrypting the names from the root
-// down. A node without a parent (unlinked) has no path: ENOENT.
-func (n *Node) path(k *Keys) (string, error) {
+// path returns a path that reaches n's backing entry: the root's backing
+// directory, or the cached descriptor of the parent directory (through
+// /proc/self/fd) plus n's encrypted name. Only the last level is
+// encrypted, and renames of ancestors never invalidate it. The caller must
+// call release when done with the path. A node without a parent
+// (unlinked) has no path: ENOENT.
+func (n *Node) path(k *Keys) (string, func(), error) {
 	if n.isRoot() {
-		return n.fsys.backing, nil
+		return n.fsys.backing, func() {}, nil
 	}
-	type link struct {
-		name   string
-		parent *Node
+	name, p := n.Parent()
+	if p == nil {
+		return "", nil, syscall.ENOENT
 	}
-	var buf [16]link
-	chain := buf[:0]
-	root := n.fsys.root.EmbeddedInode()
-	cur := n.EmbeddedInode()
-	for cur != root {
-		name, p := cur.Parent()
-		if p == nil {
-			return "", syscall.ENOENT
-		}
-		pn, ok := p.Operations().(*Node)
-		if !ok {
-			return "", syscall.EIO
-		}
-		chain = append(chain, link{name, pn})
-		if len(chain) > maxDepth {
-			return "", syscall.ELOOP
-		}
-		cur = p
+	pn, ok := p.Operations().(*Node)
+	if !ok {
+		return "", nil, syscall.EIO
 	}
-	path := n.fsys.backing
-	for i := len(chain) - 1; i >= 0; i-- {
-		id, err := chain[i].parent.dirIDAt(path)
-		if err != nil {
-			return "", err
-		}
-		b, _, err := k.Names.EncryptName(id, chain[i].name)
-		if err != nil {
-			return "", err
-		}
-		path = path + "/" + b
+	d, err := pn.openDir(k)
+	if err != nil {
+		return "", nil, err
 	}
-	return path, nil
+	b, _, err := k.Names.EncryptName(d.id, name)
+	if err != nil {
+		d.close()
+		return "", nil, err
+	}
+	return fdPath(d.fd, b), d.close, nil
 }
 
-// dirIDAt returns the cached directory ID, reading it from the backing
-// directory at path the first time.
-func (n *Node) dirIDAt(path string) ([]byte, error) {
-	if id := n.dirID.Load(); id != nil {
-		return *id, nil
+// fdPath names entry name of the directory open as dirfd.
+func fdPath(dirfd int, name string) string {
+	return "/proc/self/fd/" + itoa(dirfd) + "/" + name
+}
+
+// realPath turns a /proc/self/fd path back into the backing path, for log
+// lines and error messages.
+func realPath(p string) string {
+	rest, ok := strings.CutPrefix(p, "/proc/self/fd/")
+	if !ok {
+		return p
 	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, name, _ := strings.Cut(rest, "/")
+	dir, err := os.Readlink("/proc/self/fd/" + fd)
 	if err != nil {
-		return nil, err
+		return p
 	}
-	defer unix.Close(fd)
-	return n.dirIDFd(fd)
+	if name == "" {
+		return dir
+	}
+	return dir + "/" + name
 }
 
 func (n *Node) dirIDFd(fd int) ([]byte, error) {
@@ -154,37 +146,60 @@ func (n *Node) dirIDFd(fd int) ([]byte, error) {
 	return id, nil
 }
 
-// dirRef is an open backing directory plus the ID its names use.
+// dirRef is an open backing directory plus the ID its names use. The
+// descriptor is shared (cached): use it with *at calls only, never for
+// getdents or anything that moves its offset.
 type dirRef struct {
-	path string
+	fsys *FS
+	e    *dirFD
 	fd   int
 	id   []byte
 }
 
 func (d *dirRef) close() {
-	if d.fd >= 0 {
-		unix.Close(d.fd)
+	if d.e != nil {
+		d.fsys.dirs.release(d.e)
+		d.e = nil
 		d.fd = -1
 	}
 }
 
-// openDir opens n's backing directory. The caller closes it.
+func (d *dirRef) path() string {
+	if d.e == nil {
+		return ""
+	}
+	return d.e.path
+}
+
+// openDir returns n's backing directory (from the descriptor cache when
+// possible). The caller closes it.
 func (n *Node) openDir(k *Keys) (dirRef, error) {
-	d := dirRef{fd: -1}
-	p, err := n.path(k)
+	d := dirRef{fsys: n.fsys, fd: -1}
+	e := n.fsys.dirs.get(n)
+	if e == nil {
+		p, rel, err := n.path(k)
+		if err != nil {
+			return d, err
+		}
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			rel()
+			return d, err
+		}
+		rp := p
+		if !n.isRoot() {
+			rp = realPath(p)
+		}
+		rel()
+		e = n.fsys.dirs.add(n, fd, rp)
+	}
+	d.e, d.fd = e, e.fd
+	id, err := n.dirIDFd(e.fd)
 	if err != nil {
+		d.close()
 		return d, err
 	}
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return d, err
-	}
-	id, err := n.dirIDFd(fd)
-	if err != nil {
-		unix.Close(fd)
-		return d, err
-	}
-	d.path, d.fd, d.id = p, fd, id
+	d.id = id
 	return d, nil
 }
 
@@ -214,7 +229,7 @@ func (n *Node) child(ctx context.Context, op, name string) (*childOp, syscall.Er
 	if errno != 0 {
 		return nil, errno
 	}
-	c := &childOp{k: k, rel: rel, d: dirRef{fd: -1}}
+	c := &childOp{k: k, rel: rel, d: dirRef{fsys: n.fsys, fd: -1}}
 	d, err := n.openDir(k)
 	if err != nil {
 		c.done()
@@ -349,10 +364,11 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		return errno
 	}
 	defer rel()
-	p, err := n.path(k)
+	p, prel, err := n.path(k)
 	if err != nil {
 		return n.fsys.errno(err, "getattr", "")
 	}
+	defer prel()
 	var st unix.Statx_t
 	if err := statxAt(unix.AT_FDCWD, p, &st); err != nil {
 		return n.fsys.errno(err, "getattr", p)
@@ -390,10 +406,11 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	}
 	path := ""
 	if fd < 0 {
-		p, err := n.path(k)
+		p, prel, err := n.path(k)
 		if err != nil {
 			return n.fsys.errno(err, "setattr", "")
 		}
+		defer prel()
 		path = p
 	}
 	if m, ok := in.GetMode(); ok {
@@ -526,10 +543,11 @@ func (n *Node) truncateLocked(k *Keys, path string, size int64) syscall.Errno {
 		f = n.of.f
 	} else {
 		if path == "" {
-			p, err := n.path(k)
+			p, prel, err := n.path(k)
 			if err != nil {
 				return n.fsys.errno(err, "truncate", "")
 			}
+			defer prel()
 			path = p
 		}
 		osf, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)

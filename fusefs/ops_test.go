@@ -348,6 +348,12 @@ func TestAppendTruncateStat(t *testing.T) {
 			if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE|unix.FALLOC_FL_PUNCH_HOLE, 0, 10); !errors.Is(err, unix.EOPNOTSUPP) {
 				t.Fatalf("punch hole: %v", err)
 			}
+			if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, 300000); err != nil {
+				t.Fatalf("KEEP_SIZE: %v", err)
+			}
+			if st, _ := f.Stat(); st.Size() != 100000 {
+				t.Fatalf("KEEP_SIZE changed the size to %d", st.Size())
+			}
 		})
 	}
 }
@@ -481,5 +487,20 @@ func TestTamperedNameIsSkipped(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "name failed to decrypt") {
 		t.Fatalf("no log line for the tampered name: %s", logs.String())
+	}
+}
+
+func TestReadOnlyMount(t *testing.T) {
+	m := fusefstest.MountVolume(t, fusefstest.NewVolume(t, fusefstest.Options{}), fusefstest.Options{})
+	writeFile(t, filepath.Join(m.Dir, "f"), []byte("ro"))
+	if err := m.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	ro := fusefstest.MountVolume(t, m.Volume, fusefstest.Options{ReadOnly: true})
+	if got := readFile(t, filepath.Join(ro.Dir, "f")); string(got) != "ro" {
+		t.Fatalf("read-only mount reads %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(ro.Dir, "g"), nil, 0644); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("create on read-only mount: %v, want EROFS", err)
 	}
 }

@@ -35,13 +35,21 @@ func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	entries = append(entries, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
 
+	// The cached descriptor is shared: list through a private one, whose
+	// offset nobody else moves.
+	lfd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, n.fsys.errno(err, "readdir", d.path())
+	}
+	defer unix.Close(lfd)
+
 	bufp := n.fsys.direntBuf()
 	defer n.fsys.bufPool.Put(bufp)
 	buf := *bufp
 	for {
-		m, err := unix.Getdents(d.fd, buf)
+		m, err := unix.Getdents(lfd, buf)
 		if err != nil {
-			return nil, n.fsys.errno(err, "readdir", d.path)
+			return nil, n.fsys.errno(err, "readdir", d.path())
 		}
 		if m <= 0 {
 			break
@@ -69,14 +77,14 @@ func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			if names.IsLongName(bname) {
 				full, err := names.ReadLongName(d.fd, bname)
 				if err != nil {
-					n.fsys.log.Warn().Str("op", "readdir").Str("path", d.path+"/"+bname).Err(err).Msg("long name side file unreadable; entry skipped")
+					n.fsys.log.Warn().Str("op", "readdir").Str("path", d.path()+"/"+bname).Err(err).Msg("long name side file unreadable; entry skipped")
 					continue
 				}
 				enc = full
 			}
 			plain, err := k.Names.DecryptName(d.id, enc)
 			if err != nil {
-				n.fsys.log.Warn().Str("op", "readdir").Str("path", d.path+"/"+bname).Err(err).Msg("name failed to decrypt; entry skipped")
+				n.fsys.log.Warn().Str("op", "readdir").Str("path", d.path()+"/"+bname).Err(err).Msg("name failed to decrypt; entry skipped")
 				continue
 			}
 			if ino == 1 {

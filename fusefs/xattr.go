@@ -28,10 +28,11 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, errno
 	}
 	defer rel()
-	p, err := n.path(k)
+	p, prel, err := n.path(k)
 	if err != nil {
 		return 0, n.fsys.errno(err, "getxattr", "")
 	}
+	defer prel()
 	stored, err := k.Names.EncryptXattrName(attr)
 	if err != nil {
 		return 0, n.fsys.errno(err, "getxattr", p)
@@ -90,10 +91,11 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return errno
 	}
 	defer rel()
-	p, err := n.path(k)
+	p, prel, err := n.path(k)
 	if err != nil {
 		return n.fsys.errno(err, "setxattr", "")
 	}
+	defer prel()
 	stored, err := k.Names.EncryptXattrName(attr)
 	if err != nil {
 		return n.fsys.errno(err, "setxattr", p)
@@ -118,10 +120,11 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return errno
 	}
 	defer rel()
-	p, err := n.path(k)
+	p, prel, err := n.path(k)
 	if err != nil {
 		return n.fsys.errno(err, "removexattr", "")
 	}
+	defer prel()
 	stored, err := k.Names.EncryptXattrName(attr)
 	if err != nil {
 		return n.fsys.errno(err, "removexattr", p)
@@ -140,10 +143,11 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return 0, errno
 	}
 	defer rel()
-	p, err := n.path(k)
+	p, prel, err := n.path(k)
 	if err != nil {
 		return 0, n.fsys.errno(err, "listxattr", "")
 	}
+	defer prel()
 	var raw []byte
 	for {
 		sz, err := unix.Llistxattr(p, nil)

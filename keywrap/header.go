@@ -319,8 +319,12 @@ func parseBody(body []byte) (*Header, error) {
 	if probe.Version == nil {
 		return nil, corrupt("body has no version field")
 	}
-	if v := string(probe.Version); v != strconv.Itoa(HeaderVersion) {
-		return nil, fmt.Errorf("%w: body version %s (this build reads version %d)", ErrHeaderVersion, clip([]byte(v)), HeaderVersion)
+	v, err := strconv.Atoi(string(probe.Version))
+	if err != nil || strconv.Itoa(v) != string(probe.Version) {
+		return nil, corrupt("version %s is not a plain integer", clip(probe.Version))
+	}
+	if v != HeaderVersion {
+		return nil, fmt.Errorf("%w: body version %d (this build reads version %d)", ErrHeaderVersion, v, HeaderVersion)
 	}
 	var w headerJSON
 	dec := json.NewDecoder(bytes.NewReader(body))

@@ -27,6 +27,7 @@ type auditLog struct {
 	dirty    bool
 	timer    *time.Timer
 	closed   bool
+	syncing  sync.WaitGroup // background fsyncs in flight
 }
 
 func openAuditLog(path string, syncAll bool, interval time.Duration) (*auditLog, error) {
@@ -70,14 +71,18 @@ func (a *auditLog) append(rec *AuditRecord, durable bool) error {
 
 func (a *auditLog) flush() {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.dirty && !a.closed {
-		// A failed background sync leaves the record in the page cache; the
-		// next durable record or Close syncs again and reports the error.
-		if a.f.Sync() == nil {
-			a.dirty = false
-		}
+	if !a.dirty || a.closed {
+		a.mu.Unlock()
+		return
 	}
+	a.dirty = false
+	a.syncing.Add(1)
+	a.mu.Unlock()
+	// Sync outside mu so appends are not held up by the disk; a failed
+	// background sync is retried by the next durable record or Close,
+	// which report the error.
+	a.f.Sync()
+	a.syncing.Done()
 }
 
 func (a *auditLog) close() error {
@@ -90,6 +95,7 @@ func (a *auditLog) close() error {
 	if a.timer != nil {
 		a.timer.Stop()
 	}
+	a.syncing.Wait()
 	err := a.f.Sync()
 	if cerr := a.f.Close(); err == nil {
 		err = cerr
@@ -124,13 +130,13 @@ func (s *Store) auditOp(principal, op, keyID string, opErr error) error {
 }
 
 // auditSystem records a lazy event the store carried out itself.
-func (s *Store) auditSystem(op, keyID, msg string) {
+func (s *Store) auditSystem(op, keyID string, version int, msg string) {
 	if s.audit == nil {
 		return // Open's first state load, before the log is open
 	}
 	// Best effort: the state change is authoritative, and failing the
 	// caller's unrelated request would not undo it.
-	_ = s.audit.append(&AuditRecord{Time: s.now().UTC(), Principal: "encvol-kms", Operation: op, KeyID: keyID, Result: "ok", Message: msg}, true)
+	_ = s.audit.append(&AuditRecord{Time: s.now().UTC(), Principal: "encvol-kms", Operation: op, KeyID: keyID, KeyVersion: version, Result: "ok", Message: msg}, true)
 }
 
 // auditData records a data-key operation. A data key is never handed out

@@ -66,6 +66,7 @@ func TestCrashSafety(t *testing.T) {
 	if os.Getenv(crashDirEnv) != "" {
 		return
 	}
+	t.Parallel()
 	dir := t.TempDir()
 	s := openTest(t, dir, nil)
 	ref := mustKey(t, s, LocalPrincipal)
@@ -77,7 +78,7 @@ func TestCrashSafety(t *testing.T) {
 	s.Close()
 
 	created := map[string]bool{} // keys a child reported as created
-	done := map[string]bool{}     // keys whose whole step list completed
+	done := map[string]bool{}    // keys whose whole step list completed
 	const rounds = 30
 	midWrite := 0
 	for round := range rounds {

@@ -26,6 +26,7 @@ func wrapMaterial(t *testing.T, p ImportParams, h hash.Hash, material []byte) []
 }
 
 func TestImportKeyMaterialRoundTrip(t *testing.T) {
+	t.Parallel()
 	clk := newClock()
 	s := openTest(t, t.TempDir(), clk)
 	md, err := s.CreateKey(bg, LocalPrincipal, CreateKeyInput{Origin: OriginExternal, Description: "byok"})

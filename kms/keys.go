@@ -722,6 +722,10 @@ func (s *Store) RotateKeyOnDemand(ctx context.Context, principal, keyRef string)
 	})
 }
 
+// serviceKeyOwner owns the service key. The colon keeps it from matching
+// any principal name a principals file can define.
+const serviceKeyOwner = "aws:encvol"
+
 // ServiceKey returns the encvol service key, creating it (and its alias
 // alias/encvol/default) on first use. Every principal may use it for data
 // keys; nobody may disable, delete, rotate on demand or grant it.
@@ -750,7 +754,7 @@ func (s *Store) ServiceKey(ctx context.Context, principal string) (KeyMetadata, 
 				return errNoChange
 			}
 		}
-		k, err := s.createKeyLocked(st, "encvol", CreateKeyInput{
+		k, err := s.createKeyLocked(st, serviceKeyOwner, CreateKeyInput{
 			Description: "Default key that protects encvol volumes when no key is configured",
 			Origin:      OriginAWSKMS,
 		}, KeyManagerAWS)
@@ -813,7 +817,7 @@ func (s *Store) applyDue(st *state) bool {
 					delete(st.Aliases, name)
 				}
 			}
-			s.auditSystem("DeleteKey", id, "deletion date passed")
+			s.auditSystem("DeleteKey", id, 0, "deletion date passed")
 			changed = true
 			continue
 		}
@@ -824,7 +828,7 @@ func (s *Store) applyDue(st *state) bool {
 			if k.State != StatePendingDeletion {
 				k.State = StatePendingImport
 			}
-			s.auditSystem("DeleteImportedKeyMaterial", id, "imported key material expired")
+			s.auditSystem("DeleteImportedKeyMaterial", id, 0, "imported key material expired")
 			changed = true
 		}
 		if k.State == StateEnabled && k.RotationEnabled && k.Origin == OriginAWSKMS && k.NextRotation != nil && !now.Before(*k.NextRotation) {
@@ -833,7 +837,7 @@ func (s *Store) applyDue(st *state) bool {
 			}
 			next := now.Add(time.Duration(k.RotationDays) * 24 * time.Hour)
 			k.NextRotation = &next
-			s.auditSystem("RotateKey", id, "automatic rotation")
+			s.auditSystem("RotateKey", id, len(k.Versions), "automatic rotation")
 			changed = true
 		}
 	}

@@ -104,6 +104,7 @@ func TestWrongRootKeyIsDetected(t *testing.T) {
 }
 
 func TestPassphraseStore(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	pf := filepath.Join(t.TempDir(), "pass")
 	os.WriteFile(pf, []byte("correct horse battery staple\n"), 0o600)
@@ -696,3 +697,91 @@ func TestErrorStatus(t *testing.T) {
 }
 
 func fmtWrap(err error) error { return errors.Join(errors.New("context"), err) }
+
+func TestGrantRevocationSeenByOtherStore(t *testing.T) {
+	dir := t.TempDir()
+	a := openTest(t, dir, nil)
+	b := openTest(t, dir, nil)
+	md := mustKey(t, a, "alice")
+	ectx := map[string]string{"encvol:volume-id": "vol-g"}
+	_, blob, _, err := a.GenerateDataKey(bg, "alice", md.KeyID, 32, ectx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := a.CreateGrant(bg, "alice", GrantInput{KeyRef: md.KeyID, GranteePrincipal: "bob", Operations: []string{OpDecrypt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Decrypt(bg, "bob", blob, ectx, ""); err != nil {
+		t.Fatalf("grantee via other store: %v", err)
+	}
+	if err := a.RevokeGrant(bg, "alice", md.KeyID, id); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = b.Decrypt(bg, "bob", blob, ectx, "")
+	wantCode(t, err, CodeAccessDenied)
+}
+
+func TestLazyRotationAuditedAndReEncryptAudit(t *testing.T) {
+	clk := newClock()
+	s := openTest(t, t.TempDir(), clk)
+	src := mustKey(t, s, LocalPrincipal)
+	dst := mustKey(t, s, LocalPrincipal)
+	if err := s.EnableKeyRotation(bg, LocalPrincipal, dst.KeyID, 0); err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := s.GetKeyRotationStatus(bg, LocalPrincipal, dst.KeyID)
+	if rs.PeriodDays != DefaultRotationDays || rs.NextRotationDate == nil || !rs.NextRotationDate.Equal(clk.Now().Add(365*24*time.Hour)) {
+		t.Fatalf("rotation status %+v", rs)
+	}
+	_, blob, _, err := s.GenerateDataKey(bg, LocalPrincipal, src.KeyID, 32, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(366 * 24 * time.Hour)
+	nb, _, _, err := s.ReEncrypt(bg, LocalPrincipal, blob, nil, src.KeyID, dst.KeyID, nil)
+	if err != nil || blobVersion(t, nb) != 2 {
+		t.Fatalf("ReEncrypt after due rotation: %v", err)
+	}
+	rot, err := s.Audit(bg, AuditFilter{KeyRef: dst.Arn, Operation: "RotateKey"})
+	if err != nil || len(rot) != 1 || rot[0].KeyVersion != 2 {
+		t.Fatalf("automatic rotation audit: %+v %v", rot, err)
+	}
+	for _, k := range []KeyMetadata{src, dst} {
+		recs, _ := s.Audit(bg, AuditFilter{KeyRef: k.KeyID, Since: clk.Now(), Principal: LocalPrincipal})
+		if len(recs) != 1 || recs[0].Result != "ok" || !strings.HasPrefix(recs[0].Operation, "ReEncrypt") {
+			t.Fatalf("ReEncrypt audit for %s: %+v", k.KeyID, recs)
+		}
+	}
+	if err := s.DisableKeyRotation(bg, LocalPrincipal, dst.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(400 * 24 * time.Hour)
+	d, _ := s.DescribeKey(bg, LocalPrincipal, dst.KeyID)
+	if d.CurrentVersion != 2 {
+		t.Fatalf("rotated after DisableKeyRotation: version %d", d.CurrentVersion)
+	}
+}
+
+func TestBadInputsAreClearErrors(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	md := mustKey(t, s, LocalPrincipal)
+	_, _, _, err := s.GenerateDataKey(bg, LocalPrincipal, md.KeyID, 0, nil)
+	wantCode(t, err, CodeValidation)
+	_, _, _, err = s.GenerateDataKey(bg, LocalPrincipal, md.KeyID, 1025, nil)
+	wantCode(t, err, CodeValidation)
+	_, _, err = s.Encrypt(bg, LocalPrincipal, md.KeyID, make([]byte, 4097), nil)
+	wantCode(t, err, CodeValidation)
+	_, _, err = s.Encrypt(bg, LocalPrincipal, md.KeyID, []byte("x"), map[string]string{"k": strings.Repeat("v", 9000)})
+	wantCode(t, err, CodeValidation)
+	_, err = s.CreateKey(bg, "", CreateKeyInput{})
+	wantCode(t, err, CodeAccessDenied)
+	_, _, err = s.Decrypt(bg, LocalPrincipal, nil, nil, "")
+	wantCode(t, err, CodeInvalidCiphertext)
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	_, err = s.DescribeKey(ctx, LocalPrincipal, md.KeyID)
+	if err == nil {
+		t.Fatal("cancelled context accepted")
+	}
+}

@@ -29,6 +29,7 @@ import (
 //	keys.json   the whole key state, MAC'd; written atomically
 //	lock        flock(2) target; its first 8 bytes are a random generation
 //	            stamp that every writer replaces before publishing keys.json
+//	lock.w      flock(2) turnstile that keeps readers from starving writers
 //	audit.jsonl append-only audit log, 0600
 //
 // Key material inside keys.json is sealed with AES-256-GCM under a seal key,
@@ -38,12 +39,13 @@ import (
 // and that nobody can flip a key from Disabled to Enabled by editing the file
 // without holding the root secret.
 const (
-	rootKeyFile  = "root.key"
-	kdfFile      = "kdf.json"
-	stateFile    = "keys.json"
-	lockFileName = "lock"
-	auditFile    = "audit.jsonl"
-	tmpPrefix    = ".tmp-"
+	rootKeyFile   = "root.key"
+	kdfFile       = "kdf.json"
+	stateFile     = "keys.json"
+	lockFileName  = "lock"
+	turnstileName = "lock.w"
+	auditFile     = "audit.jsonl"
+	tmpPrefix     = ".tmp-"
 
 	stateFormat = 1
 
@@ -78,6 +80,10 @@ type Store struct {
 
 	audit *auditLog
 
+	fdMu     sync.Mutex
+	fdPool   []*lockFDs // idle lock descriptors, see storeLock
+	fdClosed bool
+
 	closeOnce sync.Once
 	closed    chan struct{}
 }
@@ -100,7 +106,7 @@ type stateFileJSON struct {
 // key (0600) or passphrase parameters, and an empty state on first use. It
 // fails with a clear error when the root key or passphrase does not match
 // the store.
-func Open(dir string, opt Options) (*Store, error) {
+func Open(dir string, opt Options) (_ *Store, retErr error) {
 	if dir == "" {
 		return nil, errors.New("kms: open store: empty directory path")
 	}
@@ -127,7 +133,12 @@ func Open(dir string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer lk.release()
+	defer func() {
+		s.releaseFile(lk)
+		if retErr != nil {
+			s.closeFDs()
+		}
+	}()
 	secret, err := s.rootSecret(opt.PassphraseFile)
 	if err != nil {
 		return nil, err
@@ -177,9 +188,19 @@ func (s *Store) Close() error {
 		if s.audit != nil {
 			err = s.audit.close()
 		}
+		s.closeFDs()
 		clear(s.macKey)
 	})
 	return err
+}
+
+func (s *Store) closeFDs() {
+	s.fdMu.Lock()
+	for _, f := range s.fdPool {
+		f.close()
+	}
+	s.fdPool, s.fdClosed = nil, true
+	s.fdMu.Unlock()
 }
 
 func (s *Store) path(name string) string { return filepath.Join(s.dir, name) }
@@ -230,46 +251,126 @@ func (s *Store) rootSecret(passphraseFile string) ([]byte, error) {
 	return key, nil
 }
 
-// storeLock is one held flock. Each operation opens its own descriptor
-// because flock locks belong to the open file description: sharing one
-// descriptor between goroutines would let one goroutine's unlock drop
-// another's lock.
+// storeLock is one held cross-process lock. Two flock(2) files implement a
+// writer-preferring readers/writer lock: "lock" is the lock proper (shared
+// for reads, exclusive for writes) and "lock.w" is a turnstile. A writer
+// holds the turnstile exclusively while it waits for and holds the lock; a
+// reader passes the turnstile (shared, released at once) before taking the
+// lock. So a steady stream of reads (a busy server) cannot starve a writer
+// in another process (encvol kms disable-key), which plain flock would
+// allow.
+//
+// flock locks belong to an open file description, so every operation needs
+// descriptors of its own (one goroutine's unlock must not drop another's
+// shared lock); they are pooled to avoid an open/close per call.
 type storeLock struct {
-	s    *Store
-	f    *os.File
+	fds  *lockFDs
 	excl bool
 }
 
-func (s *Store) lockFile(excl bool) (*storeLock, error) {
-	f, err := os.OpenFile(s.path(lockFileName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+type lockFDs struct{ lock, turnstile *os.File }
+
+const maxPooledLockFDs = 64
+
+func (s *Store) getLockFDs() (*lockFDs, error) {
+	s.fdMu.Lock()
+	if n := len(s.fdPool); n > 0 {
+		fds := s.fdPool[n-1]
+		s.fdPool = s.fdPool[:n-1]
+		s.fdMu.Unlock()
+		return fds, nil
+	}
+	s.fdMu.Unlock()
+	l, err := os.OpenFile(s.path(lockFileName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("kms: open lock file: %w", err)
 	}
-	how := unix.LOCK_SH
-	if excl {
-		how = unix.LOCK_EX
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	t, err := os.OpenFile(s.path(turnstileName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("kms: lock %s: %w", s.path(lockFileName), err)
+		l.Close()
+		return nil, fmt.Errorf("kms: open lock file: %w", err)
 	}
-	return &storeLock{s: s, f: f, excl: excl}, nil
+	return &lockFDs{lock: l, turnstile: t}, nil
 }
 
-func (l *storeLock) release() {
-	// Closing the only descriptor of the open file description drops the lock.
-	l.f.Close()
+func (s *Store) putLockFDs(fds *lockFDs) {
+	s.fdMu.Lock()
+	if len(s.fdPool) < maxPooledLockFDs && !s.fdClosed {
+		s.fdPool = append(s.fdPool, fds)
+		fds = nil
+	}
+	s.fdMu.Unlock()
+	if fds != nil {
+		fds.close()
+	}
+}
+
+func (f *lockFDs) close() {
+	f.lock.Close()
+	f.turnstile.Close()
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if err != unix.EINTR {
+			if err != nil {
+				return fmt.Errorf("kms: flock %s: %w", f.Name(), err)
+			}
+			return nil
+		}
+	}
+}
+
+// lockFile takes the cross-process lock (not the in-process one).
+func (s *Store) lockFile(excl bool) (*storeLock, error) {
+	fds, err := s.getLockFDs()
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*storeLock, error) {
+		// Closing the descriptors drops whatever they hold.
+		fds.close()
+		return nil, err
+	}
+	if excl {
+		if err := flock(fds.turnstile, unix.LOCK_EX); err != nil {
+			return fail(err)
+		}
+		if err := flock(fds.lock, unix.LOCK_EX); err != nil {
+			return fail(err)
+		}
+	} else {
+		if err := flock(fds.turnstile, unix.LOCK_SH); err != nil {
+			return fail(err)
+		}
+		if err := flock(fds.lock, unix.LOCK_SH); err != nil {
+			return fail(err)
+		}
+		if err := flock(fds.turnstile, unix.LOCK_UN); err != nil {
+			return fail(err)
+		}
+	}
+	return &storeLock{fds: fds, excl: excl}, nil
+}
+
+func (s *Store) releaseFile(l *storeLock) {
+	if err := flock(l.fds.lock, unix.LOCK_UN); err != nil {
+		l.fds.close()
+		return
+	}
+	if l.excl {
+		if err := flock(l.fds.turnstile, unix.LOCK_UN); err != nil {
+			l.fds.close()
+			return
+		}
+	}
+	s.putLockFDs(l.fds)
 }
 
 func (l *storeLock) readGen() ([8]byte, error) {
 	var g [8]byte
-	n, err := l.f.ReadAt(g[:], 0)
+	n, err := l.fds.lock.ReadAt(g[:], 0)
 	if n == len(g) {
 		return g, nil
 	}
@@ -308,7 +409,7 @@ func (s *Store) unlockRW(excl bool) {
 }
 
 func (s *Store) unlock(lk *storeLock) {
-	lk.release()
+	s.releaseFile(lk)
 	s.unlockRW(lk.excl)
 }
 
@@ -401,7 +502,7 @@ func (s *Store) save(lk *storeLock, st *state) error {
 	if err != nil {
 		return internalErr("write key state", err)
 	}
-	if _, err := lk.f.WriteAt(g[:], 0); err != nil {
+	if _, err := lk.fds.lock.WriteAt(g[:], 0); err != nil {
 		os.Remove(tmp)
 		return internalErr("write lock generation", err)
 	}

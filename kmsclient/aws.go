@@ -156,11 +156,34 @@ func newRetryer() aws.Retryer {
 }
 
 func noRetryForAnswers(err error) aws.Ternary {
-	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) && kindForCode(apiErr.ErrorCode(), apiErr.ErrorMessage()) != ErrUnreachable {
+	if ans, ok := classifyAPIError(err); ok && ans.kind != ErrUnreachable {
 		return aws.FalseTernary
 	}
 	return aws.UnknownTernary
+}
+
+// classifyAPIError maps an error answer of the KMS to a sentinel; ok is
+// false when err is no answer at all (transport failure).
+func classifyAPIError(err error) (apiAnswer, bool) {
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) {
+		return apiAnswer{}, false
+	}
+	code, msg := apiErr.ErrorCode(), apiErr.ErrorMessage()
+	kind := kindForCode(code, msg)
+	// An unknown code with a 5xx status (a proxy or load balancer in front
+	// of the KMS) says nothing about the key.
+	var respErr *awshttp.ResponseError
+	if kind == ErrInvalidRequest && errors.As(err, &respErr) && respErr.HTTPStatusCode() >= 500 {
+		kind = ErrUnreachable
+	}
+	return apiAnswer{kind: kind, code: code, msg: msg}, true
+}
+
+// apiAnswer is a classified error answer of the KMS.
+type apiAnswer struct {
+	kind      error
+	code, msg string
 }
 
 // call bounds ctx by the default per-call timeout when it has no deadline.
@@ -177,18 +200,12 @@ func (b *awsBackend) wrap(op, keyRef string, err error) error {
 		return nil
 	}
 	e := &Error{Op: op, KMS: b.name, KeyID: keyRef, Err: err}
-	var apiErr smithy.APIError
-	var respErr *awshttp.ResponseError
 	var paramErr smithy.InvalidParamsError
+	if ans, ok := classifyAPIError(err); ok {
+		e.Kind, e.Code, e.Message = ans.kind, ans.code, ans.msg
+		return e
+	}
 	switch {
-	case errors.As(err, &apiErr):
-		e.Code, e.Message = apiErr.ErrorCode(), apiErr.ErrorMessage()
-		e.Kind = kindForCode(e.Code, e.Message)
-		// An unknown code with a 5xx status (a proxy or load balancer in
-		// front of the KMS) says nothing about the key.
-		if e.Kind == ErrInvalidRequest && errors.As(err, &respErr) && respErr.HTTPStatusCode() >= 500 {
-			e.Kind = ErrUnreachable
-		}
 	case errors.As(err, &paramErr):
 		e.Kind, e.Message = ErrInvalidRequest, paramErr.Error()
 	default:

@@ -2,6 +2,7 @@ package sector
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +30,7 @@ func TestModel(t *testing.T) {
 		randomSeed = v
 	}
 	for _, ss := range []int{512, 4096, 65536} {
-		for _, seed := range []uint64{1, 0x5eed, randomSeed} {
+		for _, seed := range []uint64{0x5eed, randomSeed} {
 			name := fmt.Sprintf("ss=%d/seed=%d", ss, seed)
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
@@ -50,6 +51,7 @@ type modelRun struct {
 	f     *File
 	path  string
 	model []byte
+	data  []byte // random bytes that writes take slices of
 	op    int
 }
 
@@ -67,6 +69,10 @@ func runModel(t *testing.T, sectorSize int, seed uint64, ops int) {
 	if sectorSize == MaxSectorSize {
 		m.maxSz = m.ss * 8
 	}
+	m.data = make([]byte, 4*m.ss)
+	var cs [32]byte
+	binary.LittleEndian.PutUint64(cs[:], seed)
+	rand.NewChaCha8(cs).Read(m.data)
 	m.c = newTestCipher(t, m.key, sectorSize)
 	m.f = openBacking(t, m.path, sectorSize)
 	counts := map[string]int{}
@@ -135,10 +141,8 @@ func (m *modelRun) write() {
 	size := int64(len(m.model))
 	off := m.offset(min(size+2*m.ss, m.maxSz-1))
 	n := min(m.length(), m.maxSz-off)
-	p := make([]byte, n)
-	for i := range p {
-		p[i] = byte(m.rng.Uint32())
-	}
+	start := m.rng.Int64N(int64(len(m.data)) - n + 1)
+	p := m.data[start : start+n]
 	got, err := m.f.WriteAt(m.c, p, off)
 	if err != nil || got != len(p) {
 		m.fail("WriteAt(%d at %d) = %d, %v", n, off, got, err)

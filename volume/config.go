@@ -91,8 +91,9 @@ type VolumeConfig struct {
 	ReadOnly         bool     `toml:"read_only" json:"read_only,omitempty"`
 	OnRevoke         string   `toml:"on_revoke" json:"on_revoke,omitempty"`
 	KeyCheckInterval Duration `toml:"key_check_interval" json:"key_check_interval,omitempty"`
-	OfflineGrace     Duration `toml:"offline_grace" json:"offline_grace,omitempty"`
-	OnKeyEvent       string   `toml:"on_key_event" json:"on_key_event,omitempty"`
+	// OfflineGrace is a pointer because "0s" (no grace) differs from unset.
+	OfflineGrace *Duration `toml:"offline_grace" json:"offline_grace,omitempty"`
+	OnKeyEvent   string    `toml:"on_key_event" json:"on_key_event,omitempty"`
 	// Options is a mount option string as for `encvol mount -o`, applied
 	// before the command line's own -o.
 	Options string `toml:"options" json:"options,omitempty"`
@@ -168,7 +169,8 @@ func DefaultConfig() *Config {
 		KMS: map[string]kmsclient.Config{
 			DefaultKMSName: {Type: kmsclient.TypeLocal, Path: DefaultKMSPath()},
 		},
-		Volumes: map[string]VolumeConfig{},
+		Volumes:  map[string]VolumeConfig{},
+		Defaults: Defaults{OfflineGrace: Duration(DefaultOfflineGrace)},
 	}
 	c.applyDefaults()
 	return c
@@ -177,9 +179,6 @@ func DefaultConfig() *Config {
 func (c *Config) applyDefaults() {
 	if c.Defaults.KeyCheckInterval == 0 {
 		c.Defaults.KeyCheckInterval = Duration(DefaultKeyCheckInterval)
-	}
-	if c.Defaults.OfflineGrace == 0 {
-		c.Defaults.OfflineGrace = Duration(DefaultOfflineGrace)
 	}
 	if c.Defaults.OnRevoke == "" {
 		c.Defaults.OnRevoke = DefaultOnRevoke
@@ -214,6 +213,9 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
+			if perr.LastKey != "" {
+				return nil, fmt.Errorf("configuration %s: line %d (key %s): %s", path, perr.Position.Line, perr.LastKey, perr.Message)
+			}
 			return nil, fmt.Errorf("configuration %s: line %d: %s", path, perr.Position.Line, perr.Message)
 		}
 		return nil, fmt.Errorf("configuration %s: %w", path, err)
@@ -226,6 +228,11 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		return nil, fmt.Errorf("configuration %s: unknown key %s (see config.example.toml for every key)", path, strings.Join(keys, ", "))
 	}
 	c.Path = path
+	// "0s" is a valid grace (close on the first failed check), so only an
+	// absent key takes the default.
+	if !md.IsDefined("defaults", "offline_grace") {
+		c.Defaults.OfflineGrace = Duration(DefaultOfflineGrace)
+	}
 	c.applyDefaults()
 	c.resolvePaths(filepath.Dir(path))
 	if err := c.validate(); err != nil {
@@ -273,7 +280,7 @@ func (c *Config) validate() error {
 			return fmt.Errorf("[defaults] kms = %q: no [kms.%s] table (configured: %s)", c.Defaults.KMS, c.Defaults.KMS, strings.Join(sortedKeys(c.KMS), ", "))
 		}
 	}
-	if err := checkTiming("[defaults]", c.Defaults.OnRevoke, c.Defaults.KeyCheckInterval, c.Defaults.OfflineGrace); err != nil {
+	if err := checkTiming("[defaults]", c.Defaults.OnRevoke, c.Defaults.KeyCheckInterval); err != nil {
 		return err
 	}
 	for _, name := range sortedKeys(c.Volumes) {
@@ -292,7 +299,7 @@ func (c *Config) validate() error {
 				return fmt.Errorf("%s: sector_size: %w", where, err)
 			}
 		}
-		if err := checkTiming(where, v.OnRevoke, v.KeyCheckInterval, v.OfflineGrace); err != nil {
+		if err := checkTiming(where, v.OnRevoke, v.KeyCheckInterval); err != nil {
 			return err
 		}
 		if v.Options != "" {
@@ -304,7 +311,7 @@ func (c *Config) validate() error {
 	return nil
 }
 
-func checkTiming(where, onRevoke string, interval, grace Duration) error {
+func checkTiming(where, onRevoke string, interval Duration) error {
 	switch onRevoke {
 	case "", OnRevokeEIO, OnRevokeHang:
 	default:
@@ -313,7 +320,6 @@ func checkTiming(where, onRevoke string, interval, grace Duration) error {
 	if interval != 0 && interval.D() < MinKeyCheckInterval {
 		return fmt.Errorf("%s: key_check_interval = %s is shorter than the minimum %s", where, interval.D(), MinKeyCheckInterval)
 	}
-	_ = grace // any non-negative grace is valid; 0 closes the gate on the first failed check
 	return nil
 }
 

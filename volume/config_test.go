@@ -20,7 +20,7 @@ func TestConfigExampleParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.OnRevoke != OnRevokeHang || v.OfflineGrace.D() != 5*time.Minute || v.Key != "alias/app-data" {
+	if v.OnRevoke != OnRevokeHang || v.OfflineGrace == nil || v.OfflineGrace.D() != 5*time.Minute || v.Key != "alias/app-data" {
 		t.Errorf("volume data = %+v", v)
 	}
 	name, kc, err := c.KMSFor("")
@@ -93,10 +93,10 @@ sector_size = 512
 func TestConfigBad(t *testing.T) {
 	local := "[kms.a]\ntype = \"local\"\npath = \"/k\"\n"
 	cases := []struct{ name, body, want string }{
-		{"unknown top key", local + "colour = 1\n", "unknown key colour"},
+		{"unknown top key", "colour = 1\n" + local, "unknown key colour"},
 		{"unknown kms key", "[kms.a]\ntype = \"local\"\npath = \"/k\"\npaht = \"x\"\n", "unknown key kms.a.paht"},
 		{"unknown volume key", local + "[volumes.v]\nbacking = \"/b\"\nmountpiont = \"/m\"\n", "unknown key volumes.v.mountpiont"},
-		{"syntax", local + "[defaults\n", "line 4"},
+		{"syntax", local + "[defaults\n", "line 5"},
 		{"bare number duration", local + "[defaults]\nkey_check_interval = 5\n", "key_check_interval"},
 		{"bad duration", local + "[defaults]\noffline_grace = \"soon\"\n", `"soon" is not a duration`},
 		{"too short interval", local + "[defaults]\nkey_check_interval = \"1ms\"\n", "shorter than the minimum"},
@@ -170,7 +170,7 @@ func TestMountOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.Config != "/etc/e.toml" || o.KMS != "corp" || o.KeyCheckInterval != 500*time.Millisecond ||
-		o.OfflineGrace != time.Minute || o.OnRevoke != "hang" || o.AllowOther == nil || !*o.AllowOther ||
+		o.OfflineGrace == nil || *o.OfflineGrace != time.Minute || o.OnRevoke != "hang" || o.AllowOther == nil || !*o.AllowOther ||
 		o.ReadOnly == nil || !*o.ReadOnly || !o.Debug {
 		t.Errorf("parsed %+v", o)
 	}

@@ -57,6 +57,9 @@ func Create(ctx context.Context, client kmsclient.Client, opt CreateOptions) (*k
 	if err != nil {
 		return nil, fmt.Errorf("create volume: %w", err)
 	}
+	if opt.KMSName == "" {
+		opt.KMSName = DefaultKMSName
+	}
 	sectorSize := opt.SectorSize
 	if sectorSize == 0 {
 		sectorSize = sector.DefaultSectorSize

@@ -23,7 +23,7 @@ func TestCreateAndUnlock(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Mode().Perm()&0o077 != 0 {
+		if st.Mode().Perm()&0o007 != 0 {
 			t.Errorf("%s mode %v", name, st.Mode())
 		}
 	}

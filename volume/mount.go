@@ -52,6 +52,9 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 	case 1:
 		v, err := c.Volume(args[0])
 		if err != nil {
+			if strings.ContainsRune(args[0], '/') {
+				return spec, fmt.Errorf("no MOUNTPOINT given: run `encvol mount %s MOUNTPOINT`, or give the NAME of a [volumes.NAME] table", args[0])
+			}
 			return spec, err
 		}
 		if v.Mountpoint == "" {
@@ -117,7 +120,13 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 	spec.Debug, spec.Foreground = o.Debug, o.Foreground
 	spec.OnRevoke = firstString(o.OnRevoke, vc.OnRevoke, c.Defaults.OnRevoke, DefaultOnRevoke)
 	spec.KeyCheckInterval = firstDuration(o.KeyCheckInterval, vc.KeyCheckInterval.D(), c.Defaults.KeyCheckInterval.D(), DefaultKeyCheckInterval)
-	spec.OfflineGrace = firstDuration(o.OfflineGrace, vc.OfflineGrace.D(), c.Defaults.OfflineGrace.D(), DefaultOfflineGrace)
+	spec.OfflineGrace = c.Defaults.OfflineGrace.D()
+	if vc.OfflineGrace != nil {
+		spec.OfflineGrace = vc.OfflineGrace.D()
+	}
+	if o.OfflineGrace != nil {
+		spec.OfflineGrace = *o.OfflineGrace
+	}
 	spec.OnKeyEvent = firstString(vc.OnKeyEvent, c.Defaults.OnKeyEvent)
 	return spec, nil
 }
@@ -134,7 +143,7 @@ func layerOptions(base, top MountOptionSet) MountOptionSet {
 	if top.KeyCheckInterval != 0 {
 		out.KeyCheckInterval = top.KeyCheckInterval
 	}
-	if top.OfflineGrace != 0 {
+	if top.OfflineGrace != nil {
 		out.OfflineGrace = top.OfflineGrace
 	}
 	if top.OnRevoke != "" {

@@ -13,7 +13,7 @@ type MountOptionSet struct {
 	Config           string // config=FILE: configuration file (for mount(8) and fstab)
 	KMS              string // kms=NAME
 	KeyCheckInterval time.Duration
-	OfflineGrace     time.Duration
+	OfflineGrace     *time.Duration
 	OnRevoke         string
 	ReadOnly         *bool
 	AllowOther       *bool
@@ -73,7 +73,8 @@ func (o *MountOptionSet) Merge(s string) error {
 				}
 				o.KeyCheckInterval = d.D()
 			} else {
-				o.OfflineGrace = d.D()
+				g := d.D()
+				o.OfflineGrace = &g
 			}
 		case "on_revoke":
 			if val != OnRevokeEIO && val != OnRevokeHang {

@@ -39,29 +39,36 @@ type KeyError struct {
 	Backing string
 	KMS     string // configured KMS name
 	KeyID   string // key ARN from the header
+	Alias   string // an alias of the key, when the KMS could tell
 	State   string // Disabled, PendingDeletion, PendingImport, NotFound, AccessDenied, Unreachable, ...
 	Err     error
 }
 
 func (e *KeyError) Error() string {
+	key := e.KeyID
+	ref := e.KeyID
+	if e.Alias != "" {
+		key = fmt.Sprintf("%s (%s)", e.KeyID, e.Alias)
+		ref = e.Alias
+	}
 	var what string
 	switch e.State {
 	case "Unreachable":
-		what = fmt.Sprintf("KMS %q cannot be reached to unwrap the key of volume %s (key %s)", e.KMS, e.Backing, e.KeyID)
+		what = fmt.Sprintf("KMS %q cannot be reached to unwrap the key of volume %s (key %s)", e.KMS, e.Backing, key)
 	case "NotFound":
-		what = fmt.Sprintf("key %s of volume %s does not exist (deleted, or not in KMS %q)", e.KeyID, e.Backing, e.KMS)
+		what = fmt.Sprintf("key %s of volume %s does not exist (deleted, or not in KMS %q)", key, e.Backing, e.KMS)
 	case "AccessDenied":
-		what = fmt.Sprintf("key %s of volume %s refuses access to this principal (no grant, grant revoked or wrong credentials)", e.KeyID, e.Backing)
+		what = fmt.Sprintf("key %s of volume %s refuses access to this principal (no grant, grant revoked or wrong credentials)", key, e.Backing)
 	case "InvalidCiphertext":
-		what = fmt.Sprintf("key %s cannot unwrap the data key of volume %s: the wrapped key or its encryption context does not match", e.KeyID, e.Backing)
+		what = fmt.Sprintf("key %s cannot unwrap the data key of volume %s: the wrapped key or its encryption context does not match", key, e.Backing)
 	default:
-		what = fmt.Sprintf("key %s is %s, so volume %s cannot be unlocked", e.KeyID, e.State, e.Backing)
+		what = fmt.Sprintf("key %s is %s, so volume %s cannot be unlocked", key, e.State, e.Backing)
 	}
 	kmsName := e.KMS
 	if kmsName == DefaultKMSName {
 		kmsName = ""
 	}
-	if fix := kmsclient.Remedy(e.Err, e.KeyID, kmsName); fix != "" {
+	if fix := kmsclient.Remedy(e.Err, ref, kmsName); fix != "" {
 		return what + "; " + fix
 	}
 	return what + ": " + e.Err.Error()
@@ -130,7 +137,15 @@ func UnlockHeader(ctx context.Context, client kmsclient.Client, kmsName, backing
 	dk, err := client.Decrypt(ctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
 	if err != nil {
 		if st := KeyState(err); st != "Error" {
-			return nil, &KeyError{Backing: backing, KMS: kmsName, KeyID: h.KeyID, State: st, Err: err}
+			ke := &KeyError{Backing: backing, KMS: kmsName, KeyID: h.KeyID, State: st, Err: err}
+			if isRevocation(err) {
+				// DescribeKey answers in every key state; an alias makes the
+				// message and the suggested command readable.
+				if info, derr := client.DescribeKey(ctx, h.KeyID); derr == nil && len(info.Aliases) > 0 {
+					ke.Alias = info.Aliases[0]
+				}
+			}
+			return nil, ke
 		}
 		return nil, fmt.Errorf("unlock volume %s: unwrap data key with key %s: %w", backing, h.KeyID, err)
 	}

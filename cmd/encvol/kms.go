@@ -384,6 +384,9 @@ now on the key cannot wrap or unwrap data keys; when the period ends, every
 volume under it is lost for good. cancel-key-deletion undoes it until then.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("days") {
+				return usageError("--days N is required: the waiting period of 7 to 30 days before the key is deleted")
+			}
 			if days < 7 || days > 30 {
 				return usageError("--days %d is outside the allowed waiting period of 7 to 30 days", days)
 			}
@@ -407,7 +410,6 @@ volume under it is lost for good. cancel-key-deletion undoes it until then.`,
 	}
 	o.register(cmd)
 	cmd.Flags().IntVar(&days, "days", 0, "waiting period in days before the key is deleted (7 to 30)")
-	_ = cmd.MarkFlagRequired("days")
 	return cmd
 }
 

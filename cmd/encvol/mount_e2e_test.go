@@ -484,6 +484,17 @@ func TestMountNonRootFusermount(t *testing.T) {
 	if _, err := exec.LookPath("fusermount3"); err != nil {
 		t.Fatal("fusermount3 (fuse3) is required")
 	}
+	// fusermount3 opens /dev/fuse as the calling user; Debian's udev rule
+	// makes it crw-rw-rw-, some containers create it 0600. Give it the
+	// standard mode for this test and put the original back afterwards.
+	if st, err := os.Stat("/dev/fuse"); err == nil && st.Mode().Perm()&0o006 != 0o006 {
+		orig := st.Mode().Perm()
+		if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+			t.Fatalf("/dev/fuse is %v and cannot be made 0666 for fusermount3: %v", orig, err)
+		}
+		t.Logf("/dev/fuse was %v; set to 0666 (the Debian default) for this test", orig)
+		t.Cleanup(func() { os.Chmod("/dev/fuse", orig) })
+	}
 	uid, gid := testUser(t)
 	home, err := os.MkdirTemp("", "encvol-user-")
 	if err != nil {

@@ -31,6 +31,7 @@ type Options struct {
 	PlaintextNames   bool   // store names as they are
 	GateMode         string // fusefs.ModeEIO (default) or fusefs.ModeHang
 	NoWritebackCache bool   // every write(2) goes to the daemon at once
+	ReadOnly         bool   // mount read-only
 	Debug            bool   // log every FUSE request
 	// Log receives the file system's log lines; default: the test log
 	// (t.Log) at warning level and above.
@@ -171,7 +172,7 @@ func MountVolume(t testing.TB, v *Volume, opts Options) *Mount {
 	if err := os.Mkdir(dir, 0755); err != nil {
 		t.Fatalf("fusefstest: create mountpoint: %v", err)
 	}
-	srv, err := fsys.Mount(dir, fusefs.MountOptions{Debug: opts.Debug, NoWritebackCache: opts.NoWritebackCache})
+	srv, err := fsys.Mount(dir, fusefs.MountOptions{Debug: opts.Debug, NoWritebackCache: opts.NoWritebackCache, ReadOnly: opts.ReadOnly})
 	if err != nil {
 		t.Fatalf("fusefstest: %v", err)
 	}

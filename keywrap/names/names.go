@@ -29,6 +29,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
 	"sync"
 	"syscall"
@@ -149,6 +150,8 @@ type Codec struct {
 	xattBl cipher.Block // AES-256 with slotXattrNameEnc; GUARDED_BY(mu)
 	symGCM cipher.AEAD  // GUARDED_BY(mu)
 	xvGCM  cipher.AEAD  // GUARDED_BY(mu)
+	// pools of keyed HMAC scratch state; GUARDED_BY(mu)
+	namePool, xattPool *sync.Pool
 }
 
 // NewCodec derives the names keys from namesKey (keywrap.Subkeys.Names) into
@@ -191,6 +194,8 @@ func NewCodec(namesKey *keywrap.Key, plaintext bool) (*Codec, error) {
 		}
 		c.xvGCM, derr = newGCM(slot(kb, slotXattrValue))
 	})
+	c.namePool = newSIVPool(slot(kb, slotNameMAC))
+	c.xattPool = newSIVPool(slot(kb, slotXattrNameMAC))
 	if derr != nil {
 		keys.Close()
 		return nil, fmt.Errorf("names: new codec: %w", derr)
@@ -221,6 +226,7 @@ func (c *Codec) Close() {
 	// keywrap.Secretly, so with runtime/secret the GC erases them once they
 	// become unreachable here.
 	c.keys, c.nameBl, c.xattBl, c.symGCM, c.xvGCM = nil, nil, nil, nil, nil
+	c.namePool, c.xattPool = nil, nil
 }
 
 // Plaintext reports whether the codec passes names through (plaintext mode).
@@ -250,36 +256,77 @@ func CheckName(name string) error {
 	return nil
 }
 
+// sivScratch is the per-call state of the SIV construction. Objects are
+// pooled (and created under keywrap.Secretly) because runtime/secret makes
+// every allocation inside Secretly costly; the keyed HMAC state in them is
+// erased by the GC once the pool drops them after Close.
+type sivScratch struct {
+	mac hash.Hash // HMAC-SHA256 keyed with the MAC key of its pool
+	sum [sha256.Size]byte
+	ctr [aes.BlockSize]byte
+	ks  [aes.BlockSize]byte
+}
+
+func newSIVPool(macKey []byte) *sync.Pool {
+	return &sync.Pool{New: func() any {
+		// Only ever called from inside Secretly (via sivSeal/sivOpen),
+		// with the codec read-locked, so macKey is still valid.
+		return &sivScratch{mac: hmac.New(sha256.New, macKey)}
+	}}
+}
+
+// syntheticIV writes HMAC(dirID || pt)[:16] into st.sum[:16].
+func (st *sivScratch) syntheticIV(dirID, pt []byte) []byte {
+	st.mac.Reset()
+	st.mac.Write(dirID)
+	st.mac.Write(pt)
+	st.mac.Sum(st.sum[:0])
+	return st.sum[:ivLen]
+}
+
+// ctr XORs src into dst with AES-CTR from the 16-byte initial counter block
+// iv, incrementing the whole block as a big-endian integer (SP 800-38A).
+// Written out instead of cipher.NewCTR because that allocates per call.
+func (st *sivScratch) ctrXOR(bl cipher.Block, iv, dst, src []byte) {
+	copy(st.ctr[:], iv)
+	for len(src) > 0 {
+		bl.Encrypt(st.ks[:], st.ctr[:])
+		n := subtle.XORBytes(dst, src, st.ks[:])
+		dst, src = dst[n:], src[n:]
+		for i := aes.BlockSize - 1; i >= 0; i-- {
+			st.ctr[i]++
+			if st.ctr[i] != 0 {
+				break
+			}
+		}
+	}
+	clear(st.ks[:])
+}
+
 // sivSeal returns IV || AES-CTR(IV, pt) with IV = HMAC(macKey, dirID||pt)[:16].
-func sivSeal(macKey []byte, bl cipher.Block, dirID, pt []byte) []byte {
+func sivSeal(pool *sync.Pool, bl cipher.Block, dirID, pt []byte) []byte {
 	out := make([]byte, ivLen+len(pt))
 	keywrap.Secretly(func() {
-		m := hmac.New(sha256.New, macKey)
-		m.Write(dirID)
-		m.Write(pt)
-		var sum [sha256.Size]byte
-		m.Sum(sum[:0])
-		copy(out, sum[:ivLen])
-		cipher.NewCTR(bl, out[:ivLen]).XORKeyStream(out[ivLen:], pt)
+		st := pool.Get().(*sivScratch)
+		copy(out, st.syntheticIV(dirID, pt))
+		st.ctrXOR(bl, out[:ivLen], out[ivLen:], pt)
+		pool.Put(st)
 	})
 	return out
 }
 
 // sivOpen reverses sivSeal and reports whether the IV authenticates.
-func sivOpen(macKey []byte, bl cipher.Block, dirID, ct []byte) ([]byte, bool) {
+func sivOpen(pool *sync.Pool, bl cipher.Block, dirID, ct []byte) ([]byte, bool) {
 	if len(ct) <= ivLen {
 		return nil, false
 	}
 	pt := make([]byte, len(ct)-ivLen)
 	ok := false
 	keywrap.Secretly(func() {
-		cipher.NewCTR(bl, ct[:ivLen]).XORKeyStream(pt, ct[ivLen:])
-		m := hmac.New(sha256.New, macKey)
-		m.Write(dirID)
-		m.Write(pt)
-		var sum [sha256.Size]byte
-		m.Sum(sum[:0])
-		ok = subtle.ConstantTimeCompare(sum[:ivLen], ct[:ivLen]) == 1
+		st := pool.Get().(*sivScratch)
+		st.ctrXOR(bl, ct[:ivLen], pt, ct[ivLen:])
+		ok = subtle.ConstantTimeCompare(st.syntheticIV(dirID, pt), ct[:ivLen]) == 1
+		pool.Put(st)
 	})
 	if !ok {
 		return nil, false
@@ -313,8 +360,7 @@ func (c *Codec) EncryptName(dirID []byte, name string) (backing string, longFull
 	if len(dirID) != DirIDLen {
 		return "", "", wrap(ErrDirIDCorrupt, "directory ID has %d bytes, want %d", len(dirID), DirIDLen)
 	}
-	kb := c.keys.Bytes()
-	enc := b64.EncodeToString(sivSeal(slot(kb, slotNameMAC), c.nameBl, dirID, []byte(name)))
+	enc := b64.EncodeToString(sivSeal(c.namePool, c.nameBl, dirID, []byte(name)))
 	if len(enc) <= NameMax {
 		return enc, "", nil
 	}
@@ -353,8 +399,7 @@ func (c *Codec) DecryptName(dirID []byte, backing string) (string, error) {
 	if err != nil {
 		return "", wrap(ErrNameAuth, "%q is not base64url: %v", clip(backing), err)
 	}
-	kb := c.keys.Bytes()
-	pt, ok := sivOpen(slot(kb, slotNameMAC), c.nameBl, dirID, raw)
+	pt, ok := sivOpen(c.namePool, c.nameBl, dirID, raw)
 	if !ok {
 		return "", wrap(ErrNameAuth, "name %q", clip(backing))
 	}
@@ -480,8 +525,7 @@ func (c *Codec) EncryptXattrName(name string) (string, error) {
 	if n := len(XattrPrefix) + b64.EncodedLen(ivLen+len(x)); n > XattrNameMax {
 		return "", wrap(ErrNameTooLong, "xattr name of %d bytes encodes to %d (max %d)", len(name), n, XattrNameMax)
 	}
-	kb := c.keys.Bytes()
-	return XattrPrefix + b64.EncodeToString(sivSeal(slot(kb, slotXattrNameMAC), c.xattBl, nil, []byte(x))), nil
+	return XattrPrefix + b64.EncodeToString(sivSeal(c.xattPool, c.xattBl, nil, []byte(x))), nil
 }
 
 // DecryptXattrName reverses EncryptXattrName. A backing xattr encvol did not
@@ -510,8 +554,7 @@ func (c *Codec) DecryptXattrName(stored string) (string, error) {
 	if err != nil {
 		return "", wrap(ErrNameAuth, "xattr name %q is not base64url", clip(stored))
 	}
-	kb := c.keys.Bytes()
-	pt, ok := sivOpen(slot(kb, slotXattrNameMAC), c.xattBl, nil, raw)
+	pt, ok := sivOpen(c.xattPool, c.xattBl, nil, raw)
 	if !ok || strings.IndexByte(string(pt), 0) >= 0 {
 		return "", wrap(ErrNameAuth, "xattr name %q", clip(stored))
 	}

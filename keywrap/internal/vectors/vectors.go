@@ -3,7 +3,7 @@
 // use, not against a private copy.
 //
 // A vector is a fenced code block whose first line is "# vector: NAME",
-// followed by "key = value" lines; other lines (comments, blank) are ignored.
+// followed by "key = value" lines (split at the first "="); other lines (comments, blank) are ignored.
 package vectors
 
 import (
@@ -52,9 +52,9 @@ func Load(path string) (map[string]map[string]string, error) {
 		if cur == nil || line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		k, v, ok := strings.Cut(line, " = ")
+		k, v, ok := strings.Cut(line, "=")
 		if !ok {
-			return nil, fmt.Errorf("%s:%d: vector line without \" = \": %q", path, n, line)
+			return nil, fmt.Errorf("%s:%d: vector line without \"=\": %q", path, n, line)
 		}
 		k = strings.TrimSpace(k)
 		if _, dup := cur[k]; dup {
