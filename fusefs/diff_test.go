@@ -94,13 +94,13 @@ func runDifferential(t *testing.T, seed uint64, n int) {
 		op := g.next()
 		got := op.apply(vol.Dir())
 		want := op.apply(ref)
-		history = append(history, fmt.Sprintf("#%d %s → %s", i, op, want))
+		history = append(history, fmt.Sprintf("#%d %s → %s", i, op, short(want)))
 		if len(history) > 25 {
 			history = history[1:]
 		}
 		if got != want {
 			t.Fatalf("seed %d op #%d %s:\n  encvol: %s\n  plain:  %s\nrecent operations (plain results):\n  %s",
-				seed, i, op, got, want, strings.Join(history, "\n  "))
+				seed, i, op, short(got), short(want), strings.Join(history, "\n  "))
 		}
 		counts[op.kind]++
 		if strings.HasPrefix(want, "errno") {
@@ -126,11 +126,30 @@ type op struct {
 	name        string // xattr name
 }
 
+// short abbreviates the long repeated names ("LLL…" → "L×255") so failure
+// reports stay readable.
+func short(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); {
+		j := i
+		for j < len(p) && p[j] == p[i] {
+			j++
+		}
+		if j-i >= 16 {
+			fmt.Fprintf(&b, "%c×%d", p[i], j-i)
+		} else {
+			b.WriteString(p[i:j])
+		}
+		i = j
+	}
+	return b.String()
+}
+
 func (o *op) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %q", o.kind, o.path)
+	fmt.Fprintf(&b, "%s %q", o.kind, short(o.path))
 	if o.path2 != "" {
-		fmt.Fprintf(&b, " %q", o.path2)
+		fmt.Fprintf(&b, " %q", short(o.path2))
 	}
 	if o.name != "" {
 		fmt.Fprintf(&b, " name=%s", o.name)
@@ -593,7 +612,7 @@ func (g *opGen) mode(dir bool) uint32 {
 	if dir {
 		return 0o700 | uint32(g.rng.IntN(0o100))
 	}
-	return uint32(g.rng.IntN(0o1000))
+	return 0o400 | uint32(g.rng.IntN(0o1000))
 }
 
 var opWeights = []struct {
@@ -808,7 +827,7 @@ func compareTrees(t *testing.T, got, want string) {
 		wa, ok := a[p]
 		switch {
 		case !ok:
-			diffs = append(diffs, fmt.Sprintf("%q: missing in encvol", p))
+			diffs = append(diffs, fmt.Sprintf("%q: missing in encvol", short(p)))
 		case p == ".":
 			// The roots' own modes differ (mount root vs t.TempDir); compare xattrs only.
 			if wa.xattrs != wb.xattrs {
@@ -816,12 +835,12 @@ func compareTrees(t *testing.T, got, want string) {
 			}
 		case wa.stat != wb.stat || wa.content != wb.content || wa.xattrs != wb.xattrs:
 			diffs = append(diffs, fmt.Sprintf("%q:\n    encvol: %s | %s | %s\n    plain:  %s | %s | %s",
-				p, wa.stat, wa.content, wa.xattrs, wb.stat, wb.content, wb.xattrs))
+				short(p), wa.stat, wa.content, wa.xattrs, wb.stat, wb.content, wb.xattrs))
 		}
 	}
 	for p := range a {
 		if _, ok := b[p]; !ok {
-			diffs = append(diffs, fmt.Sprintf("%q: only in encvol", p))
+			diffs = append(diffs, fmt.Sprintf("%q: only in encvol", short(p)))
 		}
 	}
 	ga, gb := linkGroups(a), linkGroups(b)

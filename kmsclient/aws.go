@@ -519,7 +519,7 @@ func (b *awsBackend) ImportKeyMaterial(ctx context.Context, keyRef string, impor
 
 func (b *awsBackend) Audit(context.Context, AuditFilter) ([]AuditRecord, error) {
 	return nil, &Error{Kind: ErrUnsupported, Op: "read audit log", KMS: b.name,
-		Message: "a remote KMS keeps its audit log on its own host; run `encvol kms audit --kms NAME` there against the local key store that `encvol kms serve --store DIR` uses"}
+		Message: "a remote KMS keeps its audit log on its own host: on the KMS server host run 'encvol kms audit --kms NAME', where NAME is a local KMS whose path is the directory given to 'encvol kms serve --store'"}
 }
 
 func keyInfoFromAWS(md *types.KeyMetadata) KeyInfo {

@@ -100,10 +100,11 @@ run ls -la "$MNT" "$MNT/documents"
 
 say "what is stored on disk: the backing directory"
 run ls -la "$BACKING"
-first=$(find "$BACKING" -type f ! -name 'encvol.*' -size +0 | head -n 1)
+# hello.txt is the only file at the top of the volume.
+first=$(find "$BACKING" -maxdepth 1 -type f ! -name 'encvol.*' -size +0 -print -quit)
 if [ -n "$first" ]; then
-	say "the first bytes of one backing file ($first)"
-	if command -v xxd >/dev/null 2>&1; then xxd "$first" | head -n 6; else od -A x -t x1z "$first" | head -n 6; fi
+	say "hello.txt as stored on disk ($first): a sector file header, then AES-256-GCM ciphertext"
+	if command -v xxd >/dev/null 2>&1; then xxd -l 144 "$first"; else od -A x -t x1z -N 144 "$first"; fi
 fi
 say "searching the backing directory for the plaintext"
 if grep -rqa -- "$SECRET" "$BACKING" || find "$BACKING" | grep -qE 'hello|documents|random'; then

@@ -6,10 +6,12 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"weak"
 )
 
@@ -42,6 +44,9 @@ type Cipher struct {
 	mu     sync.RWMutex
 	closed bool
 
+	// nonces makes the per-sector nonces; see nonceGen.
+	nonces *nonceGen
+
 	// regMu GUARDS reg. Lock order: mu before regMu.
 	regMu sync.Mutex
 	// reg maps file IDs to the per-file keys that are still referenced by some
@@ -68,9 +73,14 @@ func NewCipher(content KeySource, sectorSize int) (*Cipher, error) {
 	if n := len(content.Bytes()); n != keySize {
 		return nil, fmt.Errorf("sector: new cipher: content key is %d bytes, want %d", n, keySize)
 	}
+	ng, err := newNonceGen()
+	if err != nil {
+		return nil, err
+	}
 	return &Cipher{
 		key:        content,
 		sectorSize: sectorSize,
+		nonces:     ng,
 		reg:        make(map[[FileIDSize]byte]weak.Pointer[fileKey]),
 	}, nil
 }
@@ -210,7 +220,8 @@ func (c *Cipher) SealSector(dst []byte, fileID []byte, index int64, plaintext []
 	}
 	n := len(plaintext) + Overhead
 	out, tail := grow(dst, n)
-	var aad [aadSize]byte
+	aad := getAAD()
+	defer putAAD(aad)
 	if err := c.rlock(); err != nil {
 		return nil, err
 	}
@@ -218,8 +229,8 @@ func (c *Cipher) SealSector(dst []byte, fileID []byte, index int64, plaintext []
 	if fk.aead == nil {
 		return nil, ErrClosed
 	}
-	putAAD(aad[:], &id, index)
-	if err := sealOne(fk.aead, tail, plaintext, aad[:]); err != nil {
+	fillAAD(aad[:], &id, index)
+	if err := sealOne(fk.aead, c.nonces, tail, plaintext, aad[:]); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -240,7 +251,8 @@ func (c *Cipher) OpenSector(dst []byte, fileID []byte, index int64, stored []byt
 	if err != nil {
 		return nil, err
 	}
-	var aad [aadSize]byte
+	aad := getAAD()
+	defer putAAD(aad)
 	if err := c.rlock(); err != nil {
 		return nil, err
 	}
@@ -248,7 +260,7 @@ func (c *Cipher) OpenSector(dst []byte, fileID []byte, index int64, stored []byt
 	if fk.aead == nil {
 		return nil, ErrClosed
 	}
-	putAAD(aad[:], &id, index)
+	fillAAD(aad[:], &id, index)
 	out, pt := grow(dst, max(len(stored)-Overhead, 0))
 	if err := openOne(fk.aead, pt, stored, aad[:]); err != nil {
 		return nil, &AuthError{Index: index, Err: err}
@@ -267,6 +279,13 @@ func checkSectorArgs(fileID []byte, index int64) (id [FileIDSize]byte, err error
 	return id, nil
 }
 
+// aadPool avoids a heap allocation per sector: AAD passed through the
+// cipher.AEAD interface escapes.
+var aadPool = sync.Pool{New: func() any { return new([aadSize]byte) }}
+
+func getAAD() *[aadSize]byte  { return aadPool.Get().(*[aadSize]byte) }
+func putAAD(a *[aadSize]byte) { aadPool.Put(a) }
+
 // grow extends b by n bytes and returns the whole slice and the new tail.
 func grow(b []byte, n int) (whole, tail []byte) {
 	l := len(b)
@@ -279,19 +298,50 @@ func grow(b []byte, n int) (whole, tail []byte) {
 	return b, b[l:]
 }
 
-// sealOne writes nonce || ciphertext || tag of pt into out, which must be
-// exactly len(pt)+Overhead bytes and must not overlap pt.
-func sealOne(aead cipher.AEAD, out, pt, aad []byte) error {
-	nonce := out[:NonceSize]
+// nonceGen produces 16-byte nonces as AES-256(K, prefix || counter) with a
+// random K and 64-bit prefix per Cipher and an atomic 64-bit counter. Within
+// one Cipher the nonces are distinct (AES is a permutation and the inputs
+// never repeat); across Ciphers (mounts, processes, machines) they are as
+// good as uniformly random 128-bit values, which is what the collision bound
+// in docs/format.md assumes. It costs one AES block instead of a getrandom
+// system call per sector. K protects nothing secret: nonces are stored in
+// the clear.
+type nonceGen struct {
+	blk    cipher.Block
+	prefix uint64
+	ctr    atomic.Uint64
+}
+
+func newNonceGen() (*nonceGen, error) {
+	var seed [keySize + 8]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("sector: nonce generator seed: %w", err)
+	}
+	blk, err := aes.NewCipher(seed[:keySize])
+	if err != nil {
+		return nil, fmt.Errorf("sector: nonce generator: %w", err)
+	}
+	return &nonceGen{blk: blk, prefix: binary.BigEndian.Uint64(seed[keySize:])}, nil
+}
+
+// next writes a fresh nonce into dst[:NonceSize].
+func (g *nonceGen) next(dst []byte) {
 	for {
-		if _, err := rand.Read(nonce); err != nil {
-			return fmt.Errorf("sector: nonce: %w", err)
-		}
-		// An all-zero nonce marks a hole; regenerate the (2^-128) unlucky draw.
-		if !isZero(nonce) {
-			break
+		binary.BigEndian.PutUint64(dst[:8], g.prefix)
+		binary.BigEndian.PutUint64(dst[8:NonceSize], g.ctr.Add(1))
+		g.blk.Encrypt(dst[:NonceSize], dst[:NonceSize])
+		// An all-zero nonce marks a hole; skip the (2^-128) unlucky value.
+		if !isZero(dst[:NonceSize]) {
+			return
 		}
 	}
+}
+
+// sealOne writes nonce || ciphertext || tag of pt into out, which must be
+// exactly len(pt)+Overhead bytes and must not overlap pt.
+func sealOne(aead cipher.AEAD, ng *nonceGen, out, pt, aad []byte) error {
+	nonce := out[:NonceSize]
+	ng.next(nonce)
 	aead.Seal(out[NonceSize:NonceSize], nonce, pt, aad)
 	return nil
 }

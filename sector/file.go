@@ -181,7 +181,7 @@ func (f *File) readChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []b
 		st := buf[(i-i0)*f.stored:]
 		st = st[:plainLen+Overhead]
 		lo, hi := max(off, secStart), min(end, secStart+plainLen)
-		putAAD(bufs.aad, &h.id, i)
+		fillAAD(bufs.aad, &h.id, i)
 		if lo == secStart && hi == secStart+plainLen {
 			if err := openOne(aead, p[lo-off:hi-off], st, bufs.aad); err != nil {
 				return n, &AuthError{Path: f.path, Index: i, Err: err}
@@ -301,7 +301,7 @@ func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []
 		lo, hi := max(off, secStart), min(end, secStart+newLen)
 		out := sealed[(i-i0)*f.stored:]
 		out = out[:newLen+Overhead]
-		putAAD(bufs.aad, &h.id, i)
+		fillAAD(bufs.aad, &h.id, i)
 		pt := p[lo-off : hi-off]
 		if lo != secStart || hi != secStart+newLen {
 			full := bufs.plain[:newLen]
@@ -324,7 +324,7 @@ func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []
 			copy(full[lo-secStart:], pt)
 			pt = full
 		}
-		if err := sealOne(aead, out, pt, bufs.aad); err != nil {
+		if err := sealOne(aead, c.nonces, out, pt, bufs.aad); err != nil {
 			c.runlock()
 			return err
 		}
@@ -433,13 +433,13 @@ func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, old
 		return ErrClosed
 	}
 	pt := bufs.plain[:max(oldLen, newLen)]
-	putAAD(bufs.aad, &h.id, idx)
+	fillAAD(bufs.aad, &h.id, idx)
 	if err := openOne(aead, pt[:oldLen], old, bufs.aad); err != nil {
 		c.runlock()
 		return &AuthError{Path: f.path, Index: idx, Err: err}
 	}
 	clear(pt[oldLen:])
-	err := sealOne(aead, out, pt[:newLen], bufs.aad)
+	err := sealOne(aead, c.nonces, out, pt[:newLen], bufs.aad)
 	c.runlock()
 	if err != nil {
 		return err

@@ -168,8 +168,8 @@ func parseHeader(b []byte, path string) (*header, error) {
 	return h, nil
 }
 
-// putAAD writes version || fileID || index (big endian) into dst[:aadSize].
-func putAAD(dst []byte, id *[FileIDSize]byte, index int64) {
+// fillAAD writes version || fileID || index (big endian) into dst[:aadSize].
+func fillAAD(dst []byte, id *[FileIDSize]byte, index int64) {
 	binary.BigEndian.PutUint16(dst, Version)
 	copy(dst[2:2+FileIDSize], id[:])
 	binary.BigEndian.PutUint64(dst[2+FileIDSize:aadSize], uint64(index))

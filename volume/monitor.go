@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -203,17 +204,17 @@ func (m *Monitor) Check(ctx context.Context) {
 	m.lastResult = err.Error()
 	st := KeyState(err)
 	if isRevocation(err) {
-		cause := fmt.Sprintf("key %s is %s: %v", h.KeyID, st, err)
+		cause := fmt.Sprintf("key is %s (%s)", st, errSummary(err))
 		m.closeGate(cause)
 		m.setState(st, false, cause, latency)
 		return
 	}
 	// Unreachable (or an error that says nothing about the key): serve
 	// until the grace period since the last success runs out.
-	cause := fmt.Sprintf("KMS %q unreachable: %v", m.opt.KMS, err)
+	cause := fmt.Sprintf("KMS %q unreachable (%s)", m.opt.KMS, errSummary(err))
 	if m.open && now.Sub(m.lastSuccess) >= m.opt.Grace {
-		cause = fmt.Sprintf("KMS %q unreachable for %s, longer than offline_grace %s: %v",
-			m.opt.KMS, now.Sub(m.lastSuccess).Round(time.Millisecond), m.opt.Grace, err)
+		cause = fmt.Sprintf("KMS %q unreachable for %s, longer than offline_grace %s (%s)",
+			m.opt.KMS, now.Sub(m.lastSuccess).Round(time.Millisecond), m.opt.Grace, errSummary(err))
 		m.closeGate(cause)
 	}
 	m.setState("Unreachable", m.open, cause, latency)
@@ -293,6 +294,23 @@ func (m *Monitor) runHook(tr Transition) {
 				Str("output", string(truncate(out, 512))).Msg("on_key_event command failed")
 		}
 	}()
+}
+
+// errSummary is the KMS's own code and message, without the key ARN the
+// log line carries anyway.
+func errSummary(err error) string {
+	var ke *kmsclient.Error
+	if errors.As(err, &ke) {
+		switch {
+		case ke.Code != "" && ke.Message != "":
+			return ke.Code + ": " + ke.Message
+		case ke.Code != "":
+			return ke.Code
+		case ke.Message != "":
+			return ke.Message
+		}
+	}
+	return err.Error()
 }
 
 func truncate(b []byte, n int) []byte {

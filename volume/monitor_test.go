@@ -82,7 +82,7 @@ func TestMonitorRevocationAndReopen(t *testing.T) {
 		fx.kms.setErr(kmsErr(c.kind, c.code))
 		fx.mon.Check(ctx)
 		fx.expect(t, false, c.state, uint64(2*i+1))
-		if cause := fx.mon.Status().GateCause; !strings.Contains(cause, c.state) || !strings.Contains(cause, fakeARN) {
+		if cause := fx.mon.Status().GateCause; !strings.Contains(cause, c.state) || !strings.Contains(cause, c.code) {
 			t.Errorf("gate cause %q", cause)
 		}
 		// Still closed on the next check; no new transition.

@@ -269,6 +269,7 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 		return nil, err
 	}
 	h := spec.Header
+	baseLog := log
 	log = log.With().Str("volume", h.VolumeID).Str("key_id", h.KeyID).Logger()
 	gate := fusefs.NewGate(spec.OnRevoke, log)
 	fsys, err := fusefs.New(fusefs.Options{
@@ -282,7 +283,7 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 	m := &Mount{spec: spec, client: client, fs: fsys, gate: gate, log: log, started: time.Now(), logFile: logFile, done: make(chan struct{})}
 	m.monitor, err = NewMonitor(MonitorOptions{
 		Backing: spec.Backing, Mountpoint: spec.Mountpoint, KMS: spec.KMS, Header: h, Client: client, Gate: gate,
-		Interval: spec.KeyCheckInterval, Grace: spec.OfflineGrace, OnKeyEvent: spec.OnKeyEvent, Log: log,
+		Interval: spec.KeyCheckInterval, Grace: spec.OfflineGrace, OnKeyEvent: spec.OnKeyEvent, Log: baseLog,
 	}, u)
 	if err != nil {
 		return nil, err

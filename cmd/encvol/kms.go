@@ -84,6 +84,16 @@ func (o *kmsOpts) open(ctx context.Context, a *app) (kmsclient.Admin, string, er
 	return adm, name, nil
 }
 
+// encvolCmd renders a suggested command line, carrying --config along so
+// the suggestion works as printed.
+func (a *app) encvolCmd(format string, args ...any) string {
+	prefix := "encvol "
+	if a.configPath != "" {
+		prefix = "encvol --config " + a.configPath + " "
+	}
+	return "`" + prefix + fmt.Sprintf(format, args...) + "`"
+}
+
 func isKMSError(err error) bool {
 	var ke *kmsclient.Error
 	return errors.As(err, &ke)
@@ -188,7 +198,7 @@ until you import it with import-key-material (bring your own key).`,
 				}
 				if alias != "" {
 					if err := adm.CreateAlias(ctx, alias, k.KeyID); err != nil {
-						return fmt.Errorf("key %s was created but %w; retry with `encvol kms create-alias %s %s --kms %s`", k.KeyID, err, alias, k.KeyID, name)
+						return fmt.Errorf("key %s was created but %w; retry with %s", k.KeyID, err, a.encvolCmd("kms create-alias %s %s --kms %s", alias, k.KeyID, name))
 					}
 					k.Aliases = append(k.Aliases, alias)
 				}
@@ -200,7 +210,7 @@ until you import it with import-key-material (bring your own key).`,
 					return err
 				}
 				if k.State == "PendingImport" {
-					fmt.Fprintf(a.stdout, "\nThe key has no material yet: run `encvol kms import-key-material %s --material FILE --kms %s` with 32 random bytes in FILE.\n", k.KeyID, name)
+					fmt.Fprintf(a.stdout, "\nThe key has no material yet: run %s with 32 random bytes in FILE.\n", a.encvolCmd("kms import-key-material %s --material FILE --kms %s", k.KeyID, name))
 				}
 				return nil
 			})
@@ -310,7 +320,7 @@ func kmsCancelDeletionCommand(a *app) *cobra.Command {
 		},
 		func(k kmsclient.KeyInfo, name string) (string, string) {
 			return fmt.Sprintf("Deletion of key %s cancelled; the key is %s.", k.KeyID, k.State),
-				fmt.Sprintf("Run `encvol kms enable-key %s --kms %s` to use it again.", k.KeyID, name)
+				fmt.Sprintf("Run %s to use it again.", a.encvolCmd("kms enable-key %s --kms %s", k.KeyID, name))
 		})
 }
 
@@ -365,7 +375,7 @@ enable-key undoes it.`,
 				}
 				a.log.Debug().Str("op", "disable-key").Str("key_id", k.Arn).Msg("key disabled")
 				return a.reportChange(&o, stateChange{KeyID: k.KeyID, Arn: k.Arn, Operation: "disable-key", State: k.State, Volumes: uses, Note: note},
-					fmt.Sprintf("Key %s is now %s; undo with `encvol kms enable-key %s --kms %s`.", k.KeyID, k.State, k.KeyID, name))
+					fmt.Sprintf("Key %s is now %s; undo with %s.", k.KeyID, k.State, a.encvolCmd("kms enable-key %s --kms %s", k.KeyID, name)))
 			})
 		},
 	}
@@ -404,7 +414,7 @@ volume under it is lost for good. cancel-key-deletion undoes it until then.`,
 				}
 				a.log.Debug().Str("op", "schedule-key-deletion").Str("key_id", k.Arn).Time("deletion_date", when).Msg("key deletion scheduled")
 				return a.reportChange(&o, stateChange{KeyID: k.KeyID, Arn: k.Arn, Operation: "schedule-key-deletion", State: k.State, Deletion: &when, Volumes: uses, Note: note},
-					fmt.Sprintf("Key %s will be deleted on %s; cancel with `encvol kms cancel-key-deletion %s --kms %s`.", k.KeyID, fmtTime(when), k.KeyID, name))
+					fmt.Sprintf("Key %s will be deleted on %s; cancel with %s.", k.KeyID, fmtTime(when), a.encvolCmd("kms cancel-key-deletion %s --kms %s", k.KeyID, name)))
 			})
 		},
 	}

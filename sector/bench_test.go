@@ -1,0 +1,213 @@
+package sector
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"slices"
+	"testing"
+	"time"
+)
+
+// The *4K benchmarks compare one 4 KiB sector through this package (nonce
+// generation, per-file key lookup, key-gate lock, AAD) with bare
+// crypto/cipher AES-256-GCM using the same 16-byte nonce size. Run them in
+// one invocation to compare: go test -run=^$ -bench=4K ./sector/
+
+var benchID = []byte("0123456789abcdef")
+
+func benchPlain() []byte {
+	p := make([]byte, DefaultSectorSize)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	return p
+}
+
+func BenchmarkSeal4K(b *testing.B) {
+	c := newTestCipher(b, fixedKey(8), DefaultSectorSize)
+	pt := benchPlain()
+	out := make([]byte, 0, DefaultSectorSize+Overhead)
+	b.SetBytes(DefaultSectorSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if out, err = c.SealSector(out[:0], benchID, 7, pt); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkOpen4K(b *testing.B) {
+	c := newTestCipher(b, fixedKey(8), DefaultSectorSize)
+	sealed, err := c.SealSector(nil, benchID, 7, benchPlain())
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make([]byte, 0, DefaultSectorSize)
+	b.SetBytes(DefaultSectorSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		if out, err = c.OpenSector(out[:0], benchID, 7, sealed); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func rawGCM(b *testing.B) cipher.AEAD {
+	blk, err := aes.NewCipher(fixedKey(8))
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := cipher.NewGCMWithNonceSize(blk, NonceSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return g
+}
+
+func BenchmarkRawGCMSeal4K(b *testing.B) {
+	g := rawGCM(b)
+	pt := benchPlain()
+	nonce := make([]byte, NonceSize)
+	aad := make([]byte, aadSize)
+	out := make([]byte, 0, DefaultSectorSize+TagSize)
+	b.SetBytes(DefaultSectorSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		out = g.Seal(out[:0], nonce, pt, aad)
+	}
+}
+
+func BenchmarkRawGCMOpen4K(b *testing.B) {
+	g := rawGCM(b)
+	nonce := make([]byte, NonceSize)
+	aad := make([]byte, aadSize)
+	sealed := g.Seal(nil, nonce, benchPlain(), aad)
+	out := make([]byte, 0, DefaultSectorSize)
+	b.SetBytes(DefaultSectorSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if out, err = g.Open(out[:0], nonce, sealed, aad); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWrite1MiB writes 1 MiB sequentially through File (wrapping inside
+// a 64 MiB file); allocs/op is per MiB written.
+func BenchmarkWrite1MiB(b *testing.B) {
+	benchFileIO(b, 1<<20, true)
+}
+
+func BenchmarkRead1MiB(b *testing.B) {
+	benchFileIO(b, 1<<20, false)
+}
+
+// BenchmarkWrite512 is the small-write case: 512-byte writes into 4 KiB
+// sectors, each a read-modify-write.
+func BenchmarkWrite512(b *testing.B) {
+	benchFileIO(b, 512, true)
+}
+
+func benchFileIO(b *testing.B, chunk int, write bool) {
+	const span = 64 << 20
+	c := newTestCipher(b, fixedKey(8), DefaultSectorSize)
+	f, _ := tempBacking(b, DefaultSectorSize)
+	p := make([]byte, chunk)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	if !write {
+		for off := int64(0); off < span; off += int64(chunk) {
+			mustWrite(b, f, c, p, off)
+		}
+	}
+	b.SetBytes(int64(chunk))
+	b.ReportAllocs()
+	off := int64(0)
+	for b.Loop() {
+		var err error
+		if write {
+			_, err = f.WriteAt(c, p, off)
+		} else {
+			_, err = f.ReadAt(c, p, off)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		off = (off + int64(chunk)) % span
+	}
+}
+
+// BenchmarkSealRatio4K and BenchmarkOpenRatio4K interleave blocks of sector
+// and raw operations inside one benchmark, so a busy machine slows both
+// alike; they report speed-sector/raw (1.0 = as fast as raw GCM).
+func BenchmarkSealRatio4K(b *testing.B) {
+	c := newTestCipher(b, fixedKey(8), DefaultSectorSize)
+	g := rawGCM(b)
+	pt := benchPlain()
+	nonce := make([]byte, NonceSize)
+	aad := make([]byte, aadSize)
+	out := make([]byte, 0, DefaultSectorSize+Overhead)
+	ratioBench(b, func() {
+		var err error
+		if out, err = c.SealSector(out[:0], benchID, 7, pt); err != nil {
+			b.Fatal(err)
+		}
+	}, func() {
+		out = g.Seal(out[:0], nonce, pt, aad)
+	})
+}
+
+func BenchmarkOpenRatio4K(b *testing.B) {
+	c := newTestCipher(b, fixedKey(8), DefaultSectorSize)
+	g := rawGCM(b)
+	sealed, err := c.SealSector(nil, benchID, 7, benchPlain())
+	if err != nil {
+		b.Fatal(err)
+	}
+	nonce := make([]byte, NonceSize)
+	aad := make([]byte, aadSize)
+	rawSealed := g.Seal(nil, nonce, benchPlain(), aad)
+	out := make([]byte, 0, DefaultSectorSize)
+	ratioBench(b, func() {
+		var err error
+		if out, err = c.OpenSector(out[:0], benchID, 7, sealed); err != nil {
+			b.Fatal(err)
+		}
+	}, func() {
+		var err error
+		if out, err = g.Open(out[:0], nonce, rawSealed, aad); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// ratioBench runs sector and raw in alternating blocks; b.N counts blocks.
+// The reported ratio is the median over blocks of raw time / sector time,
+// which a load spike on a shared machine cannot skew the way totals can.
+func ratioBench(b *testing.B, sector, raw func()) {
+	const block = 8
+	var ratios []float64
+	b.SetBytes(2 * block * DefaultSectorSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		t0 := time.Now()
+		for range block {
+			raw()
+		}
+		t1 := time.Now()
+		for range block {
+			sector()
+		}
+		t2 := time.Now()
+		if d := t2.Sub(t1); d > 0 {
+			ratios = append(ratios, float64(t1.Sub(t0))/float64(d))
+		}
+	}
+	if len(ratios) > 0 {
+		slices.Sort(ratios)
+		b.ReportMetric(ratios[len(ratios)/2], "sector/raw")
+	}
+}
