@@ -612,7 +612,7 @@ func (g *opGen) mode(dir bool) uint32 {
 	if dir {
 		return 0o700 | uint32(g.rng.IntN(0o100))
 	}
-	return 0o400 | uint32(g.rng.IntN(0o1000))
+	return uint32(g.rng.IntN(0o1000))
 }
 
 var opWeights = []struct {

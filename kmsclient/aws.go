@@ -253,7 +253,21 @@ func rootCause(err error) error {
 	}
 }
 
-func (b *awsBackend) GenerateDataKey(ctx context.Context, keyRef string, encCtx map[string]string) (*keywrap.Key, []byte, string, error) {
+// GenerateDataKey and Decrypt run under keywrap.Secretly, so the SDK's
+// decoded copies of the plaintext (JSON and base64 buffers made on this
+// goroutine) are erased once unreachable. Bytes the HTTP transport read
+// on its own goroutine are outside that protection.
+func (b *awsBackend) GenerateDataKey(ctx context.Context, keyRef string, encCtx map[string]string) (dk *keywrap.Key, blob []byte, arn string, err error) {
+	keywrap.Secretly(func() { dk, blob, arn, err = b.generateDataKey(ctx, keyRef, encCtx) })
+	return dk, blob, arn, err
+}
+
+func (b *awsBackend) Decrypt(ctx context.Context, keyRef string, blob []byte, encCtx map[string]string) (dk *keywrap.Key, err error) {
+	keywrap.Secretly(func() { dk, err = b.decrypt(ctx, keyRef, blob, encCtx) })
+	return dk, err
+}
+
+func (b *awsBackend) generateDataKey(ctx context.Context, keyRef string, encCtx map[string]string) (*keywrap.Key, []byte, string, error) {
 	ctx, cancel := callCtx(ctx)
 	defer cancel()
 	out, err := b.kms.GenerateDataKey(ctx, &awskms.GenerateDataKeyInput{
@@ -269,7 +283,7 @@ func (b *awsBackend) GenerateDataKey(ctx context.Context, keyRef string, encCtx 
 	return dk, out.CiphertextBlob, aws.ToString(out.KeyId), nil
 }
 
-func (b *awsBackend) Decrypt(ctx context.Context, keyRef string, blob []byte, encCtx map[string]string) (*keywrap.Key, error) {
+func (b *awsBackend) decrypt(ctx context.Context, keyRef string, blob []byte, encCtx map[string]string) (*keywrap.Key, error) {
 	ctx, cancel := callCtx(ctx)
 	defer cancel()
 	in := &awskms.DecryptInput{CiphertextBlob: blob, EncryptionContext: encCtx}

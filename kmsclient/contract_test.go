@@ -745,3 +745,53 @@ func BenchmarkDecrypt(b *testing.B) {
 		})
 	}
 }
+
+// TestLocalSharedStore: a mount keeps its local client open while the CLI
+// disables the key through another one; the mount's next call must see it.
+func TestLocalSharedStore(t *testing.T) {
+	ctx := context.Background()
+	cfg := kmsclient.Config{Type: "local", Path: filepath.Join(t.TempDir(), "kms")}
+	mount, err := kmsclient.NewAdmin(ctx, "local", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mount.Close()
+	k := mustCreateKey(t, mount, "")
+	ec := volCtx("vol-shared-store")
+	blob := roundTrip(t, mount, k.KeyID, ec)
+
+	cli, err := kmsclient.NewAdmin(ctx, "local", cfg)
+	if err != nil {
+		t.Fatalf("second client on the same store: %v", err)
+	}
+	if err := cli.DisableKey(ctx, k.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = mount.Decrypt(ctx, k.KeyID, blob, ec)
+	wantKind(t, "Decrypt after another client disabled the key", err, kmsclient.ErrDisabled)
+}
+
+// BenchmarkDecryptSerial is the latency of one unwrap, one caller at a time
+// (what a mount pays at unlock and on every key check).
+func BenchmarkDecryptSerial(b *testing.B) {
+	for _, be := range backends() {
+		b.Run(be.name, func(b *testing.B) {
+			a := be.open(b)
+			k := mustCreateKey(b, a, "")
+			ec := volCtx("vol-bench")
+			blob := roundTrip(b, a, k.KeyID, ec)
+			ctx := context.Background()
+			b.ResetTimer()
+			for b.Loop() {
+				dk, err := a.Decrypt(ctx, k.KeyID, blob, ec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				dk.Close()
+			}
+		})
+	}
+}

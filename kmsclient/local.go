@@ -54,7 +54,20 @@ func (l *local) wrap(op, keyRef string, err error) error {
 	return &Error{Kind: ErrUnreachable, Op: op, KMS: l.name, KeyID: keyRef, Message: err.Error(), Err: err}
 }
 
-func (l *local) GenerateDataKey(ctx context.Context, keyRef string, encCtx map[string]string) (*keywrap.Key, []byte, string, error) {
+// GenerateDataKey and Decrypt run under keywrap.Secretly: with
+// runtime/secret compiled in, the store's transient copies of key material
+// (unsealed CMK version, plaintext DK) are erased, not just dropped.
+func (l *local) GenerateDataKey(ctx context.Context, keyRef string, encCtx map[string]string) (dk *keywrap.Key, blob []byte, arn string, err error) {
+	keywrap.Secretly(func() { dk, blob, arn, err = l.generateDataKey(ctx, keyRef, encCtx) })
+	return dk, blob, arn, err
+}
+
+func (l *local) Decrypt(ctx context.Context, keyRef string, blob []byte, encCtx map[string]string) (dk *keywrap.Key, err error) {
+	keywrap.Secretly(func() { dk, err = l.decrypt(ctx, keyRef, blob, encCtx) })
+	return dk, err
+}
+
+func (l *local) generateDataKey(ctx context.Context, keyRef string, encCtx map[string]string) (*keywrap.Key, []byte, string, error) {
 	pt, blob, arn, err := l.store.GenerateDataKey(ctx, kms.LocalPrincipal, keyRef, DataKeySize, encCtx)
 	if err != nil {
 		clear(pt)
@@ -67,7 +80,7 @@ func (l *local) GenerateDataKey(ctx context.Context, keyRef string, encCtx map[s
 	return dk, blob, arn, nil
 }
 
-func (l *local) Decrypt(ctx context.Context, keyRef string, blob []byte, encCtx map[string]string) (*keywrap.Key, error) {
+func (l *local) decrypt(ctx context.Context, keyRef string, blob []byte, encCtx map[string]string) (*keywrap.Key, error) {
 	pt, _, err := l.store.Decrypt(ctx, kms.LocalPrincipal, blob, encCtx, keyRef)
 	if err != nil {
 		clear(pt)

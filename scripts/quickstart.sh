@@ -126,4 +126,9 @@ Done. The demo volume stays mounted on $MNT.
                     ${E[*]} kms disable-key alias/demo; cat $MNT/hello.txt
                     ${E[*]} kms enable-key alias/demo;  cat $MNT/hello.txt
   start over:       ${E[*]} umount $MNT; rm -rf $DEMO
+
+For mount(8) and fstab (type fuse.encvol), install the binary and the helper:
+  install -m 755 bin/encvol /usr/local/bin/encvol
+  install -m 755 scripts/mount.fuse.encvol /sbin/mount.fuse.encvol
+  mount -t fuse.encvol $BACKING $MNT -o config=$CFG
 EOF

@@ -169,38 +169,46 @@ func (c *Cipher) forget(e regEntry) {
 	}
 }
 
-// derive computes HKDF-SHA256(content key, salt = nil, info = FileKeyInfo ||
-// id) and builds the AES-256-GCM AEAD with 16-byte nonces. It runs under
-// runtime/secret when available so the subkey and the AES key schedule are
-// erased once unreachable.
+// derive builds the AES-256-GCM AEAD (16-byte nonces) for file id. It runs
+// under runtime/secret when available so the subkey and the AES key schedule
+// are erased once unreachable.
 func (c *Cipher) derive(id *[FileIDSize]byte) (cipher.AEAD, error) {
 	var aead cipher.AEAD
 	var err error
 	secretDo(func() {
-		master := c.key.Bytes()
-		if len(master) != keySize {
-			err = fmt.Errorf("sector: derive file key: content key is %d bytes, want %d (closed?)", len(master), keySize)
-			return
-		}
 		var sub []byte
-		sub, err = hkdf.Key(sha256.New, master, nil, FileKeyInfo+string(id[:]), keySize)
-		if err != nil {
-			err = fmt.Errorf("sector: derive file key: %w", err)
+		if sub, err = deriveFileKey(c.key.Bytes(), id[:]); err != nil {
 			return
 		}
-		var blk cipher.Block
-		blk, err = aes.NewCipher(sub)
+		aead, err = newSectorAEAD(sub)
 		clear(sub)
-		if err != nil {
-			err = fmt.Errorf("sector: derive file key: %w", err)
-			return
-		}
-		aead, err = cipher.NewGCMWithNonceSize(blk, NonceSize)
-		if err != nil {
-			err = fmt.Errorf("sector: derive file key: %w", err)
-		}
 	})
 	return aead, err
+}
+
+// deriveFileKey is HKDF-SHA256(content key, salt = nil, info = FileKeyInfo ||
+// file ID), 32 bytes.
+func deriveFileKey(master, fileID []byte) ([]byte, error) {
+	if len(master) != keySize {
+		return nil, fmt.Errorf("sector: derive file key: content key is %d bytes, want %d (closed?)", len(master), keySize)
+	}
+	sub, err := hkdf.Key(sha256.New, master, nil, FileKeyInfo+string(fileID), keySize)
+	if err != nil {
+		return nil, fmt.Errorf("sector: derive file key: %w", err)
+	}
+	return sub, nil
+}
+
+func newSectorAEAD(fileKey []byte) (cipher.AEAD, error) {
+	blk, err := aes.NewCipher(fileKey)
+	if err != nil {
+		return nil, fmt.Errorf("sector: file key: %w", err)
+	}
+	aead, err := cipher.NewGCMWithNonceSize(blk, NonceSize)
+	if err != nil {
+		return nil, fmt.Errorf("sector: file key: %w", err)
+	}
+	return aead, nil
 }
 
 // SealSector seals one sector of plaintext (1..SectorSize bytes) for file

@@ -22,6 +22,10 @@ const batchBytes = 1 << 20
 // Concurrency: ReadAt, Size and Sync may run concurrently with each other;
 // WriteAt and Truncate need exclusive access (callers hold a per-file
 // RWMutex). The File never returns bytes that did not authenticate.
+//
+// A File caches the header (file ID) after first use, so within a process
+// use one File per backing file; another File on the same backing file must
+// not truncate it to zero (which starts a new file ID) behind this one.
 type File struct {
 	f          *os.File
 	path       string

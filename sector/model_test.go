@@ -14,8 +14,9 @@ import (
 	"time"
 )
 
-// modelOps is the number of random operations per seed and sector size.
-const modelOps = 20000
+// modelOpsPerSize is the number of random operations per sector size, split
+// evenly between the fixed and the random seed.
+const modelOpsPerSize = 20000
 
 // TestModel runs random writes, reads, truncates, reopens and key swaps on a
 // sector file and checks every result against a plain byte slice. Set
@@ -29,13 +30,14 @@ func TestModel(t *testing.T) {
 		}
 		randomSeed = v
 	}
+	seeds := []uint64{0x5eed, randomSeed}
 	for _, ss := range []int{512, 4096, 65536} {
-		for _, seed := range []uint64{0x5eed, randomSeed} {
+		for _, seed := range seeds {
 			name := fmt.Sprintf("ss=%d/seed=%d", ss, seed)
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
 				t.Logf("seed %d (replay: ENCVOL_SECTOR_SEED=%d go test -run 'TestModel/ss=%d/' ./sector/)", seed, seed, ss)
-				runModel(t, ss, seed, modelOps)
+				runModel(t, ss, seed, modelOpsPerSize/len(seeds))
 			})
 		}
 	}

@@ -188,3 +188,55 @@ func TestUnescapeMountinfo(t *testing.T) {
 		}
 	}
 }
+
+func TestResolveMountPrecedence(t *testing.T) {
+	_, backing, h := newTestVolume(t)
+	mnt := t.TempDir()
+	p := writeConfig(t, `
+[kms.fake]
+type = "local"
+path = "/k1"
+[kms.other]
+type = "local"
+path = "/k2"
+[defaults]
+key_check_interval = "3s"
+on_revoke = "hang"
+on_key_event = "true"
+[volumes.v]
+backing = "`+backing+`"
+mountpoint = "`+mnt+`"
+offline_grace = "0s"
+options = "ro,key_check_interval=7s"
+`)
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The header names KMS "fake", which this configuration knows.
+	spec, err := c.ResolveMount([]string{"v"}, MountOptionSet{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.KMS != "fake" || !spec.ReadOnly || spec.KeyCheckInterval != 7*time.Second || spec.OfflineGrace != 0 ||
+		spec.OnRevoke != "hang" || spec.OnKeyEvent != "true" || spec.Header.VolumeID != h.VolumeID || spec.Name != "v" {
+		t.Errorf("by name: %+v", spec)
+	}
+	o, err := ParseMountOptions("rw,kms=other,offline_grace=1m,on_revoke=eio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err = c.ResolveMount([]string{backing, mnt}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.KMS != "other" || spec.ReadOnly || spec.KeyCheckInterval != 3*time.Second || spec.OfflineGrace != time.Minute || spec.OnRevoke != "eio" {
+		t.Errorf("by path with -o: %+v", spec)
+	}
+	if _, err := c.ResolveMount([]string{backing}, MountOptionSet{}); err == nil || !strings.Contains(err.Error(), "no MOUNTPOINT given") {
+		t.Errorf("path without mountpoint: %v", err)
+	}
+	if _, err := c.ResolveMount([]string{t.TempDir(), mnt}, MountOptionSet{}); err == nil || !strings.Contains(err.Error(), "is not an encvol volume") {
+		t.Errorf("not a volume: %v", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -141,6 +142,9 @@ type controlServer struct {
 	unmount  func() error
 	log      zerolog.Logger
 	finished chan struct{}
+	// handlers counts requests in progress; close waits for them so an
+	// unmount request gets its answer before the daemon exits.
+	handlers sync.WaitGroup
 }
 
 // listenControl creates the control socket; an existing socket that still
@@ -176,7 +180,11 @@ func (s *controlServer) serve() {
 			}
 			return
 		}
-		go s.handle(c)
+		s.handlers.Add(1)
+		go func() {
+			defer s.handlers.Done()
+			s.handle(c)
+		}()
 	}
 }
 
@@ -216,6 +224,7 @@ func (s *controlServer) handle(c net.Conn) {
 func (s *controlServer) close() {
 	s.ln.Close()
 	<-s.finished
+	s.handlers.Wait()
 	_ = os.Remove(s.path)
 }
 

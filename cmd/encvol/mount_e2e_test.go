@@ -131,6 +131,9 @@ func cleanupMount(t *testing.T, mnt string) {
 		if mounted(t, mnt) {
 			syscall.Unmount(mnt, syscall.MNT_DETACH)
 		}
+		if mp, err := volume.CanonicalMountpoint(mnt); err == nil {
+			os.Remove(volume.LogPath(mp))
+		}
 	})
 }
 
@@ -565,6 +568,7 @@ func TestMountNonRootFusermount(t *testing.T) {
 		t.Fatalf("fusermount3 -u: %v\n%s", err, out)
 	}
 	sock := filepath.Join(os.TempDir(), fmt.Sprintf("encvol-%d", uid))
+	t.Cleanup(func() { os.RemoveAll(sock) })
 	waitUntil(t, "daemon exit after fusermount3 -u", 10*time.Second, func() bool {
 		ents, _ := os.ReadDir(sock)
 		for _, e := range ents {

@@ -49,7 +49,7 @@ func IsLongName(backingName string) bool {
 	if !ok || len(h) != longHashLen {
 		return false
 	}
-	_, err := b64.DecodeString(h)
+	_, err := decodeB64(h)
 	return err == nil
 }
 

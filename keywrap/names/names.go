@@ -64,6 +64,19 @@ const (
 
 var b64 = base64.RawURLEncoding.Strict()
 
+// decodeB64 decodes unpadded base64url and refuses every byte outside the
+// alphabet first: encoding/base64 silently skips '\r' and '\n' even in
+// strict mode, which would give one name several backing spellings.
+func decodeB64(s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return nil, fmt.Errorf("byte %#x at offset %d is not base64url", c, i)
+		}
+	}
+	return b64.DecodeString(s)
+}
+
 // Error is the type of the package's sentinel errors; each carries the errno
 // the file system should return for it.
 type Error struct {
@@ -395,7 +408,7 @@ func (c *Codec) DecryptName(dirID []byte, backing string) (string, error) {
 	if len(backing) > maxEncodedName {
 		return "", wrap(ErrNameAuth, "encoded name of %d bytes", len(backing))
 	}
-	raw, err := b64.DecodeString(backing)
+	raw, err := decodeB64(backing)
 	if err != nil {
 		return "", wrap(ErrNameAuth, "%q is not base64url: %v", clip(backing), err)
 	}
@@ -459,7 +472,7 @@ func (c *Codec) DecryptSymlink(stored string) (string, error) {
 	if len(stored) > symlinkMax {
 		return "", wrap(ErrNameAuth, "stored symlink target of %d bytes", len(stored))
 	}
-	raw, err := b64.DecodeString(stored)
+	raw, err := decodeB64(stored)
 	if err != nil {
 		return "", wrap(ErrNameAuth, "symlink target is not base64url: %v", err)
 	}
@@ -550,7 +563,7 @@ func (c *Codec) DecryptXattrName(stored string) (string, error) {
 	if len(stored) > XattrNameMax {
 		return "", wrap(ErrNameAuth, "xattr name of %d bytes", len(stored))
 	}
-	raw, err := b64.DecodeString(enc)
+	raw, err := decodeB64(enc)
 	if err != nil {
 		return "", wrap(ErrNameAuth, "xattr name %q is not base64url", clip(stored))
 	}

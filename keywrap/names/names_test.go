@@ -113,7 +113,10 @@ func TestNameTamper(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{"", enc[:len(enc)-1], enc[:22], enc + "A", "AAAAAAAAAAAAAAAAAAAAAA", strings.Repeat("A", 2000)} {
+	// encoding/base64 skips CR/LF even in strict mode; a name must still have
+	// exactly one backing spelling.
+	for _, bad := range []string{"", enc[:len(enc)-1], enc[:22], enc + "A", "AAAAAAAAAAAAAAAAAAAAAA", strings.Repeat("A", 2000),
+		enc[:5] + "\n" + enc[5:], enc + "\r", "\n" + enc} {
 		if _, err := c.DecryptName(d, bad); !errors.Is(err, ErrNameAuth) {
 			t.Fatalf("%q: %v, want ErrNameAuth", bad, err)
 		}
@@ -213,6 +216,9 @@ func TestSymlinks(t *testing.T) {
 		if _, err := c.DecryptSymlink(string(bad)); !errors.Is(err, ErrNameAuth) {
 			t.Fatalf("tampered symlink: %v", err)
 		}
+		if _, err := c.DecryptSymlink(s1[:4] + "\n" + s1[4:]); !errors.Is(err, ErrNameAuth) {
+			t.Fatalf("symlink with newline: %v", err)
+		}
 	}
 	if _, err := c.EncryptSymlink(strings.Repeat("t", 3044)); !errors.Is(err, syscall.ENAMETOOLONG) {
 		t.Fatalf("too long target: %v", err)
@@ -249,6 +255,9 @@ func TestXattrs(t *testing.T) {
 		bad[len(bad)-2] ^= 0x02
 		if _, err := c.DecryptXattrName(string(bad)); !errors.Is(err, ErrNameAuth) {
 			t.Fatalf("tampered xattr name: %v", err)
+		}
+		if _, err := c.DecryptXattrName(enc + "\n"); !errors.Is(err, ErrNameAuth) {
+			t.Fatalf("xattr name with newline: %v", err)
 		}
 	}
 	if _, err := c.EncryptXattrName("user." + strings.Repeat("k", 167)); !errors.Is(err, ErrNameTooLong) {

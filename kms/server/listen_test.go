@@ -143,7 +143,9 @@ func TestTLSAndShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	readyc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	go func() { done <- srv.ListenAndServe(ctx, "127.0.0.1:0", certPath, keyPath, func(a net.Addr) { readyc <- a }) }()
+	go func() {
+		done <- srv.ListenAndServe(ctx, "127.0.0.1:0", certPath, keyPath, func(a net.Addr) { readyc <- a })
+	}()
 	var addr net.Addr
 	select {
 	case addr = <-readyc:

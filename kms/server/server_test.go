@@ -437,8 +437,9 @@ func (rc rawCall) do(t *testing.T, url string) (int, string, string) {
 	if rc.at.IsZero() {
 		rc.at = time.Now()
 	}
-	if rc.p.AccessKeyID == "" {
-		rc.p = admin
+	signer := rc.p
+	if signer.AccessKeyID == "" {
+		signer = admin
 	}
 	req, err := http.NewRequest(http.MethodPost, url+"/", strings.NewReader(rc.body))
 	if err != nil {
@@ -448,7 +449,7 @@ func (rc rawCall) do(t *testing.T, url string) (int, string, string) {
 	req.Header.Set("X-Amz-Target", rc.target)
 	if !rc.unsigned {
 		sum := sha256.Sum256([]byte(rc.body))
-		creds := aws.Credentials{AccessKeyID: rc.p.AccessKeyID, SecretAccessKey: rc.p.SecretAccessKey}
+		creds := aws.Credentials{AccessKeyID: signer.AccessKeyID, SecretAccessKey: signer.SecretAccessKey}
 		if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), rc.service, rc.region, rc.at); err != nil {
 			t.Fatal(err)
 		}

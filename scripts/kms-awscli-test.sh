@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Interop test: drives `encvol kms serve` with awscli, a KMS client nobody on
+# this project wrote, over real HTTP with SigV4. It checks AWS's exception
+# names and awscli's exit codes (v2: 254 for a service error, v1: 255) for the
+# key life cycle, encryption context, rotation, grants and authentication.
+# Prints "ok: ..." last; exits non-zero at the first failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+step() { printf '== %s\n' "$*"; }
+
+T=$(mktemp -d)
+SRV_PID=""
+cleanup() {
+	if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then
+		kill "$SRV_PID" 2>/dev/null
+		wait "$SRV_PID" 2>/dev/null
+	fi
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+# Debian's awscli installs /usr/bin/aws, which a pyenv shim earlier on PATH may
+# shadow: prefer the full path, fall back to whatever `aws` is on PATH.
+if [ ! -x /usr/bin/aws ] && ! command -v aws >/dev/null 2>&1; then
+	step "installing awscli"
+	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq awscli >/dev/null ||
+		fail "cannot install awscli with apt-get; install it and rerun"
+fi
+if [ -x /usr/bin/aws ]; then AWS=/usr/bin/aws; else AWS=$(command -v aws) || fail "awscli not found"; fi
+AWS_VERSION=$("$AWS" --version 2>&1) || fail "$AWS --version failed: $AWS_VERSION"
+case "$AWS_VERSION" in
+aws-cli/1.*) SVC_RC=255 ;;
+*) SVC_RC=254 ;;
+esac
+step "client: $AWS ($AWS_VERSION); service errors exit $SVC_RC"
+
+step "building encvol"
+GOEXPERIMENT=runtimesecret go build -o "$T/encvol" ./cmd/encvol 2>"$T/build.log" || { tail -20 "$T/build.log"; fail "go build ./cmd/encvol"; }
+
+AK=AKIDAWSCLIADMIN00001; SK=awscliAdminSecret0000000000000000001
+RAK=AKIDAWSCLIREADER0001; RSK=awscliReaderSecret000000000000000001
+cat >"$T/principals.toml" <<EOF
+[[principal]]
+name = "admin"
+access_key_id = "$AK"
+secret_access_key = "$SK"
+
+[[principal]]
+name = "reader"
+access_key_id = "$RAK"
+secret_access_key = "$RSK"
+EOF
+chmod 600 "$T/principals.toml"
+
+# Port 0: the kernel picks a free port and the server logs the one it bound,
+# so there is no window in which another process can take it.
+step "starting encvol kms serve"
+"$T/encvol" --log-format json kms serve --listen 127.0.0.1:0 --store "$T/store" --principals "$T/principals.toml" >"$T/server.log" 2>&1 &
+SRV_PID=$!
+EP=""
+for _ in $(seq 200); do
+	EP=$(sed -n 's/.*"endpoint":"\([^"]*\)".*/\1/p' "$T/server.log" | head -1)
+	[ -n "$EP" ] && break
+	kill -0 "$SRV_PID" 2>/dev/null || { cat "$T/server.log"; fail "encvol kms serve exited early"; }
+	sleep 0.1
+done
+[ -n "$EP" ] || { cat "$T/server.log"; fail "encvol kms serve did not report its address within 20 s"; }
+step "server at $EP"
+
+export AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true AWS_PAGER="" AWS_MAX_ATTEMPTS=1 AWS_RETRY_MODE=standard
+export AWS_CONFIG_FILE="$T/no-config" AWS_SHARED_CREDENTIALS_FILE="$T/no-credentials"
+unset AWS_SESSION_TOKEN AWS_PROFILE AWS_ENDPOINT_URL
+
+kmscli() { "$AWS" --endpoint-url "$EP" --output text kms "$@"; }
+
+# ok DESC CMD...: CMD must succeed; its stdout is left in $OUT.
+ok() {
+	local desc=$1; shift
+	OUT=$("$@" 2>"$T/err")
+	local rc=$?
+	[ $rc -eq 0 ] || fail "$desc: exit $rc: $(cat "$T/err")"
+}
+# refused DESC EXCEPTION CMD...: CMD must fail as a service error naming EXCEPTION.
+refused() {
+	local desc=$1 exc=$2; shift 2
+	"$@" >"$T/out" 2>"$T/err"
+	local rc=$?
+	[ $rc -ne 0 ] || fail "$desc: succeeded, want $exc"
+	[ $rc -eq "$SVC_RC" ] || fail "$desc: exit $rc, want $SVC_RC: $(cat "$T/err")"
+	grep -q "($exc)" "$T/err" || fail "$desc: want $exc, got: $(cat "$T/err")"
+}
+# equal DESC GOT WANT
+equal() { [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"; }
+
+step "create-key, create-alias, describe-key via the alias"
+ok "create-key" kmscli create-key --description "awscli interop" --query KeyMetadata.[KeyId,Arn,KeyState,KeySpec,KeyManager]
+read -r KID ARN STATE SPEC MANAGER <<<"$OUT"
+[ -n "$KID" ] && [[ $ARN == arn:aws:kms:*:key/$KID ]] || fail "create-key: bad id/ARN '$KID' '$ARN'"
+equal "new key state" "$STATE" Enabled
+equal "new key spec" "$SPEC" SYMMETRIC_DEFAULT
+equal "new key manager" "$MANAGER" CUSTOMER
+ok "create-alias" kmscli create-alias --alias-name alias/awscli-test --target-key-id "$KID"
+ok "describe-key via alias" kmscli describe-key --key-id alias/awscli-test --query KeyMetadata.KeyId
+equal "alias target" "$OUT" "$KID"
+refused "create-alias twice" AlreadyExistsException kmscli create-alias --alias-name alias/awscli-test --target-key-id "$KID"
+refused "describe-key of an unknown key" NotFoundException kmscli describe-key --key-id 00000000-0000-0000-0000-000000000000
+
+step "generate-data-key-without-plaintext with an encryption context, decrypt"
+ok "generate-data-key-without-plaintext" kmscli generate-data-key-without-plaintext --key-id alias/awscli-test \
+	--key-spec AES_256 --encryption-context volume=vol-1,purpose=test --query CiphertextBlob
+base64 -d <<<"$OUT" >"$T/blob" && [ -s "$T/blob" ] || fail "generate-data-key-without-plaintext: no ciphertext blob"
+decrypt_blob() { kmscli decrypt --ciphertext-blob "fileb://$T/blob" --encryption-context volume=vol-1,purpose=test --query KeyId "$@"; }
+ok "decrypt" decrypt_blob
+equal "decrypt KeyId" "$OUT" "$ARN"
+refused "decrypt with the wrong context" InvalidCiphertextException \
+	kmscli decrypt --ciphertext-blob "fileb://$T/blob" --encryption-context volume=vol-2,purpose=test
+refused "decrypt without the context" InvalidCiphertextException kmscli decrypt --ciphertext-blob "fileb://$T/blob"
+
+step "generate-data-key plaintext matches decrypt; encrypt/decrypt round trip"
+ok "generate-data-key" kmscli generate-data-key --key-id "$KID" --number-of-bytes 32 --query [Plaintext,CiphertextBlob]
+read -r GPT GBLOB <<<"$OUT"
+base64 -d <<<"$GBLOB" >"$T/gblob"
+ok "decrypt generated key" kmscli decrypt --ciphertext-blob "fileb://$T/gblob" --query Plaintext
+equal "decrypted data key" "$OUT" "$GPT"
+printf 'secret note' >"$T/note"
+ok "encrypt" kmscli encrypt --key-id "$KID" --plaintext "fileb://$T/note" --query CiphertextBlob
+base64 -d <<<"$OUT" >"$T/note.enc"
+ok "decrypt note" kmscli decrypt --ciphertext-blob "fileb://$T/note.enc" --query Plaintext
+equal "decrypted note" "$(base64 -d <<<"$OUT")" "secret note"
+
+step "disable-key, enable-key"
+ok "disable-key" kmscli disable-key --key-id "$KID"
+refused "decrypt under a disabled key" DisabledException decrypt_blob
+refused "generate-data-key under a disabled key" DisabledException kmscli generate-data-key --key-id "$KID" --key-spec AES_256
+ok "enable-key" kmscli enable-key --key-id "$KID"
+ok "decrypt after enable-key" decrypt_blob
+
+step "schedule-key-deletion, cancel-key-deletion"
+refused "3-day deletion window" ValidationException kmscli schedule-key-deletion --key-id "$KID" --pending-window-in-days 3
+refused "31-day deletion window" ValidationException kmscli schedule-key-deletion --key-id "$KID" --pending-window-in-days 31
+ok "schedule-key-deletion 7 days" kmscli schedule-key-deletion --key-id "$KID" --pending-window-in-days 7 --query [KeyState,PendingWindowInDays]
+read -r STATE DAYS <<<"$OUT"
+equal "state after schedule-key-deletion" "$STATE" PendingDeletion
+equal "pending window" "$DAYS" 7
+refused "decrypt pending deletion" KMSInvalidStateException decrypt_blob
+ok "cancel-key-deletion" kmscli cancel-key-deletion --key-id "$KID" --query KeyId
+equal "cancel-key-deletion KeyId" "$OUT" "$ARN"
+ok "describe-key after cancel" kmscli describe-key --key-id "$KID" --query KeyMetadata.KeyState
+equal "state after cancel-key-deletion" "$OUT" Disabled
+refused "decrypt after cancel (still disabled)" DisabledException decrypt_blob
+ok "enable-key after cancel" kmscli enable-key --key-id "$KID"
+ok "decrypt after cancel + enable" decrypt_blob
+
+step "rotation"
+ok "enable-key-rotation" kmscli enable-key-rotation --key-id "$KID"
+ok "get-key-rotation-status" kmscli get-key-rotation-status --key-id "$KID" --query KeyRotationEnabled
+equal "rotation enabled" "$OUT" True
+ok "disable-key-rotation" kmscli disable-key-rotation --key-id "$KID"
+ok "get-key-rotation-status after disable" kmscli get-key-rotation-status --key-id "$KID" --query KeyRotationEnabled
+equal "rotation disabled" "$OUT" False
+ok "decrypt after rotation changes" decrypt_blob
+
+step "grants: a second principal is denied until granted"
+as_reader() { AWS_ACCESS_KEY_ID=$RAK AWS_SECRET_ACCESS_KEY=$RSK "$@"; }
+refused "reader decrypt without a grant" AccessDeniedException as_reader decrypt_blob
+refused "reader disable-key" AccessDeniedException as_reader kmscli disable-key --key-id "$KID"
+ok "create-grant" kmscli create-grant --key-id "$KID" --grantee-principal reader --operations Decrypt DescribeKey --query GrantId
+GID=$OUT
+[ -n "$GID" ] || fail "create-grant returned no GrantId"
+ok "list-grants" kmscli list-grants --key-id "$KID" --query 'Grants[].[GrantId,GranteePrincipal]'
+grep -q "^$GID[[:space:]]*reader$" <<<"$OUT" || fail "list-grants does not show grant $GID for reader: $OUT"
+ok "reader decrypt with a grant" as_reader decrypt_blob
+equal "reader decrypt KeyId" "$OUT" "$ARN"
+refused "reader generate-data-key (not granted)" AccessDeniedException as_reader kmscli generate-data-key --key-id "$KID" --key-spec AES_256
+ok "revoke-grant" kmscli revoke-grant --key-id "$KID" --grant-id "$GID"
+refused "reader decrypt after revoke-grant" AccessDeniedException as_reader decrypt_blob
+
+step "list-keys, list-aliases"
+ok "second create-key" kmscli create-key --description other --query KeyMetadata.KeyId
+KID2=$OUT
+ok "list-keys" kmscli list-keys --query 'Keys[].KeyId'
+grep -qw "$KID" <<<"$OUT" && grep -qw "$KID2" <<<"$OUT" || fail "list-keys lacks $KID or $KID2: $OUT"
+ok "list-keys paginated" kmscli list-keys --page-size 1 --query 'Keys[].KeyId'
+[ "$(tr -s '[:space:]' '\n' <<<"$OUT" | grep -c .)" -eq 2 ] || fail "list-keys with --page-size 1 did not return both keys: $OUT"
+ok "list-aliases" kmscli list-aliases --query 'Aliases[].[AliasName,TargetKeyId]'
+grep -q "^alias/awscli-test[[:space:]]*$KID$" <<<"$OUT" || fail "list-aliases lacks alias/awscli-test -> $KID: $OUT"
+ok "list-aliases --key-id" kmscli list-aliases --key-id "$KID2" --query 'length(Aliases)'
+equal "aliases of the second key" "$OUT" 0
+
+step "authentication"
+refused "wrong secret" InvalidSignatureException env AWS_SECRET_ACCESS_KEY=wrongSecretWrongSecret0000000000 "$AWS" --endpoint-url "$EP" kms list-keys
+refused "unknown access key" UnrecognizedClientException env AWS_ACCESS_KEY_ID=AKIDNOBODY0000000001 "$AWS" --endpoint-url "$EP" kms list-keys
+code=$(curl -s -o "$T/anon" -w '%{http_code}' -X POST -H 'X-Amz-Target: TrentService.ListKeys' \
+	-H 'Content-Type: application/x-amz-json-1.1' --data '{}' "$EP/" 2>/dev/null) || code=curl-missing
+if [ "$code" != curl-missing ]; then
+	equal "unsigned request status" "$code" 400
+	grep -q MissingAuthenticationTokenException "$T/anon" || fail "unsigned request: $(cat "$T/anon")"
+fi
+
+step "server log holds no key material"
+for secret in "$GPT" "$(base64 -w0 <"$T/blob")" "$SK" "$RSK"; do
+	grep -qF -- "$secret" "$T/server.log" && fail "server log contains key material or a secret"
+done
+grep -q '"op":"Decrypt"' "$T/server.log" && grep -q '"principal":"reader"' "$T/server.log" || fail "server log lacks request lines"
+
+kill "$SRV_PID" && wait "$SRV_PID"
+rc=$?
+SRV_PID=""
+[ $rc -eq 0 ] || fail "encvol kms serve exited $rc on SIGTERM (want a clean shutdown)"
+echo "ok: awscli ($AWS_VERSION) against encvol kms serve: keys, aliases, data keys, context, disable/enable, deletion window, cancel, rotation, grants, listing, signatures"
