@@ -49,7 +49,11 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	oflags := int(flags)&^(unix.O_ACCMODE|unix.O_APPEND|unix.O_TRUNC|unix.O_DIRECT|unix.O_SYNC|unix.O_DSYNC|fuse.FMODE_EXEC) |
 		unix.O_RDWR | unix.O_CREAT | unix.O_CLOEXEC | unix.O_NOFOLLOW
-	fd, err := unix.Openat(c.d.fd, c.bname, oflags, mode&07777)
+	backingMode := mode & 07777
+	if n.fsys.metaEnabled() {
+		backingMode = backingFileMode
+	}
+	fd, err := unix.Openat(c.d.fd, c.bname, oflags, backingMode)
 	if err != nil {
 		if newLong {
 			c.dropLong()
@@ -62,11 +66,18 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, n.fsys.errno(err, "create", name)
 	}
 	if !existed {
-		if err := n.setOwner(ctx, &c.d, c.bname, fd); err != nil {
-			n.fsys.log.Warn().Str("op", "create").Err(err).Msg("cannot give the new file the caller's owner")
+		// The kernel holds the parent directory locked during create, so
+		// no lookup through the mount sees the file before its mode and
+		// owner are stored.
+		o := n.newOwner(ctx, &c.d)
+		if err := n.initMeta(fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid}); err != nil {
+			unix.Close(fd)
+			_ = unix.Unlinkat(c.d.fd, c.bname, 0)
+			if newLong {
+				c.dropLong()
+			}
+			return nil, nil, 0, n.fsys.errno(err, "create", name)
 		}
-		fixMode(fd, -1, "", &st, mode)
-		_ = statxFd(fd, &st)
 	}
 	ch := n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
 	cn := ch.Operations().(*Node)
@@ -100,8 +111,10 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		}
 		return nil, n.fsys.errno(err, "mkdir", name)
 	}
-	// Owner rwx until the ID file exists, then the mode asked for.
-	if err := unix.Mkdirat(c.d.fd, c.bname, 0700); err != nil {
+	// Owner rwx: the ID file goes in first, and 0700 is also the
+	// canonical backing mode of a directory whose mode is stored in
+	// metaXattr.
+	if err := unix.Mkdirat(c.d.fd, c.bname, backingDirMode); err != nil {
 		if newLong {
 			c.dropLong()
 		}
@@ -117,14 +130,21 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
-	if err := unix.Fchmod(cfd, mode&07777); err != nil {
+	var st unix.Statx_t
+	if err := statxFd(cfd, &st); err != nil {
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
-	if err := n.setOwner(ctx, &c.d, c.bname, cfd); err != nil {
-		n.fsys.log.Warn().Str("op", "mkdir").Err(err).Msg("cannot give the new directory the caller's owner")
+	o := n.newOwner(ctx, &c.d)
+	dmode := mode & 07777
+	if o.sgid {
+		// A local file system passes set-group-ID on to subdirectories.
+		dmode |= unix.S_ISGID
 	}
-	var st unix.Statx_t
+	if err := n.initMeta(cfd, &st, meta{mode: dmode, uid: o.uid, gid: o.gid}); err != nil {
+		unix.Unlinkat(cfd, names.DirIDFile, 0)
+		return fail(err)
+	}
 	if err := statxFd(cfd, &st); err != nil {
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
@@ -146,13 +166,21 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if err != nil {
 		return nil, n.fsys.errno(err, "mknod", name)
 	}
-	if err := unix.Mknodat(c.d.fd, c.bname, mode, int(dev)); err != nil {
+	o := n.newOwner(ctx, &c.d)
+	if typ := mode & unix.S_IFMT; typ == unix.S_IFREG || typ == 0 {
+		// A regular file keeps its mode and owner like one made by create.
+		if errno := n.mknodRegular(c, mode, o); errno != 0 {
+			if newLong {
+				c.dropLong()
+			}
+			return nil, errno
+		}
+	} else if err := unix.Mknodat(c.d.fd, c.bname, mode, int(dev)); err != nil {
 		if newLong {
 			c.dropLong()
 		}
 		return nil, n.fsys.errno(err, "mknod", name)
-	}
-	if err := n.setOwner(ctx, &c.d, c.bname, -1); err != nil {
+	} else if err := n.setOwner(&c.d, c.bname, o); err != nil {
 		n.fsys.log.Warn().Str("op", "mknod").Err(err).Msg("cannot give the new node the caller's owner")
 	}
 	var st unix.Statx_t
@@ -161,8 +189,30 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		c.dropLong()
 		return nil, n.fsys.errno(err, "mknod", name)
 	}
-	fixMode(-1, c.d.fd, c.bname, &st, mode)
+	if !hasMeta(uint32(st.Mode)) {
+		fixMode(-1, c.d.fd, c.bname, &st, mode)
+	}
 	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out), 0
+}
+
+// mknodRegular makes the empty regular file of a mknod and stores its
+// mode and owner.
+func (n *Node) mknodRegular(c *childOp, mode uint32, o owner) syscall.Errno {
+	fd, err := unix.Openat(c.d.fd, c.bname, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, backingFileMode)
+	if err != nil {
+		return n.fsys.errno(err, "mknod", c.d.path())
+	}
+	defer unix.Close(fd)
+	var st unix.Statx_t
+	err = statxFd(fd, &st)
+	if err == nil {
+		err = n.initMeta(fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid})
+	}
+	if err != nil {
+		_ = unix.Unlinkat(c.d.fd, c.bname, 0)
+		return n.fsys.errno(err, "mknod", c.d.path())
+	}
+	return 0
 }
 
 // Symlink stores the target encrypted (or as it is on plaintext-name
@@ -187,7 +237,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		}
 		return nil, n.fsys.errno(err, "symlink", name)
 	}
-	if err := n.setOwner(ctx, &c.d, c.bname, -1); err != nil {
+	if err := n.setOwner(&c.d, c.bname, n.newOwner(ctx, &c.d)); err != nil {
 		n.fsys.log.Warn().Str("op", "symlink").Err(err).Msg("cannot give the new symlink the caller's owner")
 	}
 	var st unix.Statx_t
@@ -326,7 +376,7 @@ func restoreRaw(dirfd int, name string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	fd, err := unix.Openat(dirfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0400)
+	fd, err := unix.Openat(dirfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, backingFileMode)
 	if err != nil {
 		return err
 	}

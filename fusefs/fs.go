@@ -84,7 +84,14 @@ type FS struct {
 	root       *Node
 	rootDev    uint64
 	euidRoot   bool
+	euid, egid uint32
 	server     atomic.Pointer[fuse.Server]
+
+	// metaOK: regular files and directories keep their plaintext mode and
+	// owner in a backing xattr (meta.go); cleared for good when the backing
+	// file system turns out not to support user xattrs.
+	metaOK   atomic.Bool
+	metaWarn sync.Once
 
 	reads, writes, bytesRead, bytesWritten, errs atomic.Uint64
 
@@ -136,7 +143,13 @@ func New(opts Options) (*FS, error) {
 		log:        log,
 		rootDev:    uint64(st.Dev),
 		euidRoot:   os.Geteuid() == 0,
+		euid:       uint32(os.Geteuid()),
+		egid:       uint32(os.Getegid()),
 		open:       make(map[*Node]struct{}),
+	}
+	f.metaOK.Store(true)
+	if _, err := unix.Getxattr(abs, metaXattr, nil); isNotSupported(err) {
+		f.metaUnsupported(err)
 	}
 	f.root = &Node{fsys: f}
 	f.root.dirID.Store(&rootID)

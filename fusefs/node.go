@@ -275,7 +275,7 @@ func (c *childOp) dropLong() {
 // newChild registers the backing entry bname of d (stat'ed into st) as a
 // child node and fills out.
 func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
-	n.fsys.fillAttr(st, &out.Attr)
+	n.fsys.fillAttrMeta(st, -1, fdPath(d.fd, bname), &out.Attr)
 	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK {
 		if t, err := readlinkAt(d.fd, bname); err == nil {
 			if plain, err := k.Names.DecryptSymlink(t); err == nil {
@@ -286,26 +286,14 @@ func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, s
 	return n.NewInode(ctx, &Node{fsys: n.fsys}, n.fsys.stableAttr(st))
 }
 
-// setOwner gives a new backing entry the caller's owner, as the kernel
-// would for a local file system. The group is left alone in a set-group-ID
-// directory, where the backing file system already inherited it.
-func (n *Node) setOwner(ctx context.Context, d *dirRef, bname string, fd int) error {
+// setOwner gives a new backing symlink or special file (which mirror
+// their owner) the owner o, as the kernel would for a local file system.
+// A daemon that is not root cannot, and leaves its own.
+func (n *Node) setOwner(d *dirRef, bname string, o owner) error {
 	if !n.fsys.euidRoot {
 		return nil
 	}
-	caller, ok := fuse.FromContext(ctx)
-	if !ok {
-		return nil
-	}
-	gid := int(caller.Gid)
-	var dst unix.Stat_t
-	if err := unix.Fstat(d.fd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {
-		gid = -1
-	}
-	if fd >= 0 {
-		return unix.Fchown(fd, int(caller.Uid), gid)
-	}
-	return unix.Fchownat(d.fd, bname, int(caller.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+	return unix.Fchownat(d.fd, bname, int(o.uid), int(o.gid), unix.AT_SYMLINK_NOFOLLOW)
 }
 
 func readlinkAt(dirfd int, name string) (string, error) {
@@ -344,18 +332,20 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		if err := statxAt(unix.AT_FDCWD, n.fsys.backing, &st); err != nil {
 			return n.fsys.errno(err, "getattr", "/")
 		}
-		n.fsys.fillAttr(&st, &out.Attr)
+		n.fsys.fillAttrMeta(&st, -1, n.fsys.backing, &out.Attr)
 		return 0
 	}
 	n.content.RLock()
 	if n.of != nil {
 		var st unix.Statx_t
 		err := statxFd(n.of.fd, &st)
+		if err == nil {
+			n.fsys.fillAttrMeta(&st, n.of.fd, "", &out.Attr)
+		}
 		n.content.RUnlock()
 		if err != nil {
 			return n.fsys.errno(err, "getattr", "")
 		}
-		n.fsys.fillAttr(&st, &out.Attr)
 		return 0
 	}
 	n.content.RUnlock()
@@ -373,7 +363,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	if err := statxAt(unix.AT_FDCWD, p, &st); err != nil {
 		return n.fsys.errno(err, "getattr", p)
 	}
-	n.fsys.fillAttr(&st, &out.Attr)
+	n.fsys.fillAttrMeta(&st, -1, p, &out.Attr)
 	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK {
 		if t, err := readlinkAt(unix.AT_FDCWD, p); err == nil {
 			if plain, err := k.Names.DecryptSymlink(t); err == nil {
@@ -413,7 +403,16 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		defer prel()
 		path = p
 	}
-	if m, ok := in.GetMode(); ok {
+	metaDone := false
+	if _, mok := in.GetMode(); (mok || in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0) &&
+		n.fsys.metaEnabled() && hasMeta(n.StableAttr().Mode) {
+		handled, errno := n.setMetaAttr(in, fd, path)
+		if errno != 0 {
+			return errno
+		}
+		metaDone = handled
+	}
+	if m, ok := in.GetMode(); ok && !metaDone {
 		var err error
 		if fd >= 0 {
 			err = unix.Fchmod(fd, m)
@@ -426,7 +425,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	}
 	uid, uok := in.GetUID()
 	gid, gok := in.GetGID()
-	if uok || gok {
+	if (uok || gok) && !metaDone {
 		su, sg := -1, -1
 		if uok {
 			su = int(uid)
@@ -464,7 +463,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	if err != nil {
 		return n.fsys.errno(err, "setattr", path)
 	}
-	n.fsys.fillAttr(&st, &out.Attr)
+	n.fsys.fillAttrMeta(&st, fd, path, &out.Attr)
 	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK && k != nil {
 		if t, err := readlinkAt(unix.AT_FDCWD, path); err == nil {
 			if plain, err := k.Names.DecryptSymlink(t); err == nil {

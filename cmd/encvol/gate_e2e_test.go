@@ -484,10 +484,22 @@ func TestGateKMSOffline(t *testing.T) {
 	e.killKMS()
 	killed := time.Now()
 
-	// Well inside the grace period, I/O goes on.
-	for time.Since(killed) < grace-gxInterval {
+	// Well inside the grace period, I/O goes on: reads, and writes that
+	// must reach the daemon (fsync) and so need the key.
+	for i := 0; time.Since(killed) < grace-gxInterval; i++ {
 		if gxReadEIO(t, path, data) {
 			t.Fatalf("EIO %v after the KMS died, inside offline_grace %v", time.Since(killed).Round(time.Millisecond), grace)
+		}
+		f, err := os.Create(filepath.Join(mnt, fmt.Sprintf("grace-%d", i)))
+		if err == nil {
+			_, err = f.Write(data[:5000])
+			if err == nil {
+				err = f.Sync()
+			}
+			f.Close()
+		}
+		if err != nil {
+			t.Fatalf("write %v after the KMS died, inside offline_grace %v: %v", time.Since(killed).Round(time.Millisecond), grace, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -503,10 +515,8 @@ func TestGateKMSOffline(t *testing.T) {
 	}
 
 	e.startKMS()
-	back := time.Now()
 	lat := gxWait(t, "reads after the KMS returned", 15*time.Second, func() bool { return !gxReadEIO(t, path, data) })
 	t.Logf("reads resumed %v after the KMS restarted", lat.Round(time.Millisecond))
-	_ = back
 	if st := e.status(mnt); st.Gate != "open" || st.KeyState != "Enabled" {
 		t.Errorf("status after return: gate %q, key state %q", st.Gate, st.KeyState)
 	}

@@ -250,4 +250,3 @@ func gateClosedLogged(log []byte) bool {
 	}
 	return false
 }
-

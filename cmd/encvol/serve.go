@@ -29,7 +29,8 @@ speaking the AWS KMS JSON protocol, so AWS SDKs, awscli and encvol's own
 "aws" KMS type can use it. Every request must be signed (SigV4) with an
 access key from the principals file, a TOML file of [[principal]] tables
 with name, access_key_id and secret_access_key. A key belongs to the
-principal that created it; others need a grant.
+principal that created it; others need a grant. A principal named "local"
+acts as the owner of keys that encvol's local KMS created in the same store.
 
 Stops gracefully on SIGINT or SIGTERM.`,
 		Args: cobra.NoArgs,

@@ -176,17 +176,21 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rl *reqLog) (int
 	// The body may carry plaintext (Encrypt) or wrapped key material.
 	defer clear(body)
 
+	// The operation is named in the log even when authentication fails.
+	target := r.Header.Get("X-Amz-Target")
+	op, ok := strings.CutPrefix(target, targetPrefix)
+	rl.op = op
+	if !ok {
+		rl.op = target
+	}
+
 	principal, aerr := s.verify.verify(r.Context(), r, body)
 	if aerr != nil {
 		return fail(aerr)
 	}
 	rl.principal = principal.Name
 
-	target := r.Header.Get("X-Amz-Target")
-	op, ok := strings.CutPrefix(target, targetPrefix)
-	rl.op = op
 	if !ok {
-		rl.op = target
 		return fail(&apiError{Code: "UnknownOperationException", Status: http.StatusBadRequest,
 			Message: fmt.Sprintf("X-Amz-Target %q is not a KMS operation (want %s<Operation>)", target, targetPrefix)})
 	}
@@ -321,7 +325,7 @@ func (s *Server) ListenAndServe(ctx context.Context, addr, tlsCert, tlsKey strin
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+		return fmt.Errorf("start the KMS server: %w", err)
 	}
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)

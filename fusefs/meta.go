@@ -1,0 +1,332 @@
+package fusefs
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// The backing directory must not show the plaintext permissions and owners
+// of the volume's files. Regular files and directories are therefore kept
+// at backingFileMode/backingDirMode, owned by the daemon's user, and their
+// plaintext permission bits, uid and gid live in the backing xattr
+// metaXattr. Symlinks and special files cannot carry user.* xattrs on
+// Linux; they hold no data and keep mirroring their mode and owner.
+const (
+	metaXattr       = "user.encvol.meta"
+	metaVersion     = 1
+	metaLen         = 13 // version, mode, uid, gid (big endian uint32s)
+	backingFileMode = 0o600
+	backingDirMode  = 0o700
+)
+
+// reservedXattrPrefix starts the backing names encvol writes itself. In
+// encrypted-names mode every stored user attribute also starts with it,
+// but its encoded part is never shorter than 22 bytes, so it cannot equal
+// metaXattr. Users cannot get, set or remove names under this prefix in
+// either mode (in plaintext-names mode their names would be stored as
+// they are and could reach metaXattr).
+const reservedXattrPrefix = "user.encvol."
+
+// meta is the plaintext view of an entry's permission bits (07777,
+// including setuid, setgid and sticky) and owner.
+type meta struct {
+	mode, uid, gid uint32
+}
+
+func (m meta) encode() []byte {
+	b := make([]byte, metaLen)
+	b[0] = metaVersion
+	binary.BigEndian.PutUint32(b[1:], m.mode&07777)
+	binary.BigEndian.PutUint32(b[5:], m.uid)
+	binary.BigEndian.PutUint32(b[9:], m.gid)
+	return b
+}
+
+func decodeMeta(b []byte) (meta, error) {
+	if len(b) == 0 || b[0] != metaVersion {
+		return meta{}, fmt.Errorf("%s: unknown version", metaXattr)
+	}
+	if len(b) != metaLen {
+		return meta{}, fmt.Errorf("%s: %d bytes, want %d", metaXattr, len(b), metaLen)
+	}
+	m := meta{
+		mode: binary.BigEndian.Uint32(b[1:]),
+		uid:  binary.BigEndian.Uint32(b[5:]),
+		gid:  binary.BigEndian.Uint32(b[9:]),
+	}
+	if m.mode&^07777 != 0 {
+		return meta{}, fmt.Errorf("%s: mode %#o has bits beyond 07777", metaXattr, m.mode)
+	}
+	return m, nil
+}
+
+// statMeta is the fallback view of an entry without metaXattr (created by
+// an older encvol, another tool, or on a backing file system without user
+// xattrs): the backing stat itself.
+func statMeta(st *unix.Statx_t) meta {
+	return meta{mode: uint32(st.Mode) & 07777, uid: st.Uid, gid: st.Gid}
+}
+
+// hasMeta reports whether entries of file type typ (S_IFMT bits) keep
+// their plaintext mode and owner in metaXattr.
+func hasMeta(typ uint32) bool {
+	typ &= unix.S_IFMT
+	return typ == unix.S_IFREG || typ == unix.S_IFDIR
+}
+
+// canonicalMode is the backing permission of an entry of type typ that
+// carries metaXattr.
+func canonicalMode(typ uint32) uint32 {
+	if typ&unix.S_IFMT == unix.S_IFDIR {
+		return backingDirMode
+	}
+	return backingFileMode
+}
+
+// metaEnabled reports whether new and changed entries store metaXattr;
+// false once the backing file system turned out not to support user xattrs.
+func (f *FS) metaEnabled() bool { return f.metaOK.Load() }
+
+// metaUnsupported switches the file system to mirroring modes and owners
+// on the backing entries, logging the reason once.
+func (f *FS) metaUnsupported(err error) {
+	f.metaOK.Store(false)
+	f.metaWarn.Do(func() {
+		f.log.Warn().Str("path", f.backing).Err(err).
+			Msg("backing file system does not support user extended attributes; backing files show the plaintext modes and owners")
+	})
+}
+
+func isNotSupported(err error) bool {
+	return errors.Is(err, syscall.ENOTSUP) || errors.Is(err, syscall.EOPNOTSUPP)
+}
+
+// readMeta reads metaXattr through fd (when >= 0) or path (never
+// following a final symlink). ok is false when the entry has none; a
+// malformed value is logged and treated as missing, so the entry falls
+// back to its backing mode (0600/0700, the daemon's user), which is never
+// more permissive than what was stored.
+func (f *FS) readMeta(fd int, path string) (m meta, ok bool) {
+	var buf [metaLen + 1]byte
+	var n int
+	var err error
+	if fd >= 0 {
+		n, err = unix.Fgetxattr(fd, metaXattr, buf[:])
+	} else {
+		n, err = unix.Lgetxattr(path, metaXattr, buf[:])
+	}
+	if err != nil {
+		if !errors.Is(err, syscall.ENODATA) && !isNotSupported(err) {
+			f.log.Warn().Str("op", "getattr").Str("path", realPath(path)).Err(err).Msg("cannot read the stored mode and owner; showing the backing ones")
+		}
+		return meta{}, false
+	}
+	m, err = decodeMeta(buf[:n])
+	if err != nil {
+		f.log.Warn().Str("op", "getattr").Str("path", realPath(path)).Err(err).Msg("stored mode and owner are malformed; showing the backing ones")
+		return meta{}, false
+	}
+	return m, true
+}
+
+// fillAttrMeta is fillAttr plus the plaintext mode and owner: from
+// metaXattr of a regular file or directory (through fd when >= 0, else
+// path), otherwise the backing stat's.
+func (f *FS) fillAttrMeta(st *unix.Statx_t, fd int, path string, a *fuse.Attr) {
+	f.fillAttr(st, a)
+	if !hasMeta(uint32(st.Mode)) || !f.metaEnabled() {
+		return
+	}
+	if m, ok := f.readMeta(fd, path); ok {
+		a.Mode = uint32(st.Mode)&unix.S_IFMT | m.mode
+		a.Owner = fuse.Owner{Uid: m.uid, Gid: m.gid}
+	}
+}
+
+// writeMeta stores m in metaXattr of the backing regular file or directory
+// (fd when >= 0, else path) whose stat is st, and gives the backing entry
+// its canonical mode and the daemon's owner if it does not have them yet
+// (entries from older volumes are migrated on their first chmod/chown).
+// An error satisfying isNotSupported means the backing file system has no
+// user xattrs: the caller mirrors instead.
+func (f *FS) writeMeta(fd int, path string, st *unix.Statx_t, m meta) error {
+	val := m.encode()
+	set := func() error {
+		if fd >= 0 {
+			return unix.Fsetxattr(fd, metaXattr, val, 0)
+		}
+		return unix.Lsetxattr(path, metaXattr, val, 0)
+	}
+	err := set()
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		// A daemon that is not root needs write permission to set a user
+		// xattr; an older entry may lack it (mode 0444). Its owner can
+		// chmod it to the canonical mode first.
+		if cerr := f.canonicalize(fd, path, st); cerr != nil {
+			return err
+		}
+		err = set()
+	}
+	if err != nil {
+		return err
+	}
+	// Only after the xattr holds the mode may the backing lose it.
+	return f.canonicalize(fd, path, st)
+}
+
+// canonicalize sets the backing mode to 0600/0700 and, when the daemon is
+// root, the owner to the daemon's user.
+func (f *FS) canonicalize(fd int, path string, st *unix.Statx_t) error {
+	want := canonicalMode(uint32(st.Mode))
+	if uint32(st.Mode)&07777 != want {
+		var err error
+		if fd >= 0 {
+			err = unix.Fchmod(fd, want)
+		} else {
+			err = unix.Fchmodat(unix.AT_FDCWD, path, want, 0)
+		}
+		if err != nil {
+			return err
+		}
+		st.Mode = uint16(uint32(st.Mode)&unix.S_IFMT | want)
+	}
+	if f.euidRoot && (st.Uid != f.euid || st.Gid != f.egid) {
+		var err error
+		if fd >= 0 {
+			err = unix.Fchown(fd, int(f.euid), int(f.egid))
+		} else {
+			err = unix.Fchownat(unix.AT_FDCWD, path, int(f.euid), int(f.egid), unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
+			return err
+		}
+		st.Uid, st.Gid = f.euid, f.egid
+	}
+	return nil
+}
+
+// setMetaAttr applies the mode and owner parts of a setattr to a regular
+// file or directory that stores them in metaXattr. handled is false when
+// the backing file system turned out not to support user xattrs; the
+// caller then changes the backing entry itself.
+func (n *Node) setMetaAttr(in *fuse.SetAttrIn, fd int, path string) (handled bool, errno syscall.Errno) {
+	var st unix.Statx_t
+	var err error
+	if fd >= 0 {
+		err = statxFd(fd, &st)
+	} else {
+		err = statxAt(unix.AT_FDCWD, path, &st)
+	}
+	if err != nil {
+		return true, n.fsys.errno(err, "setattr", path)
+	}
+	if !hasMeta(uint32(st.Mode)) {
+		return false, 0
+	}
+	m, ok := n.fsys.readMeta(fd, path)
+	if !ok {
+		m = statMeta(&st)
+	}
+	if mode, ok := in.GetMode(); ok {
+		m.mode = mode & 07777
+	}
+	if uid, ok := in.GetUID(); ok {
+		if !n.fsys.euidRoot && uid != m.uid && uid != n.fsys.euid {
+			// What the backing chown would have refused.
+			return true, syscall.EPERM
+		}
+		m.uid = uid
+	}
+	if gid, ok := in.GetGID(); ok {
+		if !n.fsys.euidRoot && gid != m.gid && !n.fsys.inDaemonGroups(gid) {
+			return true, syscall.EPERM
+		}
+		m.gid = gid
+	}
+	if err := n.fsys.writeMeta(fd, path, &st, m); err != nil {
+		if isNotSupported(err) {
+			n.fsys.metaUnsupported(err)
+			return false, 0
+		}
+		return true, n.fsys.errno(err, "setattr", path)
+	}
+	return true, 0
+}
+
+func (f *FS) inDaemonGroups(gid uint32) bool {
+	if gid == f.egid {
+		return true
+	}
+	gs, err := unix.Getgroups()
+	if err != nil {
+		return false
+	}
+	for _, g := range gs {
+		if uint32(g) == gid {
+			return true
+		}
+	}
+	return false
+}
+
+// owner is the plaintext owner of a new entry.
+type owner struct {
+	uid, gid uint32
+	sgid     bool // the parent directory is set-group-ID
+}
+
+// newOwner returns the owner of a new entry in directory d: the caller
+// (as a local file system running as root would; a daemon that is not
+// root keeps its own user, which is all the backing could have shown), and
+// in a set-group-ID directory the directory's group.
+func (n *Node) newOwner(ctx context.Context, d *dirRef) owner {
+	o := owner{uid: n.fsys.euid, gid: n.fsys.egid}
+	if n.fsys.euidRoot {
+		if caller, ok := fuse.FromContext(ctx); ok {
+			o.uid, o.gid = caller.Uid, caller.Gid
+		}
+	}
+	pm, ok := n.fsys.readMeta(d.fd, d.path())
+	if !ok {
+		var st unix.Statx_t
+		if err := statxFd(d.fd, &st); err != nil {
+			return o
+		}
+		pm = statMeta(&st)
+	}
+	if pm.mode&unix.S_ISGID != 0 {
+		o.gid = pm.gid
+		o.sgid = true
+	}
+	return o
+}
+
+// initMeta stores the mode and owner of a new regular file or directory
+// (open as fd, stat'ed into st) and updates st to what the kernel must
+// see. On a backing file system without user xattrs it mirrors them onto
+// the backing entry instead.
+func (n *Node) initMeta(fd int, st *unix.Statx_t, m meta) error {
+	if n.fsys.metaEnabled() {
+		err := n.fsys.writeMeta(fd, "", st, m)
+		if err == nil || !isNotSupported(err) {
+			return err
+		}
+		n.fsys.metaUnsupported(err)
+	}
+	if n.fsys.euidRoot {
+		if err := unix.Fchown(fd, int(m.uid), int(m.gid)); err != nil {
+			n.fsys.log.Warn().Str("op", "create").Err(err).Msg("cannot give the new entry the caller's owner")
+		}
+	}
+	// After chown, which may clear setuid/setgid.
+	if err := unix.Fchmod(fd, m.mode); err != nil {
+		return err
+	}
+	return statxFd(fd, st)
+}
