@@ -259,6 +259,13 @@ func (n *Node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size 
 		return syscall.EFBIG
 	}
 	name := n.of.f.OS().Name()
+	if c, ok := fuse.FromContext(ctx); ok && c.Uid != 0 {
+		// FALLOCATE carries no kill flag; an unprivileged caller stands
+		// in for "lacks CAP_FSETID" (see killpriv.go).
+		if err := n.killSUIDLocked(n.of.fd, ""); err != nil {
+			return n.fsys.errno(err, "fallocate", name)
+		}
+	}
 	ss := uint64(n.fsys.sectorSize)
 	stored := ss + sector.Overhead
 	bStart := sector.HeaderSize + off/ss*stored

@@ -170,6 +170,10 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	opts := &fs.Options{
 		EntryTimeout: &sec,
 		AttrTimeout:  &sec,
+		// Mode 0000 is a real mode (chmod 000); without this go-fuse
+		// reports it as 0644/0755, and default_permissions would then let
+		// others read the file.
+		NullPermissions: true,
 	}
 	opts.MountOptions = fuse.MountOptions{
 		AllowOther:  mo.AllowOther,
@@ -197,8 +201,17 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	if !mo.NoWritebackCache && !mo.ReadOnly {
 		opts.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 	}
-	srv, err := fs.Mount(mountpoint, f.root, opts)
+	// See killpriv.go: saves a GETXATTR round trip per write(2).
+	opts.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+	expTweak(opts) // EXPERIMENT-REMOVE
+	raw := &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}
+	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("fusefs: mount %s on %s: %w", f.backing, mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		// The serve loop ends by itself once the kernel side is gone.
 		return nil, fmt.Errorf("fusefs: mount %s on %s: %w", f.backing, mountpoint, err)
 	}
 	f.server.Store(srv)

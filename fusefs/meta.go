@@ -249,6 +249,13 @@ func (n *Node) setMetaAttr(in *fuse.SetAttrIn, fd int, path string) (handled boo
 		}
 		m.gid = gid
 	}
+	if _, mok := in.GetMode(); !mok && in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 &&
+		uint32(st.Mode)&unix.S_IFMT != unix.S_IFDIR {
+		// chown of a non-directory drops set-ID bits, even for root; with
+		// FUSE_HANDLE_KILLPRIV_V2 the kernel leaves that to the file
+		// system (the backing chown did it when modes were mirrored).
+		m.mode = killSUIDBits(m.mode)
+	}
 	if err := n.fsys.writeMeta(fd, path, &st, m); err != nil {
 		if isNotSupported(err) {
 			n.fsys.metaUnsupported(err)
@@ -329,4 +336,44 @@ func (n *Node) initMeta(fd int, st *unix.Statx_t, m meta) error {
 		return err
 	}
 	return statxFd(fd, st)
+}
+
+// killSUIDBits clears set-user-ID, and set-group-ID of a group-executable
+// file, as the kernel does for an unprivileged write or truncate and for
+// every chown of a non-directory.
+func killSUIDBits(mode uint32) uint32 {
+	keep := mode &^ unix.S_ISUID
+	if mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+		keep &^= unix.S_ISGID
+	}
+	return keep
+}
+
+// killSUIDMeta is killSUIDLocked for a regular file whose mode lives in
+// metaXattr (the backing mode holds no set-ID bits to clear). done is false
+// for entries that mirror their mode on the backing file. Caller holds
+// n.content.
+func (n *Node) killSUIDMeta(fd int, path string) (done bool, err error) {
+	if !n.fsys.metaEnabled() || n.StableAttr().Mode != unix.S_IFREG {
+		return false, nil
+	}
+	m, ok := n.fsys.readMeta(fd, path)
+	if !ok {
+		return false, nil
+	}
+	keep := killSUIDBits(m.mode)
+	if keep == m.mode {
+		return true, nil
+	}
+	var st unix.Statx_t
+	if fd >= 0 {
+		err = statxFd(fd, &st)
+	} else {
+		err = statxAt(unix.AT_FDCWD, path, &st)
+	}
+	if err != nil {
+		return true, err
+	}
+	m.mode = keep
+	return true, n.fsys.writeMeta(fd, path, &st, m)
 }

@@ -449,6 +449,11 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 			return errno
 		}
 	}
+	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+		if err := n.killSUIDLocked(fd, path); err != nil {
+			return n.fsys.errno(err, "setattr", path)
+		}
+	}
 	if errno := setTimes(in, fd, path); errno != 0 {
 		return n.fsys.errno(errno, "utimens", path)
 	}

@@ -9,7 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Only the user namespace is stored (names and values encrypted). Other
+// Only the user namespace is stored (names and values encrypted), except
+// names under reservedXattrPrefix, which belong to encvol. Other
 // namespaces (security, trusted, system ACLs) would need their plaintext
 // on the backing file to mean anything there: reads report "no such
 // attribute" and writes "not supported".
@@ -20,7 +21,7 @@ const maxXattr = 1 << 17
 
 // Getxattr returns a decrypted user.* attribute value.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !strings.HasPrefix(attr, userPrefix) {
+	if !strings.HasPrefix(attr, userPrefix) || strings.HasPrefix(attr, reservedXattrPrefix) {
 		return 0, syscall.ENODATA
 	}
 	k, rel, errno := n.fsys.keys(ctx, "getxattr")
@@ -83,6 +84,10 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if !strings.HasPrefix(attr, userPrefix) {
 		return syscall.EOPNOTSUPP
 	}
+	if strings.HasPrefix(attr, reservedXattrPrefix) {
+		// encvol's own (the stored mode and owner live there).
+		return syscall.EPERM
+	}
 	if len(attr) > 255 {
 		return syscall.ERANGE
 	}
@@ -112,7 +117,7 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 
 // Removexattr deletes a user.* attribute.
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if !strings.HasPrefix(attr, userPrefix) {
+	if !strings.HasPrefix(attr, userPrefix) || strings.HasPrefix(attr, reservedXattrPrefix) {
 		return syscall.ENODATA
 	}
 	k, rel, errno := n.fsys.keys(ctx, "removexattr")
@@ -170,12 +175,17 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	}
 	var out []byte
 	for _, s := range strings.Split(string(raw), "\x00") {
-		if !strings.HasPrefix(s, userPrefix) {
+		if !strings.HasPrefix(s, userPrefix) || s == metaXattr {
 			continue
 		}
 		plain, err := k.Names.DecryptXattrName(s)
 		if err != nil {
 			n.fsys.log.Warn().Str("op", "listxattr").Str("path", p).Err(err).Msg("extended attribute name failed to decrypt; left out")
+			continue
+		}
+		if strings.HasPrefix(plain, reservedXattrPrefix) {
+			// Reserved names (set before they were reserved, or written
+			// by encvol in plaintext-names mode) cannot be read: hide them.
 			continue
 		}
 		out = append(out, plain...)

@@ -23,13 +23,18 @@ trap cleanup EXIT
 
 # Debian's awscli installs /usr/bin/aws, which a pyenv shim earlier on PATH may
 # shadow: prefer the full path, fall back to whatever `aws` is on PATH.
-if [ ! -x /usr/bin/aws ] && ! command -v aws >/dev/null 2>&1; then
+# ENCVOL_AWSCLI=/path/to/aws picks another awscli (for example v1 from pip).
+if [ -n "${ENCVOL_AWSCLI:-}" ]; then
+	:
+elif [ ! -x /usr/bin/aws ] && ! command -v aws >/dev/null 2>&1; then
 	step "installing awscli"
 	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq awscli >/dev/null ||
 		fail "cannot install awscli with apt-get; install it and rerun"
 fi
-if [ -x /usr/bin/aws ]; then AWS=/usr/bin/aws; else AWS=$(command -v aws) || fail "awscli not found"; fi
+if [ -n "${ENCVOL_AWSCLI:-}" ]; then AWS=$ENCVOL_AWSCLI
+elif [ -x /usr/bin/aws ]; then AWS=/usr/bin/aws
+else AWS=$(command -v aws) || fail "awscli not found"; fi
 AWS_VERSION=$("$AWS" --version 2>&1) || fail "$AWS --version failed: $AWS_VERSION"
 case "$AWS_VERSION" in
 aws-cli/1.*) SVC_RC=255 ;;

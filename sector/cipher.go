@@ -136,6 +136,11 @@ func (c *Cipher) fileKeyFor(id *[FileIDSize]byte) (*fileKey, error) {
 		return nil, err
 	}
 	defer c.runlock()
+	return c.fileKeyLocked(id)
+}
+
+// fileKeyLocked is fileKeyFor for callers that hold c.mu shared.
+func (c *Cipher) fileKeyLocked(id *[FileIDSize]byte) (*fileKey, error) {
 	c.regMu.Lock()
 	defer c.regMu.Unlock()
 	if wp, ok := c.reg[*id]; ok {
@@ -222,20 +227,16 @@ func (c *Cipher) SealSector(dst []byte, fileID []byte, index int64, plaintext []
 	if len(plaintext) == 0 || len(plaintext) > c.sectorSize {
 		return nil, fmt.Errorf("sector: seal: plaintext of %d bytes, want 1..%d", len(plaintext), c.sectorSize)
 	}
-	fk, err := c.fileKeyFor(&id)
-	if err != nil {
-		return nil, err
-	}
-	n := len(plaintext) + Overhead
-	out, tail := grow(dst, n)
+	out, tail := grow(dst, len(plaintext)+Overhead)
 	aad := getAAD()
 	defer putAAD(aad)
 	if err := c.rlock(); err != nil {
 		return nil, err
 	}
 	defer c.runlock()
-	if fk.aead == nil {
-		return nil, ErrClosed
+	fk, err := c.fileKeyLocked(&id)
+	if err != nil {
+		return nil, err
 	}
 	fillAAD(aad[:], &id, index)
 	if err := sealOne(fk.aead, c.nonces, tail, plaintext, aad[:]); err != nil {
@@ -255,18 +256,15 @@ func (c *Cipher) OpenSector(dst []byte, fileID []byte, index int64, stored []byt
 	if len(stored) > c.sectorSize+Overhead {
 		return nil, &AuthError{Index: index, Err: fmt.Errorf("%w: stored sector of %d bytes exceeds %d", ErrTruncated, len(stored), c.sectorSize+Overhead)}
 	}
-	fk, err := c.fileKeyFor(&id)
-	if err != nil {
-		return nil, err
-	}
 	aad := getAAD()
 	defer putAAD(aad)
 	if err := c.rlock(); err != nil {
 		return nil, err
 	}
 	defer c.runlock()
-	if fk.aead == nil {
-		return nil, ErrClosed
+	fk, err := c.fileKeyLocked(&id)
+	if err != nil {
+		return nil, err
 	}
 	fillAAD(aad[:], &id, index)
 	out, pt := grow(dst, max(len(stored)-Overhead, 0))

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const fuzzSS = 512
@@ -41,6 +43,18 @@ func validBacking(tb testing.TB, n int64) []byte {
 	return b
 }
 
+// memFile returns an empty read-write in-memory file (memfd).
+func memFile(tb testing.TB) *os.File {
+	tb.Helper()
+	fd, err := unix.MemfdCreate("sector-fuzz", unix.MFD_CLOEXEC)
+	if err != nil {
+		tb.Fatalf("memfd_create: %v", err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd:sector-fuzz")
+	tb.Cleanup(func() { f.Close() })
+	return f
+}
+
 // knownError reports whether err is one of the errors a damaged backing
 // file may produce.
 func knownError(err error) bool {
@@ -56,21 +70,20 @@ func FuzzOpen(f *testing.F) {
 	f.Add(validBacking(f, 1), uint16(0))
 	f.Add(validBacking(f, 700), uint16(600))
 	f.Add(validBacking(f, 1024), uint16(100))
-	dir := f.TempDir()
 	c, err := NewCipher(fixedKey(7), fuzzSS)
 	if err != nil {
 		f.Fatal(err)
 	}
+	// An in-memory file keeps executions fast; the sector code only needs
+	// pread, pwrite, ftruncate and fstat.
+	osf := memFile(f)
 	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
-		path := filepath.Join(dir, "open")
-		if err := os.WriteFile(path, data, 0o600); err != nil {
+		if err := osf.Truncate(0); err != nil {
 			t.Fatal(err)
 		}
-		osf, err := os.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
+		if _, err := osf.WriteAt(data, 0); err != nil {
 			t.Fatal(err)
 		}
-		defer osf.Close()
 		file, err := NewFile(osf, fuzzSS)
 		if err != nil {
 			t.Fatal(err)
@@ -130,7 +143,6 @@ func FuzzFileOps(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 10})
 	f.Add([]byte{0, 1, 0xfe, 0x02, 0x05, 1, 0, 0, 0x10, 0, 2, 0, 0x07, 0, 0})
 	f.Add([]byte{2, 0x40, 0, 0, 0, 0, 0x3f, 0xff, 0, 3, 1, 0x3f, 0xf0, 0, 0x40, 3, 0, 0, 0, 0, 2, 0, 0x01, 0, 0})
-	dir := f.TempDir()
 	key := fixedKey(9)
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		const limit = 40 * fuzzSS
@@ -139,15 +151,15 @@ func FuzzFileOps(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer func() { c.Close() }()
-		path := filepath.Join(dir, "ops")
-		if err := os.WriteFile(path, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		mem := memFile(t)
+		// open wraps a new descriptor of the same in-memory file, like
+		// reopening a path.
 		open := func() *File {
-			osf, err := os.OpenFile(path, os.O_RDWR, 0)
+			fd, err := unix.Dup(int(mem.Fd()))
 			if err != nil {
 				t.Fatal(err)
 			}
+			osf := os.NewFile(uintptr(fd), mem.Name())
 			t.Cleanup(func() { osf.Close() })
 			file, err := NewFile(osf, fuzzSS)
 			if err != nil {

@@ -17,7 +17,8 @@ import (
 // so the document and the code cannot drift apart.
 const formatDoc = "../docs/format.md"
 
-// vector is one ```vector block of docs/format.md: "key = value" lines.
+// vector is one ```vector block of the "## Sector files" section of
+// docs/format.md: "key = value" lines.
 type vector struct {
 	line   int
 	fields map[string]string
@@ -30,12 +31,21 @@ func parseVectors(t *testing.T, path string) []vector {
 		t.Fatalf("read %s: %v", path, err)
 	}
 	var (
-		out []vector
-		cur *vector
+		out       []vector
+		cur       *vector
+		inSection bool
 	)
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
+		// Only the sector-file section belongs to this package.
+		if cur == nil && strings.HasPrefix(line, "## ") {
+			inSection = line == "## Sector files"
+			continue
+		}
+		if !inSection {
+			continue
+		}
 		switch {
 		case cur == nil && line == "```vector":
 			cur = &vector{line: n, fields: map[string]string{}}

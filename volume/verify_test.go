@@ -313,3 +313,23 @@ func TestVerifyDrillRefusals(t *testing.T) {
 		t.Error("missing key accepted")
 	}
 }
+
+func BenchmarkScan(b *testing.B) {
+	m := newMatcher()
+	for i := 0; i < 4096; i++ {
+		p := make([]byte, patternLen)
+		rand.Read(p)
+		m.add(p, "content")
+	}
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	b.SetBytes(int64(len(data)))
+	var h histogram
+	for b.Loop() {
+		s := &stream{m: m}
+		s.feed(data, func(int64, int) {})
+		for off := 0; off < len(data); off += 4128 {
+			h.addRecord(data[off:min(off+4128, len(data))])
+		}
+	}
+}

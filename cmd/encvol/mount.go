@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/encvol/encvol/fusefs"
 	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/kmsclient"
 	"github.com/encvol/encvol/volume"
@@ -164,6 +165,9 @@ func (a *app) serve(ctx context.Context, spec volume.MountSpec, ready *os.File) 
 		client.Close()
 		return a.withRemedy(err, spec.Header.KeyID, spec.KMS)
 	}
+	// Opt-in (ENCVOL_CPUPROFILE / ENCVOL_MEMPROFILE): for tuning the daemon.
+	stopProfiling := fusefs.StartProfiling(log)
+	defer stopProfiling()
 	m, err := volume.MountVolume(context.Background(), spec, client, u, log, logFile)
 	if err != nil {
 		client.Close()

@@ -33,6 +33,7 @@ type Options struct {
 	NoWritebackCache bool   // every write(2) goes to the daemon at once
 	ReadOnly         bool   // mount read-only
 	Debug            bool   // log every FUSE request
+	AllowOther       bool   // let other users in (tests that switch credentials)
 	// Log receives the file system's log lines; default: the test log
 	// (t.Log) at warning level and above.
 	Log *zerolog.Logger
@@ -172,7 +173,7 @@ func MountVolume(t testing.TB, v *Volume, opts Options) *Mount {
 	if err := os.Mkdir(dir, 0755); err != nil {
 		t.Fatalf("fusefstest: create mountpoint: %v", err)
 	}
-	srv, err := fsys.Mount(dir, fusefs.MountOptions{Debug: opts.Debug, NoWritebackCache: opts.NoWritebackCache, ReadOnly: opts.ReadOnly})
+	srv, err := fsys.Mount(dir, fusefs.MountOptions{Debug: opts.Debug, NoWritebackCache: opts.NoWritebackCache, ReadOnly: opts.ReadOnly, AllowOther: opts.AllowOther})
 	if err != nil {
 		t.Fatalf("fusefstest: %v", err)
 	}

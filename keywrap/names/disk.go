@@ -32,7 +32,7 @@ const (
 )
 
 const (
-	longHashLen  = 43 // base64url without padding of 32 bytes
+	longHashLen  = 43    // base64url without padding of 32 bytes
 	metaFileMode = 0o600 // never more than the daemon's user: the backing shows no plaintext permissions
 	maxSideFile  = maxEncodedName
 )

@@ -120,6 +120,11 @@ func toAPIError(err error) *apiError {
 	}
 	var ke *kms.Error
 	if errors.As(err, &ke) {
+		if ke.HTTPStatus() >= 500 {
+			// Internal messages may name files of the store; they go to
+			// the server log, not to remote clients.
+			return &apiError{Code: ke.Code, Status: ke.HTTPStatus(), Message: "internal error; see the server log"}
+		}
 		return &apiError{Code: ke.Code, Message: ke.Message, Status: ke.HTTPStatus()}
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -134,6 +139,7 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // reqLog collects what one request's log line reports.
 type reqLog struct {
 	op, principal, keyID string
+	accessKeyID          string // set only when authentication fails, to trace probing
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -153,6 +159,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if code != "" {
 		ev = ev.Str("code", code)
+	}
+	if rl.accessKeyID != "" {
+		ev = ev.Str("access_key_id", rl.accessKeyID)
 	}
 	ev.Msg("kms request")
 }
@@ -186,6 +195,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rl *reqLog) (int
 
 	principal, aerr := s.verify.verify(r.Context(), r, body)
 	if aerr != nil {
+		if a, perr := parseAuthorization(r.Header.Get("Authorization")); perr == nil {
+			rl.accessKeyID = a.accessKeyID
+		}
 		return fail(aerr)
 	}
 	rl.principal = principal.Name
