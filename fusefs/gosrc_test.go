@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encvol/encvol/fusefs/fusefstest"
 	"github.com/encvol/encvol/keywrap/names"
 )
 
@@ -52,7 +53,7 @@ func TestGoSourceTree(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		roots = goSrcSubset
 	}
-	vol := mountTestVolume(t)
+	vol := mountTestVolume(t, fusefstest.Options{})
 
 	start := time.Now()
 	files, bytesCopied := copyTree(t, src, vol.Dir(), roots)

@@ -256,6 +256,7 @@ run_system() {
 	stop_fs "$s"
 }
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "work directory $WORK; sizes: seq ${SEQ_MB} MiB, small $SMALL_COUNT x 512 B, fio ${FIO_SECS}s/${FIO_SIZE}, tar $TAR_FILES files"
 for ((r = 1; r <= RUNS; r++)); do
 	for s in $SYSTEMS; do
@@ -329,6 +330,7 @@ REPORT=$WORK/report.md
 	echo "- Kernel: $(uname -r); CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1) ($(nproc) cores); Go: $(go env GOVERSION)"
 	if has gocryptfs; then echo "- gocryptfs: $(gocryptfs -version | head -1)"; fi
 	echo "- Command: \`$ENVLINE $CMDLINE\`"
+	echo "- Load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) — other work on the machine skews every column alike."
 	echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s); MB/s = 10^6 bytes/s."
 	echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi

@@ -45,6 +45,7 @@ func TestSparse(t *testing.T) {
 	if afterWrite-afterTrunc > 64 {
 		t.Fatalf("write 1 GiB past EOF allocated %d blocks", afterWrite-afterTrunc)
 	}
+	t.Logf("st_blocks (512 B): %d after first write, %d after truncate to 1 GiB, %d after write at 2 GiB", before, afterTrunc, afterWrite)
 	// Holes read as zeros, including across hole/data boundaries.
 	p := make([]byte, 3*DefaultSectorSize)
 	if n, err := f.ReadAt(c, p, gib-DefaultSectorSize); err != nil || n != len(p) || !isZero(p) {

@@ -1,0 +1,14 @@
+package fusefs
+
+// MetaXattr is the backing xattr holding plaintext modes and owners.
+const MetaXattr = metaXattr
+
+// DisableMetaXattr makes f behave as on a backing file system without user
+// xattrs: new and changed entries mirror their mode and owner.
+func DisableMetaXattr(f *FS) { f.metaUnsupported(errTestNoXattr) }
+
+var errTestNoXattr = errorString("user xattrs disabled by the test")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
