@@ -237,6 +237,11 @@ func TestMetaBackingHidesModes(t *testing.T) {
 			}
 			f.Close()
 			want["d0750/inner"] = plainAttr{unix.S_IFREG | 0o4711, 0, 0}
+			// The root's mode lives on the backing directory itself.
+			if err := unix.Chmod(mnt, 0o751); err != nil {
+				t.Fatal(err)
+			}
+			want["."] = plainAttr{unix.S_IFDIR | 0o751, 0, 0}
 			verify("after chmod")
 
 			if err := m.Unmount(); err != nil {
