@@ -65,13 +65,25 @@ func (c *dirCache) add(n *Node, fd int, path string) *dirFD {
 	}
 	e := &dirFD{fd: fd, path: path, refs: 1}
 	c.m[n] = e
+	cachedDirPaths.Store(fd, path)
 	return e
+}
+
+// cachedDirPaths maps the descriptor numbers of cached directories to
+// their backing paths, so realPath can name a /proc/self/fd path for a log
+// line or error without a readlink (which cost one syscall per open).
+// Descriptor numbers are process-wide, hence a package-level map.
+var cachedDirPaths sync.Map // int → string
+
+func closeDirFD(e *dirFD) {
+	cachedDirPaths.CompareAndDelete(e.fd, e.path)
+	unix.Close(e.fd)
 }
 
 func (c *dirCache) evictLocked(e *dirFD) {
 	e.evicted = true
 	if e.refs == 0 {
-		unix.Close(e.fd)
+		closeDirFD(e)
 	}
 }
 
@@ -80,7 +92,7 @@ func (c *dirCache) release(e *dirFD) {
 	defer c.mu.Unlock()
 	e.refs--
 	if e.refs == 0 && e.evicted {
-		unix.Close(e.fd)
+		closeDirFD(e)
 	}
 }
 

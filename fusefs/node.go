@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -124,9 +125,17 @@ func realPath(p string) string {
 		return p
 	}
 	fd, name, _ := strings.Cut(rest, "/")
-	dir, err := os.Readlink("/proc/self/fd/" + fd)
-	if err != nil {
-		return p
+	var dir string
+	if n, err := strconv.Atoi(fd); err == nil {
+		if v, ok := cachedDirPaths.Load(n); ok {
+			dir = v.(string)
+		}
+	}
+	if dir == "" {
+		var err error
+		if dir, err = os.Readlink("/proc/self/fd/" + fd); err != nil {
+			return p
+		}
 	}
 	if name == "" {
 		return dir
@@ -354,6 +363,23 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		return errno
 	}
 	defer rel()
+	if n.IsDir() {
+		// The kernel re-asks for a directory's attributes after every
+		// entry created or removed in it (untar, rm -r); its cached
+		// descriptor answers without encrypting names up the tree.
+		if e := n.fsys.dirs.get(n); e != nil {
+			var st unix.Statx_t
+			err := statxFd(e.fd, &st)
+			if err == nil {
+				n.fsys.fillAttrMeta(&st, e.fd, "", &out.Attr)
+			}
+			n.fsys.dirs.release(e)
+			if err != nil {
+				return n.fsys.errno(err, "getattr", e.path)
+			}
+			return 0
+		}
+	}
 	p, prel, err := n.path(k)
 	if err != nil {
 		return n.fsys.errno(err, "getattr", "")

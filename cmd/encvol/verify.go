@@ -8,8 +8,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -55,6 +57,12 @@ Exit status: 0 when every check passes, 1 when one fails.`,
 }
 
 func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) error {
+	// The drill disables a key and may hold a temporary mount: a closed
+	// terminal or a reader that went away (`| head`) must end in the same
+	// clean-up as Ctrl-C, not in a kill by SIGHUP or SIGPIPE.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
+	defer stop()
 	cfg, err := a.config()
 	if err != nil {
 		return err
