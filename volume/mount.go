@@ -318,6 +318,12 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 	log.Info().Str("op", "mount").Str("path", spec.Mountpoint).Str("backing", spec.Backing).Str("kms", spec.KMS).
 		Dur("key_check_interval", spec.KeyCheckInterval).Dur("offline_grace", spec.OfflineGrace).
 		Str("on_revoke", spec.OnRevoke).Bool("read_only", spec.ReadOnly).Msg("volume mounted")
+	if !keywrap.SecretMemory {
+		// Without runtime/secret, freed copies of key material (hash
+		// states inside HKDF, cipher objects) stay in the heap until
+		// reused; the gate still zeroizes the keys it owns.
+		log.Warn().Msg("encvol was built without GOEXPERIMENT=runtimesecret: freed heap copies of key material are not erased when the gate closes; rebuild with GOEXPERIMENT=runtimesecret")
+	}
 	return m, nil
 }
 
