@@ -104,7 +104,10 @@ func runDifferential(t *testing.T, seed uint64, n int) {
 	t.Logf("mount options %+v", opts)
 	vol := mountTestVolume(t, opts)
 	ref := t.TempDir()
-	g := &opGen{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), ref: ref}
+	sa, sb := newDiffSide(vol.Dir()), newDiffSide(ref)
+	defer sa.closeAll()
+	defer sb.closeAll()
+	g := &opGen{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), ref: ref, refSide: sb}
 
 	scratch := make([]byte, 70000)
 	start := time.Now()
@@ -113,15 +116,15 @@ func runDifferential(t *testing.T, seed uint64, n int) {
 	errnos := 0
 	for i := 0; i < n; i++ {
 		op := g.next()
-		got := op.apply(vol.Dir(), scratch)
-		want := op.apply(ref, scratch)
-		history = append(history, fmt.Sprintf("#%d %s → %s", i, op, short(want)))
+		got := op.apply(sa, scratch)
+		want := op.apply(sb, scratch)
+		history = append(history, fmt.Sprintf("#%d %s → %s", i, op, abbrev(want)))
 		if len(history) > 25 {
 			history = history[1:]
 		}
 		if got != want {
 			t.Fatalf("seed %d op #%d %s:\n  encvol: %s\n  plain:  %s\nrecent operations (plain results):\n  %s",
-				seed, i, op, short(got), short(want), strings.Join(history, "\n  "))
+				seed, i, op, abbrev(got), abbrev(want), strings.Join(history, "\n  "))
 		}
 		counts[op.kind]++
 		if strings.HasPrefix(want, "errno") {
@@ -129,15 +132,45 @@ func runDifferential(t *testing.T, seed uint64, n int) {
 		}
 	}
 	t.Logf("%d operations in %v (%d returned an errno); per kind: %v", n, time.Since(start).Round(time.Millisecond), errnos, counts)
+	sa.closeAll()
+	sb.closeAll()
 
 	compareTrees(t, vol.Dir(), ref)
 	vol.Remount(t)
 	compareTrees(t, vol.Dir(), ref)
 }
 
+// fdSlots is how many descriptors a side keeps open across operations, so
+// files are written, read and stat'ed through descriptors while later
+// operations rename, link, truncate and unlink them.
+const fdSlots = 4
+
+// diffSide is one of the two file systems with its held descriptors (-1: free).
+type diffSide struct {
+	root string
+	fds  [fdSlots]int
+}
+
+func newDiffSide(root string) *diffSide {
+	s := &diffSide{root: root}
+	for i := range s.fds {
+		s.fds[i] = -1
+	}
+	return s
+}
+
+func (s *diffSide) closeAll() {
+	for i, fd := range s.fds {
+		if fd >= 0 {
+			unix.Close(fd)
+			s.fds[i] = -1
+		}
+	}
+}
+
 // op is one file system call with all its arguments fixed, so it can be
 // applied to two roots.
-type op struct {
+type diffOp struct {
 	kind        string
 	path, path2 string
 	off, size   int64
@@ -147,9 +180,9 @@ type op struct {
 	name        string // xattr name
 }
 
-// short abbreviates the long repeated names ("LLL…" → "L×255") so failure
+// abbrev abbreviates the long repeated names ("LLL…" → "L×255") so failure
 // reports stay readable.
-func short(p string) string {
+func abbrev(p string) string {
 	var b strings.Builder
 	for i := 0; i < len(p); {
 		j := i
@@ -166,16 +199,22 @@ func short(p string) string {
 	return b.String()
 }
 
-func (o *op) String() string {
+func (o *diffOp) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %q", o.kind, short(o.path))
+	fmt.Fprintf(&b, "%s %q", o.kind, abbrev(o.path))
 	if o.path2 != "" {
-		fmt.Fprintf(&b, " %q", short(o.path2))
+		fmt.Fprintf(&b, " %q", abbrev(o.path2))
 	}
 	if o.name != "" {
 		fmt.Fprintf(&b, " name=%s", o.name)
 	}
 	switch o.kind {
+	case "fdopen", "fdclose", "fdsync", "fdstat":
+		fmt.Fprintf(&b, " slot=%d", o.size)
+	case "fdwrite", "fdread":
+		fmt.Fprintf(&b, " slot=%d off=%d len=%d", o.size, o.off, len(o.data))
+	case "fdtruncate":
+		fmt.Fprintf(&b, " slot=%d size=%d", o.size, o.off)
 	case "write", "append", "unlinkopen":
 		fmt.Fprintf(&b, " off=%d len=%d", o.off, len(o.data))
 	case "read":
@@ -207,7 +246,7 @@ func errnoResult(err error) string {
 	return "error " + err.Error()
 }
 
-func digest(p []byte) string {
+func diffDigest(p []byte) string {
 	s := sha256.Sum256(p)
 	return fmt.Sprintf("%d bytes sha256:%s", len(p), hex.EncodeToString(s[:8]))
 }
@@ -215,10 +254,44 @@ func digest(p []byte) string {
 // apply runs the call below root and describes the outcome; two roots agree
 // when the descriptions are equal.
 // scratch (≥ 70000 bytes) holds read data; each seed's loop owns one.
-func (o *op) apply(root string, scratch []byte) string {
-	p := filepath.Join(root, o.path)
-	p2 := filepath.Join(root, o.path2)
+func (o *diffOp) apply(sd *diffSide, scratch []byte) string {
+	p := filepath.Join(sd.root, o.path)
+	p2 := filepath.Join(sd.root, o.path2)
+	slot := int(o.size) // fd ops: the slot
 	switch o.kind {
+	case "fdopen":
+		fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC|o.flags, 0)
+		if err != nil {
+			return errnoResult(err)
+		}
+		sd.fds[slot] = fd
+		return "ok"
+	case "fdclose":
+		err := unix.Close(sd.fds[slot])
+		sd.fds[slot] = -1
+		return errnoResult(err)
+	case "fdwrite":
+		n, err := unix.Pwrite(sd.fds[slot], o.data, o.off)
+		if err != nil {
+			return errnoResult(err)
+		}
+		return fmt.Sprintf("wrote %d", n)
+	case "fdread":
+		n, err := unix.Pread(sd.fds[slot], scratch[:len(o.data)], o.off)
+		if err != nil {
+			return errnoResult(err)
+		}
+		return "read " + diffDigest(scratch[:n])
+	case "fdtruncate":
+		return errnoResult(unix.Ftruncate(sd.fds[slot], o.off))
+	case "fdsync":
+		return errnoResult(unix.Fsync(sd.fds[slot]))
+	case "fdstat":
+		var st unix.Stat_t
+		if err := unix.Fstat(sd.fds[slot], &st); err != nil {
+			return errnoResult(err)
+		}
+		return diffStat(&st)
 	case "create":
 		fd, err := unix.Open(p, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC|o.flags, o.mode)
 		if err != nil {
@@ -267,7 +340,7 @@ func (o *op) apply(root string, scratch []byte) string {
 		if err != nil {
 			return "pread " + errnoResult(err)
 		}
-		return fmt.Sprintf("size %d nlink %d read %s", st.Size, st.Nlink, digest(buf[:n]))
+		return fmt.Sprintf("size %d nlink %d read %s", st.Size, st.Nlink, diffDigest(buf[:n]))
 	case "read":
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -279,7 +352,7 @@ func (o *op) apply(root string, scratch []byte) string {
 		if err != nil {
 			return errnoResult(err)
 		}
-		return "read " + digest(buf[:n])
+		return "read " + diffDigest(buf[:n])
 	case "truncate":
 		return errnoResult(unix.Truncate(p, o.size))
 	case "rename":
@@ -311,7 +384,7 @@ func (o *op) apply(root string, scratch []byte) string {
 		if err := unix.Lstat(p, &st); err != nil {
 			return errnoResult(err)
 		}
-		return statString(&st)
+		return diffStat(&st)
 	case "readdir":
 		f, err := os.Open(p)
 		if err != nil {
@@ -352,9 +425,9 @@ func (o *op) apply(root string, scratch []byte) string {
 	panic("unknown op " + o.kind)
 }
 
-// statString keeps what both file systems must agree on; times, inode
+// diffStat keeps what both file systems must agree on; times, inode
 // numbers, devices and directory sizes legitimately differ.
-func statString(st *unix.Stat_t) string {
+func diffStat(st *unix.Stat_t) string {
 	typ := st.Mode & unix.S_IFMT
 	size := fmt.Sprint(st.Size)
 	if typ == unix.S_IFDIR {
@@ -387,23 +460,24 @@ func listXattrs(p string, noFollow bool) ([]string, error) {
 // reference tree (a random walk) or as new names in an existing directory, so
 // most calls act on real objects while error paths still get exercised.
 type opGen struct {
-	rng *rand.Rand
-	ref string
-	buf []byte // reused for write data: less garbage, fewer GCs draining go-fuse's buffer pool
+	rng     *rand.Rand
+	ref     string
+	refSide *diffSide // which descriptor slots are open (the same on both sides while results agree)
+	buf     []byte    // reused for write data: less garbage, fewer GCs draining go-fuse's buffer pool
 }
 
 // Names collide on purpose (a small pool per directory) and include the
 // awkward ones: spaces, non-ASCII, leading dot and dash, and the longest legal
 // name, which needs the long-name scheme once encrypted.
 var (
-	fileNames = []string{"f0", "f1", "f2", "f3", "f4", "with space", ".hidden", "a.b.c",
+	diffFileNames = []string{"f0", "f1", "f2", "f3", "f4", "with space", ".hidden", "a.b.c",
 		strings.Repeat("L", 255),                  // longest legal name
 		strings.Repeat("m", 170) + "-almost-long", // around the long-name threshold
 	}
-	dirNames = []string{"d0", "d1", "d2", "d3", "ünïcødé-名前", "-dash", strings.Repeat("D", 200)}
+	diffDirNames = []string{"d0", "d1", "d2", "d3", "ünïcødé-名前", "-dash", strings.Repeat("D", 200)}
 )
 
-var xattrNames = []string{"user.x0", "user.x1", "user.a-longer-attribute-name", "user.ü"}
+var diffXattrNames = []string{"user.x0", "user.x1", "user.a-longer-attribute-name", "user.ü"}
 
 func (g *opGen) pick(s []string) string { return s[g.rng.IntN(len(s))] }
 
@@ -417,9 +491,9 @@ func (g *opGen) name(forDir bool) string {
 		forDir = !forDir
 	}
 	if forDir {
-		return g.pick(dirNames)
+		return g.pick(diffDirNames)
 	}
-	return g.pick(fileNames)
+	return g.pick(diffFileNames)
 }
 
 // walk returns a random existing path (relative; "" is the root). dirsOnly
@@ -480,7 +554,7 @@ func (g *opGen) walkTo(want func(os.DirEntry) bool) string {
 	}
 }
 
-func depth(rel string) int {
+func relDepth(rel string) int {
 	if rel == "" {
 		return 0
 	}
@@ -499,7 +573,7 @@ func (g *opGen) existing() string {
 
 func (g *opGen) fresh(forDir bool) string {
 	dir := g.walk(true)
-	for depth(dir) > 4 || len(dir) > 700 {
+	for relDepth(dir) > 4 || len(dir) > 700 {
 		dir = filepath.Dir(dir)
 		if dir == "." {
 			dir = ""
@@ -544,7 +618,7 @@ func (g *opGen) extent(rel string) (levels, length int) {
 		if r == "." {
 			return nil
 		}
-		levels = max(levels, depth(r))
+		levels = max(levels, relDepth(r))
 		length = max(length, len(r)+1)
 		return nil
 	})
@@ -567,7 +641,7 @@ func (g *opGen) renameTarget(src string) string {
 		} else {
 			dst = g.fresh(levels > 0)
 		}
-		if depth(dst)+levels <= maxDepth && len(dst)+length <= maxPathLen {
+		if relDepth(dst)+levels <= maxDepth && len(dst)+length <= maxPathLen {
 			return dst
 		}
 	}
@@ -575,7 +649,7 @@ func (g *opGen) renameTarget(src string) string {
 }
 
 // offset favours the places where sector files are most fragile: 0, sector
-// boundaries (512..65536 sector sizes) and one byte either side.
+// boundaries (512..65536 sector sizes) and one byte either diffSide.
 func (g *opGen) offset(limit int64) int64 {
 	switch g.rng.IntN(10) {
 	case 0, 1, 2:
@@ -627,13 +701,13 @@ func (g *opGen) symlinkTarget() string {
 	case 1:
 		return strings.Repeat("t/", 300) + "end" // long target
 	case 2:
-		return "./" + g.pick(fileNames)
+		return "./" + g.pick(diffFileNames)
 	case 3:
-		return g.pick(dirNames) + "/" + g.pick(fileNames)
+		return g.pick(diffDirNames) + "/" + g.pick(diffFileNames)
 	default:
 		// Relative targets without "..": they always resolve inside the tree,
 		// so following them gives the same answer on both sides.
-		return g.pick(fileNames[:5])
+		return g.pick(diffFileNames[:5])
 	}
 }
 
@@ -652,6 +726,7 @@ var opWeights = []struct {
 	{"unlink", 6}, {"mkdir", 4}, {"rmdir", 4}, {"symlink", 4}, {"readlink", 2}, {"chmod", 4},
 	{"read", 12}, {"readdir", 5}, {"stat", 6}, {"setxattr", 5}, {"getxattr", 4}, {"listxattr", 2},
 	{"removexattr", 2}, {"unlinkopen", 1},
+	{"fdopen", 3}, {"fdclose", 2}, {"fdwrite", 5}, {"fdread", 4}, {"fdtruncate", 1}, {"fdsync", 1}, {"fdstat", 2},
 }
 
 var opTotal = func() int {
@@ -662,7 +737,7 @@ var opTotal = func() int {
 	return s
 }()
 
-func (g *opGen) next() *op {
+func (g *opGen) next() *diffOp {
 	r := g.rng.IntN(opTotal)
 	kind := ""
 	for _, w := range opWeights {
@@ -672,7 +747,46 @@ func (g *opGen) next() *op {
 		}
 		r -= w.w
 	}
-	o := &op{kind: kind}
+	o := &diffOp{kind: kind}
+	if strings.HasPrefix(kind, "fd") {
+		var open, free []int
+		for i, fd := range g.refSide.fds {
+			if fd >= 0 {
+				open = append(open, i)
+			} else {
+				free = append(free, i)
+			}
+		}
+		if kind == "fdopen" {
+			if len(free) == 0 {
+				o.kind, o.size = "fdclose", int64(open[g.rng.IntN(len(open))])
+				return o
+			}
+			o.size = int64(free[g.rng.IntN(len(free))])
+			o.path = g.typed("file")
+			if g.rng.IntN(5) == 0 {
+				o.flags = unix.O_TRUNC
+			}
+			return o
+		}
+		if len(open) == 0 {
+			o.kind, o.size = "fdopen", int64(free[g.rng.IntN(len(free))])
+			o.path = g.typed("file")
+			return o
+		}
+		o.size = int64(open[g.rng.IntN(len(open))])
+		switch kind {
+		case "fdwrite":
+			o.off = g.offset(200000)
+			o.data = g.data()
+		case "fdread":
+			o.off = g.offset(210000)
+			o.data = make([]byte, g.rng.IntN(70000)) // only its length is used
+		case "fdtruncate":
+			o.off = g.offset(200000)
+		}
+		return o
+	}
 	switch kind {
 	case "create":
 		switch r := g.rng.IntN(10); {
@@ -743,7 +857,7 @@ func (g *opGen) next() *op {
 		}
 	case "setxattr":
 		o.path = g.any()
-		o.name = g.pick(xattrNames)
+		o.name = g.pick(diffXattrNames)
 		o.data = g.data()
 		if len(o.data) > 200 {
 			o.data = o.data[:200]
@@ -756,14 +870,14 @@ func (g *opGen) next() *op {
 		}
 	case "getxattr":
 		o.path = g.any()
-		o.name = g.pick(xattrNames)
+		o.name = g.pick(diffXattrNames)
 		o.size = 4096
 		if g.rng.IntN(4) == 0 {
 			o.size = 0 // size query
 		}
 	case "removexattr":
 		o.path = g.any()
-		o.name = g.pick(xattrNames)
+		o.name = g.pick(diffXattrNames)
 	}
 	return o
 }
@@ -788,14 +902,14 @@ func scanTree(t *testing.T, root string) map[string]entryInfo {
 		if err := unix.Lstat(p, &st); err != nil {
 			return err
 		}
-		e := entryInfo{stat: statString(&st), ino: st.Ino}
+		e := entryInfo{stat: diffStat(&st), ino: st.Ino}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
 			data, err := os.ReadFile(p)
 			if err != nil {
 				return err
 			}
-			e.content = digest(data)
+			e.content = diffDigest(data)
 		case unix.S_IFLNK:
 			target, err := os.Readlink(p)
 			if err != nil {
@@ -856,7 +970,7 @@ func compareTrees(t *testing.T, got, want string) {
 		wa, ok := a[p]
 		switch {
 		case !ok:
-			diffs = append(diffs, fmt.Sprintf("%q: missing in encvol", short(p)))
+			diffs = append(diffs, fmt.Sprintf("%q: missing in encvol", abbrev(p)))
 		case p == ".":
 			// The roots' own modes differ (mount root vs t.TempDir); compare xattrs only.
 			if wa.xattrs != wb.xattrs {
@@ -864,12 +978,12 @@ func compareTrees(t *testing.T, got, want string) {
 			}
 		case wa.stat != wb.stat || wa.content != wb.content || wa.xattrs != wb.xattrs:
 			diffs = append(diffs, fmt.Sprintf("%q:\n    encvol: %s | %s | %s\n    plain:  %s | %s | %s",
-				short(p), wa.stat, wa.content, wa.xattrs, wb.stat, wb.content, wb.xattrs))
+				abbrev(p), wa.stat, wa.content, wa.xattrs, wb.stat, wb.content, wb.xattrs))
 		}
 	}
 	for p := range a {
 		if _, ok := b[p]; !ok {
-			diffs = append(diffs, fmt.Sprintf("%q: only in encvol", short(p)))
+			diffs = append(diffs, fmt.Sprintf("%q: only in encvol", abbrev(p)))
 		}
 	}
 	ga, gb := linkGroups(a), linkGroups(b)

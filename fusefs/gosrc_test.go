@@ -19,9 +19,9 @@ import (
 	"github.com/encvol/encvol/keywrap/names"
 )
 
-// raceEnabled: the race detector slows the in-process daemon about tenfold,
+// goSrcRace: the race detector slows the in-process daemon about tenfold,
 // so a race build copies a subset of the tree.
-var raceEnabled = func() bool {
+var goSrcRace = func() bool {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "-race" && s.Value == "true" {
@@ -50,18 +50,18 @@ func TestGoSourceTree(t *testing.T) {
 		t.Fatalf("Go source tree: %v", err)
 	}
 	roots := []string{""}
-	if raceEnabled || testing.Short() {
+	if goSrcRace || testing.Short() {
 		roots = goSrcSubset
 	}
 	vol := mountTestVolume(t, fusefstest.Options{})
 
 	start := time.Now()
-	files, bytesCopied := copyTree(t, src, vol.Dir(), roots)
+	files, bytesCopied := goSrcCopyTree(t, src, vol.Dir(), roots)
 	t.Logf("copied %d files, %.1f MiB from %s (subset %v) in %v", files, float64(bytesCopied)/(1<<20), src, roots, time.Since(start).Round(time.Millisecond))
 
 	vol.Remount(t)
 	start = time.Now()
-	compared := diffTrees(t, src, vol.Dir(), roots)
+	compared := goSrcDiffTrees(t, src, vol.Dir(), roots)
 	t.Logf("after remount: %d paths identical in %v", compared, time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
@@ -90,7 +90,7 @@ func TestGoSourceTree(t *testing.T) {
 		leakFile = ss[0].file
 		break
 	}
-	if err := copyFile(leakFile, filepath.Join(ctl, "QUJDREVGR0hJSktM")); err != nil {
+	if err := goSrcCopyFile(leakFile, filepath.Join(ctl, "QUJDREVGR0hJSktM")); err != nil {
 		t.Fatalf("control: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(ctl, "x"+leakName), nil, 0o600); err != nil {
@@ -107,9 +107,9 @@ func TestGoSourceTree(t *testing.T) {
 	}
 }
 
-// copyTree copies the regular files, directories and symlinks below each
+// goSrcCopyTree copies the regular files, directories and symlinks below each
 // root of src to dst (4 writers), preserving permission bits.
-func copyTree(t *testing.T, src, dst string, roots []string) (files int, total int64) {
+func goSrcCopyTree(t *testing.T, src, dst string, roots []string) (files int, total int64) {
 	t.Helper()
 	type job struct{ from, to string }
 	var jobs []job
@@ -155,7 +155,7 @@ func copyTree(t *testing.T, src, dst string, roots []string) (files int, total i
 		go func() {
 			defer wg.Done()
 			for j := range ch {
-				if err := copyFile(j.from, j.to); err != nil {
+				if err := goSrcCopyFile(j.from, j.to); err != nil {
 					errs <- err
 					for range ch {
 					}
@@ -176,7 +176,7 @@ func copyTree(t *testing.T, src, dst string, roots []string) (files int, total i
 	return len(jobs), total
 }
 
-func copyFile(from, to string) error {
+func goSrcCopyFile(from, to string) error {
 	in, err := os.Open(from)
 	if err != nil {
 		return err
@@ -200,9 +200,9 @@ func copyFile(from, to string) error {
 	return nil
 }
 
-// diffTrees compares type, permission bits, size, content and symlink
+// goSrcDiffTrees compares type, permission bits, size, content and symlink
 // targets of every path below the roots, in both directions.
-func diffTrees(t *testing.T, src, mnt string, roots []string) int {
+func goSrcDiffTrees(t *testing.T, src, mnt string, roots []string) int {
 	t.Helper()
 	n := 0
 	seen := map[string]bool{}
@@ -217,7 +217,7 @@ func diffTrees(t *testing.T, src, mnt string, roots []string) int {
 			}
 			seen[rel] = true
 			n++
-			return comparePath(p, filepath.Join(mnt, rel))
+			return goSrcComparePath(p, filepath.Join(mnt, rel))
 		})
 		if err != nil {
 			t.Fatalf("diff: %v", err)
@@ -249,7 +249,7 @@ func isParentOfRoot(rel string, roots []string) bool {
 	return false
 }
 
-func comparePath(a, b string) error {
+func goSrcComparePath(a, b string) error {
 	fa, err := os.Lstat(a)
 	if err != nil {
 		return err
@@ -287,15 +287,15 @@ func comparePath(a, b string) error {
 	return nil
 }
 
-// runLen is the length of the content runs searched for in the backing files.
-const runLen = 64
+// leakRunLen is the length of the content runs searched for in the backing files.
+const leakRunLen = 64
 
-// rolling hash over runLen bytes: h = Σ b[i]·B^(runLen-1-i) mod 2^64.
+// rolling hash over leakRunLen bytes: h = Σ b[i]·B^(leakRunLen-1-i) mod 2^64.
 const hashBase = 1099511628211
 
-var hashBasePow = func() uint64 { // B^runLen
+var hashBasePow = func() uint64 { // B^leakRunLen
 	p := uint64(1)
-	for i := 0; i < runLen; i++ {
+	for i := 0; i < leakRunLen; i++ {
 		p *= hashBase
 	}
 	return p
@@ -303,24 +303,24 @@ var hashBasePow = func() uint64 { // B^runLen
 
 func runHash(b []byte) uint64 {
 	var h uint64
-	for _, c := range b[:runLen] {
+	for _, c := range b[:leakRunLen] {
 		h = h*hashBase + uint64(c)
 	}
 	return h
 }
 
-type sample struct {
+type leakSample struct {
 	file string
 	off  int64
-	data [runLen]byte
+	data [leakRunLen]byte
 }
 
 // plaintextIndex holds what the backing scan looks for.
 type plaintextIndex struct {
-	names    map[string]bool     // every plaintext name
-	prefixes map[string][]string // names of ≥ 8 bytes by their first 8 bytes
-	samples  map[uint64][]sample // content runs by rolling hash
-	filter   []uint64            // 2^24-bit prefilter on the rolling hash
+	names    map[string]bool         // every plaintext name
+	prefixes map[string][]string     // names of ≥ 8 bytes by their first 8 bytes
+	samples  map[uint64][]leakSample // content runs by rolling hash
+	filter   []uint64                // 2^24-bit prefilter on the rolling hash
 	n        int
 }
 
@@ -330,7 +330,7 @@ func samplePlaintext(t *testing.T, src string, roots []string) *plaintextIndex {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
 	pl := &plaintextIndex{names: map[string]bool{}, prefixes: map[string][]string{},
-		samples: map[uint64][]sample{}, filter: make([]uint64, 1<<18)}
+		samples: map[uint64][]leakSample{}, filter: make([]uint64, 1<<18)}
 	for _, r := range roots {
 		err := filepath.WalkDir(filepath.Join(src, r), func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -348,20 +348,20 @@ func samplePlaintext(t *testing.T, src string, roots []string) *plaintextIndex {
 			if err != nil {
 				return err
 			}
-			if len(data) < runLen {
+			if len(data) < leakRunLen {
 				return nil
 			}
-			k := min(16, len(data)/runLen)
+			k := min(16, len(data)/leakRunLen)
 			for i := 0; i < k; i++ {
 				off := 0
 				if i > 0 {
-					off = rng.IntN(len(data) - runLen + 1)
+					off = rng.IntN(len(data) - leakRunLen + 1)
 				}
-				run := data[off : off+runLen]
+				run := data[off : off+leakRunLen]
 				if distinctBytes(run) < 8 {
 					continue // zero padding and the like say nothing about a leak
 				}
-				s := sample{file: p, off: int64(off)}
+				s := leakSample{file: p, off: int64(off)}
 				copy(s.data[:], run)
 				h := runHash(run)
 				pl.samples[h] = append(pl.samples[h], s)
@@ -371,7 +371,7 @@ func samplePlaintext(t *testing.T, src string, roots []string) *plaintextIndex {
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("sample plaintext: %v", err)
+			t.Fatalf("leakSample plaintext: %v", err)
 		}
 	}
 	return pl
@@ -419,22 +419,22 @@ func (pl *plaintextIndex) scan(t *testing.T, dir string) (leaks []string, files 
 		}
 		files++
 		size += int64(len(data))
-		if len(data) < runLen {
+		if len(data) < leakRunLen {
 			return nil
 		}
 		h := runHash(data)
 		for i := 0; ; i++ {
 			if pl.filter[h>>40>>6]&(1<<(h>>40&63)) != 0 {
 				for _, s := range pl.samples[h] {
-					if bytes.Equal(data[i:i+runLen], s.data[:]) {
+					if bytes.Equal(data[i:i+leakRunLen], s.data[:]) {
 						leaks = append(leaks, fmt.Sprintf("backing file %s offset %d holds plaintext of %s offset %d", p, i, s.file, s.off))
 					}
 				}
 			}
-			if i+runLen >= len(data) {
+			if i+leakRunLen >= len(data) {
 				break
 			}
-			h = h*hashBase + uint64(data[i+runLen]) - uint64(data[i])*hashBasePow
+			h = h*hashBase + uint64(data[i+leakRunLen]) - uint64(data[i])*hashBasePow
 		}
 		return nil
 	})

@@ -114,10 +114,10 @@ func TestPosix(t *testing.T) {
 	}
 }
 
-// lockOutcome runs the lock sequence of posixtest.FcntlFlockLocksFile plus
+// posixLockOutcome runs the lock sequence of posixtest.FcntlFlockLocksFile plus
 // F_GETLK and the OFD-lock variant (which must conflict between descriptors
 // even within one process) and describes the results.
-func lockOutcome(t *testing.T, dir string) []string {
+func posixLockOutcome(t *testing.T, dir string) []string {
 	t.Helper()
 	fn := filepath.Join(dir, "lockfile")
 	f1, err := os.Create(fn)
@@ -153,7 +153,7 @@ func lockOutcome(t *testing.T, dir string) []string {
 	out = append(out, "setlk rd fd2: "+res(unix.FcntlFlock(f2.Fd(), unix.F_SETLK, &rlk)))
 	glk := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 0}
 	err = unix.FcntlFlock(f2.Fd(), unix.F_GETLK, &glk)
-	out = append(out, "getlk fd2: "+res(err)+" type "+lockType(glk.Type))
+	out = append(out, "getlk fd2: "+res(err)+" type "+posixLockType(glk.Type))
 	// OFD locks belong to the open file description: fd3 conflicts with fd1.
 	olk := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 10}
 	out = append(out, "ofd wr fd1: "+res(unix.FcntlFlock(f1.Fd(), unix.F_OFD_SETLK, &olk)))
@@ -161,7 +161,7 @@ func lockOutcome(t *testing.T, dir string) []string {
 	out = append(out, "ofd wr fd3 overlapping: "+res(unix.FcntlFlock(f3.Fd(), unix.F_OFD_SETLK, &olk2)))
 	ogl := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 0}
 	err = unix.FcntlFlock(f3.Fd(), unix.F_OFD_GETLK, &ogl)
-	out = append(out, "ofd getlk fd3: "+res(err)+" type "+lockType(ogl.Type))
+	out = append(out, "ofd getlk fd3: "+res(err)+" type "+posixLockType(ogl.Type))
 	olk3 := unix.Flock_t{Type: unix.F_WRLCK, Start: 20, Len: 10}
 	out = append(out, "ofd wr fd3 disjoint: "+res(unix.FcntlFlock(f3.Fd(), unix.F_OFD_SETLK, &olk3)))
 	// flock(2) locks, also per open file description.
@@ -170,7 +170,7 @@ func lockOutcome(t *testing.T, dir string) []string {
 	return out
 }
 
-func lockType(t int16) string {
+func posixLockType(t int16) string {
 	switch t {
 	case unix.F_RDLCK:
 		return "rdlck"
@@ -187,8 +187,8 @@ func lockType(t int16) string {
 // directory.
 func TestPosixLocksLikeLocalFS(t *testing.T) {
 	mnt, _, _ := fusefstest.MountTemp(t, fusefstest.Options{})
-	got := lockOutcome(t, mnt)
-	want := lockOutcome(t, t.TempDir())
+	got := posixLockOutcome(t, mnt)
+	want := posixLockOutcome(t, t.TempDir())
 	if len(got) != len(want) {
 		t.Fatalf("encvol: %q\nplain:  %q", got, want)
 	}

@@ -77,13 +77,7 @@ func randomToken(n int) (string, error) {
 // same name and parameters returns the existing grant. Grants on the service
 // key are refused: volumes that are shared need a customer key.
 func (s *Store) CreateGrant(ctx context.Context, principal string, in GrantInput) (grantID, grantToken string, err error) {
-	var keyID string
-	err = s.write(ctx, func(st *state, _ *storeLock) error {
-		k, err := s.resolve(st, in.KeyRef)
-		if err != nil {
-			return err
-		}
-		keyID = k.ID
+	err = s.keyWrite(ctx, principal, "CreateGrant", in.KeyRef, func(_ *state, k *keyRec) error {
 		if err := checkPrincipal(principal); err != nil {
 			return err
 		}
@@ -134,7 +128,7 @@ func (s *Store) CreateGrant(ctx context.Context, principal string, in GrantInput
 		grantID, grantToken = g.ID, g.Token
 		return nil
 	})
-	return grantID, grantToken, s.auditOp(principal, "CreateGrant", keyID, err)
+	return grantID, grantToken, err
 }
 
 func validateGrant(in *GrantInput) error {
@@ -233,13 +227,7 @@ func (s *Store) RevokeGrant(ctx context.Context, principal, keyRef, grantID stri
 // RetireGrant deletes a grant when principal is its retiring principal, a
 // grantee allowed RetireGrant by it, or the key owner.
 func (s *Store) RetireGrant(ctx context.Context, principal, keyRef, grantID string) error {
-	var keyID string
-	err := s.write(ctx, func(st *state, _ *storeLock) error {
-		k, err := s.resolve(st, keyRef)
-		if err != nil {
-			return err
-		}
-		keyID = k.ID
+	return s.keyWrite(ctx, principal, "RetireGrant", keyRef, func(_ *state, k *keyRec) error {
 		if err := checkPrincipal(principal); err != nil {
 			return err
 		}
@@ -255,7 +243,6 @@ func (s *Store) RetireGrant(ctx context.Context, principal, keyRef, grantID stri
 		}
 		return newErr(CodeInvalidGrantID, "Grant ID %s is not valid for %s", grantID, s.keyARN(k.ID))
 	})
-	return s.auditOp(principal, "RetireGrant", keyID, err)
 }
 
 func (s *Store) dropGrant(k *keyRec, grantID string) error {

@@ -75,17 +75,22 @@ func (s *Store) GetParametersForImport(ctx context.Context, principal, keyRef, w
 		if err != nil {
 			return err
 		}
-		// Check the key before spending a second on RSA key generation.
-		if err := s.read(ctx, func(st *state) error {
+		// The key is checked before spending a second on RSA key generation,
+		// and again under the write lock because it may change meanwhile.
+		importable := func(st *state) (*keyRec, error) {
 			k, err := s.resolve(st, keyRef)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			keyID = k.ID
 			if err := s.requireOwner(k, principal, "GetParametersForImport"); err != nil {
-				return err
+				return nil, err
 			}
-			return s.importableErr(k)
+			return k, s.importableErr(k)
+		}
+		if err := s.read(ctx, func(st *state) error {
+			_, err := importable(st)
+			return err
 		}); err != nil {
 			return err
 		}
@@ -107,15 +112,8 @@ func (s *Store) GetParametersForImport(ctx context.Context, principal, keyRef, w
 			return internalErr("import token", err)
 		}
 		return s.write(ctx, func(st *state, _ *storeLock) error {
-			k, err := s.resolve(st, keyRef)
+			k, err := importable(st)
 			if err != nil {
-				return err
-			}
-			keyID = k.ID
-			if err := s.requireOwner(k, principal, "GetParametersForImport"); err != nil {
-				return err
-			}
-			if err := s.importableErr(k); err != nil {
 				return err
 			}
 			idb, _ := uuidBytes(k.ID)

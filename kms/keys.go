@@ -358,15 +358,24 @@ func (s *Store) createKeyLocked(st *state, owner string, in CreateKeyInput, mana
 	return k, nil
 }
 
+// describable resolves keyRef for a read that needs DescribeKey permission.
+func (s *Store) describable(st *state, principal, keyRef string) (*keyRec, error) {
+	k, err := s.resolve(st, keyRef)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(k, principal, OpDescribeKey, nil); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
 // DescribeKey returns the key's metadata; it works in every key state.
 func (s *Store) DescribeKey(ctx context.Context, principal, keyRef string) (KeyMetadata, error) {
 	var md KeyMetadata
 	err := s.read(ctx, func(st *state) error {
-		k, err := s.resolve(st, keyRef)
+		k, err := s.describable(st, principal, keyRef)
 		if err != nil {
-			return err
-		}
-		if err := s.authorize(k, principal, OpDescribeKey, nil); err != nil {
 			return err
 		}
 		md = s.metadata(st, k)
@@ -398,9 +407,9 @@ func (s *Store) expired(k *keyRec) bool {
 	return k.State == StatePendingDeletion && k.DeletionDate != nil && !s.now().Before(*k.DeletionDate)
 }
 
-// adminWrite runs an owner-only state change on the key keyRef names and
-// writes its audit record.
-func (s *Store) adminWrite(ctx context.Context, principal, op, keyRef string, f func(st *state, k *keyRec) error) error {
+// keyWrite runs a state change on the key keyRef names and writes its
+// audit record; f decides who may make it.
+func (s *Store) keyWrite(ctx context.Context, principal, op, keyRef string, f func(st *state, k *keyRec) error) error {
 	var keyID string
 	err := s.write(ctx, func(st *state, _ *storeLock) error {
 		k, err := s.resolve(st, keyRef)
@@ -408,12 +417,20 @@ func (s *Store) adminWrite(ctx context.Context, principal, op, keyRef string, f 
 			return err
 		}
 		keyID = k.ID
+		return f(st, k)
+	})
+	return s.auditOp(principal, op, keyID, err)
+}
+
+// adminWrite runs an owner-only state change on the key keyRef names and
+// writes its audit record.
+func (s *Store) adminWrite(ctx context.Context, principal, op, keyRef string, f func(st *state, k *keyRec) error) error {
+	return s.keyWrite(ctx, principal, op, keyRef, func(st *state, k *keyRec) error {
 		if err := s.requireOwner(k, principal, op); err != nil {
 			return err
 		}
 		return f(st, k)
 	})
-	return s.auditOp(principal, op, keyID, err)
 }
 
 // EnableKey moves a Disabled key to Enabled (no-op when already Enabled).
@@ -594,11 +611,8 @@ func (s *Store) ListAliases(ctx context.Context, principal, keyRef string) ([]Al
 	err := s.read(ctx, func(st *state) error {
 		only := ""
 		if keyRef != "" {
-			k, err := s.resolve(st, keyRef)
+			k, err := s.describable(st, principal, keyRef)
 			if err != nil {
-				return err
-			}
-			if err := s.authorize(k, principal, OpDescribeKey, nil); err != nil {
 				return err
 			}
 			only = k.ID
@@ -624,13 +638,7 @@ func (s *Store) EnableKeyRotation(ctx context.Context, principal, keyRef string,
 		periodDays = DefaultRotationDays
 	}
 	return s.adminWrite(ctx, principal, "EnableKeyRotation", keyRef, func(_ *state, k *keyRec) error {
-		if k.Manager == KeyManagerAWS {
-			return s.serviceKeyRefusal(k, "have its rotation schedule changed (it rotates every year)")
-		}
-		if k.Origin == OriginExternal {
-			return s.externalRefusal(k)
-		}
-		if err := s.stateErr(k); err != nil {
+		if err := s.checkRotatable(k, "have its rotation schedule changed (it rotates every year)"); err != nil {
 			return err
 		}
 		if periodDays < MinRotationPeriodDays || periodDays > MaxRotationPeriodDays {
@@ -646,16 +654,23 @@ func (s *Store) externalRefusal(k *keyRec) error {
 	return newErr(CodeUnsupportedOperation, "%s origin is EXTERNAL which is not valid for this operation.", s.keyARN(k.ID))
 }
 
+// checkRotatable refuses a change to k's rotation: the service key rotates
+// on its own schedule (what names the refused change), EXTERNAL keys cannot
+// rotate, and the key must be Enabled.
+func (s *Store) checkRotatable(k *keyRec, what string) error {
+	if k.Manager == KeyManagerAWS {
+		return s.serviceKeyRefusal(k, what)
+	}
+	if k.Origin == OriginExternal {
+		return s.externalRefusal(k)
+	}
+	return s.stateErr(k)
+}
+
 // DisableKeyRotation turns automatic rotation off; existing versions stay.
 func (s *Store) DisableKeyRotation(ctx context.Context, principal, keyRef string) error {
 	return s.adminWrite(ctx, principal, "DisableKeyRotation", keyRef, func(_ *state, k *keyRec) error {
-		if k.Manager == KeyManagerAWS {
-			return s.serviceKeyRefusal(k, "have its rotation schedule changed (it rotates every year)")
-		}
-		if k.Origin == OriginExternal {
-			return s.externalRefusal(k)
-		}
-		if err := s.stateErr(k); err != nil {
+		if err := s.checkRotatable(k, "have its rotation schedule changed (it rotates every year)"); err != nil {
 			return err
 		}
 		if !k.RotationEnabled {
@@ -670,11 +685,8 @@ func (s *Store) DisableKeyRotation(ctx context.Context, principal, keyRef string
 func (s *Store) GetKeyRotationStatus(ctx context.Context, principal, keyRef string) (RotationStatus, error) {
 	var rs RotationStatus
 	err := s.read(ctx, func(st *state) error {
-		k, err := s.resolve(st, keyRef)
+		k, err := s.describable(st, principal, keyRef)
 		if err != nil {
-			return err
-		}
-		if err := s.authorize(k, principal, OpDescribeKey, nil); err != nil {
 			return err
 		}
 		if k.Origin == OriginExternal {
@@ -700,13 +712,7 @@ func (s *Store) GetKeyRotationStatus(ctx context.Context, principal, keyRef stri
 // key; refused for EXTERNAL keys and the service key.
 func (s *Store) RotateKeyOnDemand(ctx context.Context, principal, keyRef string) error {
 	return s.adminWrite(ctx, principal, "RotateKeyOnDemand", keyRef, func(_ *state, k *keyRec) error {
-		if k.Manager == KeyManagerAWS {
-			return s.serviceKeyRefusal(k, "be rotated on demand (it rotates every year)")
-		}
-		if k.Origin == OriginExternal {
-			return s.externalRefusal(k)
-		}
-		if err := s.stateErr(k); err != nil {
+		if err := s.checkRotatable(k, "be rotated on demand (it rotates every year)"); err != nil {
 			return err
 		}
 		if k.OnDemand >= MaxOnDemandRotations {

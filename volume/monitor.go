@@ -252,17 +252,21 @@ func (m *Monitor) setState(state string, gateOpen bool, cause string, latency ti
 	if !gateOpen {
 		ev = m.opt.Log.Warn()
 	}
-	gate := "closed"
-	if gateOpen {
-		gate = "open"
-	}
 	ev.Str("event", "key_transition").Str("volume", tr.Volume).Str("key_id", tr.KeyID).
 		Str("mountpoint", tr.Mountpoint).Str("old_state", old).Str("new_state", state).
-		Str("gate", gate).Str("cause", cause).Float64("latency_ms", float64(latency.Microseconds())/1000).
+		Str("gate", gateName(gateOpen)).Str("cause", cause).Float64("latency_ms", float64(latency.Microseconds())/1000).
 		Uint64("transitions", m.transitions).Msg("key state changed")
 	if m.opt.OnKeyEvent != "" {
 		m.runHook(tr)
 	}
+}
+
+// gateName is how logs, on_key_event and status name the gate's state.
+func gateName(open bool) string {
+	if open {
+		return "open"
+	}
+	return "closed"
 }
 
 // runHook runs on_key_event without holding up the gate.
@@ -273,16 +277,12 @@ func (m *Monitor) runHook(tr Transition) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", m.opt.OnKeyEvent)
-		gate := "closed"
-		if tr.GateOpen {
-			gate = "open"
-		}
 		cmd.Env = append(os.Environ(),
 			"ENCVOL_VOLUME="+tr.Volume,
 			"ENCVOL_KEY_ID="+tr.KeyID,
 			"ENCVOL_OLD_STATE="+tr.OldState,
 			"ENCVOL_NEW_STATE="+tr.NewState,
-			"ENCVOL_GATE="+gate,
+			"ENCVOL_GATE="+gateName(tr.GateOpen),
 			"ENCVOL_CAUSE="+tr.Cause,
 			"ENCVOL_MOUNTPOINT="+tr.Mountpoint,
 			"ENCVOL_BACKING="+m.opt.Backing,

@@ -485,7 +485,7 @@ func Verify(ctx context.Context, opt VerifyOptions) (rep *VerifyReport, err erro
 	rep.Scan, rep.Randomness = scan, rnd
 	rep.add("canary content", scan.ContentHits == 0 && scan.MarkerHits == 0,
 		"%d of %d probes (every 32-byte run of the %d-byte canary + its marker) found in %d files, %s scanned in %.0f ms",
-		scan.ContentHits+scan.MarkerHits, scan.Probes-1, c.report.Size, scan.Files, humanBytes(scan.Bytes), scan.DurationMS)
+		scan.ContentHits+scan.MarkerHits, scan.Probes-1, c.report.Size, scan.Files, HumanBytes(scan.Bytes), scan.DurationMS)
 	if h.NameMode == NameModePlaintext {
 		rep.skip("canary name", "volume stores names in plaintext (created with --plaintext-names): %d backing names contain the canary name", scan.FileNameHits)
 	} else {
@@ -495,7 +495,7 @@ func Verify(ctx context.Context, opt VerifyOptions) (rep *VerifyReport, err erro
 	randomOK := rnd.Bytes >= minRandomnessBytes && rnd.PValue >= minPValue && rnd.CompressRatio >= minCompressRatio
 	rep.add("randomness", randomOK,
 		"chi-square %.1f (%d df, p = %.3g), entropy %.4f bits/byte, deflate ratio %.4f over %s in %d sectors of %d files (%d holes skipped)",
-		rnd.ChiSquare, rnd.DegreesOfFreedom, rnd.PValue, rnd.Entropy, rnd.CompressRatio, humanBytes(rnd.Bytes), rnd.Sectors, rnd.Files, rnd.HoleSectors)
+		rnd.ChiSquare, rnd.DegreesOfFreedom, rnd.PValue, rnd.Entropy, rnd.CompressRatio, HumanBytes(rnd.Bytes), rnd.Sectors, rnd.Files, rnd.HoleSectors)
 
 	if opt.Drill {
 		d := &DrillReport{KeyID: keyInfo.KeyID, KeyARN: keyInfo.Arn, OnRevoke: opt.OnRevoke, KeyCheckInterval: ms(opt.KeyCheckInterval),
@@ -1191,12 +1191,14 @@ func firstLine(s string) string {
 	return s
 }
 
-func humanBytes(n int64) string {
+// HumanBytes renders a byte count in binary units with one decimal
+// ("512 B", "1.5 KiB", "3.0 GiB").
+func HumanBytes[N ~int64 | ~uint64](n N) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
 	}
-	div, exp := int64(unit), 0
+	div, exp := N(unit), 0
 	for m := n / unit; m >= unit; m /= unit {
 		div *= unit
 		exp++

@@ -118,6 +118,23 @@ func printJSON(w io.Writer, v any) error {
 
 func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
 
+// printList prints items as a JSON array (never null) or as a table: the
+// header line, then row's line for each item.
+func printList[T any](w io.Writer, asJSON bool, items []T, header string, row func(tw io.Writer, item T)) error {
+	if asJSON {
+		if items == nil {
+			items = []T{}
+		}
+		return printJSON(w, items)
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		row(tw, it)
+	}
+	return tw.Flush()
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -257,6 +274,27 @@ type stateChange struct {
 	Note      string                `json:"note,omitempty"`
 }
 
+// changeKey runs change on key and returns the key as it is afterwards.
+func (a *app) changeKey(ctx context.Context, adm kmsclient.Admin, key, name string, change func() error) (kmsclient.KeyInfo, error) {
+	if err := change(); err != nil {
+		return kmsclient.KeyInfo{}, a.withRemedy(err, key, name)
+	}
+	k, err := adm.DescribeKey(ctx, key)
+	if err != nil {
+		return k, a.withRemedy(err, key, name)
+	}
+	return k, nil
+}
+
+// report prints v as JSON with --json, else the sentence format makes.
+func (a *app) report(o *kmsOpts, v any, format string, args ...any) error {
+	if o.asJSON {
+		return printJSON(a.stdout, v)
+	}
+	fmt.Fprintf(a.stdout, format+"\n", args...)
+	return nil
+}
+
 func (a *app) reportChange(o *kmsOpts, ch stateChange, text string) error {
 	if o.asJSON {
 		return printJSON(a.stdout, ch)
@@ -279,13 +317,9 @@ func stateVerb(a *app, use, short string, do func(ctx context.Context, adm kmscl
 		RunE: func(cmd *cobra.Command, args []string) error {
 			verb := strings.Fields(use)[0]
 			return o.withKMS(cmd, a, func(ctx context.Context, adm kmsclient.Admin, name string) error {
-				key := args[0]
-				if err := do(ctx, adm, key); err != nil {
-					return a.withRemedy(err, key, name)
-				}
-				k, err := adm.DescribeKey(ctx, key)
+				k, err := a.changeKey(ctx, adm, args[0], name, func() error { return do(ctx, adm, args[0]) })
 				if err != nil {
-					return a.withRemedy(err, key, name)
+					return err
 				}
 				a.log.Debug().Str("op", verb).Str("key_id", k.Arn).Str("state", k.State).Msg("key changed")
 				text, note := msg(k, name)
@@ -366,12 +400,9 @@ enable-key undoes it.`,
 			return o.withKMS(cmd, a, func(ctx context.Context, adm kmsclient.Admin, name string) error {
 				uses, note := volumesUsing(ctx, adm, key, name)
 				a.warnVolumes(uses, key, "their mounts will refuse I/O and they cannot be mounted until the key is enabled again")
-				if err := adm.DisableKey(ctx, key); err != nil {
-					return a.withRemedy(err, key, name)
-				}
-				k, err := adm.DescribeKey(ctx, key)
+				k, err := a.changeKey(ctx, adm, key, name, func() error { return adm.DisableKey(ctx, key) })
 				if err != nil {
-					return a.withRemedy(err, key, name)
+					return err
 				}
 				a.log.Debug().Str("op", "disable-key").Str("key_id", k.Arn).Msg("key disabled")
 				return a.reportChange(&o, stateChange{KeyID: k.KeyID, Arn: k.Arn, Operation: "disable-key", State: k.State, Volumes: uses, Note: note},
@@ -404,13 +435,13 @@ volume under it is lost for good. cancel-key-deletion undoes it until then.`,
 			return o.withKMS(cmd, a, func(ctx context.Context, adm kmsclient.Admin, name string) error {
 				uses, note := volumesUsing(ctx, adm, key, name)
 				a.warnVolumes(uses, key, "they become unreadable now and are lost for good when the key is deleted")
-				when, err := adm.ScheduleKeyDeletion(ctx, key, days)
+				var when time.Time
+				k, err := a.changeKey(ctx, adm, key, name, func() (err error) {
+					when, err = adm.ScheduleKeyDeletion(ctx, key, days)
+					return err
+				})
 				if err != nil {
-					return a.withRemedy(err, key, name)
-				}
-				k, err := adm.DescribeKey(ctx, key)
-				if err != nil {
-					return a.withRemedy(err, key, name)
+					return err
 				}
 				a.log.Debug().Str("op", "schedule-key-deletion").Str("key_id", k.Arn).Time("deletion_date", when).Msg("key deletion scheduled")
 				return a.reportChange(&o, stateChange{KeyID: k.KeyID, Arn: k.Arn, Operation: "schedule-key-deletion", State: k.State, Deletion: &when, Volumes: uses, Note: note},
@@ -449,19 +480,10 @@ func kmsListKeysCommand(a *app) *cobra.Command {
 					}
 				}
 				sort.SliceStable(keys, func(i, j int) bool { return keys[i].Created.Before(keys[j].Created) })
-				if o.asJSON {
-					if keys == nil {
-						keys = []kmsclient.KeyInfo{}
-					}
-					return printJSON(a.stdout, keys)
-				}
-				tw := newTable(a.stdout)
-				fmt.Fprintln(tw, "KEY ID\tSTATE\tORIGIN\tMANAGER\tCREATED\tALIASES\tDESCRIPTION")
-				for _, k := range keys {
+				return printList(a.stdout, o.asJSON, keys, "KEY ID\tSTATE\tORIGIN\tMANAGER\tCREATED\tALIASES\tDESCRIPTION", func(tw io.Writer, k kmsclient.KeyInfo) {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.KeyID, orDash(k.State), orDash(k.Origin), orDash(k.KeyManager),
 						fmtTime(k.Created), orDash(strings.Join(k.Aliases, ",")), orDash(k.Description))
-				}
-				return tw.Flush()
+				})
 			})
 		},
 	}
@@ -496,34 +518,18 @@ a local KMS whose path is the store that ` + "`encvol kms serve --store`" + ` us
 					recs = recs[len(recs)-limit:]
 				}
 				if volumes {
-					uses := kmsclient.VolumesUsingKey(recs, time.Time{})
-					if o.asJSON {
-						return printJSON(a.stdout, uses)
-					}
-					tw := newTable(a.stdout)
-					fmt.Fprintln(tw, "VOLUME\tUSES\tLAST USED\tLAST OPERATION\tPRINCIPAL")
-					for _, u := range uses {
+					return printList(a.stdout, o.asJSON, kmsclient.VolumesUsingKey(recs, time.Time{}), "VOLUME\tUSES\tLAST USED\tLAST OPERATION\tPRINCIPAL", func(tw io.Writer, u kmsclient.VolumeUse) {
 						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", u.VolumeID, u.Uses, fmtTime(u.LastUsed), u.LastOp, u.Principal)
-					}
-					return tw.Flush()
+					})
 				}
-				if o.asJSON {
-					if recs == nil {
-						recs = []kmsclient.AuditRecord{}
-					}
-					return printJSON(a.stdout, recs)
-				}
-				tw := newTable(a.stdout)
-				fmt.Fprintln(tw, "TIME\tPRINCIPAL\tOPERATION\tKEY\tVERSION\tCONTEXT\tRESULT")
-				for _, r := range recs {
+				return printList(a.stdout, o.asJSON, recs, "TIME\tPRINCIPAL\tOPERATION\tKEY\tVERSION\tCONTEXT\tRESULT", func(tw io.Writer, r kmsclient.AuditRecord) {
 					ver := "-"
 					if r.KeyVersion > 0 {
 						ver = fmt.Sprint(r.KeyVersion)
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(r.Time), orDash(r.Principal), r.Operation,
 						orDash(r.KeyID), ver, orDash(formatContext(r.EncryptionContext)), r.Result)
-				}
-				return tw.Flush()
+				})
 			})
 		},
 	}
@@ -566,11 +572,7 @@ func kmsCreateAliasCommand(a *app) *cobra.Command {
 				if err != nil {
 					return a.withRemedy(err, alias, name)
 				}
-				if o.asJSON {
-					return printJSON(a.stdout, kmsclient.AliasInfo{Name: alias, TargetKeyID: k.KeyID})
-				}
-				fmt.Fprintf(a.stdout, "Alias %s now names key %s.\n", alias, k.KeyID)
-				return nil
+				return a.report(&o, kmsclient.AliasInfo{Name: alias, TargetKeyID: k.KeyID}, "Alias %s now names key %s.", alias, k.KeyID)
 			})
 		},
 	}
@@ -591,18 +593,9 @@ func kmsListAliasesCommand(a *app) *cobra.Command {
 				if err != nil {
 					return a.withRemedy(err, key, name)
 				}
-				if o.asJSON {
-					if as == nil {
-						as = []kmsclient.AliasInfo{}
-					}
-					return printJSON(a.stdout, as)
-				}
-				tw := newTable(a.stdout)
-				fmt.Fprintln(tw, "ALIAS\tKEY ID")
-				for _, al := range as {
+				return printList(a.stdout, o.asJSON, as, "ALIAS\tKEY ID", func(tw io.Writer, al kmsclient.AliasInfo) {
 					fmt.Fprintf(tw, "%s\t%s\n", al.Name, orDash(al.TargetKeyID))
-				}
-				return tw.Flush()
+				})
 			})
 		},
 	}
@@ -645,11 +638,8 @@ next key check.`,
 					return a.withRemedy(err, in.KeyRef, name)
 				}
 				a.log.Debug().Str("op", "create-grant").Str("key_id", in.KeyRef).Str("grant_id", id).Msg("grant created")
-				if o.asJSON {
-					return printJSON(a.stdout, map[string]any{"grant_id": id, "key": in.KeyRef, "grantee": in.Grantee, "operations": in.Operations})
-				}
-				fmt.Fprintf(a.stdout, "Grant %s lets %s use key %s for %s.\n", id, in.Grantee, in.KeyRef, strings.Join(in.Operations, ", "))
-				return nil
+				return a.report(&o, map[string]any{"grant_id": id, "key": in.KeyRef, "grantee": in.Grantee, "operations": in.Operations},
+					"Grant %s lets %s use key %s for %s.", id, in.Grantee, in.KeyRef, strings.Join(in.Operations, ", "))
 			})
 		},
 	}
@@ -673,18 +663,9 @@ func kmsListGrantsCommand(a *app) *cobra.Command {
 				if err != nil {
 					return a.withRemedy(err, args[0], name)
 				}
-				if o.asJSON {
-					if gs == nil {
-						gs = []kmsclient.GrantInfo{}
-					}
-					return printJSON(a.stdout, gs)
-				}
-				tw := newTable(a.stdout)
-				fmt.Fprintln(tw, "GRANT ID\tGRANTEE\tOPERATIONS\tCREATED\tNAME")
-				for _, g := range gs {
+				return printList(a.stdout, o.asJSON, gs, "GRANT ID\tGRANTEE\tOPERATIONS\tCREATED\tNAME", func(tw io.Writer, g kmsclient.GrantInfo) {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", g.GrantID, g.Grantee, strings.Join(g.Operations, ","), fmtTime(g.Created), orDash(g.Name))
-				}
-				return tw.Flush()
+				})
 			})
 		},
 	}
@@ -704,11 +685,7 @@ func kmsRevokeGrantCommand(a *app) *cobra.Command {
 				if err := adm.RevokeGrant(ctx, key, id); err != nil {
 					return a.withRemedy(err, key, name)
 				}
-				if o.asJSON {
-					return printJSON(a.stdout, map[string]string{"grant_id": id, "key": key, "operation": "revoke-grant"})
-				}
-				fmt.Fprintf(a.stdout, "Grant %s on key %s revoked.\n", id, key)
-				return nil
+				return a.report(&o, map[string]string{"grant_id": id, "key": key, "operation": "revoke-grant"}, "Grant %s on key %s revoked.", id, key)
 			})
 		},
 	}
@@ -743,12 +720,9 @@ only the same material brings its volumes back.`,
 			}
 			key := args[0]
 			return o.withKMS(cmd, a, func(ctx context.Context, adm kmsclient.Admin, name string) error {
-				if err := kmsclient.ImportRawKeyMaterial(ctx, adm, key, material); err != nil {
-					return a.withRemedy(err, key, name)
-				}
-				k, err := adm.DescribeKey(ctx, key)
+				k, err := a.changeKey(ctx, adm, key, name, func() error { return kmsclient.ImportRawKeyMaterial(ctx, adm, key, material) })
 				if err != nil {
-					return a.withRemedy(err, key, name)
+					return err
 				}
 				a.log.Debug().Str("op", "import-key-material").Str("key_id", k.Arn).Msg("key material imported")
 				return a.reportChange(&o, stateChange{KeyID: k.KeyID, Arn: k.Arn, Operation: "import-key-material", State: k.State},

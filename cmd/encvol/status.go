@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,7 +34,7 @@ func newStatusCommand(a *app) *cobra.Command {
 					return fmt.Errorf("status of %s: %w", mp, err)
 				}
 				if asJSON {
-					return writeJSON(a, st)
+					return printJSON(a.stdout, st)
 				}
 				printStatusLong(a, st)
 				return nil
@@ -61,17 +59,17 @@ func newStatusCommand(a *app) *cobra.Command {
 				if list == nil {
 					list = []*volume.Status{}
 				}
-				return writeJSON(a, list)
+				return printJSON(a.stdout, list)
 			}
 			if len(list) == 0 {
 				fmt.Fprintln(a.stdout, "no encvol volumes are mounted")
 				return nil
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			tw := newTable(a.stdout)
 			fmt.Fprintln(tw, "MOUNTPOINT\tVOLUME\tKEY\tKEY STATE\tGATE\tLAST CHECK\tTRANSITIONS\tREAD\tWRITTEN\tPID")
 			for _, st := range list {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", st.Mountpoint, st.VolumeID, st.KeyID, st.KeyState,
-					st.Gate, ago(st.LastCheck), st.Transitions, bytesHuman(st.IO.BytesRead), bytesHuman(st.IO.BytesWritten), st.PID)
+					st.Gate, ago(st.LastCheck), st.Transitions, volume.HumanBytes(st.IO.BytesRead), volume.HumanBytes(st.IO.BytesWritten), st.PID)
 			}
 			return tw.Flush()
 		},
@@ -80,14 +78,8 @@ func newStatusCommand(a *app) *cobra.Command {
 	return cmd
 }
 
-func writeJSON(a *app, v any) error {
-	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func printStatusLong(a *app, st *volume.Status) {
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	tw := newTable(a.stdout)
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
 	row("mountpoint", st.Mountpoint)
 	if st.Name != "" {
@@ -107,8 +99,8 @@ func printStatusLong(a *app, st *volume.Status) {
 	row("checks / transitions", fmt.Sprintf("%d / %d", st.Checks, st.Transitions))
 	row("check interval / grace", st.KeyCheckInterval+" / "+st.OfflineGrace)
 	row("on revoke", st.OnRevoke)
-	row("read", fmt.Sprintf("%s in %d calls", bytesHuman(st.IO.BytesRead), st.IO.Reads))
-	row("written", fmt.Sprintf("%s in %d calls", bytesHuman(st.IO.BytesWritten), st.IO.Writes))
+	row("read", fmt.Sprintf("%s in %d calls", volume.HumanBytes(st.IO.BytesRead), st.IO.Reads))
+	row("written", fmt.Sprintf("%s in %d calls", volume.HumanBytes(st.IO.BytesWritten), st.IO.Writes))
 	row("errors / refused", fmt.Sprintf("%d / %d", st.IO.Errors, st.IO.GateRefusals))
 	row("daemon", fmt.Sprintf("pid %d since %s", st.PID, st.Started.Format(time.RFC3339)))
 	if st.LogFile != "" {
@@ -122,17 +114,4 @@ func ago(t time.Time) string {
 		return "never"
 	}
 	return time.Since(t).Round(100*time.Millisecond).String() + " ago"
-}
-
-func bytesHuman(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -82,23 +82,23 @@ func (s *Server) operations() map[string]opFunc {
 		"CreateKey":                       op(s.createKey),
 		"DescribeKey":                     op(s.describeKey),
 		"ListKeys":                        op(s.listKeys),
-		"EnableKey":                       op(s.enableKey),
-		"DisableKey":                      op(s.disableKey),
+		"EnableKey":                       keyOp(s.store.EnableKey),
+		"DisableKey":                      keyOp(s.store.DisableKey),
 		"ScheduleKeyDeletion":             op(s.scheduleKeyDeletion),
-		"CancelKeyDeletion":               op(s.cancelKeyDeletion),
+		"CancelKeyDeletion":               s.keyOpARN(s.store.CancelKeyDeletion),
 		"GenerateDataKey":                 op(s.generateDataKey),
 		"GenerateDataKeyWithoutPlaintext": op(s.generateDataKeyWithoutPlaintext),
 		"Encrypt":                         op(s.encrypt),
 		"Decrypt":                         op(s.decrypt),
 		"ReEncrypt":                       op(s.reEncrypt),
-		"CreateAlias":                     op(s.createAlias),
-		"UpdateAlias":                     op(s.updateAlias),
+		"CreateAlias":                     aliasOp(s.store.CreateAlias),
+		"UpdateAlias":                     aliasOp(s.store.UpdateAlias),
 		"DeleteAlias":                     op(s.deleteAlias),
 		"ListAliases":                     op(s.listAliases),
 		"EnableKeyRotation":               op(s.enableKeyRotation),
-		"DisableKeyRotation":              op(s.disableKeyRotation),
+		"DisableKeyRotation":              keyOp(s.store.DisableKeyRotation),
 		"GetKeyRotationStatus":            op(s.getKeyRotationStatus),
-		"RotateKeyOnDemand":               op(s.rotateKeyOnDemand),
+		"RotateKeyOnDemand":               s.keyOpARN(s.store.RotateKeyOnDemand),
 		"GetParametersForImport":          op(s.getParametersForImport),
 		"ImportKeyMaterial":               op(s.importKeyMaterial),
 		"CreateGrant":                     op(s.createGrant),
@@ -189,6 +189,34 @@ type keyIDInput struct {
 
 type keyIDOutput struct {
 	KeyId string `json:"KeyId"`
+}
+
+// keyOp serves an operation whose input is just KeyId and whose answer is
+// empty; do is the store call.
+func keyOp(do func(ctx context.Context, principal, keyRef string) error) opFunc {
+	return op(func(ctx context.Context, p string, in *keyIDInput, rl *reqLog) (any, error) {
+		if in.KeyId == "" {
+			return nil, required("keyId")
+		}
+		rl.keyID = in.KeyId
+		return empty{}, do(ctx, p, in.KeyId)
+	})
+}
+
+// keyOpARN is keyOp for the operations whose answer is the key's ARN.
+func (s *Server) keyOpARN(do func(ctx context.Context, principal, keyRef string) error) opFunc {
+	return op(func(ctx context.Context, p string, in *keyIDInput, rl *reqLog) (any, error) {
+		if in.KeyId == "" {
+			return nil, required("keyId")
+		}
+		rl.keyID = in.KeyId
+		if err := do(ctx, p, in.KeyId); err != nil {
+			return nil, err
+		}
+		arn := s.arnOf(ctx, p, in.KeyId)
+		rl.keyID = arn
+		return keyIDOutput{KeyId: arn}, nil
+	})
 }
 
 // arnOf returns the ARN of keyRef for responses that carry it, falling back
@@ -333,22 +361,6 @@ func (s *Server) listKeys(ctx context.Context, p string, in *listInput, _ *reqLo
 	return out, nil
 }
 
-func (s *Server) enableKey(ctx context.Context, p string, in *keyIDInput, rl *reqLog) (any, error) {
-	if in.KeyId == "" {
-		return nil, required("keyId")
-	}
-	rl.keyID = in.KeyId
-	return empty{}, s.store.EnableKey(ctx, p, in.KeyId)
-}
-
-func (s *Server) disableKey(ctx context.Context, p string, in *keyIDInput, rl *reqLog) (any, error) {
-	if in.KeyId == "" {
-		return nil, required("keyId")
-	}
-	rl.keyID = in.KeyId
-	return empty{}, s.store.DisableKey(ctx, p, in.KeyId)
-}
-
 type scheduleDeletionInput struct {
 	KeyId               string `json:"KeyId"`
 	PendingWindowInDays *int   `json:"PendingWindowInDays"`
@@ -377,19 +389,6 @@ func (s *Server) scheduleKeyDeletion(ctx context.Context, p string, in *schedule
 	arn := s.arnOf(ctx, p, in.KeyId)
 	rl.keyID = arn
 	return scheduleDeletionOutput{KeyId: arn, DeletionDate: epoch(when), KeyState: kms.StatePendingDeletion, PendingWindowInDays: days}, nil
-}
-
-func (s *Server) cancelKeyDeletion(ctx context.Context, p string, in *keyIDInput, rl *reqLog) (any, error) {
-	if in.KeyId == "" {
-		return nil, required("keyId")
-	}
-	rl.keyID = in.KeyId
-	if err := s.store.CancelKeyDeletion(ctx, p, in.KeyId); err != nil {
-		return nil, err
-	}
-	arn := s.arnOf(ctx, p, in.KeyId)
-	rl.keyID = arn
-	return keyIDOutput{KeyId: arn}, nil
 }
 
 // ---- cryptographic operations ----
@@ -629,26 +628,19 @@ type aliasInput struct {
 	TargetKeyId string `json:"TargetKeyId"`
 }
 
-func (s *Server) createAlias(ctx context.Context, p string, in *aliasInput, rl *reqLog) (any, error) {
-	switch {
-	case in.AliasName == "":
-		return nil, required("aliasName")
-	case in.TargetKeyId == "":
-		return nil, required("targetKeyId")
-	}
-	rl.keyID = in.TargetKeyId
-	return empty{}, s.store.CreateAlias(ctx, p, in.AliasName, in.TargetKeyId)
-}
-
-func (s *Server) updateAlias(ctx context.Context, p string, in *aliasInput, rl *reqLog) (any, error) {
-	switch {
-	case in.AliasName == "":
-		return nil, required("aliasName")
-	case in.TargetKeyId == "":
-		return nil, required("targetKeyId")
-	}
-	rl.keyID = in.TargetKeyId
-	return empty{}, s.store.UpdateAlias(ctx, p, in.AliasName, in.TargetKeyId)
+// aliasOp serves CreateAlias and UpdateAlias, which differ only in the
+// store call do.
+func aliasOp(do func(ctx context.Context, principal, alias, targetKeyRef string) error) opFunc {
+	return op(func(ctx context.Context, p string, in *aliasInput, rl *reqLog) (any, error) {
+		switch {
+		case in.AliasName == "":
+			return nil, required("aliasName")
+		case in.TargetKeyId == "":
+			return nil, required("targetKeyId")
+		}
+		rl.keyID = in.TargetKeyId
+		return empty{}, do(ctx, p, in.AliasName, in.TargetKeyId)
+	})
 }
 
 func (s *Server) deleteAlias(ctx context.Context, p string, in *aliasInput, rl *reqLog) (any, error) {
@@ -712,14 +704,6 @@ func (s *Server) enableKeyRotation(ctx context.Context, p string, in *enableRota
 	return empty{}, s.store.EnableKeyRotation(ctx, p, in.KeyId, days)
 }
 
-func (s *Server) disableKeyRotation(ctx context.Context, p string, in *keyIDInput, rl *reqLog) (any, error) {
-	if in.KeyId == "" {
-		return nil, required("keyId")
-	}
-	rl.keyID = in.KeyId
-	return empty{}, s.store.DisableKeyRotation(ctx, p, in.KeyId)
-}
-
 type rotationStatusOutput struct {
 	KeyRotationEnabled        bool     `json:"KeyRotationEnabled"`
 	KeyId                     string   `json:"KeyId"`
@@ -748,19 +732,6 @@ func (s *Server) getKeyRotationStatus(ctx context.Context, p string, in *keyIDIn
 	}
 	rl.keyID = out.KeyId
 	return out, nil
-}
-
-func (s *Server) rotateKeyOnDemand(ctx context.Context, p string, in *keyIDInput, rl *reqLog) (any, error) {
-	if in.KeyId == "" {
-		return nil, required("keyId")
-	}
-	rl.keyID = in.KeyId
-	if err := s.store.RotateKeyOnDemand(ctx, p, in.KeyId); err != nil {
-		return nil, err
-	}
-	arn := s.arnOf(ctx, p, in.KeyId)
-	rl.keyID = arn
-	return keyIDOutput{KeyId: arn}, nil
 }
 
 // ---- import (BYOK) ----
