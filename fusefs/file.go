@@ -85,13 +85,23 @@ func (n *Node) attach(k *Keys, path string, fd int, flags uint32) (*handle, sysc
 func (n *Node) newHandle(k *Keys, path string, flags uint32) (*handle, syscall.Errno) {
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY
 	h := &handle{n: n, write: write, sync: flags&(unix.O_SYNC|unix.O_DSYNC) != 0}
-	if flags&unix.O_TRUNC != 0 && write {
+	if flags&unix.O_TRUNC != 0 && write && !n.emptyLocked() {
 		if err := n.of.f.Truncate(k.Content, 0); err != nil {
 			n.detachLocked()
 			return nil, n.fsys.errno(err, "open", path)
 		}
 	}
 	return h, 0
+}
+
+// emptyLocked reports whether the backing file has no bytes at all, so an
+// O_TRUNC open (every file tar or an editor creates) has nothing to do:
+// truncating anyway costs an fstat and an ftruncate, and the ftruncate would
+// move mtime past what Create just reported to the kernel. Caller holds
+// n.content and n.of is set.
+func (n *Node) emptyLocked() bool {
+	var st unix.Statx_t
+	return statxFd(n.of.fd, &st) == nil && st.Size == 0
 }
 
 // detachLocked drops one handle; the last one closes the backing file.

@@ -100,6 +100,7 @@ type FS struct {
 
 	bufPool sync.Pool
 	dirs    dirCache
+	names   nameCache // backing names from Readdir for the lookups that follow
 }
 
 // New checks the backing directory and returns a file system ready to mount.
@@ -207,7 +208,6 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	// See killpriv.go: saves a GETXATTR round trip per write(2).
 	opts.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
-	expTweak(opts) // EXPERIMENT-REMOVE
 	raw := &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
@@ -223,6 +223,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	go func() {
 		srv.Wait()
 		f.dirs.clear()
+		f.names.clear()
 	}()
 	return srv, nil
 }
@@ -245,6 +246,7 @@ func (f *FS) Counters() Counters {
 // served from kernel memory afterwards. It must not be called from inside a
 // FUSE request handler.
 func (f *FS) InvalidateAll() {
+	f.names.clear()
 	if f.server.Load() == nil {
 		return
 	}

@@ -231,6 +231,13 @@ func (c *childOp) done() {
 }
 
 func (n *Node) child(ctx context.Context, op, name string) (*childOp, syscall.Errno) {
+	return n.childWith(ctx, op, name, false)
+}
+
+// childWith is child; with fromReaddir a backing name that Readdir just
+// decrypted is used instead of encrypting name again (c.long stays empty,
+// so only for operations that do not create the name).
+func (n *Node) childWith(ctx context.Context, op, name string, fromReaddir bool) (*childOp, syscall.Errno) {
 	if len(name) > nameMax {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -245,6 +252,12 @@ func (n *Node) child(ctx context.Context, op, name string) (*childOp, syscall.Er
 		return nil, n.fsys.errno(err, op, name)
 	}
 	c.d = d
+	if fromReaddir {
+		if b, ok := n.fsys.names.take(n, name); ok {
+			c.bname = b
+			return c, 0
+		}
+	}
 	b, long, err := k.Names.EncryptName(d.id, name)
 	if err != nil {
 		c.done()
@@ -320,7 +333,7 @@ func readlinkAt(dirfd int, name string) (string, error) {
 
 // Lookup finds name in the directory.
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	c, errno := n.child(ctx, "lookup", name)
+	c, errno := n.childWith(ctx, "lookup", name, true)
 	if errno != 0 {
 		return nil, errno
 	}

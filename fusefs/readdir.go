@@ -90,6 +90,9 @@ func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			if ino == 1 {
 				ino = 1<<63 | 1
 			}
+			if !n.fsys.plaintext {
+				n.fsys.names.put(n, plain, bname)
+			}
 			entries = append(entries, fuse.DirEntry{Name: plain, Mode: dtypeMode(typ), Ino: ino})
 		}
 	}

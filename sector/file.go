@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -161,11 +162,25 @@ func (f *File) readChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []b
 	start := f.storedOffset(i0)
 	endLen := min(S, size-(i1-1)*S) + Overhead
 	buf := bufs.sealed[:f.storedOffset(i1-1)+endLen-start]
-	if _, err := f.f.ReadAt(buf, start); err != nil {
-		if errors.Is(err, io.EOF) {
-			return 0, fmt.Errorf("sector: read %s sectors %d-%d: backing file shrank: %w", f.path, i0, i1-1, io.ErrUnexpectedEOF)
+	// load reads the stored sectors [j0, j1) into their place in buf.
+	load := func(j0, j1 int64) error {
+		lo, hi := (j0-i0)*f.stored, int64(len(buf))
+		if j1 < i1 {
+			hi = (j1 - i0) * f.stored
 		}
-		return 0, fmt.Errorf("sector: read %s sectors %d-%d: %w", f.path, i0, i1-1, err)
+		if _, err := f.f.ReadAt(buf[lo:hi], start+lo); err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("sector: read %s sectors %d-%d: backing file shrank: %w", f.path, j0, j1-1, io.ErrUnexpectedEOF)
+			}
+			return fmt.Errorf("sector: read %s sectors %d-%d: %w", f.path, j0, j1-1, err)
+		}
+		return nil
+	}
+	mid := f.splitAt(i0, i1)
+	if mid == i1 {
+		if err := load(i0, i1); err != nil {
+			return 0, err
+		}
 	}
 	if err := c.rlock(); err != nil {
 		f.ref.Store(nil)
@@ -178,28 +193,67 @@ func (f *File) readChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []b
 		return 0, ErrClosed
 	}
 	end := off + int64(len(p))
-	n := 0
-	for i := i0; i < i1; i++ {
-		secStart := i * S
-		plainLen := min(S, size-secStart)
-		st := buf[(i-i0)*f.stored:]
-		st = st[:plainLen+Overhead]
-		lo, hi := max(off, secStart), min(end, secStart+plainLen)
-		fillAAD(bufs.aad, &h.id, i)
-		if lo == secStart && hi == secStart+plainLen {
-			if err := openOne(aead, p[lo-off:hi-off], st, bufs.aad); err != nil {
-				return n, &AuthError{Path: f.path, Index: i, Err: err}
+	open := func(j0, j1 int64, plain, aad []byte) (int, error) {
+		n := 0
+		for i := j0; i < j1; i++ {
+			secStart := i * S
+			plainLen := min(S, size-secStart)
+			st := buf[(i-i0)*f.stored:]
+			st = st[:plainLen+Overhead]
+			lo, hi := max(off, secStart), min(end, secStart+plainLen)
+			fillAAD(aad, &h.id, i)
+			if lo == secStart && hi == secStart+plainLen {
+				if err := openOne(aead, p[lo-off:hi-off], st, aad); err != nil {
+					return n, &AuthError{Path: f.path, Index: i, Err: err}
+				}
+			} else {
+				pt := plain[:plainLen]
+				if err := openOne(aead, pt, st, aad); err != nil {
+					return n, &AuthError{Path: f.path, Index: i, Err: err}
+				}
+				copy(p[lo-off:hi-off], pt[lo-secStart:hi-secStart])
 			}
-		} else {
-			pt := bufs.plain[:plainLen]
-			if err := openOne(aead, pt, st, bufs.aad); err != nil {
-				return n, &AuthError{Path: f.path, Index: i, Err: err}
-			}
-			copy(p[lo-off:hi-off], pt[lo-secStart:hi-secStart])
+			n += int(hi - lo)
 		}
-		n += int(hi - lo)
+		return n, nil
 	}
-	return n, nil
+	if mid == i1 {
+		return open(i0, i1, bufs.plain, bufs.aad)
+	}
+	// Two halves on two cores, each copying in and opening its own
+	// sectors. Bytes count only up to the first failure: n covers the
+	// first half up to a failure in it, n2 the second half likewise.
+	half := func(j0, j1 int64, plain, aad []byte) (int, error) {
+		if err := load(j0, j1); err != nil {
+			return 0, err
+		}
+		return open(j0, j1, plain, aad)
+	}
+	var n2 int
+	var err2 error
+	var wg sync.WaitGroup
+	wg.Go(func() { n2, err2 = half(mid, i1, bufs.plain2, bufs.aad2) })
+	n, err := half(i0, mid, bufs.plain, bufs.aad)
+	wg.Wait()
+	if err != nil {
+		return n, err
+	}
+	return n + n2, err2
+}
+
+// parallelMinBytes is the chunk size from which sealing and opening run on
+// two goroutines (as gocryptfs does from 32 blocks): below it the hand-off
+// costs more than it saves.
+const parallelMinBytes = 128 << 10
+
+// splitAt returns where to split sectors [i0, i1) between two goroutines,
+// or i1 when the range is too small to be worth it or only one CPU runs Go
+// code.
+func (f *File) splitAt(i0, i1 int64) int64 {
+	if (i1-i0)*int64(f.sectorSize) < parallelMinBytes || runtime.GOMAXPROCS(0) < 2 {
+		return i1
+	}
+	return i0 + (i1-i0)/2
 }
 
 // WriteAt writes p at off, sealing every touched sector with a fresh nonce.
@@ -299,41 +353,60 @@ func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []
 		f.ref.Store(nil)
 		return ErrClosed
 	}
-	for i := i0; i < i1; i++ {
-		secStart := i * S
-		newLen := min(S, newSize-secStart)
-		lo, hi := max(off, secStart), min(end, secStart+newLen)
-		out := sealed[(i-i0)*f.stored:]
-		out = out[:newLen+Overhead]
-		fillAAD(bufs.aad, &h.id, i)
-		pt := p[lo-off : hi-off]
-		if lo != secStart || hi != secStart+newLen {
-			full := bufs.plain[:newLen]
-			var old []byte
-			switch i {
-			case i0:
-				old = headOld
-			case i1 - 1:
-				old = tailOld
-			}
-			keep := 0
-			if old != nil {
-				keep = len(old) - Overhead
-				if err := openOne(aead, full[:keep], old, bufs.aad); err != nil {
-					c.runlock()
-					return &AuthError{Path: f.path, Index: i, Err: err}
+	seal := func(j0, j1 int64, plain, aad []byte) error {
+		for i := j0; i < j1; i++ {
+			secStart := i * S
+			newLen := min(S, newSize-secStart)
+			lo, hi := max(off, secStart), min(end, secStart+newLen)
+			out := sealed[(i-i0)*f.stored:]
+			out = out[:newLen+Overhead]
+			fillAAD(aad, &h.id, i)
+			pt := p[lo-off : hi-off]
+			if lo != secStart || hi != secStart+newLen {
+				full := plain[:newLen]
+				var old []byte
+				switch i {
+				case i0:
+					old = headOld
+				case i1 - 1:
+					old = tailOld
 				}
+				keep := 0
+				if old != nil {
+					keep = len(old) - Overhead
+					if err := openOne(aead, full[:keep], old, aad); err != nil {
+						return &AuthError{Path: f.path, Index: i, Err: err}
+					}
+				}
+				clear(full[keep:])
+				copy(full[lo-secStart:], pt)
+				pt = full
 			}
-			clear(full[keep:])
-			copy(full[lo-secStart:], pt)
-			pt = full
+			if err := sealOne(aead, c.nonces, out, pt, aad); err != nil {
+				return err
+			}
 		}
-		if err := sealOne(aead, c.nonces, out, pt, bufs.aad); err != nil {
-			c.runlock()
-			return err
+		return nil
+	}
+	// Only the first and the last sector can be partial, so each half
+	// needs its own scratch plaintext at most once.
+	var err error
+	if mid := f.splitAt(i0, i1); mid == i1 {
+		err = seal(i0, i1, bufs.plain, bufs.aad)
+	} else {
+		var err2 error
+		var wg sync.WaitGroup
+		wg.Go(func() { err2 = seal(mid, i1, bufs.plain2, bufs.aad2) })
+		err = seal(i0, mid, bufs.plain, bufs.aad)
+		wg.Wait()
+		if err == nil {
+			err = err2
 		}
 	}
 	c.runlock()
+	if err != nil {
+		return err
+	}
 	if _, err := f.f.WriteAt(sealed, f.storedOffset(i0)); err != nil {
 		return fmt.Errorf("sector: write %s sectors %d-%d: %w", f.path, i0, i1-1, err)
 	}
@@ -597,6 +670,8 @@ type buffers struct {
 	plain  []byte    // one plaintext sector for partial sectors
 	old    [2][]byte // stored head and tail sectors for read-modify-write
 	aad    []byte
+	// The second goroutine's plain and aad when a chunk is split.
+	plain2, aad2 []byte
 }
 
 var pools [sizeShiftMax + 1]sync.Pool
@@ -613,11 +688,14 @@ func getBuffers(sectorSize int, batch int64) *buffers {
 		plain:  make([]byte, sectorSize),
 		old:    [2][]byte{make([]byte, stored), make([]byte, stored)},
 		aad:    make([]byte, aadSize),
+		plain2: make([]byte, sectorSize),
+		aad2:   make([]byte, aadSize),
 	}
 }
 
 func putBuffers(b *buffers, sectorSize int) {
 	// Plaintext of partial sectors must not linger in pooled memory.
 	clear(b.plain)
+	clear(b.plain2)
 	pools[sizeShift(sectorSize)].Put(b)
 }
