@@ -1,6 +1,7 @@
 package sector
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -162,23 +163,10 @@ func (f *File) readChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []b
 	start := f.storedOffset(i0)
 	endLen := min(S, size-(i1-1)*S) + Overhead
 	buf := bufs.sealed[:f.storedOffset(i1-1)+endLen-start]
-	// load reads the stored sectors [j0, j1) into their place in buf.
-	load := func(j0, j1 int64) error {
-		lo, hi := (j0-i0)*f.stored, int64(len(buf))
-		if j1 < i1 {
-			hi = (j1 - i0) * f.stored
-		}
-		if _, err := f.f.ReadAt(buf[lo:hi], start+lo); err != nil {
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("sector: read %s sectors %d-%d: backing file shrank: %w", f.path, j0, j1-1, io.ErrUnexpectedEOF)
-			}
-			return fmt.Errorf("sector: read %s sectors %d-%d: %w", f.path, j0, j1-1, err)
-		}
-		return nil
-	}
+	j := chunkJob{f: f, h: h, buf: buf, start: start, p: p, off: off, end: off + int64(len(p)), size: size, i0: i0, i1: i1}
 	mid := f.splitAt(i0, i1)
 	if mid == i1 {
-		if err := load(i0, i1); err != nil {
+		if err := j.load(i0, i1); err != nil {
 			return 0, err
 		}
 	}
@@ -187,53 +175,98 @@ func (f *File) readChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []b
 		return 0, err
 	}
 	defer c.runlock()
-	aead := fk.aead
-	if aead == nil {
+	if j.aead = fk.aead; j.aead == nil {
 		f.ref.Store(nil)
 		return 0, ErrClosed
 	}
-	end := off + int64(len(p))
-	open := func(j0, j1 int64, plain, aad []byte) (int, error) {
-		n := 0
-		for i := j0; i < j1; i++ {
-			secStart := i * S
-			plainLen := min(S, size-secStart)
-			st := buf[(i-i0)*f.stored:]
-			st = st[:plainLen+Overhead]
-			lo, hi := max(off, secStart), min(end, secStart+plainLen)
-			fillAAD(aad, &h.id, i)
-			if lo == secStart && hi == secStart+plainLen {
-				if err := openOne(aead, p[lo-off:hi-off], st, aad); err != nil {
-					return n, &AuthError{Path: f.path, Index: i, Err: err}
-				}
-			} else {
-				pt := plain[:plainLen]
-				if err := openOne(aead, pt, st, aad); err != nil {
-					return n, &AuthError{Path: f.path, Index: i, Err: err}
-				}
-				copy(p[lo-off:hi-off], pt[lo-secStart:hi-secStart])
-			}
-			n += int(hi - lo)
-		}
-		return n, nil
-	}
 	if mid == i1 {
-		return open(i0, i1, bufs.plain, bufs.aad)
+		return j.open(i0, i1, bufs.plain, bufs.aad)
 	}
-	// Two halves on two cores, each copying in and opening its own
-	// sectors. Bytes count only up to the first failure: n covers the
-	// first half up to a failure in it, n2 the second half likewise.
-	half := func(j0, j1 int64, plain, aad []byte) (int, error) {
-		if err := load(j0, j1); err != nil {
-			return 0, err
+	return openHalves(j, mid, bufs)
+}
+
+// chunkJob is the state of one readChunk or writeChunk, shared by its two
+// halves when it is split. The halves are methods rather than closures: a
+// closure handed to a goroutine would move every variable it captures to
+// the heap on every call, small chunks included.
+type chunkJob struct {
+	f    *File
+	c    *Cipher
+	aead cipher.AEAD
+	h    *header
+	buf  []byte // the chunk's stored sectors (read: loaded; write: sealed)
+	// start is the backing offset of buf (reads).
+	start    int64
+	p        []byte // plaintext at off (read: destination; write: source)
+	off, end int64
+	size     int64 // plaintext size before the call
+	newSize  int64 // after a write
+	i0, i1   int64 // the chunk's sectors [i0, i1)
+	headOld  []byte
+	tailOld  []byte
+}
+
+// load reads the stored sectors [j0, j1) into their place in buf.
+func (j *chunkJob) load(j0, j1 int64) error {
+	f := j.f
+	lo, hi := (j0-j.i0)*f.stored, int64(len(j.buf))
+	if j1 < j.i1 {
+		hi = (j1 - j.i0) * f.stored
+	}
+	if _, err := f.f.ReadAt(j.buf[lo:hi], j.start+lo); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("sector: read %s sectors %d-%d: backing file shrank: %w", f.path, j0, j1-1, io.ErrUnexpectedEOF)
 		}
-		return open(j0, j1, plain, aad)
+		return fmt.Errorf("sector: read %s sectors %d-%d: %w", f.path, j0, j1-1, err)
 	}
+	return nil
+}
+
+// open authenticates sectors [j0, j1) of buf and copies their part in
+// [off, end) into p. n counts the bytes before a failing sector.
+func (j *chunkJob) open(j0, j1 int64, plain, aad []byte) (int, error) {
+	f := j.f
+	S := int64(f.sectorSize)
+	n := 0
+	for i := j0; i < j1; i++ {
+		secStart := i * S
+		plainLen := min(S, j.size-secStart)
+		st := j.buf[(i-j.i0)*f.stored:]
+		st = st[:plainLen+Overhead]
+		lo, hi := max(j.off, secStart), min(j.end, secStart+plainLen)
+		fillAAD(aad, &j.h.id, i)
+		if lo == secStart && hi == secStart+plainLen {
+			if err := openOne(j.aead, j.p[lo-j.off:hi-j.off], st, aad); err != nil {
+				return n, &AuthError{Path: f.path, Index: i, Err: err}
+			}
+		} else {
+			pt := plain[:plainLen]
+			if err := openOne(j.aead, pt, st, aad); err != nil {
+				return n, &AuthError{Path: f.path, Index: i, Err: err}
+			}
+			copy(j.p[lo-j.off:hi-j.off], pt[lo-secStart:hi-secStart])
+		}
+		n += int(hi - lo)
+	}
+	return n, nil
+}
+
+// openHalves loads and opens the two halves of a read chunk on two
+// goroutines. Bytes count only up to the first failure: the first half's
+// up to a failure in it, then the second half's likewise.
+func openHalves(j chunkJob, mid int64, bufs *buffers) (int, error) {
 	var n2 int
 	var err2 error
 	var wg sync.WaitGroup
-	wg.Go(func() { n2, err2 = half(mid, i1, bufs.plain2, bufs.aad2) })
-	n, err := half(i0, mid, bufs.plain, bufs.aad)
+	wg.Go(func() {
+		if err2 = j.load(mid, j.i1); err2 == nil {
+			n2, err2 = j.open(mid, j.i1, bufs.plain2, bufs.aad2)
+		}
+	})
+	n, err := 0, j.load(j.i0, mid)
+	if err == nil {
+		n, err = j.open(j.i0, mid, bufs.plain, bufs.aad)
+	}
 	wg.Wait()
 	if err != nil {
 		return n, err
@@ -353,55 +386,15 @@ func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []
 		f.ref.Store(nil)
 		return ErrClosed
 	}
-	seal := func(j0, j1 int64, plain, aad []byte) error {
-		for i := j0; i < j1; i++ {
-			secStart := i * S
-			newLen := min(S, newSize-secStart)
-			lo, hi := max(off, secStart), min(end, secStart+newLen)
-			out := sealed[(i-i0)*f.stored:]
-			out = out[:newLen+Overhead]
-			fillAAD(aad, &h.id, i)
-			pt := p[lo-off : hi-off]
-			if lo != secStart || hi != secStart+newLen {
-				full := plain[:newLen]
-				var old []byte
-				switch i {
-				case i0:
-					old = headOld
-				case i1 - 1:
-					old = tailOld
-				}
-				keep := 0
-				if old != nil {
-					keep = len(old) - Overhead
-					if err := openOne(aead, full[:keep], old, aad); err != nil {
-						return &AuthError{Path: f.path, Index: i, Err: err}
-					}
-				}
-				clear(full[keep:])
-				copy(full[lo-secStart:], pt)
-				pt = full
-			}
-			if err := sealOne(aead, c.nonces, out, pt, aad); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	j := chunkJob{f: f, c: c, aead: aead, h: h, buf: sealed, p: p, off: off, end: end, newSize: newSize,
+		i0: i0, i1: i1, headOld: headOld, tailOld: tailOld}
 	// Only the first and the last sector can be partial, so each half
 	// needs its own scratch plaintext at most once.
 	var err error
 	if mid := f.splitAt(i0, i1); mid == i1 {
-		err = seal(i0, i1, bufs.plain, bufs.aad)
+		err = j.seal(i0, i1, bufs.plain, bufs.aad)
 	} else {
-		var err2 error
-		var wg sync.WaitGroup
-		wg.Go(func() { err2 = seal(mid, i1, bufs.plain2, bufs.aad2) })
-		err = seal(i0, mid, bufs.plain, bufs.aad)
-		wg.Wait()
-		if err == nil {
-			err = err2
-		}
+		err = sealHalves(j, mid, bufs)
 	}
 	c.runlock()
 	if err != nil {
@@ -411,6 +404,60 @@ func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []
 		return fmt.Errorf("sector: write %s sectors %d-%d: %w", f.path, i0, i1-1, err)
 	}
 	return nil
+}
+
+// seal seals sectors [j0, j1) of a write chunk into buf: the new bytes of
+// p, merged with the authenticated old content of a partial first or last
+// sector.
+func (j *chunkJob) seal(j0, j1 int64, plain, aad []byte) error {
+	f := j.f
+	S := int64(f.sectorSize)
+	for i := j0; i < j1; i++ {
+		secStart := i * S
+		newLen := min(S, j.newSize-secStart)
+		lo, hi := max(j.off, secStart), min(j.end, secStart+newLen)
+		out := j.buf[(i-j.i0)*f.stored:]
+		out = out[:newLen+Overhead]
+		fillAAD(aad, &j.h.id, i)
+		pt := j.p[lo-j.off : hi-j.off]
+		if lo != secStart || hi != secStart+newLen {
+			full := plain[:newLen]
+			var old []byte
+			switch i {
+			case j.i0:
+				old = j.headOld
+			case j.i1 - 1:
+				old = j.tailOld
+			}
+			keep := 0
+			if old != nil {
+				keep = len(old) - Overhead
+				if err := openOne(j.aead, full[:keep], old, aad); err != nil {
+					return &AuthError{Path: f.path, Index: i, Err: err}
+				}
+			}
+			clear(full[keep:])
+			copy(full[lo-secStart:], pt)
+			pt = full
+		}
+		if err := sealOne(j.aead, j.c.nonces, out, pt, aad); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sealHalves seals the two halves of a write chunk on two goroutines.
+func sealHalves(j chunkJob, mid int64, bufs *buffers) error {
+	var err2 error
+	var wg sync.WaitGroup
+	wg.Go(func() { err2 = j.seal(mid, j.i1, bufs.plain2, bufs.aad2) })
+	err := j.seal(j.i0, mid, bufs.plain, bufs.aad)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	return err2
 }
 
 // Truncate sets the plaintext size. Growing leaves the new range as a hole

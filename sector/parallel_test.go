@@ -108,3 +108,28 @@ func TestParallelChunks(t *testing.T) {
 		t.Fatal("write over a tampered partial sector succeeded")
 	}
 }
+
+// TestSmallIOAllocations guards the per-request cost of small reads and
+// writes (4 KiB random I/O): the split halves must not put the state of
+// every call on the heap. What remains is mostly the fstat of the size
+// check (the race detector adds one).
+func TestSmallIOAllocations(t *testing.T) {
+	const ss = 4096
+	c := newTestCipher(t, fixedKey(5), ss)
+	f, _ := tempBacking(t, ss)
+	mustWrite(t, f, c, make([]byte, 64<<10), 0)
+	p := make([]byte, ss)
+	reads := testing.AllocsPerRun(200, func() {
+		if _, err := f.ReadAt(c, p, 3*ss); err != nil {
+			t.Fatal(err)
+		}
+	})
+	writes := testing.AllocsPerRun(200, func() {
+		if _, err := f.WriteAt(c, p, 5*ss+100); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if reads > 3 || writes > 3 {
+		t.Fatalf("allocations per 4 KiB call: read %v, write %v; want at most 3", reads, writes)
+	}
+}

@@ -133,6 +133,7 @@ func reportLatencies(b *testing.B, all []time.Duration, elapsed time.Duration) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.90), "p90-ms")
 	b.ReportMetric(pct(0.999), "p99.9-ms")
+	schedHist(b, "diag")
 	if testing.Verbose() {
 		b.Logf("latency histogram (%d requests):\n%s", len(all), histogram(all))
 	}
