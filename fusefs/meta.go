@@ -119,7 +119,7 @@ func (f *FS) readMeta(fd int, path string) (m meta, ok bool) {
 	if fd >= 0 {
 		n, err = unix.Fgetxattr(fd, metaXattr, buf[:])
 	} else {
-		n, err = unix.Lgetxattr(path, metaXattr, buf[:])
+		n, err = lgetxattrFast(path, metaXattr, buf[:])
 	}
 	if err != nil {
 		if !errors.Is(err, syscall.ENODATA) && !isNotSupported(err) {
