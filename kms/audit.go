@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
+	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // auditLog appends JSON lines to audit.jsonl. Each record is one write(2)
@@ -19,15 +22,26 @@ import (
 // returning; data-key records are fsync'd within the flush interval (or
 // before returning with Options.AuditSync), because an fsync per Decrypt
 // would cap a mount's key checks at the disk's sync rate.
+//
+// Appends of this process do not take a lock of their own around the
+// write: the kernel already makes each O_APPEND write atomic, and a Go
+// mutex held across a system call turns a busy server into a convoy (a
+// waiter that has been handed the mutex first has to be scheduled, behind
+// every other runnable goroutine). The write goes to the raw descriptor
+// for the same reason: os.File serializes its writers with a lock too.
 type auditLog struct {
-	mu       sync.Mutex
+	// mu is held shared by appends and the background flush for as long as
+	// they use fd, and exclusively by close, which therefore waits for them.
+	mu       sync.RWMutex
 	f        *os.File
+	fd       int
 	syncAll  bool
 	interval time.Duration
-	dirty    bool
-	timer    *time.Timer
-	closed   bool
-	syncing  sync.WaitGroup // background fsyncs in flight
+	closed   bool // set under mu held exclusively
+
+	dirty   atomic.Bool // a record was written since the last background fsync was armed
+	timerMu sync.Mutex  // guards timer; taken once per flush interval at most
+	timer   *time.Timer
 }
 
 func openAuditLog(path string, syncAll bool, interval time.Duration) (*auditLog, error) {
@@ -38,7 +52,28 @@ func openAuditLog(path string, syncAll bool, interval time.Duration) (*auditLog,
 	if interval <= 0 {
 		interval = 100 * time.Millisecond
 	}
-	return &auditLog{f: f, syncAll: syncAll, interval: interval}, nil
+	// Fd puts the descriptor into blocking mode, which a regular file is
+	// in any case; f keeps it open until close.
+	return &auditLog{f: f, fd: int(f.Fd()), syncAll: syncAll, interval: interval}, nil
+}
+
+// writeAll writes line with as few write(2) calls as the kernel allows:
+// one for a regular file unless the disk is full.
+func (a *auditLog) writeAll(line []byte) error {
+	for len(line) > 0 {
+		n, err := unix.Write(a.fd, line)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		line = line[n:]
+	}
+	return nil
 }
 
 func (a *auditLog) append(rec *AuditRecord, durable bool) error {
@@ -47,42 +82,44 @@ func (a *auditLog) append(rec *AuditRecord, durable bool) error {
 		return fmt.Errorf("encode audit record: %w", err)
 	}
 	line = append(line, '\n')
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.mu.RLock()
+	defer a.mu.RUnlock()
 	if a.closed {
 		return errors.New("audit log closed")
 	}
-	if _, err := a.f.Write(line); err != nil {
-		return fmt.Errorf("write audit log: %w", err)
+	if err := a.writeAll(line); err != nil {
+		return fmt.Errorf("write audit log %s: %w", a.f.Name(), err)
 	}
 	if durable || a.syncAll {
-		if err := a.f.Sync(); err != nil {
-			return fmt.Errorf("sync audit log: %w", err)
+		// dirty stays as it is: records other goroutines wrote while this
+		// fsync ran may not be covered by it, and their flush is armed.
+		if err := unix.Fsync(a.fd); err != nil {
+			return fmt.Errorf("sync audit log %s: %w", a.f.Name(), err)
 		}
-		a.dirty = false
 		return nil
 	}
-	if !a.dirty {
-		a.dirty = true
+	if a.dirty.CompareAndSwap(false, true) {
+		a.timerMu.Lock()
 		a.timer = time.AfterFunc(a.interval, a.flush)
+		a.timerMu.Unlock()
 	}
 	return nil
 }
 
+// flush fsyncs the records written since it was armed. It runs without
+// blocking appends of this process; a failed background sync is retried
+// by the next durable record or close, which report the error.
 func (a *auditLog) flush() {
-	a.mu.Lock()
-	if !a.dirty || a.closed {
-		a.mu.Unlock()
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.closed {
 		return
 	}
-	a.dirty = false
-	a.syncing.Add(1)
-	a.mu.Unlock()
-	// Sync outside mu so appends are not held up by the disk; a failed
-	// background sync is retried by the next durable record or Close,
-	// which report the error.
-	a.f.Sync()
-	a.syncing.Done()
+	// Clear dirty before the fsync: a record written during it arms the
+	// next flush rather than being assumed covered.
+	if a.dirty.Swap(false) {
+		_ = unix.Fsync(a.fd)
+	}
 }
 
 func (a *auditLog) close() error {
@@ -92,10 +129,11 @@ func (a *auditLog) close() error {
 		return nil
 	}
 	a.closed = true
+	a.timerMu.Lock()
 	if a.timer != nil {
 		a.timer.Stop()
 	}
-	a.syncing.Wait()
+	a.timerMu.Unlock()
 	err := a.f.Sync()
 	if cerr := a.f.Close(); err == nil {
 		err = cerr
@@ -146,7 +184,9 @@ func (s *Store) auditData(principal, op string, info opInfo, encCtx map[string]s
 	rec := &AuditRecord{Time: s.now().UTC(), Principal: principal, Operation: op, KeyID: info.keyID,
 		KeyVersion: info.version, Result: res, Message: msg}
 	if len(encCtx) > 0 {
-		rec.EncryptionContext = maps.Clone(encCtx)
+		// append encodes rec before it returns, so the caller's map is
+		// not retained.
+		rec.EncryptionContext = encCtx
 	}
 	if err := s.audit.append(rec, false); err != nil {
 		if opErr != nil {

@@ -55,6 +55,10 @@ Stops gracefully on SIGINT or SIGTERM.`,
 					Msg("principals file is accessible to other users; it holds secret access keys: chmod 600 it")
 			}
 
+			// A long-running server with a small heap: collect less often
+			// (GOGC in the environment still wins).
+			defer server.TuneGC()()
+
 			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile})
 			if err != nil {
 				return fmt.Errorf("open key store %s: %w", storeDir, err)
