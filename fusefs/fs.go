@@ -396,6 +396,15 @@ func statxFd(fd int, st *unix.Statx_t) error {
 	return unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT, statxMask, st)
 }
 
+// statxFdOrPath stats the open backing file fd when the call came with a
+// handle (fd >= 0), else the backing path: setattr may arrive either way.
+func statxFdOrPath(fd int, path string, st *unix.Statx_t) error {
+	if fd >= 0 {
+		return statxFd(fd, st)
+	}
+	return statxAt(unix.AT_FDCWD, path, st)
+}
+
 // trackOpen records n as having open handles so InvalidateAll reaches it
 // even after its last name is unlinked.
 func (f *FS) trackOpen(n *Node, open bool) {

@@ -87,12 +87,7 @@ func (n *Node) killSUIDLocked(fd int, path string) error {
 		return err // the mode lives in metaXattr (meta.go)
 	}
 	var st unix.Statx_t
-	var err error
-	if fd >= 0 {
-		err = statxFd(fd, &st)
-	} else {
-		err = statxAt(unix.AT_FDCWD, path, &st)
-	}
+	err := statxFdOrPath(fd, path, &st)
 	if err != nil {
 		return err
 	}

@@ -217,12 +217,7 @@ func (f *FS) canonicalize(fd int, path string, st *unix.Statx_t) error {
 // caller then changes the backing entry itself.
 func (n *Node) setMetaAttr(in *fuse.SetAttrIn, fd int, path string) (handled bool, errno syscall.Errno) {
 	var st unix.Statx_t
-	var err error
-	if fd >= 0 {
-		err = statxFd(fd, &st)
-	} else {
-		err = statxAt(unix.AT_FDCWD, path, &st)
-	}
+	err := statxFdOrPath(fd, path, &st)
 	if err != nil {
 		return true, n.fsys.errno(err, "setattr", path)
 	}
@@ -366,11 +361,7 @@ func (n *Node) killSUIDMeta(fd int, path string) (done bool, err error) {
 		return true, nil
 	}
 	var st unix.Statx_t
-	if fd >= 0 {
-		err = statxFd(fd, &st)
-	} else {
-		err = statxAt(unix.AT_FDCWD, path, &st)
-	}
+	err = statxFdOrPath(fd, path, &st)
 	if err != nil {
 		return true, err
 	}

@@ -509,12 +509,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	}
 
 	var st unix.Statx_t
-	var err error
-	if fd >= 0 {
-		err = statxFd(fd, &st)
-	} else {
-		err = statxAt(unix.AT_FDCWD, path, &st)
-	}
+	err := statxFdOrPath(fd, path, &st)
 	if err != nil {
 		return n.fsys.errno(err, "setattr", path)
 	}
