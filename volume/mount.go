@@ -372,13 +372,9 @@ func (m *Mount) Monitor() *Monitor { return m.monitor }
 // Status reports the mount's state for `encvol status`.
 func (m *Mount) Status() Status {
 	ms := m.monitor.Status()
-	gate := "closed"
-	if m.gate.IsOpen() {
-		gate = "open"
-	}
 	return Status{
 		VolumeID: m.spec.Header.VolumeID, Name: m.spec.Name, Backing: m.spec.Backing, Mountpoint: m.spec.Mountpoint,
-		KMS: m.spec.KMS, KeyID: m.spec.Header.KeyID, KeyState: ms.KeyState, Gate: gate, GateCause: ms.GateCause,
+		KMS: m.spec.KMS, KeyID: m.spec.Header.KeyID, KeyState: ms.KeyState, Gate: gateName(m.gate.IsOpen()), GateCause: ms.GateCause,
 		LastCheck: ms.LastCheck, LastSuccess: ms.LastSuccess, LastResult: ms.LastResult, LastLatencyMS: ms.LastLatency,
 		Checks: ms.Checks, Transitions: ms.Transitions,
 		KeyCheckInterval: m.spec.KeyCheckInterval.String(), OfflineGrace: m.spec.OfflineGrace.String(),
