@@ -128,11 +128,7 @@ func (f *File) ReadAt(c *Cipher, p []byte, off int64) (int, error) {
 	if off >= end {
 		return 0, io.EOF
 	}
-	h, err := f.header(b, false)
-	if err != nil {
-		return 0, err
-	}
-	fk, err := f.fileKey(c, h)
+	h, fk, err := f.headerKey(c, b, false)
 	if err != nil {
 		return 0, err
 	}
@@ -316,11 +312,7 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	h, err := f.header(b, true)
-	if err != nil {
-		return 0, err
-	}
-	fk, err := f.fileKey(c, h)
+	h, fk, err := f.headerKey(c, b, true)
 	if err != nil {
 		return 0, err
 	}
@@ -697,6 +689,20 @@ func (f *File) FileID() ([]byte, error) {
 
 // fileKey returns the per-file key for h under c, from the File's cache when
 // it was derived by the same Cipher for the same file ID.
+// headerKey returns the file's header (created on demand when create is
+// set and the backing file is empty) and its per-file key under c.
+func (f *File) headerKey(c *Cipher, backing int64, create bool) (*header, *fileKey, error) {
+	h, err := f.header(backing, create)
+	if err != nil {
+		return nil, nil, err
+	}
+	fk, err := f.fileKey(c, h)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, fk, nil
+}
+
 func (f *File) fileKey(c *Cipher, h *header) (*fileKey, error) {
 	if r := f.ref.Load(); r != nil && r.c == c && r.id == h.id {
 		return r.fk, nil
