@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# bench-kms.sh — Decrypt over HTTP with SigV4 against `encvol kms serve` on
+# loopback, 16 concurrent clients, two ways:
+#
+#   wrk      Debian's wrk (a load generator nobody here wrote) replays one
+#            SigV4-signed Decrypt request on 16 connections, closed loop. The
+#            server verifies the signature, authorizes, unwraps and audits
+#            every replay; wrk's own CPU cost is small, so this measures the
+#            server. One wrk thread leaves the second core to the server.
+#   sdk      the Go benchmarks in kms/server: 16 aws-sdk-go-v2 clients, each
+#            signing every request afresh, closed loop and at a fixed 2,000
+#            req/s, in the server's process and from a second process. The
+#            SDK spends about twice the server's CPU per request, so on two
+#            cores these rows are bounded by the clients.
+#
+# Usage: scripts/bench-kms.sh     (RUNS=3 wrk runs of SECS=10 s; APPEND=1
+#                                  appends the table to docs/performance.md)
+set -euo pipefail
+
+die() { echo "bench-kms: $*" >&2; exit 1; }
+log() { echo "bench-kms: $*" >&2; }
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-3}
+SECS=${SECS:-10}
+APPEND=${APPEND:-1}
+SDK=${SDK:-1}
+CONNS=16
+# A replayed request must stay inside the server's 5-minute skew window.
+[ "$SECS" -le 240 ] || die "SECS must be at most 240: a signed request is accepted for 5 minutes"
+command -v go >/dev/null || die "go not found in PATH"
+if ! command -v wrk >/dev/null; then
+	log "installing wrk"
+	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null ||
+		die "cannot install wrk with apt-get; install it and rerun"
+fi
+export GOEXPERIMENT=runtimesecret
+
+W=$(mktemp -d)
+SRV_PID=""
+cleanup() {
+	if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then
+		kill "$SRV_PID" 2>/dev/null
+		wait "$SRV_PID" 2>/dev/null || true
+	fi
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+log "building encvol and kmsbench"
+(cd "$REPO" && go build -o "$W/encvol" ./cmd/encvol && go build -o "$W/kmsbench" ./scripts/kmsbench) || die "go build failed"
+
+export AWS_ACCESS_KEY_ID=AKIDKMSBENCH00000001 AWS_SECRET_ACCESS_KEY=kmsbenchSecret00000000000000000000001
+cat >"$W/principals.toml" <<EOF
+[[principal]]
+name = "bench"
+access_key_id = "$AWS_ACCESS_KEY_ID"
+secret_access_key = "$AWS_SECRET_ACCESS_KEY"
+EOF
+chmod 600 "$W/principals.toml"
+
+# The server logs every request at info level, as a deployment would, to a
+# file on the same machine.
+"$W/encvol" --log-format json kms serve --listen 127.0.0.1:0 --store "$W/store" \
+	--principals "$W/principals.toml" >"$W/server.log" 2>&1 &
+SRV_PID=$!
+EP=""
+for _ in $(seq 200); do
+	EP=$(sed -n 's/.*"endpoint":"\([^"]*\)".*/\1/p' "$W/server.log" | head -1)
+	[ -n "$EP" ] && break
+	kill -0 "$SRV_PID" 2>/dev/null || { cat "$W/server.log" >&2; die "encvol kms serve exited early"; }
+	sleep 0.1
+done
+[ -n "$EP" ] || die "encvol kms serve did not report its address (log: $(cat "$W/server.log"))"
+log "server at $EP"
+
+# to_ms converts wrk's latency figures (123.00us, 1.23ms, 1.02s) to ms.
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+		else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+		else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+		else { exit 1 } }'
+}
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) exit 1; print a[int((NR + 1) / 2)] }'; }
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+: >"$W/rps"; : >"$W/p50"; : >"$W/p90"; : >"$W/p99"
+total=0
+for run in $(seq "$RUNS"); do
+	# Sign afresh for each run so that no replay comes near the skew limit.
+	"$W/kmsbench" --endpoint "$EP" --out "$W/decrypt.lua" || die "kmsbench could not prepare the request"
+	wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$W/decrypt.lua" "$EP/" >"$W/wrk.$run" 2>&1 || { cat "$W/wrk.$run" >&2; die "wrk failed"; }
+	if grep -q 'Non-2xx' "$W/wrk.$run" || grep -q 'Socket errors' "$W/wrk.$run"; then
+		cat "$W/wrk.$run" >&2
+		die "run $run: the server refused or dropped requests"
+	fi
+	awk '/^Requests\/sec:/ { print $2 }' "$W/wrk.$run" >>"$W/rps"
+	for p in 50 90 99; do
+		to_ms "$(awk -v p="$p%" '$1 == p { print $2 }' "$W/wrk.$run")" >>"$W/p$p" || die "cannot read the $p% latency from wrk's output"
+		echo >>"$W/p$p"
+	done
+	n=$(awk '/requests in/ { print $1 }' "$W/wrk.$run")
+	total=$((total + n))
+	log "run $run: $(awk '/^Requests\/sec:/ { print $2 }' "$W/wrk.$run") req/s, p99 $(tail -1 "$W/p99") ms"
+done
+
+# Every replay must have reached the key store: count its audit records.
+audited=$(grep -c '"operation":"Decrypt"' "$W/store/audit.jsonl" || true)
+[ "$audited" -ge "$total" ] || die "wrk counted $total requests but the audit log holds only $audited Decrypt records"
+log "audit log: $audited Decrypt records for $total requests sent by wrk"
+
+kill "$SRV_PID" && wait "$SRV_PID" 2>/dev/null || true
+SRV_PID=""
+
+WRK_ROW=$(printf '| wrk, 1 thread, %d connections, closed loop, %d s × %d | %.0f | %s | %s | %s |' \
+	"$CONNS" "$SECS" "$RUNS" "$(median <"$W/rps")" "$(median <"$W/p50")" "$(median <"$W/p90")" "$(median <"$W/p99")")
+
+SDK_ROWS=""
+if [ "$SDK" = 1 ]; then
+	log "go benchmarks (aws-sdk-go-v2 clients)"
+	(cd "$REPO" && go test -run '^$' -bench 'BenchmarkDecryptHTTP' -benchtime 20000x ./kms/server/) >"$W/gobench" 2>&1 ||
+		{ cat "$W/gobench" >&2; die "go benchmarks failed"; }
+	SDK_ROWS=$(awk '/^BenchmarkDecryptHTTP/ {
+		name = $1; sub(/-[0-9]+$/, "", name)
+		for (i = 3; i < NF; i += 2) m[$(i + 1)] = $i
+		desc = "aws-sdk-go-v2, 16 clients in the server process, closed loop"
+		if (name ~ /OutOfProcessAt2000$/) desc = "aws-sdk-go-v2, 16 clients in a second process, 2,000 req/s offered"
+		else if (name ~ /OutOfProcess$/) desc = "aws-sdk-go-v2, 16 clients in a second process, closed loop"
+		else if (name ~ /At2000$/) desc = "aws-sdk-go-v2, 16 clients in the server process, 2,000 req/s offered"
+		printf "| %s (`%s`) | %.0f | %s | %s | %s |\n", desc, name, m["req/s"], m["p50-ms"], m["p90-ms"], m["p99-ms"]
+	}' "$W/gobench")
+fi
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+TABLE=$(
+	echo "## KMS Decrypt benchmark $(date -u +%Y-%m-%dT%H:%MZ)"
+	echo
+	echo "- Kernel: $(uname -r); CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/ [0-9]*-Core Processor//') ($(nproc) cores); Go: $(go env GOVERSION)"
+	echo "- Command: \`RUNS=$RUNS SECS=$SECS scripts/bench-kms.sh\`; wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+	echo "- Load average (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END"
+	echo "- wrk rows: medians of $RUNS runs; the audit log held $audited Decrypt records for the $total requests wrk sent."
+	echo
+	echo "| load | req/s | p50 ms | p90 ms | p99 ms |"
+	echo "|---|---:|---:|---:|---:|"
+	echo "$WRK_ROW"
+	[ -z "$SDK_ROWS" ] || echo "$SDK_ROWS"
+)
+echo "$TABLE"
+if [ "$APPEND" = 1 ]; then
+	printf '\n%s\n' "$TABLE" >>"$REPO/docs/performance.md"
+	log "appended to docs/performance.md"
+fi
