@@ -417,14 +417,20 @@ func (f *FS) trackOpen(n *Node, open bool) {
 	f.openMu.Unlock()
 }
 
-// readAheadKB is the kernel readahead we ask for: one full-size request.
-const readAheadKB = fuse.MAX_KERNEL_WRITE / 1024
+// readAheadKB is the kernel readahead we ask for: four full-size requests.
+// A window of one request leaves the daemon idle while the kernel copies
+// each reply to the reader; with four, several 1 MiB READs are in flight
+// and both cores decrypt. Measured on two cores with tmpfs backing (medians
+// of three cold 1 GiB reads, in two series): 1 MiB 1.46 and 1.61 GB/s,
+// 4 MiB 1.78 and 1.74 GB/s, 16 MiB 1.35 GB/s.
+const readAheadKB = 4 * fuse.MAX_KERNEL_WRITE / 1024
 
 // raiseReadAhead lifts the mount's readahead from the kernel's 128 KiB
-// default (the most a FUSE INIT can ask for) to one maximal request, so a
-// sequential read arrives as 1 MiB READs: a third fewer round trips and
-// daemon CPU per byte, measured about 30% faster cold reads. Only root may
-// write the setting; elsewhere the default stays, which is merely slower.
+// default (the most a FUSE INIT can ask for) to readAheadKB, so a
+// sequential read arrives as concurrent 1 MiB READs instead of 128 KiB
+// ones: fewer round trips and daemon CPU per byte, and decryption on more
+// than one core. Only root may write the setting; elsewhere the default
+// stays, which is merely slower.
 func (f *FS) raiseReadAhead(mountpoint string) {
 	var st unix.Stat_t
 	if err := unix.Stat(mountpoint, &st); err != nil {
