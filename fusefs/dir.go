@@ -317,7 +317,10 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	defer c.done()
-	if err := unix.Unlinkat(c.d.fd, c.bname, 0); err != nil {
+	unpin := n.fsys.pinChild(n, name, c.d.fd, c.bname)
+	err := unix.Unlinkat(c.d.fd, c.bname, 0)
+	unpin()
+	if err != nil {
 		return n.fsys.errno(err, "unlink", name)
 	}
 	c.dropLong()
@@ -539,11 +542,17 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 		finish = f
 	}
+	unpin := func() {}
+	if dstExists && flags&unix.RENAME_EXCHANGE == 0 {
+		// The file replaced loses its name; the kernel may still have it open.
+		unpin = n.fsys.pinChild(np, newName, dst.d.fd, dst.bname)
+	}
 	if flags != 0 {
 		err = unix.Renameat2(src.d.fd, src.bname, dst.d.fd, dst.bname, uint(flags))
 	} else {
 		err = unix.Renameat(src.d.fd, src.bname, dst.d.fd, dst.bname)
 	}
+	unpin()
 	finish(err == nil)
 	if err == nil && dstExists && flags&unix.RENAME_EXCHANGE == 0 && dstSt.Mode&unix.S_IFMT == unix.S_IFDIR {
 		n.fsys.dropDir(np, newName)

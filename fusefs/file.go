@@ -24,33 +24,47 @@ type handle struct {
 }
 
 // attach adds one handle to n's shared backing file, opening it (or taking
-// fd, an already open read-write descriptor that attach then owns) when no
-// handle is open yet. A read-only backing descriptor is replaced by a
-// read-write one when a writer arrives.
+// fd, an already open read-write descriptor that attach then owns) when the
+// node has none. Only Create makes handles: OPEN is not sent (see Open).
 func (n *Node) attach(k *Keys, path string, fd int, flags uint32) (*handle, syscall.Errno) {
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY
 	n.content.Lock()
 	defer n.content.Unlock()
+	if errno := n.openBackingLocked(k, path, fd, write); errno != 0 {
+		return nil, errno
+	}
+	n.of.refs++
+	return n.newHandle(k, path, flags)
+}
+
+// openBackingLocked makes n.of a backing file good for the access wanted:
+// it keeps one that serves, opens the backing file by path (or takes fd, an
+// already open read-write descriptor, which it then owns), or replaces a
+// read-only descriptor by a read-write one. Read-write even for reads where
+// the backing allows it: the writeback cache writes through whatever the
+// kernel has, and one descriptor serves every use of the node. Caller holds
+// n.content exclusively.
+func (n *Node) openBackingLocked(k *Keys, path string, fd int, write bool) syscall.Errno {
 	if of := n.of; of != nil && (of.rw || !write) {
-		of.refs++
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return n.newHandle(k, path, flags)
+		return 0
 	}
 	rw := true
 	if fd < 0 {
+		if of := n.of; of != nil && of.pinned {
+			// The name is gone; the read-only descriptor is all that is left.
+			return syscall.EBADF
+		}
 		if path == "" {
 			p, prel, err := n.path(k)
 			if err != nil {
-				return nil, n.fsys.errno(err, "open", "")
+				return n.fsys.errno(err, "open", "")
 			}
 			defer prel()
 			path = p
 		}
-		// Read-write even for O_WRONLY (sector read-modify-write) and for
-		// O_RDONLY where possible (the writeback cache writes through
-		// any handle; one descriptor serves all handles).
 		var err error
 		fd, err = unix.Open(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil && !write && (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EPERM)) {
@@ -58,25 +72,106 @@ func (n *Node) attach(k *Keys, path string, fd int, flags uint32) (*handle, sysc
 			fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		}
 		if err != nil {
-			return nil, n.fsys.errno(err, "open", path)
+			return n.fsys.errno(err, "open", path)
 		}
 	}
-	sf, err := sector.NewFile(os.NewFile(uintptr(fd), realPath(path)), n.fsys.sectorSize)
+	if err := n.setBackingLocked(fd, rw, realPath(path)); err != nil {
+		return n.fsys.errno(err, "open", path)
+	}
+	return 0
+}
+
+// setBackingLocked installs fd (which it then owns) as n's backing file,
+// taking over the handle count of a descriptor it replaces. Caller holds
+// n.content.
+func (n *Node) setBackingLocked(fd int, rw bool, name string) error {
+	sf, err := sector.NewFile(os.NewFile(uintptr(fd), name), n.fsys.sectorSize)
 	if err != nil {
 		unix.Close(fd)
-		return nil, n.fsys.errno(err, "open", path)
+		return err
 	}
-	refs := 1
-	if old := n.of; old != nil {
-		// Upgrade from read-only: every handle moves to the new file.
-		refs += old.refs
+	of := &openFile{f: sf, fd: fd, rw: rw}
+	old := n.of
+	if old != nil {
+		of.refs, of.pinned = old.refs, old.pinned
 		old.f.OS().Close()
 	}
-	n.of = &openFile{f: sf, fd: fd, rw: rw, refs: refs}
-	if refs == 1 {
+	n.of = of
+	if old == nil {
 		n.fsys.trackOpen(n, true)
 	}
-	return n.newHandle(k, path, flags)
+	return nil
+}
+
+// lockBacking locks n.content (exclusive or shared) with n.of open for the
+// access wanted. The kernel sends no OPEN (see Open), so the first read or
+// write of a file opens its backing file here; it stays open until the
+// kernel forgets the inode or the file is evicted as idle.
+func (n *Node) lockBacking(k *Keys, write, exclusive bool) (unlock func(), errno syscall.Errno) {
+	for {
+		if exclusive {
+			n.content.Lock()
+			if errno := n.openBackingLocked(k, "", -1, write); errno != 0 {
+				n.content.Unlock()
+				return nil, errno
+			}
+			return n.content.Unlock, 0
+		}
+		n.content.RLock()
+		if of := n.of; of != nil && (of.rw || !write) {
+			return n.content.RUnlock, 0
+		}
+		n.content.RUnlock()
+		n.content.Lock()
+		errno := n.openBackingLocked(k, "", -1, write)
+		n.content.Unlock()
+		if errno != 0 {
+			return nil, errno
+		}
+		// Loop for the shared lock: an idle eviction may have closed the
+		// file in between, and then it is opened again.
+	}
+}
+
+// pinLocked keeps the content of n reachable after its name goes: the
+// kernel may hold the file open, and without OPEN the daemon cannot know,
+// so the backing file is opened through its directory (dirfd, bname)
+// before the name is removed. The descriptor then lives until the kernel
+// forgets the inode. Caller holds n.content exclusively.
+func (n *Node) pinLocked(dirfd int, bname string) {
+	if n.of == nil {
+		fd, err := unix.Openat(dirfd, bname, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		rw := err == nil
+		if err != nil {
+			fd, err = unix.Openat(dirfd, bname, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		}
+		if err != nil {
+			n.fsys.log.Warn().Str("op", "unlink").Err(err).Msg("cannot keep the file open past its removal; processes that still have it open will get EIO")
+			return
+		}
+		if err := n.setBackingLocked(fd, rw, bname); err != nil {
+			n.fsys.log.Warn().Str("op", "unlink").Err(err).Msg("cannot keep the file open past its removal")
+			return
+		}
+	}
+	n.of.pinned = true
+}
+
+// pinChild pins the regular file that parent's entry name refers to, if the
+// kernel knows it, and returns the function that unlocks it again; call it
+// once the name is gone (or the removal failed: the pin is harmless).
+func (f *FS) pinChild(parent *Node, name string, dirfd int, bname string) func() {
+	ch := parent.GetChild(name)
+	if ch == nil || ch.StableAttr().Mode != syscall.S_IFREG {
+		return func() {}
+	}
+	cn, ok := ch.Operations().(*Node)
+	if !ok {
+		return func() {}
+	}
+	cn.content.Lock()
+	cn.pinLocked(dirfd, bname)
+	return cn.content.Unlock
 }
 
 // newHandle finishes an open: O_TRUNC empties the file through the sector
@@ -104,15 +199,19 @@ func (n *Node) emptyLocked() bool {
 	return statxFd(n.of.fd, &st) == nil && st.Size == 0
 }
 
-// detachLocked drops one handle; the last one closes the backing file.
-// Caller holds n.content.
+// detachLocked drops one handle. The backing file stays open for
+// handle-less reads and writes until the kernel forgets the inode (OnForget)
+// or it is evicted as idle. Caller holds n.content.
 func (n *Node) detachLocked() {
+	if n.of != nil && n.of.refs > 0 {
+		n.of.refs--
+	}
+}
+
+// closeBackingLocked closes n's backing file. Caller holds n.content.
+func (n *Node) closeBackingLocked() {
 	of := n.of
 	if of == nil {
-		return
-	}
-	of.refs--
-	if of.refs > 0 {
 		return
 	}
 	n.of = nil
@@ -122,24 +221,28 @@ func (n *Node) detachLocked() {
 	n.fsys.trackOpen(n, false)
 }
 
-// Open opens a regular file. O_APPEND is not passed down: the kernel
-// supplies the end-of-file offset with every write.
+// OnForget closes the backing file once the kernel has forgotten the inode:
+// nothing can reach the node any more.
+func (n *Node) OnForget() {
+	n.content.Lock()
+	n.closeBackingLocked()
+	n.content.Unlock()
+}
+
+// Open answers ENOSYS: with FUSE_NO_OPEN_SUPPORT negotiated, the kernel
+// then never sends OPEN (nor RELEASE) for regular files again on this
+// mount, and each open(2) of an existing file costs no round trip. The
+// kernel checks permissions itself (default_permissions), sends O_TRUNC as
+// a setattr (atomic O_TRUNC is not negotiated) and applies O_APPEND and
+// O_SYNC itself; the daemon opens the backing file at the first read or
+// write (lockBacking). Files made by create still get a handle.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if n.StableAttr().Mode != syscall.S_IFREG {
 		// FIFOs and devices never reach here (the kernel opens them
 		// itself); anything else has no content to serve.
 		return nil, 0, syscall.EINVAL
 	}
-	k, rel, errno := n.fsys.keys(ctx, "open")
-	if errno != 0 {
-		return nil, 0, errno
-	}
-	defer rel()
-	h, errno := n.attach(k, "", -1, flags)
-	if errno != 0 {
-		return nil, 0, errno
-	}
-	return h, 0, 0
+	return nil, 0, syscall.ENOSYS
 }
 
 // Read decrypts from the shared backing file under the shared content lock.
@@ -149,11 +252,11 @@ func (n *Node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 		return nil, errno
 	}
 	defer rel()
-	n.content.RLock()
-	defer n.content.RUnlock()
-	if n.of == nil {
-		return nil, syscall.EBADF
+	unlock, errno := n.lockBacking(k, false, false)
+	if errno != 0 {
+		return nil, errno
 	}
+	defer unlock()
 	m, err := n.of.f.ReadAt(k.Content, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, n.fsys.errno(err, "read", n.of.f.OS().Name())
@@ -172,9 +275,12 @@ func (n *Node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	}
 	defer rel()
 	h, _ := fh.(*handle)
-	n.content.Lock()
-	defer n.content.Unlock()
-	if n.of == nil || !n.of.rw {
+	unlock, errno := n.lockBacking(k, true, true)
+	if errno != 0 {
+		return 0, errno
+	}
+	defer unlock()
+	if !n.of.rw {
 		return 0, syscall.EBADF
 	}
 	m, err := n.of.f.WriteAt(k.Content, data, off)
@@ -199,7 +305,7 @@ func (n *Node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 // errors from close(2); only the message to the daemon goes.
 func (n *Node) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return syscall.ENOSYS }
 
-// Release drops one open handle; needs no key.
+// Release drops one handle of a created file; needs no key.
 func (n *Node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	if _, ok := fh.(*handle); !ok {
 		return 0
@@ -212,17 +318,16 @@ func (n *Node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 
 // Fsync reaches the backing file (or backing directory).
 func (n *Node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
-	if _, ok := fh.(*handle); ok {
-		n.content.RLock()
-		defer n.content.RUnlock()
-		if n.of == nil {
-			return syscall.EBADF
-		}
-		if err := n.of.f.Sync(); err != nil {
-			return n.fsys.errno(err, "fsync", n.of.f.OS().Name())
+	n.content.RLock()
+	if of := n.of; of != nil {
+		err := of.f.Sync()
+		n.content.RUnlock()
+		if err != nil {
+			return n.fsys.errno(err, "fsync", of.f.OS().Name())
 		}
 		return 0
 	}
+	n.content.RUnlock()
 	var p string
 	if n.isRoot() {
 		p = n.fsys.backing
@@ -264,9 +369,12 @@ func (n *Node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size 
 		return errno
 	}
 	defer rel()
-	n.content.Lock()
-	defer n.content.Unlock()
-	if n.of == nil || !n.of.rw {
+	unlock, errno := n.lockBacking(k, true, true)
+	if errno != 0 {
+		return errno
+	}
+	defer unlock()
+	if !n.of.rw {
 		return syscall.EBADF
 	}
 	end := off + size
@@ -309,11 +417,16 @@ func (n *Node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size 
 // data and the only hole is at the end. That is what POSIX allows for file
 // systems that do not track holes.
 func (n *Node) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
-	n.content.RLock()
-	defer n.content.RUnlock()
-	if n.of == nil {
-		return 0, syscall.EBADF
+	k, rel, errno := n.fsys.keys(ctx, "lseek")
+	if errno != 0 {
+		return 0, errno
 	}
+	defer rel()
+	unlock, errno := n.lockBacking(k, false, false)
+	if errno != 0 {
+		return 0, errno
+	}
+	defer unlock()
 	size, err := n.of.f.Size()
 	if err != nil {
 		return 0, n.fsys.errno(err, "lseek", n.of.f.OS().Name())

@@ -68,9 +68,11 @@ type MountOptions struct {
 	Options []string
 }
 
-// Counters are cumulative I/O statistics of one mounted file system.
+// Counters are cumulative I/O statistics of one mounted file system, and
+// how many backing files it has open now.
 type Counters struct {
 	Reads, Writes, BytesRead, BytesWritten, Errors, GateRefusals uint64
+	OpenFiles                                                    uint64
 }
 
 // FS is one encvol file system: the root node, its counters and the
@@ -95,8 +97,9 @@ type FS struct {
 
 	reads, writes, bytesRead, bytesWritten, errs atomic.Uint64
 
-	openMu sync.Mutex
-	open   map[*Node]struct{} // GUARDED_BY(openMu): nodes with open file handles
+	openMu    sync.Mutex
+	open      map[*Node]struct{} // GUARDED_BY(openMu): nodes with an open backing file
+	openSince int                // GUARDED_BY(openMu): files opened since the last eviction
 
 	bufPool sync.Pool
 	dirs    dirCache
@@ -224,6 +227,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		srv.Wait()
 		f.dirs.clear()
 		f.names.clear()
+		f.closeAllBacking()
 	}()
 	return srv, nil
 }
@@ -237,6 +241,7 @@ func (f *FS) Counters() Counters {
 		BytesWritten: f.bytesWritten.Load(),
 		Errors:       f.errs.Load(),
 		GateRefusals: f.gate.Refusals(),
+		OpenFiles:    f.openFiles(),
 	}
 }
 
@@ -405,16 +410,70 @@ func statxFdOrPath(fd int, path string, st *unix.Statx_t) error {
 	return statxAt(unix.AT_FDCWD, path, st)
 }
 
-// trackOpen records n as having open handles so InvalidateAll reaches it
-// even after its last name is unlinked.
+// maxIdleBacking bounds the backing files kept open between uses. A file
+// stays open from its first read or write until the kernel forgets the
+// inode, and the kernel may keep many thousands of inodes; past this many
+// open files the idle ones (no handle, not pinned, not in use) are closed
+// and simply opened again when next used.
+const maxIdleBacking = 2048
+
+// trackOpen records whether n has an open backing file, so InvalidateAll
+// reaches it even after its last name is unlinked, and evicts idle files
+// when too many are open.
 func (f *FS) trackOpen(n *Node, open bool) {
 	f.openMu.Lock()
-	if open {
-		f.open[n] = struct{}{}
-	} else {
+	if !open {
 		delete(f.open, n)
+		f.openMu.Unlock()
+		return
+	}
+	f.open[n] = struct{}{}
+	f.openSince++
+	var victims []*Node
+	if len(f.open) > maxIdleBacking && f.openSince >= maxIdleBacking/4 {
+		f.openSince = 0
+		for v := range f.open {
+			if v != n {
+				victims = append(victims, v)
+			}
+			if len(victims) >= len(f.open)-maxIdleBacking*3/4 {
+				break
+			}
+		}
 	}
 	f.openMu.Unlock()
+	for _, v := range victims {
+		// TryLock: the caller holds n.content, and a node in use is not
+		// idle anyway.
+		if !v.content.TryLock() {
+			continue
+		}
+		if of := v.of; of != nil && of.refs == 0 && !of.pinned {
+			v.closeBackingLocked()
+		}
+		v.content.Unlock()
+	}
+}
+
+func (f *FS) openFiles() uint64 {
+	f.openMu.Lock()
+	defer f.openMu.Unlock()
+	return uint64(len(f.open))
+}
+
+// closeAllBacking closes every backing file after the mount is gone.
+func (f *FS) closeAllBacking() {
+	f.openMu.Lock()
+	nodes := make([]*Node, 0, len(f.open))
+	for n := range f.open {
+		nodes = append(nodes, n)
+	}
+	f.openMu.Unlock()
+	for _, n := range nodes {
+		n.content.Lock()
+		n.closeBackingLocked()
+		n.content.Unlock()
+	}
 }
 
 // readAheadKB is the kernel readahead we ask for: four full-size requests.

@@ -37,7 +37,7 @@ type Node struct {
 	// read-modify-write of a sector never interleaves with another. It also
 	// guards of.
 	content sync.RWMutex
-	of      *openFile // GUARDED_BY(content); shared backing file while handles are open
+	of      *openFile // GUARDED_BY(content); the backing file, open from first use until forgotten or evicted
 }
 
 // openFile is the backing file shared by every open handle of a node. One
@@ -47,13 +47,18 @@ type openFile struct {
 	f    *sector.File
 	fd   int
 	rw   bool
-	refs int
+	refs int // handles from create; the file also serves handle-less I/O
+	// pinned: the node's last known name was removed while the kernel
+	// still knew the inode, so this descriptor is the only way to the
+	// content; it is never evicted, only closed by OnForget.
+	pinned bool
 }
 
 var (
 	_ fs.InodeEmbedder     = (*Node)(nil)
 	_ fs.NodeLookuper      = (*Node)(nil)
 	_ fs.NodeGetattrer     = (*Node)(nil)
+	_ fs.NodeOnForgetter   = (*Node)(nil)
 	_ fs.NodeSetattrer     = (*Node)(nil)
 	_ fs.NodeCreater       = (*Node)(nil)
 	_ fs.NodeOpener        = (*Node)(nil)

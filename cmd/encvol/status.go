@@ -102,6 +102,7 @@ func printStatusLong(a *app, st *volume.Status) {
 	row("read", fmt.Sprintf("%s in %d calls", volume.HumanBytes(st.IO.BytesRead), st.IO.Reads))
 	row("written", fmt.Sprintf("%s in %d calls", volume.HumanBytes(st.IO.BytesWritten), st.IO.Writes))
 	row("errors / refused", fmt.Sprintf("%d / %d", st.IO.Errors, st.IO.GateRefusals))
+	row("open backing files", fmt.Sprintf("%d", st.IO.OpenFiles))
 	row("daemon", fmt.Sprintf("pid %d since %s", st.PID, st.Started.Format(time.RFC3339)))
 	if st.LogFile != "" {
 		row("log", st.LogFile)

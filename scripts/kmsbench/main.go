@@ -91,10 +91,10 @@ func run(endpoint, region, out string) error {
 	}
 	dec, err := c.Decrypt(ctx, &awskms.DecryptInput{CiphertextBlob: gdk.CiphertextBlob, EncryptionContext: encCtx})
 	if err != nil {
-		return fmt.Errorf("Decrypt: %w", err)
+		return fmt.Errorf("decrypt the data key: %w", err)
 	}
 	if len(dec.Plaintext) != 32 {
-		return fmt.Errorf("Decrypt returned %d bytes of plaintext, want 32", len(dec.Plaintext))
+		return fmt.Errorf("decrypt returned %d bytes of plaintext, want 32", len(dec.Plaintext))
 	}
 	if rec.header.Get("Authorization") == "" {
 		return errors.New("the recorded Decrypt request carries no Authorization header")
