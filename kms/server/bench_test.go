@@ -37,19 +37,35 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// benchEndpointEnv, when set, points the Decrypt benchmarks at a running
+// `encvol kms serve` (credentials from AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY) instead of a server in this process:
+// scripts/bench-kms.sh measures the real binary that way.
+const benchEndpointEnv = "ENCVOL_KMS_BENCH_ENDPOINT"
+
 // decryptBench is what both Decrypt benchmarks send: one blob wrapped
 // under a fresh key with an encryption context, as a volume's unlock does.
 type decryptBench struct {
 	url    string
+	p      Principal
 	blob   []byte
 	encCtx map[string]string
 }
 
 func setupDecryptBench(b *testing.B) decryptBench {
 	b.Helper()
-	env := startServer(b, Options{})
+	d := decryptBench{p: admin}
+	if ep := os.Getenv(benchEndpointEnv); ep != "" {
+		d.url = ep
+		d.p = Principal{Name: "bench", AccessKeyID: os.Getenv("AWS_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("AWS_SECRET_ACCESS_KEY")}
+		if d.p.AccessKeyID == "" || d.p.SecretAccessKey == "" {
+			b.Fatalf("%s is set: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must name a principal of that server", benchEndpointEnv)
+		}
+	} else {
+		d.url = startServer(b, Options{}).url
+	}
 	ctx := context.Background()
-	setup := newClient(env.url, admin)
+	setup := newClient(d.url, d.p)
 	ck, err := setup.CreateKey(ctx, &awskms.CreateKeyInput{})
 	if err != nil {
 		b.Fatalf("CreateKey: %v", err)
@@ -60,7 +76,8 @@ func setupDecryptBench(b *testing.B) decryptBench {
 	if err != nil {
 		b.Fatalf("GenerateDataKeyWithoutPlaintext: %v", err)
 	}
-	return decryptBench{url: env.url, blob: gdk.CiphertextBlob, encCtx: encCtx}
+	d.blob, d.encCtx = gdk.CiphertextBlob, encCtx
+	return d
 }
 
 // newBenchClients returns n independent SDK clients (each with its own
@@ -180,7 +197,7 @@ func histogram(sorted []time.Duration) string {
 // BenchmarkDecryptHTTPOutOfProcess keeps apart.
 func BenchmarkDecryptHTTP(b *testing.B) {
 	d := setupDecryptBench(b)
-	cs, err := newBenchClients(benchClients, d.url, admin.AccessKeyID, admin.SecretAccessKey, d.blob, d.encCtx)
+	cs, err := newBenchClients(benchClients, d.url, d.p.AccessKeyID, d.p.SecretAccessKey, d.blob, d.encCtx)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -271,7 +288,7 @@ func BenchmarkDecryptHTTPOutOfProcessAt2000(b *testing.B) { benchDecryptOutOfPro
 // the clients in this process.
 func BenchmarkDecryptHTTPAt2000(b *testing.B) {
 	d := setupDecryptBench(b)
-	cs, err := newBenchClients(benchClients, d.url, admin.AccessKeyID, admin.SecretAccessKey, d.blob, d.encCtx)
+	cs, err := newBenchClients(benchClients, d.url, d.p.AccessKeyID, d.p.SecretAccessKey, d.blob, d.encCtx)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -291,7 +308,7 @@ func benchDecryptOutOfProcess(b *testing.B, rate float64) {
 	if err != nil {
 		b.Fatalf("find the test binary: %v", err)
 	}
-	cfg, err := json.Marshal(loadGenConfig{URL: d.url, AccessKeyID: admin.AccessKeyID, Secret: admin.SecretAccessKey,
+	cfg, err := json.Marshal(loadGenConfig{URL: d.url, AccessKeyID: d.p.AccessKeyID, Secret: d.p.SecretAccessKey,
 		Blob: d.blob, Context: d.encCtx, Requests: b.N, Clients: benchClients, Rate: rate})
 	if err != nil {
 		b.Fatal(err)
