@@ -95,6 +95,9 @@ type FS struct {
 	metaOK   atomic.Bool
 	metaWarn sync.Once
 
+	// writeback: mounted with the kernel writeback cache (set by Mount).
+	writeback atomic.Bool
+
 	reads, writes, bytesRead, bytesWritten, errs atomic.Uint64
 
 	openMu    sync.Mutex
@@ -208,6 +211,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	if !mo.NoWritebackCache && !mo.ReadOnly {
 		opts.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
+		f.writeback.Store(true)
 	}
 	// See killpriv.go: saves a GETXATTR round trip per write(2).
 	opts.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2

@@ -418,6 +418,33 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	return 0
 }
 
+// setattrNameless answers, without the key gate, the setattr the kernel
+// sends for every regular file it just unlinked when the writeback cache is
+// on (it flushes mtime and ctime). A node with neither a name nor an open
+// backing file has nothing left to change. One whose backing file is still
+// open (pinned at the unlink, as the kernel may have it open) needs no change
+// either: the kernel keeps the mtime and ctime of a cached regular file
+// itself and ignores ours, so only the attributes are answered. It reports
+// whether it answered.
+func (n *Node) setattrNameless(in *fuse.SetAttrIn, out *fuse.AttrOut) (bool, syscall.Errno) {
+	n.content.RLock()
+	defer n.content.RUnlock()
+	of := n.of
+	if of == nil {
+		return true, syscall.ENOENT
+	}
+	const timesOnly = fuse.FATTR_MTIME | fuse.FATTR_CTIME | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER
+	if in.Valid&^timesOnly != 0 || !n.fsys.writeback.Load() {
+		return false, 0
+	}
+	var st unix.Statx_t
+	if err := statxFd(of.fd, &st); err != nil {
+		return true, n.fsys.errno(err, "setattr", "")
+	}
+	n.fsys.fillAttrMeta(&st, of.fd, "", &out.Attr)
+	return true, 0
+}
+
 // Setattr changes mode, owner, size (through the sector layer, under the
 // content lock) and times.
 func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -427,11 +454,8 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		// file it just unlinked: a node with neither a name nor an open
 		// file has nothing left to change, so skip the key gate and locks.
 		if _, p := n.Parent(); p == nil {
-			n.content.RLock()
-			open := n.of != nil
-			n.content.RUnlock()
-			if !open {
-				return syscall.ENOENT
+			if done, errno := n.setattrNameless(in, out); done {
+				return errno
 			}
 		}
 		var rel func()
