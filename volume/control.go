@@ -65,6 +65,10 @@ type Status struct {
 	Started          time.Time       `json:"started"`
 	Socket           string          `json:"socket"`
 	LogFile          string          `json:"log_file,omitempty"`
+	// Orphaned marks a mount whose daemon is gone (killed, crashed): the
+	// kernel still lists it, but it answers every call with ENOTCONN until
+	// it is unmounted. Only Mountpoint, Backing and Gate ("gone") are set.
+	Orphaned bool `json:"orphaned,omitempty"`
 }
 
 // SocketDir is where control sockets live: /run/encvol for root,

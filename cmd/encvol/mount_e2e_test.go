@@ -582,3 +582,57 @@ func TestMountNonRootFusermount(t *testing.T) {
 		t.Fatal("still mounted after fusermount3 -u")
 	}
 }
+
+// A daemon killed with SIGKILL leaves its mount behind; status shows it and
+// umount removes it.
+func TestStatusShowsMountWithoutDaemon(t *testing.T) {
+	e := newEnv(t, "")
+	backing, mnt := filepath.Join(e.dir, "b"), filepath.Join(e.dir, "m")
+	os.Mkdir(mnt, 0o755)
+	cleanupMount(t, mnt)
+	e.must("create", "--backing", backing)
+	e.must("mount", backing, mnt)
+
+	var st volume.Status
+	if err := json.Unmarshal([]byte(e.must("status", mnt, "--json").stdout), &st); err != nil || st.PID <= 0 {
+		t.Fatalf("status --json: %v %+v", err, st)
+	}
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the killed daemon to exit", 10*time.Second, func() bool {
+		return syscall.Kill(st.PID, 0) == syscall.ESRCH
+	})
+	if !mounted(t, mnt) {
+		t.Fatal("the mount went away with its daemon; this test needs it to stay")
+	}
+
+	r := e.must("status")
+	if !strings.Contains(r.stdout, mnt) || !strings.Contains(r.stdout, "daemon gone") || !strings.Contains(r.stdout, "encvol umount "+mnt) {
+		t.Errorf("status does not show the mount without daemon:\n%s", r.stdout)
+	}
+	var list []volume.Status
+	if err := json.Unmarshal([]byte(e.must("status", "--json").stdout), &list); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range list {
+		if s.Mountpoint == mnt {
+			found = s.Orphaned && s.Gate == "gone" && s.Backing == backing
+		}
+	}
+	if !found {
+		t.Errorf("status --json: no orphaned entry for %s: %+v", mnt, list)
+	}
+	if r := e.run("status", mnt); r.code == 0 || !strings.Contains(r.stderr, "daemon is gone") {
+		t.Errorf("status MOUNTPOINT of a mount without daemon: %v", r)
+	}
+
+	e.must("umount", mnt)
+	if mounted(t, mnt) {
+		t.Fatal("still mounted after umount")
+	}
+	if r := e.must("status"); strings.Contains(r.stdout, mnt) {
+		t.Errorf("status still lists %s after umount:\n%s", mnt, r.stdout)
+	}
+}

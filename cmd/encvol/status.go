@@ -29,6 +29,9 @@ func newStatusCommand(a *app) *cobra.Command {
 				st, err := volume.QueryStatus(ctx, volume.SocketPath(mp))
 				if err != nil {
 					if volume.IsStale(err) {
+						if m, merr := volume.IsMounted(mp); merr == nil && m {
+							return fmt.Errorf("%s is mounted but its encvol daemon is gone (killed or crashed): the mount answers nothing; run `encvol umount %s`", mp, mp)
+						}
 						return fmt.Errorf("no encvol daemon serves %s", mp)
 					}
 					return fmt.Errorf("status of %s: %w", mp, err)
@@ -43,6 +46,7 @@ func newStatusCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			served := map[string]bool{} // sockets of live daemons, answering or not
 			for _, s := range socks {
 				st, err := volume.QueryStatus(ctx, s)
 				if err != nil {
@@ -50,10 +54,21 @@ func newStatusCommand(a *app) *cobra.Command {
 						_ = os.Remove(s) // the daemon died without cleaning up
 						continue
 					}
+					served[s] = true
 					a.log.Warn().Err(err).Str("path", s).Msg("control socket does not answer")
 					continue
 				}
+				served[s] = true
 				list = append(list, st)
+			}
+			mounts, err := volume.EncvolMounts()
+			if err != nil {
+				a.log.Warn().Err(err).Msg("cannot look for mounts whose daemon is gone")
+			}
+			for _, m := range mounts {
+				if !served[volume.SocketPath(m.Mountpoint)] {
+					list = append(list, &volume.Status{Mountpoint: m.Mountpoint, Backing: m.Source, Gate: "gone", Orphaned: true})
+				}
 			}
 			if asJSON {
 				if list == nil {
@@ -67,11 +82,23 @@ func newStatusCommand(a *app) *cobra.Command {
 			}
 			tw := newTable(a.stdout)
 			fmt.Fprintln(tw, "MOUNTPOINT\tVOLUME\tKEY\tKEY STATE\tGATE\tLAST CHECK\tTRANSITIONS\tREAD\tWRITTEN\tPID")
+			var orphans []string
 			for _, st := range list {
+				if st.Orphaned {
+					fmt.Fprintf(tw, "%s\t-\t-\t-\tdaemon gone\t-\t-\t-\t-\t-\n", st.Mountpoint)
+					orphans = append(orphans, st.Mountpoint)
+					continue
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", st.Mountpoint, st.VolumeID, st.KeyID, st.KeyState,
 					st.Gate, ago(st.LastCheck), st.Transitions, volume.HumanBytes(st.IO.BytesRead), volume.HumanBytes(st.IO.BytesWritten), st.PID)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, mp := range orphans {
+				fmt.Fprintf(a.stdout, "\n%s: its encvol daemon is gone (killed or crashed), so the mount answers nothing; `encvol umount %s` removes it.\n", mp, mp)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -1,0 +1,36 @@
+package volume
+
+import (
+	"bufio"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseEncvolMounts(t *testing.T) {
+	table := strings.Join([]string{
+		`22 1 0:21 / /proc rw,nosuid - proc proc rw`,
+		`40 22 0:50 / /srv/a\040b rw,nosuid,nodev shared:9 - fuse.encvol /data/back\040ing rw,user_id=0,group_id=0,default_permissions`,
+		`41 22 0:51 / /home/u/m rw,nosuid,nodev - fuse.encvol /home/u/b rw,user_id=1000,group_id=1000,default_permissions`,
+		`42 22 0:52 / /mnt/g rw - fuse.gocryptfs /x rw,user_id=0,group_id=0`,
+		`garbage`,
+		`43 22 0:53 / /short rw -`,
+	}, "\n")
+	parse := func(euid int) []MountEntry {
+		got, err := parseEncvolMounts(bufio.NewScanner(strings.NewReader(table)), euid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	all := []MountEntry{{"/srv/a b", "/data/back ing"}, {"/home/u/m", "/home/u/b"}}
+	if got := parse(0); !reflect.DeepEqual(got, all) {
+		t.Errorf("root sees %v, want %v", got, all)
+	}
+	if got, want := parse(1000), all[1:]; !reflect.DeepEqual(got, want) {
+		t.Errorf("user 1000 sees %v, want %v", got, want)
+	}
+	if got := parse(1001); len(got) != 0 {
+		t.Errorf("user 1001 sees %v, want nothing", got)
+	}
+}
