@@ -257,6 +257,12 @@ run_system() {
 }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# CPU time the hypervisor gave to other guests while this guest wanted it
+# (the "steal" column of /proc/stat, in clock ticks): on a shared host it
+# says more about a run's noise than the load average does.
+steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
+STEAL_START=$(steal_ticks)
+RUN_START=$(date +%s)
 log "work directory $WORK; sizes: seq ${SEQ_MB} MiB, small $SMALL_COUNT x 512 B, fio ${FIO_SECS}s/${FIO_SIZE}, tar $TAR_FILES files"
 for ((r = 1; r <= RUNS; r++)); do
 	for s in $SYSTEMS; do
@@ -331,6 +337,7 @@ REPORT=$WORK/report.md
 	if has gocryptfs; then echo "- gocryptfs: $(gocryptfs -version | head -1)"; fi
 	echo "- Command: \`$ENVLINE $CMDLINE\`"
 	echo "- Load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) — other work on the machine skews every column alike."
+	echo "- CPU time stolen by the hypervisor during the run: $(awk -v t="$(($(steal_ticks) - STEAL_START))" -v hz="$(getconf CLK_TCK)" -v s="$(($(date +%s) - RUN_START))" -v n="$(nproc)" 'BEGIN { printf "%.1f s of %d s × %d CPUs", t / hz, s, n }')."
 	echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s); MB/s = 10^6 bytes/s."
 	echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
