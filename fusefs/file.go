@@ -18,9 +18,8 @@ import (
 // shared per node (openFile); the handle only remembers what this open
 // asked for.
 type handle struct {
-	n     *Node
-	write bool
-	sync  bool // O_SYNC/O_DSYNC: every write reaches stable storage
+	n    *Node
+	sync bool // O_SYNC/O_DSYNC: every write reaches stable storage
 }
 
 // attach adds one handle to n's shared backing file, opening it (or taking
@@ -66,12 +65,7 @@ func (n *Node) openBackingLocked(k *Keys, path string, fd int, write bool) sysca
 			path = p
 		}
 		var err error
-		fd, err = unix.Open(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil && !write && (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EPERM)) {
-			rw = false
-			fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		}
-		if err != nil {
+		if fd, rw, err = openBackingFD(unix.AT_FDCWD, path, write); err != nil {
 			return n.fsys.errno(err, "open", path)
 		}
 	}
@@ -79,6 +73,21 @@ func (n *Node) openBackingLocked(k *Keys, path string, fd int, write bool) sysca
 		return n.fsys.errno(err, "open", path)
 	}
 	return 0
+}
+
+// openBackingFD opens the backing file name (relative to dirfd)
+// read-write, or read-only when that is all the backing allows and write is
+// not needed; rw says which.
+func openBackingFD(dirfd int, name string, write bool) (fd int, rw bool, err error) {
+	fd, err = unix.Openat(dirfd, name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == nil {
+		return fd, true, nil
+	}
+	if write || !(errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EPERM)) {
+		return -1, false, err
+	}
+	fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	return fd, false, err
 }
 
 // setBackingLocked installs fd (which it then owns) as n's backing file,
@@ -108,15 +117,15 @@ func (n *Node) setBackingLocked(fd int, rw bool, name string) error {
 // write of a file opens its backing file here; it stays open until the
 // kernel forgets the inode or the file is evicted as idle.
 func (n *Node) lockBacking(k *Keys, write, exclusive bool) (unlock func(), errno syscall.Errno) {
-	for {
-		if exclusive {
-			n.content.Lock()
-			if errno := n.openBackingLocked(k, "", -1, write); errno != 0 {
-				n.content.Unlock()
-				return nil, errno
-			}
-			return n.content.Unlock, 0
+	if exclusive {
+		n.content.Lock()
+		if errno := n.openBackingLocked(k, "", -1, write); errno != 0 {
+			n.content.Unlock()
+			return nil, errno
 		}
+		return n.content.Unlock, 0
+	}
+	for {
 		n.content.RLock()
 		if of := n.of; of != nil && (of.rw || !write) {
 			return n.content.RUnlock, 0
@@ -140,17 +149,12 @@ func (n *Node) lockBacking(k *Keys, write, exclusive bool) (unlock func(), errno
 // forgets the inode. Caller holds n.content exclusively.
 func (n *Node) pinLocked(dirfd int, bname string) {
 	if n.of == nil {
-		fd, err := unix.Openat(dirfd, bname, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		rw := err == nil
-		if err != nil {
-			fd, err = unix.Openat(dirfd, bname, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, rw, err := openBackingFD(dirfd, bname, false)
+		if err == nil {
+			err = n.setBackingLocked(fd, rw, bname)
 		}
 		if err != nil {
 			n.fsys.log.Warn().Str("op", "unlink").Err(err).Msg("cannot keep the file open past its removal; processes that still have it open will get EIO")
-			return
-		}
-		if err := n.setBackingLocked(fd, rw, bname); err != nil {
-			n.fsys.log.Warn().Str("op", "unlink").Err(err).Msg("cannot keep the file open past its removal")
 			return
 		}
 	}
@@ -179,7 +183,7 @@ func (f *FS) pinChild(parent *Node, name string, dirfd int, bname string) func()
 // n.content.
 func (n *Node) newHandle(k *Keys, path string, flags uint32) (*handle, syscall.Errno) {
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY
-	h := &handle{n: n, write: write, sync: flags&(unix.O_SYNC|unix.O_DSYNC) != 0}
+	h := &handle{n: n, sync: flags&(unix.O_SYNC|unix.O_DSYNC) != 0}
 	if flags&unix.O_TRUNC != 0 && write && !n.emptyLocked() {
 		if err := n.of.f.Truncate(k.Content, 0); err != nil {
 			n.detachLocked()

@@ -422,8 +422,8 @@ func statxFdOrPath(fd int, path string, st *unix.Statx_t) error {
 const maxIdleBacking = 2048
 
 // trackOpen records whether n has an open backing file, so InvalidateAll
-// reaches it even after its last name is unlinked, and evicts idle files
-// when too many are open.
+// reaches it even after its last name is unlinked; a new one may evict idle
+// files (evictIdle). The caller holds n.content.
 func (f *FS) trackOpen(n *Node, open bool) {
 	f.openMu.Lock()
 	if !open {
@@ -435,20 +435,27 @@ func (f *FS) trackOpen(n *Node, open bool) {
 	f.openSince++
 	var victims []*Node
 	if len(f.open) > maxIdleBacking && f.openSince >= maxIdleBacking/4 {
+		// Sweep a quarter of the cap at a time, so the map walk is paid
+		// once per maxIdleBacking/4 opens, not on every one.
 		f.openSince = 0
 		for v := range f.open {
-			if v != n {
-				victims = append(victims, v)
-			}
 			if len(victims) >= len(f.open)-maxIdleBacking*3/4 {
 				break
+			}
+			if v != n {
+				victims = append(victims, v)
 			}
 		}
 	}
 	f.openMu.Unlock()
-	for _, v := range victims {
-		// TryLock: the caller holds n.content, and a node in use is not
-		// idle anyway.
+	f.evictIdle(victims)
+}
+
+// evictIdle closes the backing files of those candidates that are idle: no
+// handle, not pinned, not in use. TryLock, because the caller holds another
+// node's content lock, and a node that is in use is not idle anyway.
+func (f *FS) evictIdle(candidates []*Node) {
+	for _, v := range candidates {
 		if !v.content.TryLock() {
 			continue
 		}

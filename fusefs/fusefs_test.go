@@ -23,6 +23,23 @@ func writeFile(t *testing.T, p string, data []byte) {
 	}
 }
 
+// writeOpened opens p with flag (no O_CREAT), writes data and closes it,
+// failing the test at any error.
+func writeOpened(t *testing.T, p string, flag int, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(p, flag, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func readFile(t *testing.T, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)

@@ -91,16 +91,7 @@ func TestKillSUID(t *testing.T) {
 			asNobody(t, m.Dir, "truncate -s 3 truncate")
 			asNobody(t, m.Dir, ": > otrunc")
 			asNobody(t, m.Dir, "printf x >> sgid-noexec")
-			f, err := os.OpenFile(filepath.Join(m.Dir, "root"), os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.Write([]byte("x")); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Close(); err != nil {
-				t.Fatal(err)
-			}
+			writeOpened(t, filepath.Join(m.Dir, "root"), os.O_WRONLY|os.O_APPEND, []byte("x"))
 
 			want := map[string]uint32{
 				"write": 0o777, "truncate": 0o777, "otrunc": 0o777, "root": 06777, "sgid-noexec": 02666,

@@ -84,26 +84,8 @@ func TestOpenFileOutlivesItsName(t *testing.T) {
 func TestOpenTruncAppendWithoutOpenRequests(t *testing.T) {
 	m := remounted(t, map[string][]byte{"f": []byte("abcdef")})
 	p := filepath.Join(m.Dir, "f")
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write([]byte("xy")); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Write([]byte("z")); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeOpened(t, p, os.O_WRONLY|os.O_TRUNC, []byte("xy"))
+	writeOpened(t, p, os.O_WRONLY|os.O_APPEND, []byte("z"))
 	if got := readFile(t, p); string(got) != "xyz" {
 		t.Fatalf("after O_TRUNC write and O_APPEND write: %q, want %q", got, "xyz")
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -202,20 +203,38 @@ func CheckMountpoint(mountpoint string) error {
 // /proc/self/mountinfo (no stat of the path itself, which would ask a
 // possibly hung FUSE server).
 func IsMounted(path string) (bool, error) {
+	found := false
+	err := scanMountinfo(func(fields []string) bool {
+		found = len(fields) > 4 && unescapeMountinfo(fields[4]) == path
+		return !found
+	})
+	return found, err
+}
+
+// scanMountinfo calls fn with the fields of each line of
+// /proc/self/mountinfo until fn returns false.
+func scanMountinfo(fn func(fields []string) bool) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return false, fmt.Errorf("read mount table: %w", err)
+		return fmt.Errorf("read mount table: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return readMountinfo(f, fn)
+}
+
+// readMountinfo is scanMountinfo on any reader of mountinfo lines.
+func readMountinfo(r io.Reader, fn func(fields []string) bool) error {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == path {
-			return true, nil
+		if !fn(strings.Fields(sc.Text())) {
+			return nil
 		}
 	}
-	return false, sc.Err()
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read mount table: %w", err)
+	}
+	return nil
 }
 
 // unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).

@@ -1,8 +1,6 @@
 package volume
 
 import (
-	"bufio"
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -20,21 +18,17 @@ type MountEntry struct {
 // such a mount, but every call on it fails with ENOTCONN until it is
 // unmounted.
 func EncvolMounts() ([]MountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
-	}
-	defer f.Close()
-	return parseEncvolMounts(bufio.NewScanner(f), os.Geteuid())
+	var out []MountEntry
+	err := scanMountinfo(encvolMountsInto(&out, os.Geteuid()))
+	return out, err
 }
 
-// parseEncvolMounts reads mountinfo lines: "ID PARENT MAJ:MIN ROOT
-// MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS".
-func parseEncvolMounts(sc *bufio.Scanner, euid int) ([]MountEntry, error) {
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	var out []MountEntry
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
+// encvolMountsInto returns a mountinfo line visitor that appends the
+// fuse.encvol mounts of euid (all of them for root) to out. Lines read
+// "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE
+// SUPEROPTIONS".
+func encvolMountsInto(out *[]MountEntry, euid int) func(fields []string) bool {
+	return func(fields []string) bool {
 		sep := -1
 		for i := 6; i < len(fields); i++ {
 			if fields[i] == "-" {
@@ -42,29 +36,20 @@ func parseEncvolMounts(sc *bufio.Scanner, euid int) ([]MountEntry, error) {
 				break
 			}
 		}
-		if sep < 0 || sep+3 >= len(fields) {
-			continue
+		if sep < 0 || sep+3 >= len(fields) || fields[sep+1] != "fuse.encvol" {
+			return true
 		}
-		if fields[sep+1] != "fuse.encvol" {
-			continue
+		if euid != 0 && !ownedBy(fields[sep+3], euid) {
+			return true
 		}
-		if euid != 0 && !ownedBy(fields[sep+3:], euid) {
-			continue
-		}
-		out = append(out, MountEntry{Mountpoint: unescapeMountinfo(fields[4]), Source: unescapeMountinfo(fields[sep+2])})
+		*out = append(*out, MountEntry{Mountpoint: unescapeMountinfo(fields[4]), Source: unescapeMountinfo(fields[sep+2])})
+		return true
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
-	}
-	return out, nil
 }
 
 // ownedBy reports whether FUSE super options name uid as the mounting user.
-func ownedBy(superOpts []string, uid int) bool {
-	if len(superOpts) == 0 {
-		return false
-	}
-	for _, o := range strings.Split(superOpts[0], ",") {
+func ownedBy(superOpts string, uid int) bool {
+	for _, o := range strings.Split(superOpts, ",") {
 		if v, ok := strings.CutPrefix(o, "user_id="); ok {
 			n, err := strconv.Atoi(v)
 			return err == nil && n == uid

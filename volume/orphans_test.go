@@ -1,7 +1,6 @@
 package volume
 
 import (
-	"bufio"
 	"reflect"
 	"strings"
 	"testing"
@@ -17,8 +16,8 @@ func TestParseEncvolMounts(t *testing.T) {
 		`43 22 0:53 / /short rw -`,
 	}, "\n")
 	parse := func(euid int) []MountEntry {
-		got, err := parseEncvolMounts(bufio.NewScanner(strings.NewReader(table)), euid)
-		if err != nil {
+		var got []MountEntry
+		if err := readMountinfo(strings.NewReader(table), encvolMountsInto(&got, euid)); err != nil {
 			t.Fatal(err)
 		}
 		return got
