@@ -256,6 +256,7 @@ func (n *Node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 		return nil, errno
 	}
 	defer rel()
+	governor.Load().noteRequest(len(dest))
 	unlock, errno := n.lockBacking(k, false, false)
 	if errno != 0 {
 		return nil, errno
@@ -279,6 +280,7 @@ func (n *Node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	}
 	defer rel()
 	h, _ := fh.(*handle)
+	governor.Load().noteRequest(len(data))
 	unlock, errno := n.lockBacking(k, true, true)
 	if errno != 0 {
 		return 0, errno

@@ -66,6 +66,10 @@ type MountOptions struct {
 	NoWritebackCache bool
 	// Options are extra -o options passed to the kernel/fusermount3.
 	Options []string
+	// AdaptiveProcs lets the file system set GOMAXPROCS of the whole
+	// process (procs.go). Only a process that does nothing but serve this
+	// mount should ask for it.
+	AdaptiveProcs bool
 }
 
 // Counters are cumulative I/O statistics of one mounted file system, and
@@ -227,6 +231,9 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	f.server.Store(srv)
 	f.raiseReadAhead(mountpoint)
+	if mo.AdaptiveProcs {
+		startGovernor()
+	}
 	go func() {
 		srv.Wait()
 		f.dirs.clear()
@@ -304,6 +311,10 @@ func (f *FS) keys(ctx context.Context, op string) (*Keys, func(), syscall.Errno)
 			return nil, nil, e
 		}
 		return nil, nil, syscall.EIO
+	}
+	if g := governor.Load(); g != nil {
+		g.enter()
+		return k, func() { g.exit(); rel() }, 0
 	}
 	return k, rel, 0
 }

@@ -39,6 +39,9 @@ type MountSpec struct {
 	KeyCheckInterval time.Duration
 	OfflineGrace     time.Duration
 	OnKeyEvent       string
+	// OwnProcess: the caller is a daemon that serves nothing but this
+	// mount, so the file system may tune process-wide settings.
+	OwnProcess bool
 }
 
 // ResolveMount turns `encvol mount` arguments (NAME, or BACKING
@@ -316,7 +319,7 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 	}
 	m.server, err = fsys.Mount(spec.Mountpoint, fusefs.MountOptions{
 		AllowOther: spec.AllowOther, Debug: spec.Debug, FsName: spec.Backing, Name: "encvol",
-		DirectMount: os.Geteuid() == 0, ReadOnly: spec.ReadOnly,
+		DirectMount: os.Geteuid() == 0, ReadOnly: spec.ReadOnly, AdaptiveProcs: spec.OwnProcess,
 	})
 	if err != nil {
 		m.control.close()

@@ -168,6 +168,7 @@ func (a *app) serve(ctx context.Context, spec volume.MountSpec, ready *os.File) 
 	// Opt-in (ENCVOL_CPUPROFILE / ENCVOL_MEMPROFILE): for tuning the daemon.
 	stopProfiling := fusefs.StartProfiling(log)
 	defer stopProfiling()
+	spec.OwnProcess = true // this process serves the one mount and nothing else
 	m, err := volume.MountVolume(context.Background(), spec, client, u, log, logFile)
 	if err != nil {
 		client.Close()
