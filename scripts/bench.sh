@@ -60,6 +60,9 @@ command -v fio >/dev/null || need_pkgs+=(fio)
 command -v jq >/dev/null || need_pkgs+=(jq)
 command -v mountpoint >/dev/null || need_pkgs+=(util-linux)
 case " $SYSTEMS " in *" gocryptfs "*) command -v gocryptfs >/dev/null || need_pkgs+=(gocryptfs) ;; esac
+# Debian's gocryptfs depends only on libfuse2 and mounts through fusermount,
+# which the fuse3 package provides (as fusermount3 and a fusermount link).
+case " $SYSTEMS " in *" gocryptfs "*) command -v fusermount >/dev/null || need_pkgs+=(fuse3) ;; esac
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
