@@ -267,8 +267,13 @@ steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
 STEAL_START=$(steal_ticks)
 RUN_START=$(date +%s)
 log "work directory $WORK; sizes: seq ${SEQ_MB} MiB, small $SMALL_COUNT x 512 B, fio ${FIO_SECS}s/${FIO_SIZE}, tar $TAR_FILES files"
+# Each run starts with the next system: whoever runs first after a full
+# rm -rf pays for memory the host took back (see docs/performance.md), and
+# a fixed order would charge that to one system every time.
+read -ra SYS_ORDER <<<"$SYSTEMS"
 for ((r = 1; r <= RUNS; r++)); do
-	for s in $SYSTEMS; do
+	for ((i = 0; i < ${#SYS_ORDER[@]}; i++)); do
+		s=${SYS_ORDER[$(((i + r - 1) % ${#SYS_ORDER[@]}))]}
 		log "run $r/$RUNS: $s"
 		run_system "$s"
 	done
@@ -341,7 +346,7 @@ REPORT=$WORK/report.md
 	echo "- Command: \`$ENVLINE $CMDLINE\`"
 	echo "- Load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) — other work on the machine skews every column alike."
 	echo "- CPU time stolen by the hypervisor during the run: $(awk -v t="$(($(steal_ticks) - STEAL_START))" -v hz="$(getconf CLK_TCK)" -v s="$(($(date +%s) - RUN_START))" -v n="$(nproc)" 'BEGIN { printf "%.1f s of %d s × %d CPUs", t / hz, s, n }')."
-	echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s); MB/s = 10^6 bytes/s."
+	echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s), each run starting with the next system; MB/s = 10^6 bytes/s."
 	echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
 	echo
