@@ -86,12 +86,15 @@ type FS struct {
 	sectorSize int
 	plaintext  bool
 	gate       *Gate
-	log        zerolog.Logger
-	root       *Node
-	rootDev    uint64
-	euidRoot   bool
-	euid, egid uint32
-	server     atomic.Pointer[fuse.Server]
+	// releaseCounted ends a request that the governor counted (keys);
+	// made once for the same reason as Gate.release.
+	releaseCounted func()
+	log            zerolog.Logger
+	root           *Node
+	rootDev        uint64
+	euidRoot       bool
+	euid, egid     uint32
+	server         atomic.Pointer[fuse.Server]
 
 	// metaOK: regular files and directories keep their plaintext mode and
 	// owner in a backing xattr (meta.go); cleared for good when the backing
@@ -161,6 +164,12 @@ func New(opts Options) (*FS, error) {
 	f.metaOK.Store(true)
 	if _, err := unix.Getxattr(abs, metaXattr, nil); isNotSupported(err) {
 		f.metaUnsupported(err)
+	}
+	// The governor, once set, is never replaced (startGovernor), so the
+	// one that counted a request in keys is the one that ends it here.
+	f.releaseCounted = func() {
+		governor.Load().exit()
+		f.gate.release()
 	}
 	f.root = &Node{fsys: f}
 	f.root.dirID.Store(&rootID)
@@ -314,7 +323,7 @@ func (f *FS) keys(ctx context.Context, op string) (*Keys, func(), syscall.Errno)
 	}
 	if g := governor.Load(); g != nil {
 		g.enter()
-		return k, func() { g.exit(); rel() }, 0
+		return k, f.releaseCounted, 0
 	}
 	return k, rel, 0
 }

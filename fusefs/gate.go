@@ -53,6 +53,9 @@ type Gate struct {
 	// inflight is read-locked by every holder of keys; Close and Open take
 	// the write lock to wait until nobody uses the keys they replace.
 	inflight sync.RWMutex
+	// release is inflight.RUnlock made once: a method value built per
+	// Acquire would be a heap allocation on every FUSE request.
+	release func()
 
 	mu          sync.Mutex
 	keys        *Keys         // GUARDED_BY(mu); nil while closed
@@ -69,7 +72,9 @@ func NewGate(mode string, log zerolog.Logger) *Gate {
 	if mode != ModeHang {
 		mode = ModeEIO
 	}
-	return &Gate{mode: mode, log: log, opened: make(chan struct{})}
+	g := &Gate{mode: mode, log: log, opened: make(chan struct{})}
+	g.release = g.inflight.RUnlock
+	return g
 }
 
 // Mode reports the gate's mode ("eio" or "hang").
@@ -192,7 +197,7 @@ func (g *Gate) Acquire(ctx context.Context) (*Keys, func(), error) {
 		k, ch := g.keys, g.opened
 		g.mu.Unlock()
 		if k != nil {
-			return k, g.inflight.RUnlock, nil
+			return k, g.release, nil
 		}
 		g.inflight.RUnlock()
 		g.refusals.Add(1)
