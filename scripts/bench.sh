@@ -54,15 +54,19 @@ for s in $SYSTEMS; do
 	case $s in encvol | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
 done
 
+has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
+
 # --- tools -------------------------------------------------------------------
 need_pkgs=()
 command -v fio >/dev/null || need_pkgs+=(fio)
 command -v jq >/dev/null || need_pkgs+=(jq)
 command -v mountpoint >/dev/null || need_pkgs+=(util-linux)
-case " $SYSTEMS " in *" gocryptfs "*) command -v gocryptfs >/dev/null || need_pkgs+=(gocryptfs) ;; esac
-# Debian's gocryptfs depends only on libfuse2 and mounts through fusermount,
-# which the fuse3 package provides (as fusermount3 and a fusermount link).
-case " $SYSTEMS " in *" gocryptfs "*) command -v fusermount >/dev/null || need_pkgs+=(fuse3) ;; esac
+if has gocryptfs; then
+	command -v gocryptfs >/dev/null || need_pkgs+=(gocryptfs)
+	# Debian's gocryptfs depends only on libfuse2 and mounts through
+	# fusermount, which the fuse3 package provides (a link to fusermount3).
+	command -v fusermount >/dev/null || need_pkgs+=(fuse3)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -289,7 +293,6 @@ ratio() { # A B HIGHER_IS_BETTER(1|0) — speed of encvol relative to the other 
 		if (a == "-" || b == "-" || a + 0 == 0 || b + 0 == 0) { print "-"; exit }
 		printf "%.2f", hib ? a / b : b / a }'
 }
-has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WORKLOADS="seqwrite seqread smallwrite randread randwrite untar lsR readall rm"
 declare -A LABEL=(
