@@ -107,7 +107,9 @@ func TestPassphraseStore(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	pf := filepath.Join(t.TempDir(), "pass")
-	os.WriteFile(pf, []byte("correct horse battery staple\n"), 0o600)
+	if err := os.WriteFile(pf, []byte("correct horse battery staple\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s, err := Open(dir, Options{PassphraseFile: pf})
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +132,9 @@ func TestPassphraseStore(t *testing.T) {
 		t.Fatalf("Decrypt after reopen: %q %v", pt, err)
 	}
 	s2.Close()
-	os.WriteFile(pf, []byte("wrong\n"), 0o600)
+	if err := os.WriteFile(pf, []byte("wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Open(dir, Options{PassphraseFile: pf}); err == nil || !strings.Contains(err.Error(), "does not authenticate") {
 		t.Fatalf("wrong passphrase: %v", err)
 	}

@@ -448,7 +448,9 @@ func TestMountTypeFuseEncvol(t *testing.T) {
 	// An fstab line.
 	fstab := filepath.Join(e.dir, "fstab")
 	line := fmt.Sprintf("%s %s fuse.encvol config=%s,noauto,nofail,_netdev 0 0\n", backing, mnt, e.cfg)
-	os.WriteFile(fstab, []byte(line), 0o644)
+	if err := os.WriteFile(fstab, []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	mount = exec.Command("mount", "--fstab", fstab, mnt)
 	mount.Env = helperEnv
 	if out, err := mount.CombinedOutput(); err != nil {
