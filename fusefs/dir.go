@@ -81,7 +81,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	ch := n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
 	cn := ch.Operations().(*Node)
-	h, errno := cn.attach(c.k, "", fd, flags)
+	// The path names the file in the sector layer's errors and log lines.
+	h, errno := cn.attach(c.k, fdPath(c.d.fd, c.bname), fd, flags)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}

@@ -43,6 +43,9 @@ type Options struct {
 	VolumeID       string // for log lines only
 }
 
+// fullLogPeriod spaces the log lines about a full backing file system.
+const fullLogPeriod = 10 * time.Second
+
 // MountOptions are the mount-time choices of a caller. The kernel's
 // default_permissions is always on: the daemon runs as root and the kernel
 // must check modes and owners for every caller.
@@ -90,11 +93,14 @@ type FS struct {
 	// made once for the same reason as Gate.release.
 	releaseCounted func()
 	log            zerolog.Logger
-	root           *Node
-	rootDev        uint64
-	euidRoot       bool
-	euid, egid     uint32
-	server         atomic.Pointer[fuse.Server]
+	// fullLog reports a full backing file system at most once per
+	// fullLogPeriod: every writeback request fails then, and one line says it.
+	fullLog    zerolog.Logger
+	root       *Node
+	rootDev    uint64
+	euidRoot   bool
+	euid, egid uint32
+	server     atomic.Pointer[fuse.Server]
 
 	// metaOK: regular files and directories keep their plaintext mode and
 	// owner in a backing xattr (meta.go); cleared for good when the backing
@@ -155,6 +161,7 @@ func New(opts Options) (*FS, error) {
 		plaintext:  opts.PlaintextNames,
 		gate:       opts.Gate,
 		log:        log,
+		fullLog:    log.Sample(&zerolog.BurstSampler{Burst: 1, Period: fullLogPeriod}),
 		rootDev:    uint64(st.Dev),
 		euidRoot:   os.Geteuid() == 0,
 		euid:       uint32(os.Geteuid()),
@@ -360,9 +367,17 @@ func (f *FS) errno(err error, op, path string) syscall.Errno {
 		f.errs.Add(1)
 		f.log.Error().Str("op", op).Str("path", path).Err(err).Msg("key closed during the call")
 		return syscall.EIO
+	case errors.Is(err, sector.ErrTorn):
+		// The cause (ENOSPC, EDQUOT, EIO) still goes to the caller below.
+		f.errs.Add(1)
+		f.log.Error().Str("op", op).Str("path", path).Err(err).Msg("a failed write left a sector that cannot be restored; reading it will fail")
 	}
 	var e syscall.Errno
 	if errors.As(err, &e) {
+		if e == syscall.ENOSPC || e == syscall.EDQUOT {
+			f.errs.Add(1)
+			f.fullLog.Warn().Str("op", op).Str("path", path).Err(err).Msg("backing file system is full or over quota; the operation failed")
+		}
 		return e
 	}
 	f.errs.Add(1)

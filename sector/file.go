@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // batchBytes bounds how much plaintext one pread/pwrite moves, so a pooled
@@ -39,6 +41,12 @@ type File struct {
 	hmu sync.Mutex             // serializes loading/creating the header
 	hdr atomic.Pointer[header] // nil until read or created; reset by Truncate(0)
 	ref atomic.Pointer[keyRef] // cached per-file key of the last Cipher used
+
+	noFallocate atomic.Bool // the backing file system has no fallocate (reserve)
+	// dense: backing bytes below it are allocated (no holes), so
+	// overwriting them takes no space; -1 until first needed. Only
+	// WriteAt and Truncate use it, and they run alone.
+	dense int64
 }
 
 type keyRef struct {
@@ -65,6 +73,7 @@ func NewFile(f *os.File, sectorSize int) (*File, error) {
 		stored:     int64(sectorSize + Overhead),
 		batch:      int64(max(1, batchBytes/sectorSize)),
 		maxPlain:   MaxPlainSize(sectorSize),
+		dense:      -1,
 	}, nil
 }
 
@@ -326,13 +335,16 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 			return 0, err
 		}
 		size = (last + 1) * S
+		if b, err = f.backingSize(); err != nil {
+			return 0, err
+		}
 	}
 	newSize := max(size, end)
 	first, last := off/S, (end-1)/S
 	n := 0
 	for i0 := first; i0 <= last; i0 += f.batch {
 		i1 := min(last+1, i0+f.batch)
-		if err := f.writeChunk(c, fk, h, bufs, p, off, size, newSize, i0, i1); err != nil {
+		if err := f.writeChunk(c, fk, h, bufs, p, off, size, newSize, i0, i1, &b); err != nil {
 			return n, err
 		}
 		n = int(min(end, i1*S) - off)
@@ -342,8 +354,9 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 
 // writeChunk seals sectors [i0, i1) with their new contents and writes them
 // with one pwrite. p is the whole write at off; size is the plaintext size
-// before, newSize after the write.
-func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []byte, off, size, newSize, i0, i1 int64) error {
+// before, newSize after the write; *backing is the backing file's size,
+// kept up to date so that a failed pwrite can be rolled back to it.
+func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []byte, off, size, newSize, i0, i1 int64, backing *int64) error {
 	S := int64(f.sectorSize)
 	end := off + int64(len(p))
 	oldLen := func(i int64) int64 { return min(S, max(0, size-i*S)) }
@@ -392,10 +405,116 @@ func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []
 	if err != nil {
 		return err
 	}
-	if _, err := f.f.WriteAt(sealed, f.storedOffset(i0)); err != nil {
-		return fmt.Errorf("sector: write %s sectors %d-%d: %w", f.path, i0, i1-1, err)
+	start := f.storedOffset(i0)
+	if start < *backing {
+		// The chunk overwrites sectors in the file, up to and including
+		// the one that reaches past its end.
+		if err := f.reserve(start, min(start+int64(len(sealed)), f.sectorEnd(*backing))); err != nil {
+			return fmt.Errorf("sector: write %s sectors %d-%d: %w", f.path, i0, i1-1, err)
+		}
+	}
+	if n, err := f.pwrite(sealed, start); err != nil {
+		err = fmt.Errorf("sector: write %s sectors %d-%d: %w", f.path, i0, i1-1, err)
+		if rerr := f.rollback(i0, n, *backing); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return err
+	}
+	stop := start + int64(len(sealed))
+	*backing = max(*backing, stop)
+	if start <= f.dense {
+		f.dense = max(f.dense, stop)
 	}
 	return nil
+}
+
+// A pwrite that runs out of space (a full file system, a quota) stops at
+// some byte, usually inside a stored sector, and a torn sector never
+// authenticates again: one failed write would make the file unreadable from
+// there on. Two things prevent that. Before a write overwrites sectors that
+// are already in the file, reserve allocates their bytes, so a full file
+// system fails the allocation with nothing written. What a write appends
+// past the old end is cut back by rollback when the write fails.
+
+// reserve allocates backing bytes [off, end) without changing the file
+// size. Most overwrites need no call: bytes below f.dense are allocated
+// already and overwriting them takes no space, while a fallocate per
+// overwrite costs random writes a tenth of their speed on tmpfs. f.dense is
+// moved up to the next hole with SEEK_HOLE from where it stands, so each
+// byte of the file is scanned about once. File systems without fallocate
+// are remembered and skipped; there, and on file systems that allocate
+// again on every overwrite (copy on write), a failed overwrite can still
+// tear a sector, which rollback reports as ErrTorn.
+func (f *File) reserve(off, end int64) error {
+	if end <= off || end <= f.dense || f.noFallocate.Load() {
+		return nil
+	}
+	rc, err := f.f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("fallocate %s: %w", f.path, err)
+	}
+	var ferr error
+	if cerr := rc.Control(func(fd uintptr) {
+		// Without SEEK_HOLE (an error) the mark stays, and overwrites
+		// above it are reserved.
+		if h, err := unix.Seek(int(fd), max(f.dense, 0), unix.SEEK_HOLE); err == nil {
+			f.dense = h
+		} else {
+			f.dense = max(f.dense, 0)
+		}
+		if end <= f.dense {
+			return
+		}
+		for {
+			ferr = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, off, end-off)
+			if ferr != unix.EINTR {
+				return
+			}
+		}
+	}); cerr != nil {
+		return fmt.Errorf("fallocate %s: %w", f.path, cerr)
+	}
+	switch ferr {
+	case nil:
+		if off <= f.dense {
+			f.dense = max(f.dense, end)
+		}
+		return nil
+	case unix.EOPNOTSUPP, unix.ENOSYS:
+		f.noFallocate.Store(true)
+		return nil
+	}
+	return &os.PathError{Op: "fallocate", Path: f.path, Err: ferr}
+}
+
+// sectorEnd is where the stored sector that holds the last of b backing
+// bytes ends.
+func (f *File) sectorEnd(b int64) int64 {
+	if b <= HeaderSize {
+		return HeaderSize
+	}
+	return f.storedOffset((b - HeaderSize + f.stored - 1) / f.stored)
+}
+
+// rollback cuts back what a pwrite that failed after n bytes appended to a
+// backing file that was backing bytes long, for a write of whole stored
+// sectors from sector i0 on. Sectors written whole that reach past the old
+// end stay, as with a short write; anything else past the old end goes. A
+// sector below the old end that the write tore (see reserve) is lost, and
+// the error says which.
+func (f *File) rollback(i0 int64, n int, backing int64) error {
+	whole := int64(max(n, 0)) / f.stored
+	if keep := f.storedOffset(i0 + whole); whole > 0 && keep >= backing {
+		return f.ftruncate(keep)
+	}
+	var err error
+	if f.storedOffset(i0)+int64(n) > backing {
+		err = f.ftruncate(backing)
+	}
+	if torn := i0 + whole; int64(n)%f.stored != 0 && f.storedOffset(torn) < backing {
+		err = errors.Join(err, fmt.Errorf("%w: %s sector %d was partly overwritten by the failed write and is lost", ErrTorn, f.path, torn))
+	}
+	return err
 }
 
 // seal seals sectors [j0, j1) of a write chunk into buf: the new bytes of
@@ -565,13 +684,66 @@ func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, old
 			return err
 		}
 	}
-	if _, err := f.f.WriteAt(out, f.storedOffset(idx)); err != nil {
+	off := f.storedOffset(idx)
+	if err := f.reserve(off, off+int64(len(out))); err != nil {
 		return fmt.Errorf("sector: write %s sector %d: %w", f.path, idx, err)
+	}
+	if n, err := f.pwrite(out, off); err != nil {
+		err = fmt.Errorf("sector: write %s sector %d: %w", f.path, idx, err)
+		if n > 0 {
+			// idx is the last sector: with its old stored bytes back, the
+			// file is what it was.
+			if _, rerr := f.pwrite(old, off); rerr != nil {
+				return errors.Join(err, fmt.Errorf("%w: %s sector %d: %w", ErrTorn, f.path, idx, rerr))
+			}
+			if terr := f.ftruncate(off + int64(len(old))); terr != nil {
+				return errors.Join(err, terr)
+			}
+		}
+		return err
 	}
 	return nil
 }
 
 func (f *File) storedOffset(i int64) int64 { return HeaderSize + i*f.stored }
+
+// pwrite writes all of b at off and reports how many bytes reached the file
+// also when it fails. os.File.WriteAt cannot be used where that count
+// matters: it reports 0 bytes when a short write (a file system filling up)
+// is followed by the error in the same call, and rollback needs to know
+// where the write stopped.
+func (f *File) pwrite(b []byte, off int64) (int, error) {
+	rc, err := f.f.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("write %s: %w", f.path, err)
+	}
+	n := 0
+	var werr error
+	if cerr := rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := unix.Pwrite(int(fd), b[n:], off+int64(n))
+			if err == unix.EINTR {
+				continue
+			}
+			n += max(m, 0)
+			if err != nil {
+				werr = err
+				break
+			}
+			if m == 0 {
+				werr = io.ErrShortWrite
+				break
+			}
+		}
+		return true
+	}); cerr != nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return n, &os.PathError{Op: "write", Path: f.path, Err: werr}
+	}
+	return n, nil
+}
 
 func (f *File) preadStored(buf []byte, i int64) error {
 	if _, err := f.f.ReadAt(buf, f.storedOffset(i)); err != nil {
@@ -584,6 +756,8 @@ func (f *File) preadStored(buf []byte, i int64) error {
 }
 
 func (f *File) ftruncate(n int64) error {
+	// Cutting frees what lay beyond n; growing adds a hole.
+	f.dense = min(f.dense, n)
 	if err := f.f.Truncate(n); err != nil {
 		return fmt.Errorf("sector: truncate %s backing to %d: %w", f.path, n, err)
 	}
@@ -652,7 +826,13 @@ func (f *File) header(backing int64, create bool) (*header, error) {
 			}
 		}
 		if _, err := f.f.WriteAt(h.marshal(), 0); err != nil {
-			return nil, fmt.Errorf("sector: write header %s: %w", f.path, err)
+			err = fmt.Errorf("sector: write header %s: %w", f.path, err)
+			// A partial header would make the file unreadable; the file
+			// was empty, so it goes back to empty.
+			if terr := f.ftruncate(0); terr != nil {
+				return nil, errors.Join(err, terr)
+			}
+			return nil, err
 		}
 		f.hdr.Store(h)
 		f.ref.Store(nil)

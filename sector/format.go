@@ -56,6 +56,9 @@ var (
 	ErrClosed = errors.New("sector: cipher closed")
 	// ErrTooLarge: an offset or size beyond what the format can address in an int64 backing file.
 	ErrTooLarge = errors.New("sector: offset or size too large")
+	// ErrTorn: a failed write (full file system) left a sector half written
+	// that could not be put back; it no longer authenticates.
+	ErrTorn = errors.New("sector: sector torn by a failed write")
 	// ErrSectorSize: a sector size is not a power of two in [MinSectorSize, MaxSectorSize],
 	// or a File and a Cipher disagree on it.
 	ErrSectorSize = errors.New("sector: invalid sector size")

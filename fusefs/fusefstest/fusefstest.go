@@ -40,6 +40,9 @@ type Options struct {
 	// Volume reuses the backing directory and keys of an earlier mount, for
 	// unmount/remount tests. nil: a new volume in t.TempDir.
 	Volume *Volume
+	// BackingParent is where NewVolume puts the backing directory (a
+	// small file system, say); default t.TempDir.
+	BackingParent string
 }
 
 // Volume is a backing directory with its content and names keys, enough to
@@ -52,15 +55,20 @@ type Volume struct {
 	NamesKey       *keywrap.Key
 }
 
-// NewVolume creates a backing directory in t.TempDir with a root directory
-// ID and fresh random keys (closed at the end of the test).
+// NewVolume creates a backing directory in opts.BackingParent (default
+// t.TempDir) with a root directory ID and fresh random keys (closed at the
+// end of the test).
 func NewVolume(t testing.TB, opts Options) *Volume {
 	t.Helper()
 	ss := opts.SectorSize
 	if ss == 0 {
 		ss = sector.DefaultSectorSize
 	}
-	backing := filepath.Join(t.TempDir(), "backing")
+	parent := opts.BackingParent
+	if parent == "" {
+		parent = t.TempDir()
+	}
+	backing := filepath.Join(parent, "backing")
 	if err := os.Mkdir(backing, 0700); err != nil {
 		t.Fatalf("fusefstest: create backing directory: %v", err)
 	}
