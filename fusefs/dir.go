@@ -82,7 +82,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	ch := n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
 	cn := ch.Operations().(*Node)
 	// The path names the file in the sector layer's errors and log lines.
-	h, errno := cn.attach(c.k, fdPath(c.d.fd, c.bname), fd, flags)
+	h, errno := cn.attach(c.k, c.d.path()+"/"+c.bname, fd, flags)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +43,14 @@ type File struct {
 	hdr atomic.Pointer[header] // nil until read or created; reset by Truncate(0)
 	ref atomic.Pointer[keyRef] // cached per-file key of the last Cipher used
 
-	noFallocate atomic.Bool // the backing file system has no fallocate (reserve)
+	// rc reaches the descriptor for pwrite and fallocate, made once: one
+	// per call would be an allocation on every write.
+	rc          syscall.RawConn
+	pw          pwriter            // GUARDED_BY(writers run alone)
+	pwFn        func(uintptr) bool // pw.write, made once
+	rsv         reservation        // GUARDED_BY(writers run alone)
+	rsvFn       func(uintptr)      // reserveFd, made once
+	noFallocate atomic.Bool        // the backing file system has no fallocate (reserve)
 	// dense: backing bytes below it are allocated (no holes), so
 	// overwriting them takes no space; -1 until first needed. Only
 	// WriteAt and Truncate use it, and they run alone.
@@ -66,15 +74,23 @@ func NewFile(f *os.File, sectorSize int) (*File, error) {
 	if f == nil {
 		return nil, errors.New("sector: new file: nil *os.File")
 	}
-	return &File{
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("sector: new file %s: %w", f.Name(), err)
+	}
+	sf := &File{
 		f:          f,
+		rc:         rc,
 		path:       f.Name(),
 		sectorSize: sectorSize,
 		stored:     int64(sectorSize + Overhead),
 		batch:      int64(max(1, batchBytes/sectorSize)),
 		maxPlain:   MaxPlainSize(sectorSize),
 		dense:      -1,
-	}, nil
+	}
+	sf.pwFn = sf.pw.write
+	sf.rsvFn = sf.reserveFd
+	return sf, nil
 }
 
 // OS returns the backing file.
@@ -409,7 +425,7 @@ func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []
 	if start < *backing {
 		// The chunk overwrites sectors in the file, up to and including
 		// the one that reaches past its end.
-		if err := f.reserve(start, min(start+int64(len(sealed)), f.sectorEnd(*backing))); err != nil {
+		if err := f.reserve(start, min(start+int64(len(sealed)), f.sectorEnd(*backing)), *backing); err != nil {
 			return fmt.Errorf("sector: write %s sectors %d-%d: %w", f.path, i0, i1-1, err)
 		}
 	}
@@ -437,54 +453,66 @@ func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []
 // past the old end is cut back by rollback when the write fails.
 
 // reserve allocates backing bytes [off, end) without changing the file
-// size. Most overwrites need no call: bytes below f.dense are allocated
-// already and overwriting them takes no space, while a fallocate per
-// overwrite costs random writes a tenth of their speed on tmpfs. f.dense is
-// moved up to the next hole with SEEK_HOLE from where it stands, so each
-// byte of the file is scanned about once. File systems without fallocate
-// are remembered and skipped; there, and on file systems that allocate
-// again on every overwrite (copy on write), a failed overwrite can still
-// tear a sector, which rollback reports as ErrTorn.
-func (f *File) reserve(off, end int64) error {
+// size. Bytes below f.dense are allocated already and overwriting them
+// takes no space, so only [max(off, f.dense), end) is passed to fallocate,
+// and most overwrites make no call at all: a fallocate per overwrite costs
+// random writes a tenth of their speed on tmpfs. f.dense is moved up to the
+// next hole with SEEK_HOLE from where it stands, so each byte of the file
+// is scanned about once. File systems without fallocate are remembered and
+// skipped; there, and on file systems that allocate again on every
+// overwrite (copy on write), a failed overwrite can still tear a sector,
+// which rollback reports as ErrTorn.
+func (f *File) reserve(off, end, backing int64) error {
 	if end <= off || end <= f.dense || f.noFallocate.Load() {
 		return nil
 	}
-	rc, err := f.f.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("fallocate %s: %w", f.path, err)
-	}
-	var ferr error
-	if cerr := rc.Control(func(fd uintptr) {
-		// Without SEEK_HOLE (an error) the mark stays, and overwrites
-		// above it are reserved.
-		if h, err := unix.Seek(int(fd), max(f.dense, 0), unix.SEEK_HOLE); err == nil {
-			f.dense = h
-		} else {
-			f.dense = max(f.dense, 0)
-		}
-		if end <= f.dense {
-			return
-		}
-		for {
-			ferr = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, off, end-off)
-			if ferr != unix.EINTR {
-				return
-			}
-		}
-	}); cerr != nil {
+	f.rsv = reservation{off: off, end: end, backing: backing}
+	if cerr := f.rc.Control(f.rsvFn); cerr != nil {
 		return fmt.Errorf("fallocate %s: %w", f.path, cerr)
 	}
+	ferr := f.rsv.err
 	switch ferr {
 	case nil:
-		if off <= f.dense {
-			f.dense = max(f.dense, end)
-		}
 		return nil
 	case unix.EOPNOTSUPP, unix.ENOSYS:
 		f.noFallocate.Store(true)
 		return nil
 	}
 	return &os.PathError{Op: "fallocate", Path: f.path, Err: ferr}
+}
+
+// reservation is one reserve call's range, the backing file's size and
+// the result, for RawConn.Control.
+type reservation struct {
+	off, end, backing int64
+	err               error
+}
+
+func (f *File) reserveFd(fd uintptr) {
+	r := &f.rsv
+	// At or past the end of the file there is nothing to scan (the
+	// common case: an append that re-seals a short last sector). Without
+	// SEEK_HOLE (an error) the mark stays where it is.
+	if f.dense < r.backing {
+		if h, err := unix.Seek(int(fd), max(f.dense, 0), unix.SEEK_HOLE); err == nil {
+			f.dense = h
+		} else {
+			f.dense = max(f.dense, 0)
+		}
+	}
+	lo := max(r.off, f.dense)
+	if r.end <= lo {
+		return
+	}
+	for {
+		r.err = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, lo, r.end-lo)
+		if r.err != unix.EINTR {
+			break
+		}
+	}
+	if r.err == nil && lo == f.dense {
+		f.dense = r.end
+	}
 }
 
 // sectorEnd is where the stored sector that holds the last of b backing
@@ -685,7 +713,7 @@ func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, old
 		}
 	}
 	off := f.storedOffset(idx)
-	if err := f.reserve(off, off+int64(len(out))); err != nil {
+	if err := f.reserve(off, off+int64(len(out)), off+int64(len(old))); err != nil {
 		return fmt.Errorf("sector: write %s sector %d: %w", f.path, idx, err)
 	}
 	if n, err := f.pwrite(out, off); err != nil {
@@ -711,38 +739,47 @@ func (f *File) storedOffset(i int64) int64 { return HeaderSize + i*f.stored }
 // also when it fails. os.File.WriteAt cannot be used where that count
 // matters: it reports 0 bytes when a short write (a file system filling up)
 // is followed by the error in the same call, and rollback needs to know
-// where the write stopped.
+// where the write stopped. Writers run alone, so the File's one pwriter
+// serves every call without an allocation.
 func (f *File) pwrite(b []byte, off int64) (int, error) {
-	rc, err := f.f.SyscallConn()
+	w := &f.pw
+	*w = pwriter{b: b, off: off}
+	if cerr := f.rc.Write(f.pwFn); cerr != nil && w.err == nil {
+		w.err = cerr
+	}
+	n, err := w.n, w.err
+	*w = pwriter{}
 	if err != nil {
-		return 0, fmt.Errorf("write %s: %w", f.path, err)
-	}
-	n := 0
-	var werr error
-	if cerr := rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, err := unix.Pwrite(int(fd), b[n:], off+int64(n))
-			if err == unix.EINTR {
-				continue
-			}
-			n += max(m, 0)
-			if err != nil {
-				werr = err
-				break
-			}
-			if m == 0 {
-				werr = io.ErrShortWrite
-				break
-			}
-		}
-		return true
-	}); cerr != nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return n, &os.PathError{Op: "write", Path: f.path, Err: werr}
+		return n, &os.PathError{Op: "write", Path: f.path, Err: err}
 	}
 	return n, nil
+}
+
+// pwriter is one pwrite call's arguments and results, for RawConn.Write.
+type pwriter struct {
+	b   []byte
+	off int64
+	n   int
+	err error
+}
+
+func (w *pwriter) write(fd uintptr) bool {
+	for w.n < len(w.b) {
+		m, err := unix.Pwrite(int(fd), w.b[w.n:], w.off+int64(w.n))
+		if err == unix.EINTR {
+			continue
+		}
+		w.n += max(m, 0)
+		if err != nil {
+			w.err = err
+			break
+		}
+		if m == 0 {
+			w.err = io.ErrShortWrite
+			break
+		}
+	}
+	return true
 }
 
 func (f *File) preadStored(buf []byte, i int64) error {

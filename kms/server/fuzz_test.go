@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/encvol/encvol/kms"
@@ -145,10 +141,6 @@ func newSignedRequest(tb testing.TB, body string, at time.Time) *http.Request {
 	req := httptest.NewRequest(http.MethodPost, "http://kms.test/", strings.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("X-Amz-Target", targetPrefix+"Decrypt")
-	sum := sha256.Sum256([]byte(body))
-	creds := aws.Credentials{AccessKeyID: admin.AccessKeyID, SecretAccessKey: admin.SecretAccessKey}
-	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), signingService, testRegion, at); err != nil {
-		tb.Fatal(err)
-	}
+	sign(tb, req, body, admin, signingService, testRegion, at)
 	return req
 }

@@ -448,11 +448,7 @@ func (rc rawCall) do(t *testing.T, url string) (int, string, string) {
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("X-Amz-Target", rc.target)
 	if !rc.unsigned {
-		sum := sha256.Sum256([]byte(rc.body))
-		creds := aws.Credentials{AccessKeyID: signer.AccessKeyID, SecretAccessKey: signer.SecretAccessKey}
-		if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), rc.service, rc.region, rc.at); err != nil {
-			t.Fatal(err)
-		}
+		sign(t, req, rc.body, signer, rc.service, rc.region, rc.at)
 	}
 	if rc.mutate != nil {
 		rc.mutate(req)
@@ -469,6 +465,16 @@ func (rc rawCall) do(t *testing.T, url string) (int, string, string) {
 		t.Errorf("response has no x-amzn-RequestId header")
 	}
 	return resp.StatusCode, eb.Type, string(raw)
+}
+
+// sign signs req, whose body is body, as p would with the SDK's signer.
+func sign(tb testing.TB, req *http.Request, body string, p Principal, service, region string, at time.Time) {
+	tb.Helper()
+	sum := sha256.Sum256([]byte(body))
+	creds := aws.Credentials{AccessKeyID: p.AccessKeyID, SecretAccessKey: p.SecretAccessKey}
+	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), service, region, at); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func TestSignatureVerification(t *testing.T) {
