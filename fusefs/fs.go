@@ -73,6 +73,9 @@ type MountOptions struct {
 	// process (procs.go). Only a process that does nothing but serve this
 	// mount should ask for it.
 	AdaptiveProcs bool
+	// MaxRequests bounds the requests served at once (limit.go); 0 means
+	// DefaultMaxRequests.
+	MaxRequests int
 }
 
 // Counters are cumulative I/O statistics of one mounted file system, and
@@ -235,7 +238,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	// See killpriv.go: saves a GETXATTR round trip per write(2).
 	opts.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
-	raw := &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}
+	raw := newLimitFS(&killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, mo.MaxRequests)
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: mount %s on %s: %w", f.backing, mountpoint, err)

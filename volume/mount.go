@@ -272,6 +272,7 @@ type Mount struct {
 	log     zerolog.Logger
 	started time.Time
 	logFile string
+	lock    *VolumeLock // held from mount to cleanup: one mount per volume
 
 	cancel  context.CancelFunc
 	monDone chan struct{}
@@ -290,6 +291,25 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 		u.Close()
 		return nil, err
 	}
+	if err := CheckOverlap(spec.Backing, spec.Mountpoint); err != nil {
+		u.Close()
+		return nil, err
+	}
+	lock, err := LockVolume(spec.Backing)
+	if err != nil {
+		u.Close()
+		return nil, err
+	}
+	m, err := mountLocked(spec, client, u, log, logFile, lock)
+	if err != nil {
+		lock.Release()
+	}
+	return m, err
+}
+
+// mountLocked is MountVolume once the volume's lock is held; the mount
+// keeps the lock until it is gone.
+func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string, lock *VolumeLock) (*Mount, error) {
 	h := spec.Header
 	baseLog := log
 	log = log.With().Str("volume", h.VolumeID).Str("key_id", h.KeyID).Logger()
@@ -302,7 +322,7 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 		u.Close()
 		return nil, err
 	}
-	m := &Mount{spec: spec, client: client, fs: fsys, gate: gate, log: log, started: time.Now(), logFile: logFile, done: make(chan struct{})}
+	m := &Mount{spec: spec, client: client, fs: fsys, gate: gate, log: log, started: time.Now(), logFile: logFile, lock: lock, done: make(chan struct{})}
 	m.monitor, err = NewMonitor(MonitorOptions{
 		Backing: spec.Backing, Mountpoint: spec.Mountpoint, KMS: spec.KMS, Header: h, Client: client, Gate: gate,
 		Interval: spec.KeyCheckInterval, Grace: spec.OfflineGrace, OnKeyEvent: spec.OnKeyEvent, Log: baseLog,
@@ -359,6 +379,9 @@ func (m *Mount) cleanup(cause string) {
 		m.control.close()
 		if err := m.client.Close(); err != nil {
 			m.log.Warn().Err(err).Msg("closing the KMS client failed")
+		}
+		if err := m.lock.Release(); err != nil {
+			m.log.Warn().Err(err).Msg("releasing the volume lock failed")
 		}
 		m.log.Info().Str("op", "unmount").Str("path", m.spec.Mountpoint).Msg("volume unmounted; keys zeroized")
 		close(m.done)

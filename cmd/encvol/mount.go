@@ -111,6 +111,12 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 	if err := volume.CheckMountpoint(spec.Mountpoint); err != nil {
 		return err
 	}
+	if err := volume.CheckOverlap(spec.Backing, spec.Mountpoint); err != nil {
+		return withCode(exitUsage, err)
+	}
+	if err := volume.CheckNotInUse(spec.Backing); err != nil {
+		return err
+	}
 
 	if ready == nil && !spec.Foreground {
 		// Parent: prove the key works before starting anything, so the

@@ -43,6 +43,8 @@ type Options struct {
 	// BackingParent is where NewVolume puts the backing directory (a
 	// small file system, say); default t.TempDir.
 	BackingParent string
+	// MaxRequests bounds the requests served at once; 0: the default.
+	MaxRequests int
 }
 
 // Volume is a backing directory with its content and names keys, enough to
@@ -181,7 +183,7 @@ func MountVolume(t testing.TB, v *Volume, opts Options) *Mount {
 	if err := os.Mkdir(dir, 0755); err != nil {
 		t.Fatalf("fusefstest: create mountpoint: %v", err)
 	}
-	srv, err := fsys.Mount(dir, fusefs.MountOptions{Debug: opts.Debug, NoWritebackCache: opts.NoWritebackCache, ReadOnly: opts.ReadOnly, AllowOther: opts.AllowOther})
+	srv, err := fsys.Mount(dir, fusefs.MountOptions{Debug: opts.Debug, NoWritebackCache: opts.NoWritebackCache, ReadOnly: opts.ReadOnly, AllowOther: opts.AllowOther, MaxRequests: opts.MaxRequests})
 	if err != nil {
 		t.Fatalf("fusefstest: %v", err)
 	}
