@@ -333,6 +333,9 @@ func (b *awsBackend) Close() error {
 }
 
 func (b *awsBackend) CreateKey(ctx context.Context, in CreateKeyInput) (KeyInfo, error) {
+	if in.Alias != "" {
+		return b.createKeyWithAlias(ctx, in)
+	}
 	ctx, cancel := callCtx(ctx)
 	defer cancel()
 	origin := types.OriginTypeAwsKms

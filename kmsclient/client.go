@@ -55,12 +55,25 @@ type KeyInfo struct {
 	Aliases      []string   `json:"aliases,omitempty"`
 }
 
+// KeyManagerKMS is the KeyManager of keys the KMS manages itself: the
+// encvol service key and AWS managed keys. Users cannot disable, delete or
+// share them.
+const KeyManagerKMS = "AWS"
+
+// ManagedByKMS reports whether the KMS itself manages the key, so that it
+// refuses to disable, delete or share it.
+func (k KeyInfo) ManagedByKMS() bool { return k.KeyManager == KeyManagerKMS }
+
 // CreateKeyInput is what `encvol kms create-key` can choose.
 type CreateKeyInput struct {
 	Description string
 	// Origin is "AWS_KMS" (generated material, default) or "EXTERNAL"
 	// (bring your own material; the key starts in PendingImport).
 	Origin string
+	// Alias, when set, is created for the new key (alias/NAME). An alias
+	// that is already taken fails with ErrAlreadyExists before any key is
+	// created, and no key is left behind when the alias cannot be made.
+	Alias string
 }
 
 // Origins accepted by CreateKeyInput.

@@ -76,7 +76,7 @@ func TestKindForCode(t *testing.T) {
 		{"InvalidCiphertextException", "", ErrInvalidCiphertext},
 		{"IncorrectKeyException", "", ErrInvalidCiphertext},
 		{"ValidationException", "", ErrInvalidRequest},
-		{"AlreadyExistsException", "", ErrInvalidRequest},
+		{"AlreadyExistsException", "", ErrAlreadyExists},
 		{"LimitExceededException", "", ErrInvalidRequest},
 		{"KMSInternalException", "", ErrUnreachable},
 		{"UnsupportedOperationException", "", ErrUnsupported},

@@ -468,6 +468,45 @@ func TestContract(t *testing.T) {
 				wantKind(t, "CreateAlias without alias/ prefix", err, kmsclient.ErrInvalidRequest)
 			})
 
+			t.Run("CreateKeyWithAlias", func(t *testing.T) {
+				alias := "alias/with-key-" + b.name
+				k, err := a.CreateKey(ctx, kmsclient.CreateKeyInput{Alias: alias})
+				if err != nil {
+					t.Fatalf("CreateKey with alias: %v", err)
+				}
+				if info, err := a.DescribeKey(ctx, alias); err != nil || info.KeyID != k.KeyID {
+					t.Fatalf("alias %s resolves to %+v, %v; want key %s", alias, info, err, k.KeyID)
+				}
+				usable := func() int {
+					keys, err := a.ListKeys(ctx)
+					if err != nil {
+						t.Fatalf("ListKeys: %v", err)
+					}
+					n := 0
+					for _, x := range keys {
+						if x.State != "PendingDeletion" {
+							n++
+						}
+					}
+					return n
+				}
+				before := usable()
+				// A taken alias is refused before anything is created,
+				// naming the key that holds it.
+				_, err = a.CreateKey(ctx, kmsclient.CreateKeyInput{Alias: alias})
+				wantKind(t, "CreateKey with a taken alias", err, kmsclient.ErrAlreadyExists)
+				var taken *kmsclient.AliasTakenError
+				if !errors.As(err, &taken) || taken.TargetKeyID != k.KeyID {
+					t.Fatalf("CreateKey with a taken alias: %v does not name key %s", err, k.KeyID)
+				}
+				// An alias the KMS refuses leaves no usable key behind.
+				_, err = a.CreateKey(ctx, kmsclient.CreateKeyInput{Alias: "alias/aws/reserved-" + b.name})
+				wantKind(t, "CreateKey with a reserved alias", err, kmsclient.ErrInvalidRequest)
+				if after := usable(); after != before {
+					t.Fatalf("failed CreateKey calls left %d usable key(s) behind", after-before)
+				}
+			})
+
 			t.Run("ListKeys", func(t *testing.T) {
 				k := mustCreateKey(t, a, "")
 				keys, err := a.ListKeys(ctx)

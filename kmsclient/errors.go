@@ -38,6 +38,8 @@ var (
 	ErrInvalidState = errors.New("operation not allowed in the key's current state")
 	// ErrUnsupported: the backend cannot do this operation at all.
 	ErrUnsupported = errors.New("operation not supported by this KMS")
+	// ErrAlreadyExists: the name (an alias) is already taken.
+	ErrAlreadyExists = errors.New("already exists")
 )
 
 // Error is the detailed form of every KMS failure. Kind is one of the
@@ -134,6 +136,8 @@ func kindForCode(code, message string) error {
 		return ErrUnreachable
 	case "UnsupportedOperationException":
 		return ErrUnsupported
+	case "AlreadyExistsException":
+		return ErrAlreadyExists
 	}
 	return ErrInvalidRequest
 }
@@ -162,9 +166,11 @@ func Remedy(err error, keyRef, kmsName string) string {
 	case errors.Is(err, ErrAccessDenied):
 		return "check the credentials in the configuration, or ask the key owner for a grant (`encvol kms create-grant " + key + " --grantee PRINCIPAL --operations ...`)"
 	case errors.Is(err, ErrInvalidCiphertext):
-		return "the wrapped key does not belong to this key or volume; restore the right volume header (`encvol header restore`)"
+		return "the wrapped key does not belong to this key or volume; restore the volume header from a backup"
 	case errors.Is(err, ErrUnreachable):
 		return "check that the KMS endpoint is up and reachable (endpoint, ca_file and network), then retry"
+	case errors.Is(err, ErrAlreadyExists):
+		return "pick another alias (`encvol kms list-aliases" + kmsFlag + "` lists the taken ones)"
 	}
 	return ""
 }

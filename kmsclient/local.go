@@ -116,11 +116,25 @@ func (l *local) CreateKey(ctx context.Context, in CreateKeyInput) (KeyInfo, erro
 	if origin == "" {
 		origin = OriginGenerated
 	}
-	md, err := l.store.CreateKey(ctx, kms.LocalPrincipal, kms.CreateKeyInput{
-		Description: in.Description, KeyUsage: "ENCRYPT_DECRYPT", KeySpec: "SYMMETRIC_DEFAULT", Origin: origin,
-	})
+	req := kms.CreateKeyInput{Description: in.Description, KeyUsage: "ENCRYPT_DECRYPT", KeySpec: "SYMMETRIC_DEFAULT", Origin: origin}
+	var md kms.KeyMetadata
+	var err error
+	if in.Alias != "" {
+		// One store transaction: a taken alias creates nothing.
+		md, err = l.store.CreateKeyWithAlias(ctx, kms.LocalPrincipal, req, in.Alias)
+	} else {
+		md, err = l.store.CreateKey(ctx, kms.LocalPrincipal, req)
+	}
 	if err != nil {
-		return KeyInfo{}, l.wrap("CreateKey", "", err)
+		err = l.wrap("CreateKey", in.Alias, err)
+		if errors.Is(err, ErrAlreadyExists) {
+			taken := &AliasTakenError{Alias: in.Alias, KMS: l.name, Err: err}
+			if md, derr := l.store.DescribeKey(ctx, kms.LocalPrincipal, in.Alias); derr == nil {
+				taken.TargetKeyID = md.KeyID
+			}
+			return KeyInfo{}, taken
+		}
+		return KeyInfo{}, err
 	}
 	return keyInfoFromStore(md), nil
 }

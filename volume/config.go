@@ -116,6 +116,9 @@ type Config struct {
 func FindConfig(explicit string) (string, error) {
 	if explicit != "" {
 		st, err := os.Stat(explicit)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("configuration file %s does not exist: fix the path, or leave the option out to use the default configuration", explicit)
+		}
 		if err != nil {
 			return "", fmt.Errorf("configuration file %s: %w", explicit, err)
 		}

@@ -178,7 +178,7 @@ func prepareBacking(dir string) (bool, error) {
 		return false, fmt.Errorf("create volume: %w", err)
 	}
 	if !st.IsDir() {
-		return false, fmt.Errorf("create volume: %s is not a directory", dir)
+		return false, refusedBacking(fmt.Errorf("create volume: %s is not a directory", dir))
 	}
 	f, err := os.Open(dir)
 	if err != nil {
@@ -188,9 +188,9 @@ func prepareBacking(dir string) (bool, error) {
 	if _, err := f.Readdirnames(1); err != io.EOF {
 		if err == nil {
 			if _, herr := os.Stat(filepath.Join(dir, keywrap.HeaderFile)); herr == nil {
-				return false, fmt.Errorf("create volume: %s already holds a volume (%s exists); choose another directory", dir, keywrap.HeaderFile)
+				return false, refusedBacking(fmt.Errorf("create volume: %s already holds a volume (%s exists); choose another directory", dir, keywrap.HeaderFile))
 			}
-			return false, fmt.Errorf("create volume: backing directory %s is not empty; give a new or empty directory", dir)
+			return false, refusedBacking(fmt.Errorf("create volume: backing directory %s is not empty; give a new or empty directory", dir))
 		}
 		return false, fmt.Errorf("create volume: read %s: %w", dir, err)
 	}

@@ -33,3 +33,26 @@ func TestParseEncvolMounts(t *testing.T) {
 		t.Errorf("user 1001 sees %v, want nothing", got)
 	}
 }
+
+func TestMountTypeTopmost(t *testing.T) {
+	table := strings.Join([]string{
+		`22 1 0:21 / /proc rw,nosuid - proc proc rw`,
+		`50 22 0:60 / /mnt/x rw - tmpfs tmpfs rw`,
+		`51 50 0:61 / /mnt/x rw,nosuid,nodev - fuse.encvol /b rw,user_id=0,group_id=0`,
+		`52 22 0:62 / /mnt/y rw,nosuid,nodev - fuse.encvol /c rw,user_id=0,group_id=0`,
+		`53 52 0:63 / /mnt/y rw - tmpfs tmpfs rw`,
+		`54 22 0:64 / /mnt/a\040b rw shared:3 - ext4 /dev/sda1 rw`,
+		`55 22 0:65 / /mnt/short rw -`,
+	}, "\n")
+	for path, want := range map[string]string{
+		"/mnt/x": FSType, "/mnt/y": "tmpfs", "/mnt/a b": "ext4", "/mnt/short": "", "/mnt": "", "/proc": "proc",
+	} {
+		got := ""
+		if err := readMountinfo(strings.NewReader(table), mountTypeInto(path, &got)); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("MountType(%q) = %q, want %q", path, got, want)
+		}
+	}
+}

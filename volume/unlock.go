@@ -136,6 +136,9 @@ func UnlockHeader(ctx context.Context, client kmsclient.Client, kmsName, backing
 	}
 	dk, err := client.Decrypt(ctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
 	if err != nil {
+		if derr := damagedWrappedKey(ctx, client, kmsName, backing, h, err); derr != nil {
+			return nil, derr
+		}
 		if st := KeyState(err); st != "Error" {
 			ke := &KeyError{Backing: backing, KMS: kmsName, KeyID: h.KeyID, State: st, Err: err}
 			if isRevocation(err) {
@@ -150,6 +153,54 @@ func UnlockHeader(ctx context.Context, client kmsclient.Client, kmsName, backing
 		return nil, fmt.Errorf("unlock volume %s: unwrap data key with key %s: %w", backing, h.KeyID, err)
 	}
 	return unlockWithDK(backing, h, dk)
+}
+
+// DamagedKeyError says that the header's wrapped data key (wrapped_dk, or
+// the encryption context it is bound to) is damaged: the KMS cannot unwrap
+// it although the header's key exists. It is a damaged header, not a key
+// problem, so errors.Is matches keywrap.ErrHeaderCorrupt as well as the
+// KMS error underneath.
+type DamagedKeyError struct {
+	Backing string
+	KMS     string
+	KeyID   string // the key the header names
+	State   string // that key's state, "" when the KMS could not say
+	Err     error  // the KMS's answer to the unwrap
+}
+
+func (e *DamagedKeyError) Error() string {
+	key := fmt.Sprintf("%s is the key it names", e.KeyID)
+	if e.State != "" {
+		key = fmt.Sprintf("%s exists and is %s", e.KeyID, e.State)
+	}
+	answer := ""
+	var ke *kmsclient.Error
+	if errors.As(e.Err, &ke) && ke.Code != "" {
+		answer = fmt.Sprintf(" (%s)", ke.Code)
+	}
+	return fmt.Sprintf("the wrapped data key in the header of volume %s (%s) is damaged: KMS %q cannot unwrap it%s although key %s; restore the header from a backup",
+		e.Backing, filepath.Join(e.Backing, keywrap.HeaderFile), e.KMS, answer, key)
+}
+
+func (e *DamagedKeyError) Unwrap() []error { return []error{keywrap.ErrHeaderCorrupt, e.Err} }
+
+// damagedWrappedKey returns a *DamagedKeyError when err, the KMS's answer
+// to unwrapping h's data key, means the header is damaged rather than the
+// key unusable, and nil otherwise. The header MAC needs the data key, so
+// before the unwrap only the KMS can tell: InvalidCiphertext means the
+// blob does not parse or authenticate under a key the KMS could use, and
+// NotFound while the header's own key exists means the blob names a key
+// that the header does not, so its key ID bytes were changed.
+func damagedWrappedKey(ctx context.Context, client kmsclient.Client, kmsName, backing string, h *keywrap.Header, err error) error {
+	invalid := errors.Is(err, kmsclient.ErrInvalidCiphertext)
+	if !invalid && !errors.Is(err, kmsclient.ErrNotFound) {
+		return nil
+	}
+	info, derr := client.DescribeKey(ctx, h.KeyID)
+	if derr != nil && !invalid {
+		return nil // the header's key is gone too: a deleted key, not damage
+	}
+	return &DamagedKeyError{Backing: backing, KMS: kmsName, KeyID: h.KeyID, State: info.State, Err: err}
 }
 
 // unlockWithDK derives the subkeys of dk (taking ownership of it) and

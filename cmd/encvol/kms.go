@@ -192,7 +192,12 @@ func kmsCreateKeyCommand(a *app) *cobra.Command {
 		Use:   "create-key [--kms NAME] [--alias alias/X] [--description D] [--origin generated|external] [--json]",
 		Short: "Create a symmetric customer master key",
 		Long: `Create a symmetric CMK. With --origin external the key has no material
-until you import it with import-key-material (bring your own key).`,
+until you import it with import-key-material (bring your own key).
+
+--alias names the new key. An alias that is already taken is refused before
+anything is created (exit 2, naming the key it belongs to); if the KMS
+refuses the alias only after creating the key, the key is scheduled for
+deletion after 7 days (the shortest AWS allows), so nothing is left behind.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var in kmsclient.CreateKeyInput
@@ -208,16 +213,13 @@ until you import it with import-key-material (bring your own key).`,
 			if alias != "" && !strings.HasPrefix(alias, "alias/") {
 				return usageError("--alias %q must start with alias/, e.g. alias/%s", alias, alias)
 			}
+			in.Alias = alias
 			return o.withKMS(cmd, a, func(ctx context.Context, adm kmsclient.Admin, name string) error {
+				// With an alias, the client refuses a taken one before
+				// creating anything and leaves no key behind on failure.
 				k, err := adm.CreateKey(ctx, in)
 				if err != nil {
-					return a.withRemedy(err, "", name)
-				}
-				if alias != "" {
-					if err := adm.CreateAlias(ctx, alias, k.KeyID); err != nil {
-						return fmt.Errorf("key %s was created but %w; retry with %s", k.KeyID, err, a.encvolCmd("kms create-alias %s %s --kms %s", alias, k.KeyID, name))
-					}
-					k.Aliases = append(k.Aliases, alias)
+					return a.withRemedy(err, alias, name)
 				}
 				a.log.Debug().Str("op", "create-key").Str("key_id", k.Arn).Msg("key created")
 				if o.asJSON {
@@ -385,6 +387,26 @@ func (a *app) warnVolumes(uses []kmsclient.VolumeUse, key, effect string) {
 	_ = tw.Flush()
 }
 
+// refuseKMSManaged refuses, before any warning about the volumes a key
+// protects, a change that the KMS would refuse anyway because it manages
+// the key itself (the service key alias/encvol/default). what completes
+// "it cannot be ...".
+func (a *app) refuseKMSManaged(ctx context.Context, adm kmsclient.Admin, key, name, what string) error {
+	k, err := describeWithAliases(ctx, adm, key)
+	if err != nil {
+		return a.withRemedy(err, key, name)
+	}
+	if !k.ManagedByKMS() {
+		return nil
+	}
+	which := k.KeyID
+	if len(k.Aliases) > 0 {
+		which += " (" + strings.Join(k.Aliases, ", ") + ")"
+	}
+	return usageError("key %s is managed by the KMS itself (the encvol service key): it cannot be %s; protect volumes you may need to revoke with a customer key (%s, then %s)",
+		which, what, a.encvolCmd("kms create-key --alias alias/NAME --kms %s", name), a.encvolCmd("create --backing DIR --key alias/NAME"))
+}
+
 func kmsDisableKeyCommand(a *app) *cobra.Command {
 	var o kmsOpts
 	cmd := &cobra.Command{
@@ -398,6 +420,9 @@ enable-key undoes it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
 			return o.withKMS(cmd, a, func(ctx context.Context, adm kmsclient.Admin, name string) error {
+				if err := a.refuseKMSManaged(ctx, adm, key, name, "disabled"); err != nil {
+					return err
+				}
 				uses, note := volumesUsing(ctx, adm, key, name)
 				a.warnVolumes(uses, key, "their mounts will refuse I/O and they cannot be mounted until the key is enabled again")
 				k, err := a.changeKey(ctx, adm, key, name, func() error { return adm.DisableKey(ctx, key) })
@@ -433,6 +458,9 @@ volume under it is lost for good. cancel-key-deletion undoes it until then.`,
 			}
 			key := args[0]
 			return o.withKMS(cmd, a, func(ctx context.Context, adm kmsclient.Admin, name string) error {
+				if err := a.refuseKMSManaged(ctx, adm, key, name, "scheduled for deletion"); err != nil {
+					return err
+				}
 				uses, note := volumesUsing(ctx, adm, key, name)
 				a.warnVolumes(uses, key, "they become unreadable now and are lost for good when the key is deleted")
 				var when time.Time

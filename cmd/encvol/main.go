@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,15 +36,6 @@ type app struct {
 // subcommands is filled by init functions in the other files of this
 // package, so each verb lives in its own file.
 var subcommands []func(a *app) *cobra.Command
-
-// Exit codes. They are part of the command contract (README).
-const (
-	exitOK       = 0
-	exitFailure  = 1 // any other failure
-	exitUsage    = 2 // bad flags, arguments or configuration
-	exitKeyState = 3 // the CMK is disabled, pending deletion/import, deleted, or access is denied
-	exitKMSDown  = 4 // the KMS cannot be reached
-)
 
 // codedError carries the exit code a failure should produce.
 type codedError struct {
@@ -89,25 +79,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitCode(err)
 }
 
-// exitCode maps an error to the documented exit codes.
-func exitCode(err error) int {
-	var ce *codedError
-	if errors.As(err, &ce) {
-		return ce.code
-	}
-	if code := kmsExitCode(err); code != 0 {
-		return code
-	}
-	// cobra's own flag and argument errors carry no type; they are usage errors.
-	msg := err.Error()
-	for _, p := range []string{"unknown flag", "unknown command", "unknown shorthand", "accepts ", "requires at least", "flag needs an argument", "invalid argument"} {
-		if strings.Contains(msg, p) {
-			return exitUsage
-		}
-	}
-	return exitFailure
-}
-
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "encvol",
@@ -120,6 +91,14 @@ func (a *app) rootCommand() *cobra.Command {
 				return withCode(exitUsage, err)
 			}
 			a.log = log
+			// A --config that names no readable, valid file is a usage
+			// error for every command, also those that need no setting;
+			// cobra's help and shell completion work regardless.
+			if a.configPath != "" && !isCobraOwn(cmd) {
+				if _, err := a.config(); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	}
@@ -130,6 +109,7 @@ func (a *app) rootCommand() *cobra.Command {
 	for _, sub := range subcommands {
 		root.AddCommand(sub(a))
 	}
+	addExamples(root)
 	return root
 }
 
@@ -168,4 +148,16 @@ func (a *app) config() (*volume.Config, error) {
 	}
 	a.cfg = cfg
 	return cfg, nil
+}
+
+// isCobraOwn reports whether cmd is one of the commands cobra adds (help,
+// completion and the hidden __complete), which read no configuration.
+func isCobraOwn(cmd *cobra.Command) bool {
+	for c := cmd; c != nil && c.HasParent(); c = c.Parent() {
+		switch c.Name() {
+		case "help", "completion", cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd:
+			return true
+		}
+	}
+	return false
 }

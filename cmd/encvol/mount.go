@@ -102,14 +102,14 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 	}
 	spec, err := cfg.ResolveMount(args, o)
 	if err != nil {
-		return err
+		return targetError(err)
 	}
 	spec.Foreground = spec.Foreground || foreground
 	if err := keywrap.DisableCoreDumps(); err != nil {
 		a.log.Warn().Err(err).Msg("cannot disable core dumps")
 	}
 	if err := volume.CheckMountpoint(spec.Mountpoint); err != nil {
-		return err
+		return mountpointError(spec.Mountpoint, err)
 	}
 	if err := volume.CheckOverlap(spec.Backing, spec.Mountpoint); err != nil {
 		return withCode(exitUsage, err)
@@ -323,7 +323,7 @@ func tail(path string) string {
 // says it) and points the suggested commands at the same configuration.
 func (a *app) withRemedy(err error, keyRef, kmsName string) error {
 	var ke *volume.KeyError
-	if !errors.As(err, &ke) {
+	if !errors.As(err, &ke) && !errors.Is(err, keywrap.ErrHeaderCorrupt) {
 		if fix := kmsclient.Remedy(err, keyRef, kmsName); fix != "" {
 			err = fmt.Errorf("%w; %s", err, fix)
 		}

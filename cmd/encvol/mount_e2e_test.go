@@ -377,9 +377,9 @@ func TestMountBadArguments(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"mount", filepath.Join(e.dir, "nothing"), mnt}, exitFailure, "backing directory"},
-		{[]string{"mount", e.dir, mnt}, exitFailure, "is not an encvol volume"},
-		{[]string{"mount", "nosuchvolume"}, exitFailure, `no volume named "nosuchvolume"`},
+		{[]string{"mount", filepath.Join(e.dir, "nothing"), mnt}, exitUsage, "backing directory"},
+		{[]string{"mount", e.dir, mnt}, exitUsage, "is not an encvol volume"},
+		{[]string{"mount", "nosuchvolume"}, exitUsage, `no volume named "nosuchvolume"`},
 		{[]string{"mount", e.dir, mnt, "-o", "frobnicate"}, exitUsage, `unknown mount option "frobnicate"`},
 		{[]string{"create"}, exitUsage, "--backing"},
 		{[]string{"create", "--backing", filepath.Join(e.dir, "x"), "--sector-size", "1000"}, exitUsage, "power of two"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -11,6 +12,19 @@ import (
 	"github.com/encvol/encvol/kms"
 	"github.com/encvol/encvol/kms/server"
 )
+
+// samplePrincipals is the principals file shown in `kms serve --help`; a
+// test loads it with the server's own loader.
+const samplePrincipals = `  [[principal]]
+  name = "alice"
+  access_key_id = "AKIDALICE00000000001"
+  secret_access_key = "q7Rx2mVb9LpT4wZc8NfH3sKd6YgJ1aEu"
+
+  [[principal]]
+  name = "backup"
+  access_key_id = "AKIDBACKUP0000000001"
+  secret_access_key = "Wm5tPz8Hc2Qv7Lr4Xn9Bd3Fk6Sg1Ja0Y"
+`
 
 // newKMSServeCommand builds `encvol kms serve`, which the `encvol kms`
 // parent command adds as its "serve" child.
@@ -27,12 +41,21 @@ func newKMSServeCommand(a *app) *cobra.Command {
 		Long: `Serve the key store in --store over HTTP (HTTPS with --tls-cert/--tls-key),
 speaking the AWS KMS JSON protocol, so AWS SDKs, awscli and encvol's own
 "aws" KMS type can use it. Every request must be signed (SigV4) with an
-access key from the principals file, a TOML file of [[principal]] tables
-with name, access_key_id and secret_access_key. A key belongs to the
-principal that created it; others need a grant. A principal named "local"
-acts as the owner of keys that encvol's local KMS created in the same store.
+access key from the principals file. A key belongs to the principal that
+created it; others need a grant. A principal named "local" acts as the owner
+of keys that encvol's local KMS created in the same store.
 
-Stops gracefully on SIGINT or SIGTERM.`,
+Stops gracefully on SIGINT or SIGTERM.
+
+Principals file (--principals), TOML, one [[principal]] table per identity:
+
+` + samplePrincipals + `
+Rules, checked at start: at least one [[principal]]; name not empty, without
+control characters, unique; access_key_id 4 to 128 characters of
+A-Z a-z 0-9 _ . - and unique; secret_access_key at least ` + strconv.Itoa(server.MinSecretLen) + ` bytes
+long (shorter ones are refused); no other keys. The file holds every secret:
+keep it mode 0600 (the server warns otherwise). A client uses the pair as
+access_key_id/secret_access_key in its [kms.NAME] table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if storeDir == "" {

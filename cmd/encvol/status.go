@@ -29,10 +29,7 @@ func newStatusCommand(a *app) *cobra.Command {
 				st, err := volume.QueryStatus(ctx, volume.SocketPath(mp))
 				if err != nil {
 					if volume.IsStale(err) {
-						if m, merr := volume.IsMounted(mp); merr == nil && m {
-							return fmt.Errorf("%s is mounted but its encvol daemon is gone (killed or crashed): the mount answers nothing; run `encvol umount %s`", mp, mp)
-						}
-						return fmt.Errorf("no encvol daemon serves %s", mp)
+						return staleStatusError(mp)
 					}
 					return fmt.Errorf("status of %s: %w", mp, err)
 				}
@@ -103,6 +100,21 @@ func newStatusCommand(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// staleStatusError explains a mountpoint without a daemon: an encvol mount
+// left by a dead daemon, another file system, or nothing at all.
+func staleStatusError(mp string) error {
+	fstype, err := volume.MountType(mp)
+	switch {
+	case err != nil:
+		return err
+	case fstype == volume.FSType:
+		return fmt.Errorf("%s is mounted but its encvol daemon is gone (killed or crashed): the mount answers nothing; run `encvol umount %s`", mp, mp)
+	case fstype != "":
+		return withCode(exitUsage, fmt.Errorf("%s is a %s mount, not an encvol volume", mp, fstype))
+	}
+	return withCode(exitNotMounted, fmt.Errorf("%s is not mounted: no encvol daemon serves it", mp))
 }
 
 func printStatusLong(a *app, st *volume.Status) {

@@ -27,7 +27,11 @@ func newUmountCommand(a *app) *cobra.Command {
 		Long: `Ask the daemon serving MOUNTPOINT to unmount; it flushes, zeroizes the keys
 and exits, and this command returns once the mount is gone. When no daemon
 answers (it was killed), the stale mount is removed with umount(2) as root or
-fusermount3 -u otherwise.`,
+fusermount3 -u otherwise.
+
+Only encvol mounts (type fuse.encvol in /proc/self/mountinfo) are touched:
+any other file system at MOUNTPOINT is refused (exit 2), and a MOUNTPOINT
+where nothing is mounted exits 5.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mp, err := volume.CanonicalMountpoint(args[0])
@@ -35,6 +39,16 @@ fusermount3 -u otherwise.`,
 				return withCode(exitUsage, err)
 			}
 			sock := volume.SocketPath(mp)
+			if err := checkEncvolMount(mp); err != nil {
+				if exitCode(err) == exitNotMounted {
+					// A socket nobody answers on is left from a dead daemon;
+					// one that answers belongs to a mount being set up.
+					if _, qerr := volume.QueryStatus(cmd.Context(), sock); volume.IsStale(qerr) {
+						_ = os.Remove(sock)
+					}
+				}
+				return err
+			}
 			err = volume.RequestUnmount(cmd.Context(), sock)
 			if err == nil {
 				return a.waitGone(mp, sock)
@@ -45,13 +59,10 @@ fusermount3 -u otherwise.`,
 				}
 				return fmt.Errorf("unmount %s: %w (if files are open on it, close them: `fuser -vm %s`)", mp, err, mp)
 			}
-			mounted, merr := volume.IsMounted(mp)
-			if merr != nil {
-				return merr
-			}
-			if !mounted {
-				_ = os.Remove(sock)
-				return fmt.Errorf("%s is not mounted", mp)
+			// No daemon: the mount is stale. Look again right before
+			// removing it, so only an encvol mount is ever removed.
+			if err := checkEncvolMount(mp); err != nil {
+				return err
 			}
 			how, uerr := forceUnmount(mp)
 			if uerr != nil {
@@ -64,14 +75,33 @@ fusermount3 -u otherwise.`,
 	}
 }
 
-// waitGone polls until the kernel mount and the daemon's socket are gone.
+// checkEncvolMount refuses a mountpoint whose topmost mount is not an
+// encvol one (exit 2, naming the type found) or where nothing is mounted
+// (exit 5).
+func checkEncvolMount(mp string) error {
+	fstype, err := volume.MountType(mp)
+	if err != nil {
+		return err
+	}
+	switch fstype {
+	case volume.FSType:
+		return nil
+	case "":
+		return withCode(exitNotMounted, fmt.Errorf("%s is not mounted", mp))
+	}
+	return withCode(exitUsage, fmt.Errorf("%s is a %s mount, not an encvol volume; encvol umount only unmounts encvol mounts (use umount(8) for others)", mp, fstype))
+}
+
+// waitGone polls until the encvol mount and the daemon's socket are gone.
+// What was mounted below it may stay: only the encvol mount counts.
 func (a *app) waitGone(mp, sock string) error {
 	deadline := time.Now().Add(umountWait)
 	for {
-		mounted, err := volume.IsMounted(mp)
+		fstype, err := volume.MountType(mp)
 		if err != nil {
 			return err
 		}
+		mounted := fstype == volume.FSType
 		_, serr := os.Stat(sock)
 		if !mounted && errors.Is(serr, os.ErrNotExist) {
 			fmt.Fprintf(a.stdout, "unmounted %s\n", mp)

@@ -69,7 +69,7 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 	}
 	target, err := cfg.ResolveVerify(arg)
 	if err != nil {
-		return withCode(exitUsage, err)
+		return targetError(err)
 	}
 	h := target.Header
 	if err := keywrap.DisableCoreDumps(); err != nil {

@@ -28,14 +28,15 @@ type principalsFile struct {
 // on '/', and in logs, so they are restricted to a safe alphabet.
 var accessKeyIDRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{4,128}$`)
 
-// Secrets shorter than this are guessable offline from one captured signed
-// request, so they are refused.
-const minSecretLen = 16
+// MinSecretLen is the shortest secret_access_key accepted, in bytes (Go's
+// len, so a non-ASCII character counts as several). Shorter secrets are
+// guessable offline from one captured signed request, so they are refused.
+const MinSecretLen = 16
 
 // LoadPrincipals reads a TOML principals file made of [[principal]] tables
 // with name, access_key_id and secret_access_key. It guarantees that the
 // result is non-empty, that names and access key IDs are unique, and that
-// every secret is at least 16 characters; unknown keys are an error naming
+// every secret is at least MinSecretLen bytes; unknown keys are an error naming
 // the key, so a typo cannot silently drop a principal. It does not judge the
 // file's permissions: see InsecurePermissions.
 func LoadPrincipals(path string) ([]Principal, error) {
@@ -71,8 +72,8 @@ func LoadPrincipals(path string) ([]Principal, error) {
 			return nil, fmt.Errorf("%s: name contains control characters", where)
 		case !accessKeyIDRe.MatchString(p.AccessKeyID):
 			return nil, fmt.Errorf("%s: access_key_id must be 4-128 characters of A-Z a-z 0-9 _ . -", where)
-		case len(p.SecretAccessKey) < minSecretLen:
-			return nil, fmt.Errorf("%s: secret_access_key must be at least %d characters", where, minSecretLen)
+		case len(p.SecretAccessKey) < MinSecretLen:
+			return nil, fmt.Errorf("%s: secret_access_key must be at least %d bytes long", where, MinSecretLen)
 		case names[p.Name]:
 			return nil, fmt.Errorf("%s: name is used twice", where)
 		case keys[p.AccessKeyID]:
