@@ -22,7 +22,7 @@ const (
 	exitKeyState   = 3 // the CMK is disabled, pending deletion or import, deleted or unknown, or access is denied
 	exitKMSDown    = 4 // the KMS cannot be reached
 	exitNotMounted = 5 // nothing is mounted at the mountpoint given
-	exitMounted    = 6 // the mountpoint is already a mount
+	exitMounted    = 6 // the mountpoint is already a mount, or the volume is mounted (or locked) by another process
 )
 
 // exitCode maps an error to the table above. An explicit code (withCode)
@@ -51,6 +51,8 @@ func kindExitCode(err error) int {
 		return exitFailure
 	case errors.Is(err, volume.ErrBackingUnusable):
 		return exitUsage
+	case errors.As(err, new(*volume.InUseError)):
+		return exitMounted
 	case errors.Is(err, kmsclient.ErrUnreachable):
 		return exitKMSDown
 	case errors.Is(err, kmsclient.ErrDisabled), errors.Is(err, kmsclient.ErrPendingDeletion),
