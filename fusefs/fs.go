@@ -104,6 +104,7 @@ type FS struct {
 	euidRoot   bool
 	euid, egid uint32
 	server     atomic.Pointer[fuse.Server]
+	mountpoint string // set by Mount before any use
 
 	// metaOK: regular files and directories keep their plaintext mode and
 	// owner in a backing xattr (meta.go); cleared for good when the backing
@@ -113,6 +114,9 @@ type FS struct {
 
 	// writeback: mounted with the kernel writeback cache (set by Mount).
 	writeback atomic.Bool
+	// space tracks free backing space (space.go); nil until mounted
+	// read-write.
+	space atomic.Pointer[space]
 
 	reads, writes, bytesRead, bytesWritten, errs atomic.Uint64
 
@@ -238,7 +242,10 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	// See killpriv.go: saves a GETXATTR round trip per write(2).
 	opts.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
-	raw := newLimitFS(&killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, mo.MaxRequests)
+	// Files created on a nearly full backing use direct I/O (space.go);
+	// without this, mmap of them would fail.
+	opts.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
+	raw := newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests)
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: mount %s on %s: %w", f.backing, mountpoint, err)
@@ -249,17 +256,65 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		return nil, fmt.Errorf("fusefs: mount %s on %s: %w", f.backing, mountpoint, err)
 	}
 	f.server.Store(srv)
-	f.raiseReadAhead(mountpoint)
+	f.mountpoint = mountpoint
+	var mst unix.Stat_t
+	if err := unix.Stat(mountpoint, &mst); err != nil {
+		f.log.Debug().Str("op", "mount").Err(err).Msg("cannot stat the new mount")
+	} else {
+		f.raiseReadAhead(mst.Dev)
+	}
+	if !mo.ReadOnly {
+		if err := f.trackSpace(mst.Dev); err != nil {
+			srv.Unmount()
+			return nil, err
+		}
+	}
 	if mo.AdaptiveProcs {
 		startGovernor()
 	}
 	go func() {
 		srv.Wait()
+		if sp := f.space.Swap(nil); sp != nil {
+			sp.close()
+		}
 		f.dirs.clear()
 		f.names.clear()
 		f.closeAllBacking()
 	}()
 	return srv, nil
+}
+
+// trackSpace starts the space reservation for the mount on device dev.
+func (f *FS) trackSpace(dev uint64) error {
+	fd, err := unix.Open(f.backing, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fusefs: open backing directory %s: %w", f.backing, err)
+	}
+	var limit int64
+	if f.writeback.Load() {
+		limit = dirtyLimit(dev)
+	}
+	f.space.Store(newSpace(fd, f.sectorSize, limit, f.log, f.invalidateFileAttrs, f.flushDirty))
+	return nil
+}
+
+// flushDirty makes the kernel write back every dirty page of the mount
+// (syncfs) and returns when it has. It must not run inside a request
+// handler: the write-back comes to this daemon.
+func (f *FS) flushDirty() {
+	srv := f.server.Load()
+	if srv == nil {
+		return
+	}
+	fd, err := unix.Open(f.mountpoint, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		f.log.Warn().Err(err).Msg("cannot open the mount to write its dirty pages back")
+		return
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		f.log.Warn().Err(err).Msg("writing the mount's dirty pages back failed")
+	}
 }
 
 // Counters returns a snapshot of the I/O counters.
@@ -285,17 +340,48 @@ func (f *FS) InvalidateAll() {
 	if f.server.Load() == nil {
 		return
 	}
-	seen := make(map[*fs.Inode]bool)
 	var dirs []*fs.Inode
+	f.eachInode(func(in *fs.Inode) {
+		in.NotifyContent(0, 0)
+		if in.IsDir() {
+			dirs = append(dirs, in)
+		}
+	})
+	// Entries after contents: dropping a dentry can let the kernel forget
+	// an inode, and a forgotten inode can no longer be addressed.
+	for _, d := range dirs {
+		for name := range d.Children() {
+			d.NotifyEntry(name)
+		}
+	}
+}
+
+// invalidateFileAttrs drops the kernel's cached attributes (not the
+// contents) of every regular file it knows, so that its next write(2)
+// asks the daemon first (space.go).
+func (f *FS) invalidateFileAttrs() {
+	if f.server.Load() == nil {
+		return
+	}
+	f.eachInode(func(in *fs.Inode) {
+		if in.StableAttr().Mode == unix.S_IFREG {
+			in.NotifyContent(-1, 0)
+		}
+	})
+}
+
+// eachInode calls fn once for every inode of the tree below the root and
+// every open file, named or not.
+func (f *FS) eachInode(fn func(in *fs.Inode)) {
+	seen := make(map[*fs.Inode]bool)
 	var walk func(in *fs.Inode)
 	walk = func(in *fs.Inode) {
 		if seen[in] {
 			return
 		}
 		seen[in] = true
-		in.NotifyContent(0, 0)
+		fn(in)
 		if in.IsDir() {
-			dirs = append(dirs, in)
 			for _, ch := range in.Children() {
 				walk(ch)
 			}
@@ -310,13 +396,6 @@ func (f *FS) InvalidateAll() {
 	f.openMu.Unlock()
 	for _, n := range open {
 		walk(n.EmbeddedInode())
-	}
-	// Entries after contents: dropping a dentry can let the kernel forget
-	// an inode, and a forgotten inode can no longer be addressed.
-	for _, d := range dirs {
-		for name := range d.Children() {
-			d.NotifyEntry(name)
-		}
 	}
 }
 
@@ -539,13 +618,8 @@ const readAheadKB = 4 * fuse.MAX_KERNEL_WRITE / 1024
 // ones: fewer round trips and daemon CPU per byte, and decryption on more
 // than one core. Only root may write the setting; elsewhere the default
 // stays, which is merely slower.
-func (f *FS) raiseReadAhead(mountpoint string) {
-	var st unix.Stat_t
-	if err := unix.Stat(mountpoint, &st); err != nil {
-		f.log.Debug().Str("op", "mount").Err(err).Msg("readahead left at the default")
-		return
-	}
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)))
+func (f *FS) raiseReadAhead(dev uint64) {
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(dev), unix.Minor(dev))
 	if err := os.WriteFile(p, []byte(fmt.Sprintf("%d\n", readAheadKB)), 0); err != nil {
 		f.log.Debug().Str("op", "mount").Str("path", p).Err(err).Msg("readahead left at the default")
 	}
