@@ -237,6 +237,11 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		opts.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 		f.writeback.Store(true)
 	}
+	if f.gate.Mode() == ModeHang {
+		// See gate.go: readahead then waits at a closed gate in a request
+		// that a signal interrupts.
+		opts.DisabledCapabilities |= fuse.CAP_ASYNC_READ
+	}
 	// See killpriv.go: saves a GETXATTR round trip per write(2).
 	opts.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 	raw := &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}
