@@ -53,7 +53,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if n.fsys.metaEnabled() {
 		backingMode = backingFileMode
 	}
-	fd, err := unix.Openat(c.d.fd, c.bname, oflags, backingMode)
+	fd, err := openatNoAtime(c.d.fd, c.bname, oflags, backingMode, n.fsys.fileNoAtime)
 	if err != nil {
 		if newLong {
 			c.dropLong()

@@ -65,7 +65,7 @@ func (n *Node) openBackingLocked(k *Keys, path string, fd int, write bool) sysca
 			path = p
 		}
 		var err error
-		if fd, rw, err = openBackingFD(unix.AT_FDCWD, path, write); err != nil {
+		if fd, rw, err = openBackingFD(unix.AT_FDCWD, path, write, n.fsys.fileNoAtime); err != nil {
 			return n.fsys.errno(err, "open", path)
 		}
 	}
@@ -77,16 +77,16 @@ func (n *Node) openBackingLocked(k *Keys, path string, fd int, write bool) sysca
 
 // openBackingFD opens the backing file name (relative to dirfd)
 // read-write, or read-only when that is all the backing allows and write is
-// not needed; rw says which.
-func openBackingFD(dirfd int, name string, write bool) (fd int, rw bool, err error) {
-	fd, err = unix.Openat(dirfd, name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+// not needed; rw says which. noatime is O_NOATIME or 0 (atime.go).
+func openBackingFD(dirfd int, name string, write bool, noatime int) (fd int, rw bool, err error) {
+	fd, err = openatNoAtime(dirfd, name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0, noatime)
 	if err == nil {
 		return fd, true, nil
 	}
 	if write || !(errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EPERM)) {
 		return -1, false, err
 	}
-	fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err = openatNoAtime(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0, noatime)
 	return fd, false, err
 }
 
@@ -149,7 +149,7 @@ func (n *Node) lockBacking(k *Keys, write, exclusive bool) (unlock func(), errno
 // forgets the inode. Caller holds n.content exclusively.
 func (n *Node) pinLocked(dirfd int, bname string) {
 	if n.of == nil {
-		fd, rw, err := openBackingFD(dirfd, bname, false)
+		fd, rw, err := openBackingFD(dirfd, bname, false, n.fsys.fileNoAtime)
 		if err == nil {
 			err = n.setBackingLocked(fd, rw, bname)
 		}

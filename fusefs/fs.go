@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -56,6 +57,12 @@ type MountOptions struct {
 	Name        string // fuse.<Name> type; default "encvol"
 	DirectMount bool   // mount(2) directly; always tried when running as root
 	ReadOnly    bool
+	// Mount flags the kernel enforces (every mount is also nosuid and
+	// nodev). FUSE inodes never get their access time from the kernel,
+	// so NoAtime and NoDirAtime also make the daemon read the backing
+	// files and directories with O_NOATIME: the access time a stat(2)
+	// shows is the backing file's.
+	NoExec, NoAtime, NoDirAtime, Sync, NoSymFollow bool
 	// NoWritebackCache turns off the kernel writeback cache, so every
 	// write(2) reaches the daemon at once (slower for small writes).
 	//
@@ -117,6 +124,10 @@ type FS struct {
 	// space tracks free backing space (space.go); nil until mounted
 	// read-write.
 	space atomic.Pointer[space]
+	// fileNoAtime, dirNoAtime: O_NOATIME or 0, ORed into the flags of
+	// backing file opens and directory listings (set by Mount before it
+	// serves).
+	fileNoAtime, dirNoAtime int
 
 	reads, writes, bytesRead, bytesWritten, errs atomic.Uint64
 
@@ -228,17 +239,15 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		opts.Name = "encvol"
 	}
 	opts.Options = append([]string{"default_permissions"}, mo.Options...)
-	if mo.ReadOnly {
-		// mount(2) takes read-only as a flag (its data string rejects
-		// "ro"); fusermount3 takes it as an option.
-		opts.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
-		if !opts.DirectMount {
-			opts.Options = append(opts.Options, "ro")
-		}
-	}
+	f.setMountFlags(&opts.MountOptions, mo)
 	if !mo.NoWritebackCache && !mo.ReadOnly {
 		opts.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 		f.writeback.Store(true)
+	}
+	if f.gate.Mode() == ModeHang {
+		// See gate.go: readahead then waits at a closed gate in a request
+		// that a signal interrupts.
+		opts.DisabledCapabilities |= fuse.CAP_ASYNC_READ
 	}
 	// See killpriv.go: saves a GETXATTR round trip per write(2).
 	opts.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
@@ -247,6 +256,12 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	opts.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
 	raw := newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests)
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
+	if err != nil && !opts.DirectMount && (mo.NoDirAtime || mo.NoSymFollow) {
+		// fusermount3 prints its reason on our standard error, the log of
+		// a daemonized mount; the likely one deserves a word here.
+		return nil, fmt.Errorf("fusefs: mount %s on %s: %s (fusermount3 3.14 and older refuse nodiratime and nosymfollow)",
+			f.backing, mountpoint, strings.TrimSpace(err.Error()))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: mount %s on %s: %w", f.backing, mountpoint, err)
 	}
@@ -314,6 +329,38 @@ func (f *FS) flushDirty() {
 	defer unix.Close(fd)
 	if err := unix.Syncfs(fd); err != nil {
 		f.log.Warn().Err(err).Msg("writing the mount's dirty pages back failed")
+	}
+}
+
+// setMountFlags puts the mount flags of mo where the mount takes them:
+// mount(2) takes them as flag bits (its data string refuses "noexec" or
+// "noatime"), fusermount3 as options. A direct mount never falls back to
+// fusermount3, which would get none of them.
+func (f *FS) setMountFlags(opts *fuse.MountOptions, mo MountOptions) {
+	for _, fl := range []struct {
+		on   bool
+		bit  uintptr
+		name string
+	}{
+		{true, unix.MS_NOSUID, "nosuid"}, {true, unix.MS_NODEV, "nodev"}, {mo.ReadOnly, unix.MS_RDONLY, "ro"},
+		{mo.NoExec, unix.MS_NOEXEC, "noexec"}, {mo.NoAtime, unix.MS_NOATIME, "noatime"},
+		{mo.NoDirAtime, unix.MS_NODIRATIME, "nodiratime"}, {mo.Sync, unix.MS_SYNCHRONOUS, "sync"},
+		{mo.NoSymFollow, unix.MS_NOSYMFOLLOW, "nosymfollow"},
+	} {
+		switch {
+		case !fl.on:
+		case opts.DirectMount:
+			opts.DirectMountFlags |= fl.bit
+		default:
+			opts.Options = append(opts.Options, fl.name)
+		}
+	}
+	opts.DirectMountStrict = opts.DirectMount
+	if mo.NoAtime {
+		f.fileNoAtime = unix.O_NOATIME
+	}
+	if mo.NoAtime || mo.NoDirAtime {
+		f.dirNoAtime = unix.O_NOATIME
 	}
 }
 

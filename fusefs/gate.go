@@ -46,6 +46,30 @@ const invalidateWait = 5 * time.Second
 // cipher and codec, drops the kernel's cached pages, attributes and entries
 // through the registered invalidator, and asks the runtime to return freed
 // memory. A Gate is safe for concurrent use.
+//
+// Signals in hang mode. A signal to a process whose request waits here
+// makes the kernel send FUSE_INTERRUPT, which cancels the request's
+// context, and the call fails with EINTR. The kernel interrupts only
+// requests that their caller waits on itself, so:
+//   - Readahead READs are background requests when FUSE_ASYNC_READ is
+//     negotiated; the reader then waits for the page lock in TASK_KILLABLE
+//     and no signal but a fatal one ends that. A hang mode mount therefore
+//     does without async reads (Mount): readahead is sent as the reader's
+//     own request, one at a time, which costs sequential read throughput.
+//   - GETATTR waits at the gate too (Wait), so a caller that arrives after
+//     the close waits in a request of its own before the kernel takes any
+//     lock that others could queue behind.
+//   - What no daemon can change: a caller that waits in the kernel behind
+//     another caller's request (the page lock held by a READ of the same
+//     pages, TASK_KILLABLE; the dentry of a name being looked up,
+//     TASK_UNINTERRUPTIBLE) ends when that request ends, that is when its
+//     caller gets a signal or the gate opens. Such queues form only behind
+//     requests that did not ask for attributes first: those under way when
+//     the gate closed, and reads of files already open that start within
+//     the attribute timeout after it (see Wait).
+//   - A page fault of an mmap'ed file is not a system call: a signal runs
+//     the handler and the access faults again (it waits again) until the
+//     gate opens.
 type Gate struct {
 	mode string
 	log  zerolog.Logger
@@ -200,18 +224,61 @@ func (g *Gate) Acquire(ctx context.Context) (*Keys, func(), error) {
 			return k, g.release, nil
 		}
 		g.inflight.RUnlock()
-		g.refusals.Add(1)
-		if g.mode != ModeHang {
-			return nil, nil, syscall.EIO
+		if err := g.refuse(ctx, ch); err != nil {
+			return nil, nil, err
 		}
-		var done <-chan struct{}
-		if ctx != nil {
-			done = ctx.Done()
+	}
+}
+
+// refuse counts a call that found the gate closed. In eio mode it returns
+// syscall.EIO; in hang mode it waits until opened is closed (nil, the
+// caller tries again) or ctx is done (syscall.EINTR).
+func (g *Gate) refuse(ctx context.Context, opened <-chan struct{}) error {
+	g.refusals.Add(1)
+	if g.mode != ModeHang {
+		return syscall.EIO
+	}
+	var done <-chan struct{}
+	if ctx != nil {
+		done = ctx.Done()
+	}
+	select {
+	case <-opened:
+		return nil
+	case <-done:
+		return syscall.EINTR
+	}
+}
+
+// Wait is Acquire for a call that needs no key: it returns nil at once in
+// eio mode or while the gate is open, and in hang mode waits like Acquire
+// (syscall.EINTR when ctx is done first).
+//
+// GETATTR waits here so that, in hang mode, a reader reaching the closed
+// gate waits in a request of its own, which a signal interrupts, before the
+// kernel takes a lock that another reader could wait on: the page lock of
+// a file read (TASK_KILLABLE) or the in-lookup dentry of a name
+// (uninterruptible). The gate drops the cached attributes when it closes
+// (InvalidateAll), so a path walk asks for the attributes of the mount's
+// root at once (default_permissions checks it). A read(2) of an open file
+// asks for them (auto_inval_data) only once they have expired: with the
+// writeback cache the kernel keeps the size of a regular file itself, and
+// dropping the cached attributes does not make it stale. So for the
+// attribute timeout after the close, such a read still goes straight to
+// the page cache.
+func (g *Gate) Wait(ctx context.Context) error {
+	if g.mode != ModeHang {
+		return nil
+	}
+	for {
+		g.mu.Lock()
+		open, ch := g.keys != nil, g.opened
+		g.mu.Unlock()
+		if open {
+			return nil
 		}
-		select {
-		case <-ch:
-		case <-done:
-			return nil, nil, syscall.EINTR
+		if err := g.refuse(ctx, ch); err != nil {
+			return err
 		}
 	}
 }

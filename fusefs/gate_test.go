@@ -172,6 +172,29 @@ func TestGateAcquireInterrupted(t *testing.T) {
 	}
 }
 
+// Wait holds keyless calls only in hang mode: until the gate opens, or
+// with EINTR when the request is interrupted.
+func TestGateWait(t *testing.T) {
+	if err := fusefs.NewGate(fusefs.ModeEIO, zerolog.Nop()).Wait(context.Background()); err != nil {
+		t.Fatalf("closed eio gate: Wait %v, want nil (the call needs no key)", err)
+	}
+	g := fusefs.NewGate(fusefs.ModeHang, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- g.Wait(ctx) }()
+	waitFor(t, "Wait to wait", 5*time.Second, func() bool { return g.Refusals() > 0 })
+	cancel()
+	if err := <-errc; !errors.Is(err, syscall.EINTR) {
+		t.Fatalf("interrupted Wait: %v, want EINTR", err)
+	}
+	go func() { errc <- g.Wait(context.Background()) }()
+	waitFor(t, "Wait to wait again", 5*time.Second, func() bool { return g.Refusals() > 1 })
+	g.Open(&fusefs.Keys{})
+	if err := <-errc; err != nil {
+		t.Fatalf("Wait after Open: %v", err)
+	}
+}
+
 // Close waits for callers that hold the keys before it closes them.
 func TestGateCloseWaitsForInflight(t *testing.T) {
 	v := fusefstest.NewVolume(t, fusefstest.Options{})

@@ -353,8 +353,12 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 // Getattr reports the attributes with the plaintext size. An open file is
 // answered from its backing descriptor, which needs no key and works after
-// its last name is gone.
+// its last name is gone. In hang mode even that waits while the gate is
+// closed (Gate.Wait says why).
 func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if err := n.fsys.gate.Wait(ctx); err != nil {
+		return syscall.EINTR
+	}
 	if n.isRoot() {
 		var st unix.Statx_t
 		if err := statxAt(unix.AT_FDCWD, n.fsys.backing, &st); err != nil {

@@ -37,7 +37,7 @@ func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 
 	// The cached descriptor is shared: list through a private one, whose
 	// offset nobody else moves.
-	lfd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	lfd, err := openatNoAtime(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0, n.fsys.dirNoAtime)
 	if err != nil {
 		return nil, n.fsys.errno(err, "readdir", d.path())
 	}

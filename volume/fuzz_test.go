@@ -17,6 +17,7 @@ func FuzzParseMountOptions(f *testing.F) {
 		"kms=corp,key_check_interval=2s,offline_grace=0s,on_revoke=eio",
 		"on_revoke=hang,debug,foreground", "x-systemd.automount,comment=x=y", "key_check_interval=1ns",
 		"offline_grace=-5m", " ro , , rw ", "unknown", "config=",
+		"noexec,noatime,exec,nodiratime,sync,nosymfollow,nonempty", "suid", "nodev,nosuid,relatime", "strictatime",
 	} {
 		f.Add(s)
 	}

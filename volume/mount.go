@@ -39,6 +39,8 @@ type MountSpec struct {
 	KeyCheckInterval time.Duration
 	OfflineGrace     time.Duration
 	OnKeyEvent       string
+	NonEmpty         bool       // mount over a directory that holds files
+	Flags            MountFlags // noexec, noatime, ... (nosuid and nodev always)
 	// OwnProcess: the caller is a daemon that serves nothing but this
 	// mount, so the file system may tune process-wide settings.
 	OwnProcess bool
@@ -122,6 +124,7 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 		spec.ReadOnly = *o.ReadOnly
 	}
 	spec.Debug, spec.Foreground = o.Debug, o.Foreground
+	spec.NonEmpty, spec.Flags = o.NonEmpty, o.Flags
 	spec.OnRevoke = firstString(o.OnRevoke, vc.OnRevoke, c.Defaults.OnRevoke, DefaultOnRevoke)
 	spec.KeyCheckInterval = firstDuration(o.KeyCheckInterval, vc.KeyCheckInterval.D(), c.Defaults.KeyCheckInterval.D(), DefaultKeyCheckInterval)
 	spec.OfflineGrace = c.Defaults.OfflineGrace.D()
@@ -160,6 +163,8 @@ func layerOptions(base, top MountOptionSet) MountOptionSet {
 		out.AllowOther = top.AllowOther
 	}
 	out.Debug = out.Debug || top.Debug
+	out.NonEmpty = out.NonEmpty || top.NonEmpty
+	out.Flags = base.Flags.under(top.Flags)
 	out.Foreground = out.Foreground || top.Foreground
 	return out
 }
@@ -182,9 +187,10 @@ func firstDuration(v ...time.Duration) time.Duration {
 	return 0
 }
 
-// CheckMountpoint refuses a mountpoint that is missing, not a directory or
-// already mounted.
-func CheckMountpoint(mountpoint string) error {
+// CheckMountpoint refuses a mountpoint that is missing, not a directory,
+// already mounted, or (unless nonEmpty) holds files that the mount would
+// hide, as fusermount did before FUSE 3 and gocryptfs still does.
+func CheckMountpoint(mountpoint string, nonEmpty bool) error {
 	st, err := os.Stat(mountpoint)
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", mountpoint, err)
@@ -198,6 +204,22 @@ func CheckMountpoint(mountpoint string) error {
 	}
 	if mounted {
 		return fmt.Errorf("%s is already a mountpoint; unmount it first (`encvol umount %s`)", mountpoint, mountpoint)
+	}
+	if nonEmpty {
+		return nil
+	}
+	d, err := os.Open(mountpoint)
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mountpoint, err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read mountpoint %s: %w", mountpoint, err)
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("mountpoint %s is not empty (it holds %q): the mount would hide its files until unmounted; "+
+			"use an empty directory, or add -o nonempty to mount over them anyway", mountpoint, names[0])
 	}
 	return nil
 }
@@ -287,7 +309,7 @@ type Mount struct {
 // mount answers. client stays in use until the mount ends (it is closed
 // by Wait). logFile is only reported in the status.
 func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
-	if err := CheckMountpoint(spec.Mountpoint); err != nil {
+	if err := CheckMountpoint(spec.Mountpoint, spec.NonEmpty); err != nil {
 		u.Close()
 		return nil, err
 	}
@@ -340,6 +362,8 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	m.server, err = fsys.Mount(spec.Mountpoint, fusefs.MountOptions{
 		AllowOther: spec.AllowOther, Debug: spec.Debug, FsName: spec.Backing, Name: "encvol",
 		DirectMount: os.Geteuid() == 0, ReadOnly: spec.ReadOnly, AdaptiveProcs: spec.OwnProcess,
+		NoExec: spec.Flags.Has(FlagNoExec), NoAtime: spec.Flags.Has(FlagNoAtime), NoDirAtime: spec.Flags.Has(FlagNoDirAtime),
+		Sync: spec.Flags.Has(FlagSync), NoSymFollow: spec.Flags.Has(FlagNoSymFollow),
 	})
 	if err != nil {
 		m.control.close()

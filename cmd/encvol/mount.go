@@ -52,8 +52,15 @@ this command returns once the mount answers; -f keeps it in the foreground
 
 Options (-o, comma separated, repeatable): config=FILE, kms=NAME,
 key_check_interval=DUR, offline_grace=DUR, on_revoke=eio|hang, ro, rw,
-allow_other, debug; the generic options mount(8) passes (defaults, noauto,
-nofail, _netdev, nodev, nosuid, ...) are accepted and ignored.`,
+allow_other, debug, foreground; the mount flags noexec, noatime, nodiratime,
+nosymfollow, sync (and exec, atime, diratime, relatime, symfollow, async);
+nonempty to mount over a directory that holds files (refused otherwise).
+Mounts are always nosuid,nodev: suid and dev are refused, since a
+set-user-ID file or device node in a volume others can write would grant
+whoever planted it its rights. What mount(8), fstab and systemd pass for
+themselves (defaults, noauto, nofail, _netdev, user, x-*, comment=, ...) is
+accepted; any other option, or one encvol cannot honour (strictatime,
+dirsync, lazytime, ...), is refused by name.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.runMount(cmd.Context(), args, strings.Join(opts, ","), foreground)
@@ -108,7 +115,7 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 	if err := keywrap.DisableCoreDumps(); err != nil {
 		a.log.Warn().Err(err).Msg("cannot disable core dumps")
 	}
-	if err := volume.CheckMountpoint(spec.Mountpoint); err != nil {
+	if err := volume.CheckMountpoint(spec.Mountpoint, spec.NonEmpty); err != nil {
 		return mountpointError(spec.Mountpoint, err)
 	}
 	if err := volume.CheckOverlap(spec.Backing, spec.Mountpoint); err != nil {

@@ -1,0 +1,49 @@
+package volume
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestMountOptionFlags(t *testing.T) {
+	o, err := ParseMountOptions("noexec,noatime,exec,nodiratime,sync,nosymfollow,nosuid,nodev,nonempty,relatime")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[MountFlag]bool{
+		FlagNoExec: false, FlagNoAtime: false, FlagNoDirAtime: true, FlagSync: true, FlagNoSymFollow: true,
+	} {
+		if o.Flags.Has(flag) != want {
+			t.Errorf("flag %d: %v, want %v", flag, o.Flags.Has(flag), want)
+		}
+	}
+	if !o.NonEmpty {
+		t.Error("nonempty not parsed")
+	}
+
+	// The configuration's options, then the command line's: what the
+	// command line names wins, the rest stays.
+	base, _ := ParseMountOptions("noexec,noatime,sync")
+	top, _ := ParseMountOptions("exec,nodiratime")
+	got := layerOptions(base, top).Flags
+	for flag, want := range map[MountFlag]bool{
+		FlagNoExec: false, FlagNoAtime: true, FlagNoDirAtime: true, FlagSync: true, FlagNoSymFollow: false,
+	} {
+		if got.Has(flag) != want {
+			t.Errorf("layered flag %d: %v, want %v", flag, got.Has(flag), want)
+		}
+	}
+
+	for opt, want := range map[string]string{
+		"suid":           "mount option suid is refused: encvol mounts are always nosuid",
+		"dev":            "mount option dev is refused: encvol mounts are always nodev",
+		"ro,strictatime": "mount option strictatime is refused", "norelatime": "mount option norelatime is refused",
+		"dirsync": "mount option dirsync is refused", "lazytime": "mount option lazytime is refused",
+		"mand": "mount option mand is refused", "max_read=4096": `unknown mount option "max_read=4096"`,
+		"auto_unmount": `unknown mount option "auto_unmount"`,
+	} {
+		if _, err := ParseMountOptions(opt); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: want an error saying %q, got %v", opt, want, err)
+		}
+	}
+}
