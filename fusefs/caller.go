@@ -1,11 +1,13 @@
 package fusefs
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,11 +26,19 @@ import (
 // from the caller's memory. Reading either needs the same access as
 // ptrace, which a daemon running as root (or as the caller's user) has.
 
+const (
+	callerTries = 50
+	callerRetry = 100 * time.Microsecond
+)
+
 // callerOp is what the thread behind a request is doing.
 type callerOp struct {
 	known bool  // the system call could be read
 	write bool  // a call that writes into a file: write(2) and its kin
 	size  int64 // bytes the call writes; -1 when not known
+	// off is where the write starts; -1 when not known or when it appends
+	// (O_APPEND: at an end of file only the kernel knows).
+	off int64
 }
 
 // inspectCaller reads the system call of thread tid. A caller that cannot
@@ -39,9 +49,23 @@ func inspectCaller(tid uint32) callerOp {
 	if tid == 0 {
 		return unknown
 	}
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/syscall")
-	if err != nil {
-		return unknown
+	path := "/proc/" + strconv.FormatUint(uint64(tid), 10) + "/syscall"
+	// The kernel answers "running" until the caller has gone to sleep
+	// waiting for this request, which it does within microseconds.
+	var b []byte
+	for try := 0; ; try++ {
+		var err error
+		b, err = os.ReadFile(path)
+		if err != nil {
+			return unknown
+		}
+		if !bytes.HasPrefix(b, []byte("running")) {
+			break
+		}
+		if try == callerTries {
+			return unknown
+		}
+		time.Sleep(callerRetry)
 	}
 	f := strings.Fields(string(b))
 	// "NR arg0 ... arg5 sp pc"; "running" or "-1 sp pc" when not in a call.
@@ -69,19 +93,63 @@ func inspectCaller(tid uint32) callerOp {
 // splice (fifth), sendfile (fourth). Writes submitted through io_uring or
 // aio have no count here.
 func classifySyscall(tid uint32, nr int64, a [6]uint64) callerOp {
+	op := callerOp{known: true, write: true, size: -1, off: -1}
 	switch nr {
-	case unix.SYS_WRITE, unix.SYS_PWRITE64:
-		return callerOp{known: true, write: true, size: clampSize(a[2])}
-	case unix.SYS_WRITEV, unix.SYS_PWRITEV, unix.SYS_PWRITEV2:
-		return callerOp{known: true, write: true, size: iovecBytes(tid, a[1], a[2])}
+	case unix.SYS_WRITE:
+		op.size, op.off = clampSize(a[2]), filePosition(tid, a[0])
+	case unix.SYS_PWRITE64:
+		op.size, op.off = clampSize(a[2]), offset(a[3])
+	case unix.SYS_WRITEV:
+		op.size, op.off = iovecBytes(tid, a[1], a[2]), filePosition(tid, a[0])
+	case unix.SYS_PWRITEV, unix.SYS_PWRITEV2:
+		op.size, op.off = iovecBytes(tid, a[1], a[2]), offset(a[3])
+		if int64(a[3]) == -1 { // pwritev2 at the file position
+			op.off = filePosition(tid, a[0])
+		}
 	case unix.SYS_COPY_FILE_RANGE, unix.SYS_SPLICE:
-		return callerOp{known: true, write: true, size: clampSize(a[4])}
+		op.size = clampSize(a[4])
 	case unix.SYS_SENDFILE:
-		return callerOp{known: true, write: true, size: clampSize(a[3])}
+		op.size = clampSize(a[3])
 	case unix.SYS_IO_SUBMIT, unix.SYS_IO_URING_ENTER:
-		return callerOp{known: true, write: true, size: -1}
+	default:
+		return callerOp{known: true, off: -1}
 	}
-	return callerOp{known: true}
+	return op
+}
+
+func offset(v uint64) int64 {
+	if v > 1<<62 {
+		return -1
+	}
+	return int64(v)
+}
+
+// filePosition reads where a write through descriptor fd of thread tid
+// starts: its file position, or -1 for O_APPEND or when unknown.
+func filePosition(tid uint32, fd uint64) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", tid, fd))
+	if err != nil {
+		return -1
+	}
+	pos := int64(-1)
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "pos":
+			if p, err := strconv.ParseInt(v, 10, 64); err == nil {
+				pos = p
+			}
+		case "flags":
+			if fl, err := strconv.ParseUint(v, 8, 64); err != nil || fl&unix.O_APPEND != 0 {
+				return -1
+			}
+		}
+	}
+	return pos
 }
 
 func clampSize(v uint64) int64 {

@@ -91,7 +91,13 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		// the next getattr.
 		out.Attr.Size = 0
 	}
-	return ch, h, 0, 0
+	var fuseFlags uint32
+	if n.fsys.careful() != nil {
+		// Nearly full backing (space.go): write(2) must meet the daemon.
+		h.direct = true
+		fuseFlags |= fuse.FOPEN_DIRECT_IO
+	}
+	return ch, h, fuseFlags, 0
 }
 
 // Mkdir makes a directory together with its own name-encryption ID.

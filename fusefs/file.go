@@ -20,6 +20,9 @@ import (
 type handle struct {
 	n    *Node
 	sync bool // O_SYNC/O_DSYNC: every write reaches stable storage
+	// direct: opened with direct I/O because the backing was nearly full
+	// (space.go); its writes come straight from write(2).
+	direct bool
 }
 
 // attach adds one handle to n's shared backing file, opening it (or taking
@@ -280,6 +283,18 @@ func (n *Node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	}
 	defer rel()
 	h, _ := fh.(*handle)
+	direct := h != nil && h.direct
+	if sp := n.fsys.careful(); sp != nil && direct {
+		// A caller waits in write(2): store what fits, a short write.
+		// Decided before the content lock, which a write-back the
+		// decision may wait for needs.
+		fit := sp.admitDirect(len(data))
+		if fit == 0 {
+			n.fsys.noteFull("write", "", errNoRoom)
+			return 0, syscall.ENOSPC
+		}
+		data = data[:fit]
+	}
 	governor.Load().noteRequest(len(data))
 	unlock, errno := n.lockBacking(k, true, true)
 	if errno != 0 {
@@ -289,9 +304,26 @@ func (n *Node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	if !n.of.rw {
 		return 0, syscall.EBADF
 	}
+	if sp := n.fsys.careful(); sp != nil && !direct {
+		if before := blocksOf(n.of.fd); before >= 0 {
+			// Write-back of cached data that its write(2) reserved.
+			defer func() {
+				if after := blocksOf(n.of.fd); after >= 0 {
+					sp.settle(after - before)
+				}
+			}()
+		}
+	}
 	m, err := n.of.f.WriteAt(k.Content, data, off)
 	if err != nil {
-		return uint32(m), n.fsys.errno(err, "write", n.of.f.OS().Name())
+		errno := n.fsys.errno(err, "write", n.of.f.OS().Name())
+		if direct && m > 0 {
+			// write(2) reports the bytes stored; the next one fails.
+			n.fsys.writes.Add(1)
+			n.fsys.bytesWritten.Add(uint64(m))
+			return uint32(m), 0
+		}
+		return uint32(m), errno
 	}
 	if h != nil && h.sync {
 		if err := n.of.f.Sync(); err != nil {

@@ -313,22 +313,32 @@ func (f *FS) trackSpace(dev uint64) error {
 	return nil
 }
 
-// flushDirty makes the kernel write back every dirty page of the mount
-// (syncfs) and returns when it has. It must not run inside a request
-// handler: the write-back comes to this daemon.
+// flushDirty makes the kernel write back the dirty pages of every regular
+// file it knows on the mount and returns when it has: an fsync(2) through
+// the mount for each, because syncfs(2) was seen to return with pages of a
+// file still dirty. It must not run inside a request handler: the
+// write-back comes to this daemon.
 func (f *FS) flushDirty() {
-	srv := f.server.Load()
-	if srv == nil {
+	if f.server.Load() == nil {
 		return
 	}
-	fd, err := unix.Open(f.mountpoint, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		f.log.Warn().Err(err).Msg("cannot open the mount to write its dirty pages back")
-		return
-	}
-	defer unix.Close(fd)
-	if err := unix.Syncfs(fd); err != nil {
-		f.log.Warn().Err(err).Msg("writing the mount's dirty pages back failed")
+	var files []string
+	f.eachInode(func(in *fs.Inode) {
+		if in.StableAttr().Mode == unix.S_IFREG {
+			if p := in.Path(nil); p != "" {
+				files = append(files, p)
+			}
+		}
+	})
+	for _, p := range files {
+		fd, err := unix.Open(filepath.Join(f.mountpoint, p), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue // gone or renamed since: nothing of it to wait for here
+		}
+		if err := unix.Fsync(fd); err != nil {
+			f.log.Warn().Str("op", "flush").Err(err).Msg("writing cached data back failed")
+		}
+		unix.Close(fd)
 	}
 }
 
@@ -504,14 +514,21 @@ func (f *FS) errno(err error, op, path string) syscall.Errno {
 	var e syscall.Errno
 	if errors.As(err, &e) {
 		if e == syscall.ENOSPC || e == syscall.EDQUOT {
-			f.errs.Add(1)
-			f.fullLog.Warn().Str("op", op).Str("path", path).Err(err).Msg("backing file system is full or over quota; the operation failed")
+			f.noteFull(op, path, err)
 		}
 		return e
 	}
 	f.errs.Add(1)
 	f.log.Error().Str("op", op).Str("path", path).Err(err).Msg("unexpected error")
 	return syscall.EIO
+}
+
+// noteFull counts and logs (at most once per fullLogPeriod) an operation
+// that failed for lack of backing space, or that the space reservation
+// refused (space.go).
+func (f *FS) noteFull(op, path string, err error) {
+	f.errs.Add(1)
+	f.fullLog.Warn().Str("op", op).Str("path", path).Err(err).Msg("backing file system is full or over quota; the operation failed")
 }
 
 // stableAttr derives the node identity from the backing inode, so every

@@ -367,6 +367,11 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		n.fsys.fillAttrMeta(&st, -1, n.fsys.backing, &out.Attr)
 		return 0
 	}
+	if sp := n.fsys.careful(); sp != nil && n.StableAttr().Mode == unix.S_IFREG {
+		if errno := n.admitWrite(ctx, sp); errno != 0 {
+			return errno
+		}
+	}
 	n.content.RLock()
 	if n.of != nil {
 		var st unix.Statx_t

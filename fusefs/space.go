@@ -31,28 +31,32 @@ import (
 // Careful: below that, every write(2) must be checked before the kernel
 // takes it.
 //   - Files created now are opened with direct I/O: their write(2) reaches
-//     the daemon at once, which writes what fits (a short write) or fails
+//     the daemon at once, which stores what fits (a short write) or fails
 //     with ENOSPC.
 //   - Files already open keep the page cache, but regular files get
 //     attributes that expire at once, so each write(2) first sends a
-//     GETATTR with the file handle; the daemon learns from the caller's
-//     system call (caller.go) how much it writes and answers ENOSPC unless
-//     that fits besides what earlier admitted writes still hold in the
-//     kernel ("pending"). On entering the mode the cached attributes of all
-//     files are dropped and the kernel is told to write this mount's dirty
-//     pages back (syncfs); writes wait for that to finish, so that what
-//     was cached before is on the backing when they are weighed. A mount
-//     that starts careful holds nothing dirty yet.
-//   - Writes back from the page cache are never refused: their write(2)
-//     already succeeded. They settle pending as they arrive.
+//     GETATTR. The node (admit.go) learns from the caller's system call
+//     (caller.go) where and how much it writes, works out what that adds
+//     to the stored file (nothing for an overwrite of stored data), and
+//     answers ENOSPC unless it fits besides what earlier admitted writes
+//     still hold in the kernel ("pending"). Stat and reads pass.
+//   - On entering the mode the cached attributes of all files are dropped
+//     and the kernel is made to write this mount's dirty pages back (an
+//     fsync of every file it knows); writes wait for that to finish, so
+//     that what was cached before is on the backing when they are
+//     weighed. A mount that starts careful holds nothing dirty yet.
+//   - Write-backs from the page cache are never refused: their write(2)
+//     already succeeded. The blocks each one takes settle pending.
 //   - Data writes keep spaceMargin free, so that metadata (directories,
 //     long names, xattrs) and the slack of the accounting still fit on a
 //     volume that reports full.
 //
 // What stays out of reach: writes into a shared writable mmap are not
 // system calls and are not checked; a file system that other processes
-// fill between two checks can take space the daemon counted on. Both fail
-// as before: at write-back, reported by fsync and close.
+// fill between two checks can take space the daemon counted on; a caller
+// the daemon may not inspect (another user's process, for a daemon that
+// is not root) is taken to write 1 MiB. The first two fail as before: at
+// write-back, reported by fsync and close.
 
 const (
 	// spaceMargin is kept free by data writes in careful mode.
@@ -88,6 +92,10 @@ type space struct {
 	mu       sync.Mutex
 	pending  int64         // GUARDED_BY(mu): backing bytes admitted into the page cache, not yet written back
 	flushing chan struct{} // GUARDED_BY(mu): closed when the write-back started on entering careful mode is done; nil when none runs
+
+	// writePath holds the threads whose GETATTR in service carries a file
+	// handle (spacefs.go), for the node that answers it.
+	writePath sync.Map
 
 	stop chan struct{}
 	done chan struct{}
@@ -196,13 +204,27 @@ func (s *space) enterCareful(free int64) {
 	}()
 }
 
-// waitFlush returns once no write-back of earlier cached data is under way.
-func (s *space) waitFlush() {
+// spaceFlushWait bounds how long a write waits for the write-back started
+// on entering careful mode; past it the write is weighed as if all the
+// mount may hold dirty were still to come.
+const spaceFlushWait = 5 * time.Second
+
+// waitFlush returns once no write-back of earlier cached data is under
+// way, or with what may still be unflushed when that takes too long.
+func (s *space) waitFlush() (unflushed int64) {
 	s.mu.Lock()
 	ch := s.flushing
 	s.mu.Unlock()
-	if ch != nil {
-		<-ch
+	if ch == nil {
+		return 0
+	}
+	t := time.NewTimer(spaceFlushWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return 0
+	case <-t.C:
+		return 2 * s.dirtyLimit
 	}
 }
 
@@ -246,38 +268,48 @@ func (s *space) roomLocked() int64 {
 // admitDirect returns how many of n bytes written straight to the daemon
 // may go ahead; 0 means none (ENOSPC).
 func (s *space) admitDirect(n int) int {
-	s.waitFlush()
+	unflushed := s.waitFlush()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return int(min(int64(n), s.fit(s.roomLocked())))
+	return int(min(int64(n), s.fit(s.roomLocked()-unflushed)))
 }
 
-// admitCached decides whether a write(2) of size bytes (-1: unknown) may
-// go into the page cache, and if so counts it as pending.
-func (s *space) admitCached(size int64) bool {
-	if size < 0 {
-		size = spaceUnknownWrite
-	}
-	n := s.need(size)
-	s.waitFlush()
+// admitCached decides whether a write(2) that will take up to n backing
+// bytes may go into the page cache, and if so counts them as pending.
+func (s *space) admitCached(n int64) bool {
+	unflushed := s.waitFlush()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.roomLocked() < n {
+	if s.roomLocked()-unflushed < n {
 		return false
 	}
 	s.pending += n
 	return true
 }
 
-// settled counts n bytes written back from the page cache. While the
-// write-back on entering careful mode runs, what arrives was cached before
-// anything was admitted, and settles nothing.
-func (s *space) settled(n int) {
+// settle counts n backing bytes taken by data written back from the page
+// cache. While the write-back on entering careful mode runs, what arrives
+// was cached before anything was admitted, and settles nothing.
+func (s *space) settle(n int64) {
+	if n <= 0 {
+		return
+	}
 	s.mu.Lock()
 	if s.flushing == nil {
-		s.pending = max(0, s.pending-s.need(int64(n)))
+		s.pending = max(0, s.pending-n)
 	}
 	s.mu.Unlock()
+}
+
+// markWritePath notes that thread tid asks for attributes with a file
+// handle, as write(2) does; it tells an uninspectable writer from stat.
+func (s *space) markWritePath(tid uint32) { s.writePath.Store(tid, struct{}{}) }
+
+func (s *space) unmarkWritePath(tid uint32) { s.writePath.Delete(tid) }
+
+func (s *space) onWritePath(tid uint32) bool {
+	_, ok := s.writePath.Load(tid)
+	return ok
 }
 
 // expireAttr makes the kernel ask again before its next write(2) to a

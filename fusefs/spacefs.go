@@ -23,16 +23,8 @@ func (s *spaceFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 	if sp == nil {
 		return s.RawFileSystem.Write(c, in, data)
 	}
-	cached := in.WriteFlags&fuse.WRITE_CACHE != 0
-	if !cached && sp.careful.Load() {
-		k := sp.admitDirect(len(data))
-		if k == 0 {
-			return 0, fuse.Status(unix.ENOSPC)
-		}
-		data = data[:k]
-	}
 	n, st := s.RawFileSystem.Write(c, in, data)
-	s.account(sp, cached, int(n))
+	sp.wrote(int(n))
 	return n, st
 }
 
@@ -41,44 +33,9 @@ func (s *spaceFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (ui
 	if sp == nil {
 		return s.RawFileSystem.Writev(c, in, data)
 	}
-	cached := in.WriteFlags&fuse.WRITE_CACHE != 0
-	if !cached && sp.careful.Load() {
-		total := 0
-		for _, d := range data {
-			total += len(d)
-		}
-		k := sp.admitDirect(total)
-		if k == 0 {
-			return 0, fuse.Status(unix.ENOSPC)
-		}
-		data = trimVec(data, k)
-	}
 	n, st := s.RawFileSystem.Writev(c, in, data)
-	s.account(sp, cached, int(n))
+	sp.wrote(int(n))
 	return n, st
-}
-
-func (s *spaceFS) account(sp *space, cached bool, n int) {
-	if cached && sp.careful.Load() {
-		sp.settled(n)
-	}
-	sp.wrote(n)
-}
-
-// trimVec returns the first n bytes of data (a short write).
-func trimVec(data [][]byte, n int) [][]byte {
-	out := make([][]byte, 0, len(data))
-	for _, d := range data {
-		if n <= 0 {
-			break
-		}
-		if len(d) > n {
-			d = d[:n]
-		}
-		out = append(out, d)
-		n -= len(d)
-	}
-	return out
 }
 
 // Fallocate reserves backing space directly: in careful mode it must leave
@@ -93,16 +50,13 @@ func (s *spaceFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status
 	return s.RawFileSystem.Fallocate(c, in)
 }
 
-// Create opens files made while the mount is careful with direct I/O, so
-// their writes reach the daemon (and fail there) inside write(2).
+// Create counts the new file's first block; while the mount is careful
+// the node opens it with direct I/O (admit.go).
 func (s *spaceFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	st := s.RawFileSystem.Create(c, in, name, out)
 	if sp := s.fsys.space.Load(); sp != nil && st.Ok() {
-		if sp.careful.Load() {
-			out.OpenOut.OpenFlags |= fuse.FOPEN_DIRECT_IO
-			sp.expireEntry(&out.EntryOut)
-		}
-		sp.wrote(4096) // a new backing file takes a block at least
+		sp.expireEntry(&out.EntryOut)
+		sp.wrote(4096)
 	}
 	return st
 }
@@ -132,16 +86,14 @@ func (s *spaceFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fus
 	return st
 }
 
-// GetAttr answers a write(2) that does not fit with ENOSPC while the mount
-// is careful: with the file handle flag it comes from a caller about to
-// write into the page cache, or reading or seeking past its cached end of
-// file, which caller.go tells apart.
+// GetAttr tells the node (admit.go) which callers ask with a file handle:
+// write(2) does, stat(2) does not, so a caller that cannot be inspected is
+// taken for a writer only then.
 func (s *spaceFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	sp := s.fsys.space.Load()
 	if sp != nil && sp.careful.Load() && in.Flags()&fuse.FUSE_GETATTR_FH != 0 {
-		if op := inspectCaller(in.Caller.Pid); op.write && !sp.admitCached(op.size) {
-			return fuse.Status(unix.ENOSPC)
-		}
+		sp.markWritePath(in.Caller.Pid)
+		defer sp.unmarkWritePath(in.Caller.Pid)
 	}
 	st := s.RawFileSystem.GetAttr(c, in, out)
 	if st.Ok() {

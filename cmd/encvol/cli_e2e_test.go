@@ -25,13 +25,14 @@ import (
 // `encvol umount` touches, the messages and exit codes of ordinary
 // mistakes, and the help and README that tell them what to type.
 
-// mountTmpfs mounts a small tmpfs on dir until the test ends.
-func mountTmpfs(t *testing.T, dir string) {
+// mountTmpfs mounts a tmpfs of size (mount(8) syntax) on dir until the
+// test ends.
+func mountTmpfs(t *testing.T, dir, size string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("mounting a tmpfs needs root")
 	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
 		t.Fatalf("mount tmpfs on %s: %v", dir, err)
 	}
 	t.Cleanup(func() {
@@ -73,7 +74,7 @@ func TestUmountOnlyEncvolMounts(t *testing.T) {
 	if err := os.Mkdir(tm, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mountTmpfs(t, tm)
+	mountTmpfs(t, tm, "1m")
 	keep := filepath.Join(tm, "keep")
 	if err := os.WriteFile(keep, []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
@@ -100,7 +101,7 @@ func TestUmountOnlyEncvolMounts(t *testing.T) {
 	cleanupMount(t, mnt)
 	e.must("create", "--backing", backing)
 	e.must("mount", backing, mnt)
-	mountTmpfs(t, mnt)
+	mountTmpfs(t, mnt, "1m")
 	r = e.run("umount", mnt)
 	if r.code != exitUsage || !strings.Contains(r.stderr, "is a tmpfs mount") {
 		t.Errorf("encvol umount of a tmpfs over an encvol mount: %v", r)
@@ -307,7 +308,7 @@ func TestExitCodes(t *testing.T) {
 	hdr, _ = os.ReadFile(filepath.Join(d("tampered"), keywrap.HeaderFile))
 	os.WriteFile(filepath.Join(d("tampered"), keywrap.HeaderFile), bytes.Replace(hdr, []byte(`"sector_size":4096`), []byte(`"sector_size":8192`), 1), 0o600)
 	e.must("mount", d("vol2"), d("m2"))
-	mountTmpfs(t, d("tm"))
+	mountTmpfs(t, d("tm"), "1m")
 
 	cases := []struct {
 		name string
