@@ -1,13 +1,12 @@
 package kms
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,13 +14,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// auditLog appends JSON lines to audit.jsonl. Each record is one write(2)
-// on an O_APPEND descriptor, so records of concurrent processes never
-// interleave and a record is in the file (surviving a crash of this
-// process) before the operation returns. State changes are fsync'd before
-// returning; data-key records are fsync'd within the flush interval (or
-// before returning with Options.AuditSync), because an fsync per Decrypt
-// would cap a mount's key checks at the disk's sync rate.
+// auditLog appends JSON lines to audit.jsonl. Each call writes its
+// records with one write(2) on an O_APPEND descriptor, so records of
+// concurrent processes never interleave and a record is in the file
+// (surviving a crash of this process) before the operation returns. State
+// changes are fsync'd before returning; data-key records are fsync'd within
+// the flush interval (or before returning with Options.AuditSync), because
+// an fsync per Decrypt would cap a mount's key checks at the disk's sync
+// rate.
 //
 // Appends of this process do not take a lock of their own around the
 // write: the kernel already makes each O_APPEND write atomic, and a Go
@@ -29,32 +29,62 @@ import (
 // waiter that has been handed the mutex first has to be scheduled, behind
 // every other runnable goroutine). The write goes to the raw descriptor
 // for the same reason: os.File serializes its writers with a lock too.
+//
+// The file is rotated by size (auditrotate.go); before each write an
+// fstat tells whether that is due or was done by another process.
 type auditLog struct {
+	path    string // audit.jsonl
+	maxSize int64
+	keep    int
+	now     func() time.Time
+
 	// mu is held shared by appends and the background flush for as long as
-	// they use fd, and exclusively by close, which therefore waits for them.
+	// they use fd, and exclusively by close and by rotation, which replace
+	// or close it and therefore wait for them.
 	mu       sync.RWMutex
 	f        *os.File
 	fd       int
 	syncAll  bool
 	interval time.Duration
-	closed   bool // set under mu held exclusively
+	closed   bool      // set under mu held exclusively
+	failedAt time.Time // last failed rotation; under mu held exclusively
 
 	dirty   atomic.Bool // a record was written since the last background fsync was armed
 	timerMu sync.Mutex  // guards timer; taken once per flush interval at most
 	timer   *time.Timer
 }
 
-func openAuditLog(path string, syncAll bool, interval time.Duration) (*auditLog, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+func openAuditLog(dir string, opt Options, now func() time.Time) (*auditLog, error) {
+	a := &auditLog{
+		path: filepath.Join(dir, auditFile), maxSize: opt.AuditMaxSize, keep: opt.AuditKeep, now: now,
+		syncAll: opt.AuditSync, interval: opt.AuditFlushInterval,
+	}
+	if a.interval <= 0 {
+		a.interval = 100 * time.Millisecond
+	}
+	if a.maxSize <= 0 {
+		a.maxSize = DefaultAuditMaxSize
+	}
+	if a.maxSize < MinAuditMaxSize {
+		return nil, fmt.Errorf("kms: audit log size limit %d bytes is below the minimum of %d", a.maxSize, MinAuditMaxSize)
+	}
+	if a.keep == 0 {
+		a.keep = DefaultAuditKeep
+	}
+	f, err := openCurrentAudit(a.path, false)
 	if err != nil {
 		return nil, fmt.Errorf("kms: open audit log: %w", err)
 	}
-	if interval <= 0 {
-		interval = 100 * time.Millisecond
-	}
+	a.setFile(f)
+	return a, nil
+}
+
+// setFile makes f the file appends go to; the caller holds mu exclusively
+// or owns a alone.
+func (a *auditLog) setFile(f *os.File) {
 	// Fd puts the descriptor into blocking mode, which a regular file is
 	// in any case; f keeps it open until close.
-	return &auditLog{f: f, fd: int(f.Fd()), syncAll: syncAll, interval: interval}, nil
+	a.f, a.fd = f, int(f.Fd())
 }
 
 // writeAll writes line with as few write(2) calls as the kernel allows:
@@ -76,18 +106,27 @@ func (a *auditLog) writeAll(line []byte) error {
 	return nil
 }
 
-func (a *auditLog) append(rec *AuditRecord, durable bool) error {
-	line, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("encode audit record: %w", err)
+// append writes recs in order, in one write.
+func (a *auditLog) append(durable bool, recs ...*AuditRecord) error {
+	var lines []byte
+	for _, rec := range recs {
+		line, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("encode audit record: %w", err)
+		}
+		lines = append(append(lines, line...), '\n')
 	}
-	line = append(line, '\n')
 	a.mu.RLock()
+	if !a.closed && a.turnDue() {
+		a.mu.RUnlock()
+		a.turn()
+		a.mu.RLock()
+	}
 	defer a.mu.RUnlock()
 	if a.closed {
 		return errors.New("audit log closed")
 	}
-	if err := a.writeAll(line); err != nil {
+	if err := a.writeAll(lines); err != nil {
 		return fmt.Errorf("write audit log %s: %w", a.f.Name(), err)
 	}
 	if durable || a.syncAll {
@@ -144,6 +183,10 @@ func (a *auditLog) close() error {
 	return nil
 }
 
+// systemPrincipal names the store itself in records of what it did on its
+// own (lazy events, audit log maintenance).
+const systemPrincipal = "encvol-kms"
+
 func resultOf(err error) (string, string) {
 	if err == nil {
 		return "ok", ""
@@ -161,7 +204,7 @@ func resultOf(err error) (string, string) {
 func (s *Store) auditOp(principal, op, keyID string, opErr error) error {
 	res, msg := resultOf(opErr)
 	rec := &AuditRecord{Time: s.now().UTC(), Principal: principal, Operation: op, KeyID: keyID, Result: res, Message: msg}
-	if err := s.audit.append(rec, true); err != nil && opErr == nil {
+	if err := s.audit.append(true, rec); err != nil && opErr == nil {
 		return internalErr(op+" succeeded but its audit record failed", err)
 	}
 	return opErr
@@ -174,7 +217,7 @@ func (s *Store) auditSystem(op, keyID string, version int, msg string) {
 	}
 	// Best effort: the state change is authoritative, and failing the
 	// caller's unrelated request would not undo it.
-	_ = s.audit.append(&AuditRecord{Time: s.now().UTC(), Principal: "encvol-kms", Operation: op, KeyID: keyID, KeyVersion: version, Result: "ok", Message: msg}, true)
+	_ = s.audit.append(true, &AuditRecord{Time: s.now().UTC(), Principal: systemPrincipal, Operation: op, KeyID: keyID, KeyVersion: version, Result: "ok", Message: msg})
 }
 
 // auditData records a data-key operation. A data key is never handed out
@@ -188,67 +231,11 @@ func (s *Store) auditData(principal, op string, info opInfo, encCtx map[string]s
 		// not retained.
 		rec.EncryptionContext = encCtx
 	}
-	if err := s.audit.append(rec, false); err != nil {
+	if err := s.audit.append(false, rec); err != nil {
 		if opErr != nil {
 			return opErr
 		}
 		return internalErr(op+" refused: audit record could not be written", err)
 	}
 	return opErr
-}
-
-// Audit reads the audit log back, oldest first, keeping records that match
-// filter. A KeyRef alias is resolved to the key it names now; a key ID or
-// key ARN also matches records of keys that no longer exist. Lines that do
-// not parse (a torn final line after power loss) are skipped.
-func (s *Store) Audit(ctx context.Context, filter AuditFilter) ([]AuditRecord, error) {
-	keyID := ""
-	if filter.KeyRef != "" {
-		id, alias, err := s.parseRef(filter.KeyRef)
-		if err != nil {
-			return nil, err
-		}
-		if alias != "" {
-			err := s.read(ctx, func(st *state) error {
-				k, err := s.resolve(st, alias)
-				if err != nil {
-					return err
-				}
-				id = k.ID
-				return nil
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
-		keyID = id
-	}
-	f, err := os.Open(s.path(auditFile))
-	if err != nil {
-		return nil, internalErr("open audit log", err)
-	}
-	defer f.Close()
-	var out []AuditRecord
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		if err := ctx.Err(); err != nil {
-			return nil, newErr(CodeInternal, "request cancelled: %v", err)
-		}
-		var r AuditRecord
-		if json.Unmarshal(sc.Bytes(), &r) != nil {
-			continue
-		}
-		if (keyID != "" && r.KeyID != keyID) ||
-			(filter.Principal != "" && r.Principal != filter.Principal) ||
-			(filter.Operation != "" && r.Operation != filter.Operation) ||
-			(!filter.Since.IsZero() && r.Time.Before(filter.Since)) {
-			continue
-		}
-		out = append(out, r)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, internalErr("read audit log", err)
-	}
-	return out, nil
 }

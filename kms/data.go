@@ -277,13 +277,32 @@ func (s *Store) Encrypt(ctx context.Context, principal, keyRef string, plaintext
 // from the blob; keyRef, when set, must name the same key
 // (IncorrectKeyException). encCtx must equal the context used to wrap.
 func (s *Store) Decrypt(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string) (plaintext []byte, keyARN string, err error) {
+	return s.decrypt(ctx, principal, blob, encCtx, keyRef, nil)
+}
+
+// DecryptKeyCheck is Decrypt made as one of a mount's periodic key checks:
+// the same authorization and answer, recorded as checksummary.go says.
+func (s *Store) DecryptKeyCheck(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string, chk KeyCheck) (plaintext []byte, keyARN string, err error) {
+	if err := chk.validate(); err != nil {
+		return nil, "", err
+	}
+	return s.decrypt(ctx, principal, blob, encCtx, keyRef, &chk)
+}
+
+func (s *Store) decrypt(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string, chk *KeyCheck) ([]byte, string, error) {
 	var info opInfo
-	err = s.read(ctx, func(st *state) error {
+	var plaintext []byte
+	err := s.read(ctx, func(st *state) error {
 		var err error
 		plaintext, err = s.decryptLocked(st, principal, OpDecrypt, blob, encCtx, keyRef, &info)
 		return err
 	})
-	if err = s.auditData(principal, OpDecrypt, info, encCtx, err); err != nil {
+	if chk != nil {
+		err = s.auditCheck(principal, *chk, info, encCtx, err)
+	} else {
+		err = s.auditData(principal, OpDecrypt, info, encCtx, err)
+	}
+	if err != nil {
 		clear(plaintext)
 		return nil, "", err
 	}

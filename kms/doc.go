@@ -55,4 +55,16 @@
 // operation and per lazy event, successful or not: time, principal,
 // operation, key ID, key version, encryption context, result ("ok" or the
 // error code) and message. It never holds key material or plaintext.
+//
+// The one exception to "one object per operation" are the periodic key
+// checks of mounted volumes, Decrypts the caller marks with a KeyCheck:
+// their first and last check, every failure and every change of result
+// are recorded one by one, the routine successful checks in between as
+// one summary record per mount and interval that counts them (see
+// checksummary.go). Every check is accounted for in some record's count.
+//
+// The log is rotated by size (Options.AuditMaxSize, default 64 MiB) into
+// audit.jsonl.1 (newest) ... audit.jsonl.N, keeping Options.AuditKeep
+// rotated files (default 10); Audit reads them all, oldest first. See
+// auditrotate.go for how several processes append and rotate safely.
 package kms

@@ -30,7 +30,9 @@ import (
 //	lock        flock(2) target; its first 8 bytes are a random generation
 //	            stamp that every writer replaces before publishing keys.json
 //	lock.w      flock(2) turnstile that keeps readers from starving writers
-//	audit.jsonl append-only audit log, 0600
+//	audit.jsonl append-only audit log, 0600; rotated by size to
+//	            audit.jsonl.1 (newest) ... audit.jsonl.N, made 0400
+//	audit.lock  flock(2) target of audit log rotation and its readers
 //
 // Key material inside keys.json is sealed with AES-256-GCM under a seal key,
 // and the state as a whole carries an HMAC-SHA256 under a MAC key; both are
@@ -78,7 +80,8 @@ type Store struct {
 	st      *state
 	gen     [8]byte
 
-	audit *auditLog
+	audit  *auditLog
+	checks *checkSummaries
 
 	fdMu     sync.Mutex
 	fdPool   []*lockFDs // idle lock descriptors, see storeLock
@@ -172,13 +175,15 @@ func Open(dir string, opt Options) (_ *Store, retErr error) {
 	if _, err := s.current(lk); err != nil {
 		return nil, err
 	}
-	if s.audit, err = openAuditLog(filepath.Join(dir, auditFile), opt.AuditSync, opt.AuditFlushInterval); err != nil {
+	if s.audit, err = openAuditLog(dir, opt, s.now); err != nil {
 		return nil, err
 	}
+	s.checks = newCheckSummaries(opt.KeyCheckSummaryInterval)
 	return s, nil
 }
 
-// Close flushes the audit log. The Store must not be used afterwards.
+// Close writes the pending key check summaries and flushes the audit log.
+// The Store must not be used afterwards.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -186,7 +191,10 @@ func (s *Store) Close() error {
 		s.rw.Lock()
 		defer s.rw.Unlock()
 		if s.audit != nil {
-			err = s.audit.close()
+			err = s.closeChecks()
+			if cerr := s.audit.close(); err == nil {
+				err = cerr
+			}
 		}
 		s.closeFDs()
 		clear(s.macKey)

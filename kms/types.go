@@ -80,7 +80,25 @@ type Options struct {
 	// AuditFlushInterval bounds how long a data-key audit record may sit in
 	// the page cache before fsync when AuditSync is off (default 100 ms).
 	AuditFlushInterval time.Duration
+	// AuditMaxSize is the size in bytes at which audit.jsonl is rotated to
+	// audit.jsonl.1 (default DefaultAuditMaxSize; at least MinAuditMaxSize).
+	AuditMaxSize int64
+	// AuditKeep is how many rotated files (audit.jsonl.1 ... .N) are kept;
+	// older ones are deleted (default DefaultAuditKeep; negative keeps all).
+	AuditKeep int
+	// KeyCheckSummaryInterval is how often the routine key checks of one
+	// mount are written as one summary record (default
+	// DefaultKeyCheckSummaryInterval); see KeyCheck.
+	KeyCheckSummaryInterval time.Duration
 }
+
+// Audit log defaults (Options).
+const (
+	DefaultAuditMaxSize            = 64 << 20
+	MinAuditMaxSize                = 1 << 10
+	DefaultAuditKeep               = 10
+	DefaultKeyCheckSummaryInterval = time.Hour
+)
 
 // Tag is a key tag (TagKey/TagValue in AWS).
 type Tag struct {
@@ -206,4 +224,28 @@ type AuditRecord struct {
 	EncryptionContext map[string]string `json:"encryption_context,omitempty"`
 	Result            string            `json:"result"` // "ok" or an error code
 	Message           string            `json:"message,omitempty"`
+	// KeyCheck is set on the records of Decrypts marked as key checks.
+	KeyCheck *AuditKeyCheck `json:"key_check,omitempty"`
+}
+
+// Events of key check records (AuditKeyCheck.Event).
+const (
+	CheckFirst   = "first"   // the first check of a mount this store saw
+	CheckChanged = "changed" // the result differs from the mount's previous check
+	CheckFailed  = "failed"  // a failure like the previous check's
+	CheckLast    = "last"    // the mount's final check
+	CheckSummary = "summary" // routine successful checks, counted
+	CheckSingle  = "check"   // a check recorded on its own (too many mounts to track)
+)
+
+// AuditKeyCheck describes a record of key checks. A summary record stands
+// for Checks successful checks of one mount, each with the same principal,
+// key, key version, encryption context and result as the record, made from
+// From to the record's Time; every other key check record stands for one
+// check (Checks = 1).
+type AuditKeyCheck struct {
+	Mount  string    `json:"mount"`
+	Event  string    `json:"event"`
+	Checks int       `json:"checks"`
+	From   time.Time `json:"from,omitzero"`
 }

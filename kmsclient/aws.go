@@ -80,6 +80,7 @@ func newAWS(ctx context.Context, name string, cfg Config) (*awsBackend, error) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
+		o.APIOptions = append(o.APIOptions, addKeyCheckHeader)
 	})
 	return &awsBackend{name: name, endpoint: cfg.Endpoint, kms: client, transport: ref}, nil
 }

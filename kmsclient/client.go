@@ -131,6 +131,27 @@ type AuditRecord struct {
 	EncryptionContext map[string]string `json:"encryption_context,omitempty"`
 	Result            string            `json:"result"` // "ok" or the error code
 	Message           string            `json:"message,omitempty"`
+	// KeyCheck is set on records of Decrypts marked as key checks (see
+	// KeyCheck); a summary record stands for KeyCheck.Checks checks.
+	KeyCheck *AuditKeyCheck `json:"key_check,omitempty"`
+}
+
+// AuditKeyCheck describes a record of key checks: Event is "first",
+// "changed", "failed", "last", "check" (one check each) or "summary"
+// (Checks routine successful checks made from From to the record's Time).
+type AuditKeyCheck struct {
+	Mount  string    `json:"mount"`
+	Event  string    `json:"event"`
+	Checks int       `json:"checks"`
+	From   time.Time `json:"from,omitzero"`
+}
+
+// Count is how many calls r stands for: the checks of a summary, else 1.
+func (r AuditRecord) Count() int {
+	if r.KeyCheck != nil && r.KeyCheck.Checks > 1 {
+		return r.KeyCheck.Checks
+	}
+	return 1
 }
 
 // Admin is everything `encvol kms <verb>` needs; both backends implement

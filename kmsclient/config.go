@@ -15,6 +15,9 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
+
+	"github.com/encvol/encvol/kms"
 )
 
 // Backend type names accepted in Config.Type.
@@ -49,6 +52,42 @@ type Config struct {
 	// CAFile is a PEM bundle trusted for the endpoint's TLS certificate, in
 	// addition to the system roots.
 	CAFile string `toml:"ca_file" json:"ca_file,omitempty"`
+	// AuditMaxSize (local) is the size at which the store's audit.jsonl
+	// is rotated, e.g. "64MiB" (default kms.DefaultAuditMaxSize).
+	AuditMaxSize string `toml:"audit_max_size" json:"audit_max_size,omitempty"`
+	// AuditKeep (local) is how many rotated audit files are kept (default
+	// kms.DefaultAuditKeep; -1 keeps them all).
+	AuditKeep int `toml:"audit_keep" json:"audit_keep,omitempty"`
+	// AuditSummaryInterval (local) is how often the routine key checks of
+	// a mount are written as one summary record, e.g. "1h" (default
+	// kms.DefaultKeyCheckSummaryInterval).
+	AuditSummaryInterval string `toml:"audit_summary_interval" json:"audit_summary_interval,omitempty"`
+}
+
+// storeOptions are the kms.Options of a local store configured by c.
+func (c Config) storeOptions() (kms.Options, error) {
+	opt := kms.Options{PassphraseFile: c.PassphraseFile, AuditKeep: c.AuditKeep}
+	if c.AuditMaxSize != "" {
+		n, err := kms.ParseByteSize(c.AuditMaxSize)
+		if err != nil {
+			return opt, fmt.Errorf("audit_max_size: %w", err)
+		}
+		if n < kms.MinAuditMaxSize {
+			return opt, fmt.Errorf("audit_max_size = %q is below the minimum of %d bytes", c.AuditMaxSize, kms.MinAuditMaxSize)
+		}
+		opt.AuditMaxSize = n
+	}
+	if c.AuditKeep < -1 {
+		return opt, fmt.Errorf("audit_keep = %d: want a number of files, or -1 to keep them all", c.AuditKeep)
+	}
+	if c.AuditSummaryInterval != "" {
+		d, err := time.ParseDuration(c.AuditSummaryInterval)
+		if err != nil || d <= 0 {
+			return opt, fmt.Errorf("audit_summary_interval = %q is not a positive duration such as \"1h\" or \"10m\"", c.AuditSummaryInterval)
+		}
+		opt.KeyCheckSummaryInterval = d
+	}
+	return opt, nil
 }
 
 // Validate checks that the configuration is complete for its type. Every
@@ -58,6 +97,9 @@ func (c Config) Validate() error {
 	case TypeLocal:
 		if strings.TrimSpace(c.Path) == "" {
 			return fmt.Errorf("type = %q needs path = the key store directory", TypeLocal)
+		}
+		if _, err := c.storeOptions(); err != nil {
+			return err
 		}
 		for _, kv := range [][2]string{
 			{"endpoint", c.Endpoint}, {"region", c.Region}, {"access_key_id", c.AccessKeyID},
@@ -84,12 +126,13 @@ func (c Config) Validate() error {
 		if c.SessionToken != "" && c.AccessKeyID == "" {
 			return fmt.Errorf("session_token needs access_key_id and secret_access_key")
 		}
-		if c.Path != "" || c.PassphraseFile != "" {
-			key := "path"
-			if c.Path == "" {
-				key = "passphrase_file"
+		for _, kv := range [][2]string{{"path", c.Path}, {"passphrase_file", c.PassphraseFile}} {
+			if kv[1] != "" {
+				return fmt.Errorf("%s is only valid with type = %q, not %q", kv[0], TypeLocal, TypeAWS)
 			}
-			return fmt.Errorf("%s is only valid with type = %q, not %q", key, TypeLocal, TypeAWS)
+		}
+		if c.AuditMaxSize != "" || c.AuditKeep != 0 || c.AuditSummaryInterval != "" {
+			return fmt.Errorf("audit_max_size, audit_keep and audit_summary_interval are only valid with type = %q: a remote KMS keeps its audit log where it runs (see `encvol kms serve --help`)", TypeLocal)
 		}
 	case "":
 		return fmt.Errorf("type is missing: want %q or %q", TypeLocal, TypeAWS)

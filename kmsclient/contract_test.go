@@ -93,6 +93,7 @@ type testServer struct {
 	endpoint string
 	caFile   string
 	secrets  map[string][2]string // principal -> access key id, secret
+	storeDir string               // the store it serves, for reading its audit log
 }
 
 var testPrincipals = []server.Principal{
@@ -104,12 +105,13 @@ var testPrincipals = []server.Principal{
 // non-empty tlsDir it serves TLS with a certificate made for the test.
 func startServer(t testing.TB, tlsDir string) *testServer {
 	t.Helper()
-	store, err := kms.Open(filepath.Join(t.TempDir(), "store"), kms.Options{})
+	storeDir := filepath.Join(t.TempDir(), "store")
+	store, err := kms.Open(storeDir, kms.Options{})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	srv := server.New(store, testPrincipals, zerolog.Nop(), server.Options{})
-	ts := &testServer{secrets: map[string][2]string{}}
+	ts := &testServer{secrets: map[string][2]string{}, storeDir: storeDir}
 	for _, p := range testPrincipals {
 		ts.secrets[p.Name] = [2]string{p.AccessKeyID, p.SecretAccessKey}
 	}

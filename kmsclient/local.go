@@ -20,7 +20,11 @@ type local struct {
 var _ Admin = (*local)(nil)
 
 func newLocal(_ context.Context, name string, cfg Config) (*local, error) {
-	st, err := kms.Open(cfg.Path, kms.Options{PassphraseFile: cfg.PassphraseFile})
+	opt, err := cfg.storeOptions()
+	if err != nil {
+		return nil, &Error{Kind: ErrInvalidRequest, Op: "configure", KMS: name, Message: err.Error(), Err: err}
+	}
+	st, err := kms.Open(cfg.Path, opt)
 	if err != nil {
 		return nil, &Error{Kind: storeKind(err), Op: "open key store", KMS: name, Code: kms.ErrorCode(err),
 			Message: fmt.Sprintf("key store %s: %v", cfg.Path, err), Err: err}
@@ -81,7 +85,13 @@ func (l *local) generateDataKey(ctx context.Context, keyRef string, encCtx map[s
 }
 
 func (l *local) decrypt(ctx context.Context, keyRef string, blob []byte, encCtx map[string]string) (*keywrap.Key, error) {
-	pt, _, err := l.store.Decrypt(ctx, kms.LocalPrincipal, blob, encCtx, keyRef)
+	var pt []byte
+	var err error
+	if chk, ok := keyCheckFrom(ctx); ok {
+		pt, _, err = l.store.DecryptKeyCheck(ctx, kms.LocalPrincipal, blob, encCtx, keyRef, chk)
+	} else {
+		pt, _, err = l.store.Decrypt(ctx, kms.LocalPrincipal, blob, encCtx, keyRef)
+	}
 	if err != nil {
 		clear(pt)
 		return nil, l.wrap("Decrypt", keyRef, err)
@@ -241,8 +251,12 @@ func (l *local) Audit(ctx context.Context, f AuditFilter) ([]AuditRecord, error)
 	}
 	out := make([]AuditRecord, 0, len(recs))
 	for _, r := range recs {
-		out = append(out, AuditRecord{Time: r.Time, Principal: r.Principal, Operation: r.Operation, KeyID: r.KeyID,
-			KeyVersion: r.KeyVersion, EncryptionContext: r.EncryptionContext, Result: r.Result, Message: r.Message})
+		rec := AuditRecord{Time: r.Time, Principal: r.Principal, Operation: r.Operation, KeyID: r.KeyID,
+			KeyVersion: r.KeyVersion, EncryptionContext: r.EncryptionContext, Result: r.Result, Message: r.Message}
+		if c := r.KeyCheck; c != nil {
+			rec.KeyCheck = &AuditKeyCheck{Mount: c.Mount, Event: c.Event, Checks: c.Checks, From: c.From}
+		}
+		out = append(out, rec)
 	}
 	return out, nil
 }

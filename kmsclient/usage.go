@@ -15,7 +15,7 @@ type VolumeUse struct {
 	LastUsed  time.Time `json:"last_used"`
 	LastOp    string    `json:"last_operation"`
 	Principal string    `json:"principal"` // who made the most recent call
-	Uses      int       `json:"uses"`
+	Uses      int       `json:"uses"`      // calls, counting each key check a summary record stands for
 }
 
 // dataKeyOps are the audit operations that show a volume holding or
@@ -28,7 +28,8 @@ var dataKeyOps = map[string]bool{
 // VolumesUsingKey answers "which volumes use this key" from audit records
 // (already filtered to the key): the distinct volume IDs in the encryption
 // context of successful data-key operations at or after since, most
-// recently used first. A zero since means the whole log.
+// recently used first. A zero since means the whole log. A summary of key
+// checks counts as the checks it stands for; its time is its last check's.
 func VolumesUsingKey(recs []AuditRecord, since time.Time) []VolumeUse {
 	byID := map[string]*VolumeUse{}
 	for _, r := range recs {
@@ -44,7 +45,7 @@ func VolumesUsingKey(recs []AuditRecord, since time.Time) []VolumeUse {
 			u = &VolumeUse{VolumeID: id}
 			byID[id] = u
 		}
-		u.Uses++
+		u.Uses += r.Count()
 		if !r.Time.Before(u.LastUsed) {
 			u.LastUsed, u.LastOp, u.Principal = r.Time, r.Operation, r.Principal
 		}

@@ -64,7 +64,7 @@ chmod 600 "$W/principals.toml"
 # The server logs every request at info level, as a deployment would, to a
 # file on the same machine.
 "$W/encvol" --log-format json kms serve --listen 127.0.0.1:0 --store "$W/store" \
-	--principals "$W/principals.toml" >"$W/server.log" 2>&1 &
+	--principals "$W/principals.toml" --audit-keep -1 >"$W/server.log" 2>&1 &
 SRV_PID=$!
 EP=""
 for _ in $(seq 200); do
@@ -123,8 +123,9 @@ if [ "$SDK" = 1 ]; then
 fi
 
 # Every request wrk sent must have reached the key store: count its audit
-# records (the SDK benchmarks add their own).
-audited=$(grep -c '"operation":"Decrypt"' "$W/store/audit.jsonl" || true)
+# records in all of its files (it rotates every 64 MiB; --audit-keep -1
+# keeps them). The SDK benchmarks add their own.
+audited=$(cat "$W"/store/audit.jsonl* | grep -c '"operation":"Decrypt"' || true)
 [ "$audited" -ge "$total" ] || die "wrk counted $total requests but the audit log holds only $audited Decrypt records"
 log "audit log: $audited Decrypt records; wrk sent $total"
 

@@ -22,8 +22,9 @@ type fakeKMS struct {
 	dk      []byte
 	blob    []byte
 	encCtx  map[string]string
-	err     error // returned by Decrypt while set
-	decrypt int   // Decrypt calls
+	err     error                // returned by Decrypt while set
+	decrypt int                  // Decrypt calls
+	marks   []kmsclient.KeyCheck // the key check marks of Decrypt calls, in order
 	closed  bool
 }
 
@@ -61,6 +62,9 @@ func (f *fakeKMS) Decrypt(ctx context.Context, keyRef string, blob []byte, encCt
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.decrypt++
+	if chk, ok := kmsclient.KeyCheckOf(ctx); ok {
+		f.marks = append(f.marks, chk)
+	}
 	if f.err != nil {
 		return nil, f.err
 	}

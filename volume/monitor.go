@@ -83,6 +83,9 @@ type MonitorStatus struct {
 // unwrapped afresh (MAC-verified) once the key is usable again.
 type Monitor struct {
 	opt MonitorOptions
+	// mountID marks this mount's checks to the KMS (kmsclient.KeyCheck),
+	// which then audits routine successful ones as periodic summaries.
+	mountID string
 
 	// mu guards everything below and serialises gate transitions.
 	mu          sync.Mutex
@@ -123,8 +126,11 @@ func NewMonitor(opt MonitorOptions, u *Unlocked) (*Monitor, error) {
 		return nil, err
 	}
 	now := opt.Now()
-	m := &Monitor{opt: opt, open: true, state: "Enabled", gateReported: true, lastCheck: now, lastSuccess: now, lastResult: "ok"}
+	m := &Monitor{opt: opt, mountID: kmsclient.NewMountID(), open: true, state: "Enabled", gateReported: true,
+		lastCheck: now, lastSuccess: now, lastResult: "ok"}
 	opt.Gate.Open(keys)
+	opt.Log.Info().Str("volume", opt.Header.VolumeID).Str("key_id", opt.Header.KeyID).Str("mountpoint", opt.Mountpoint).
+		Str("key_check_mount", m.mountID).Dur("key_check_interval", opt.Interval).Msg("key monitor started")
 	return m, nil
 }
 
@@ -152,7 +158,7 @@ func (m *Monitor) checkTimeout() time.Duration {
 // Check performs one key check and applies its outcome to the gate.
 func (m *Monitor) Check(ctx context.Context) {
 	h := m.opt.Header
-	cctx, cancel := context.WithTimeout(ctx, m.checkTimeout())
+	cctx, cancel := context.WithTimeout(kmsclient.WithKeyCheck(ctx, kmsclient.KeyCheck{Mount: m.mountID}), m.checkTimeout())
 	start := time.Now()
 	dk, err := m.opt.Client.Decrypt(cctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
 	latency := time.Since(start)
@@ -332,14 +338,46 @@ func (m *Monitor) Status() MonitorStatus {
 	}
 }
 
+// lastCheckTimeout bounds the final check, which delays the end of an
+// unmount when the KMS does not answer.
+const lastCheckTimeout = 2 * time.Second
+
 // Stop closes the gate for good and zeroizes the keys; later checks do
-// nothing. It waits for running on_key_event commands.
+// nothing. A monitor that has checked the key makes one last check,
+// marked so, which closes the mount's key check records in the KMS audit
+// log (its result is only logged). It waits for running on_key_event
+// commands.
 func (m *Monitor) Stop(cause string) {
 	m.mu.Lock()
-	if !m.stopped {
+	first := !m.stopped
+	if first {
 		m.stopped = true
 		m.closeGate(cause)
 	}
+	checked := m.checks > 0
 	m.mu.Unlock()
+	if first && checked {
+		m.finalCheck(cause)
+	}
 	m.hooks.Wait()
+}
+
+// finalCheck makes the last, marked key check of a stopped monitor.
+func (m *Monitor) finalCheck(cause string) {
+	h := m.opt.Header
+	ctx, cancel := context.WithTimeout(context.Background(), lastCheckTimeout)
+	defer cancel()
+	dk, err := m.opt.Client.Decrypt(kmsclient.WithKeyCheck(ctx, kmsclient.KeyCheck{Mount: m.mountID, Last: true}),
+		h.KeyID, h.WrappedDK, h.EncryptionContext)
+	dk.Close() // the mount is over: the key is not needed
+	m.mu.Lock()
+	m.checks++
+	checks := m.checks
+	m.mu.Unlock()
+	ev := m.opt.Log.Info().Str("result", "ok")
+	if err != nil {
+		ev = m.opt.Log.Warn().Str("result", errSummary(err))
+	}
+	ev.Str("volume", h.VolumeID).Str("key_id", h.KeyID).Str("mountpoint", m.opt.Mountpoint).
+		Str("key_check_mount", m.mountID).Uint64("checks", checks).Str("cause", cause).Msg("key monitor stopped")
 }

@@ -52,6 +52,7 @@ type gxEnv struct {
 	principals string
 	server     *exec.Cmd
 	serverDone chan struct{}
+	serveArgs  []string // extra arguments of `encvol kms serve`
 }
 
 func newGXEnv(t *testing.T, backend, defaults string) *gxEnv {
@@ -120,7 +121,7 @@ func (e *gxEnv) startKMS() {
 		e.t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(encvolBin, "kms", "serve", "--listen", e.addr, "--store", e.store, "--principals", e.principals)
+	cmd := exec.Command(encvolBin, append([]string{"kms", "serve", "--listen", e.addr, "--store", e.store, "--principals", e.principals}, e.serveArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)

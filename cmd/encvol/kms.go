@@ -528,10 +528,14 @@ func kmsAuditCommand(a *app) *cobra.Command {
 		Use:   "audit [--key KEY] [--kms NAME] [--json]",
 		Short: "Show the audit log of key use and key changes (local key stores)",
 		Long: `Show the KMS audit log: every data-key operation and state change with
-time, principal, operation, key, encryption context and result. With
---volumes, show which volumes used the key instead. The log lives with the
-key store: for a remote KMS, run this on the server host with --kms naming
-a local KMS whose path is the store that ` + "`encvol kms serve --store`" + ` uses.`,
+time, principal, operation, key, encryption context and result, read across
+the rotated files (audit.jsonl.N ... audit.jsonl.1, audit.jsonl). A mount's
+periodic key checks are shown as its first and last check, every failure or
+change of result, and summaries that count the routine successful checks
+in between (KEY CHECK column; "checks" in --json). With --volumes, show
+which volumes used the key instead. The log lives with the key store: for a
+remote KMS, run this on the server host with --kms naming a local KMS whose
+path is the store that ` + "`encvol kms serve --store`" + ` uses.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 0 {
@@ -550,13 +554,13 @@ a local KMS whose path is the store that ` + "`encvol kms serve --store`" + ` us
 						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", u.VolumeID, u.Uses, fmtTime(u.LastUsed), u.LastOp, u.Principal)
 					})
 				}
-				return printList(a.stdout, o.asJSON, recs, "TIME\tPRINCIPAL\tOPERATION\tKEY\tVERSION\tCONTEXT\tRESULT", func(tw io.Writer, r kmsclient.AuditRecord) {
+				return printList(a.stdout, o.asJSON, recs, "TIME\tPRINCIPAL\tOPERATION\tKEY\tVERSION\tCONTEXT\tRESULT\tKEY CHECK", func(tw io.Writer, r kmsclient.AuditRecord) {
 					ver := "-"
 					if r.KeyVersion > 0 {
 						ver = fmt.Sprint(r.KeyVersion)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(r.Time), orDash(r.Principal), r.Operation,
-						orDash(r.KeyID), ver, orDash(formatContext(r.EncryptionContext)), r.Result)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(r.Time), orDash(r.Principal), r.Operation,
+						orDash(r.KeyID), ver, orDash(formatContext(r.EncryptionContext)), r.Result, formatKeyCheck(r.KeyCheck))
 				})
 			})
 		},
@@ -566,6 +570,17 @@ a local KMS whose path is the store that ` + "`encvol kms serve --store`" + ` us
 	cmd.Flags().IntVar(&limit, "limit", 0, "only the last N records (0 = all)")
 	cmd.Flags().BoolVar(&volumes, "volumes", false, "summarize which volumes used the key(s) instead of listing records")
 	return cmd
+}
+
+// formatKeyCheck shows which checks of which mount a record stands for.
+func formatKeyCheck(c *kmsclient.AuditKeyCheck) string {
+	switch {
+	case c == nil:
+		return "-"
+	case c.Event == "summary":
+		return fmt.Sprintf("%s: %d checks since %s (%s)", c.Event, c.Checks, fmtTime(c.From), c.Mount)
+	}
+	return fmt.Sprintf("%s (%s)", c.Event, c.Mount)
 }
 
 func formatContext(ec map[string]string) string {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/encvol/encvol/volume"
 )
@@ -114,7 +115,9 @@ func (a *app) rootCommand() *cobra.Command {
 }
 
 // newLogger builds the zerolog logger: human console output by default,
-// one JSON object per line with --log-format json.
+// one JSON object per line with --log-format json. Console output is
+// coloured only on a terminal, and never when NO_COLOR is set
+// (https://no-color.org): escape codes in a log file or a pipe are noise.
 func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
 	if err != nil || level == "" {
@@ -123,13 +126,22 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	var out io.Writer
 	switch format {
 	case "console":
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !colorOK(w)}
 	case "json":
 		out = w
 	default:
 		return zerolog.Nop(), fmt.Errorf("bad --log-format %q: want console or json", format)
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// colorOK reports whether console logs to w may use ANSI colours.
+func colorOK(w io.Writer) bool {
+	if os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // config loads the configuration once. A missing file is not an error:

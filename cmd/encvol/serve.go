@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +35,9 @@ func newKMSServeCommand(a *app) *cobra.Command {
 		tlsCert, tlsKey, region          string
 		passphraseFile                   string
 		maxBody                          int64
+		auditMaxSize                     string
+		auditKeep                        int
+		auditSummary                     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --listen ADDR --store DIR --principals FILE [--tls-cert F --tls-key F]",
@@ -67,6 +71,16 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			if (tlsCert == "") != (tlsKey == "") {
 				return usageError("--tls-cert and --tls-key go together: give both for HTTPS, or neither for plain HTTP")
 			}
+			maxSize, err := kms.ParseByteSize(auditMaxSize)
+			if err != nil || maxSize < kms.MinAuditMaxSize {
+				return usageError("--audit-max-size %q: want a size of at least 1KiB, such as 64MiB", auditMaxSize)
+			}
+			if auditKeep < -1 || auditKeep == 0 {
+				return usageError("--audit-keep %d: want a number of rotated files to keep, or -1 to keep them all", auditKeep)
+			}
+			if auditSummary <= 0 {
+				return usageError("--audit-summary-interval %s: want a positive duration such as 1h", auditSummary)
+			}
 			principals, err := server.LoadPrincipals(principalsPath)
 			if err != nil {
 				return usageError("%v", err)
@@ -82,7 +96,8 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			// (GOGC in the environment still wins).
 			defer server.TuneGC()()
 
-			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile})
+			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile,
+				AuditMaxSize: maxSize, AuditKeep: auditKeep, KeyCheckSummaryInterval: auditSummary})
 			if err != nil {
 				return fmt.Errorf("open key store %s: %w", storeDir, err)
 			}
@@ -116,5 +131,8 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 	f.StringVar(&region, "region", "", "accept only requests signed for this region (default: any region)")
 	f.StringVar(&passphraseFile, "passphrase-file", "", "seal the key store under a passphrase read from this file instead of a root key file")
 	f.Int64Var(&maxBody, "max-body", server.DefaultMaxBody, "largest accepted request body in bytes")
+	f.StringVar(&auditMaxSize, "audit-max-size", fmt.Sprintf("%dMiB", kms.DefaultAuditMaxSize>>20), "rotate the store's audit.jsonl to audit.jsonl.1 at this size")
+	f.IntVar(&auditKeep, "audit-keep", kms.DefaultAuditKeep, "rotated audit files to keep (-1: all)")
+	f.DurationVar(&auditSummary, "audit-summary-interval", kms.DefaultKeyCheckSummaryInterval, "write a mount's routine key checks as one audit record per this interval")
 	return cmd
 }

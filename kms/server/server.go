@@ -8,7 +8,9 @@
 // principal by key ownership and grants. Errors carry AWS's exception
 // names and HTTP statuses. Request logs name the operation, principal, key,
 // status and latency; they never contain key material, plaintext or
-// ciphertext blobs.
+// ciphertext blobs. A Decrypt whose signed kms.KeyCheckHeader marks it as a
+// mounted volume's periodic key check is audited as such (summarised) and,
+// when it succeeds, logged at debug level only.
 package server
 
 import (
@@ -142,7 +144,8 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // reqLog collects what one request's log line reports.
 type reqLog struct {
 	op, principal, keyID string
-	accessKeyID          string // set only when authentication fails, to trace probing
+	accessKeyID          string        // set only when authentication fails, to trace probing
+	keyCheck             *kms.KeyCheck // a Decrypt the client marked as a key check
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -152,8 +155,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	var rl reqLog
 	status, code := s.handle(w, r, &rl)
 	ev := s.log.Info()
-	if status >= 500 {
+	switch {
+	case status >= 500:
 		ev = s.log.Error()
+	case rl.keyCheck != nil && status == http.StatusOK:
+		// A mount checks its key every few seconds: a successful check
+		// is routine, and its audit record is a summary too.
+		ev = s.log.Debug()
 	}
 	ev = ev.Str("request_id", reqID).Str("op", rl.op).Str("principal", rl.principal).
 		Int("status", status).Dur("latency", time.Since(start)).Str("remote", r.RemoteAddr)
@@ -165,6 +173,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rl.accessKeyID != "" {
 		ev = ev.Str("access_key_id", rl.accessKeyID)
+	}
+	if rl.keyCheck != nil {
+		ev = ev.Str("key_check", rl.keyCheck.HeaderValue())
 	}
 	ev.Msg("kms request")
 }
@@ -217,6 +228,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rl *reqLog) (int
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/x-amz-json-1.") {
 		return fail(&apiError{Code: "SerializationException", Status: http.StatusBadRequest,
 			Message: fmt.Sprintf("Content-Type %q is not supported; send %s", ct, contentType)})
+	}
+	if op == "Decrypt" {
+		if rl.keyCheck, aerr = keyCheckOf(r); aerr != nil {
+			return fail(aerr)
+		}
 	}
 
 	resp, err := f(r.Context(), principal.Name, body, rl)
