@@ -88,6 +88,9 @@ type space struct {
 	since   atomic.Int64 // bytes written since the last read
 	step    atomic.Int64 // read again once since reaches this
 	reading atomic.Bool  // a read is under way (roomy mode)
+	// forgetting counts FORGETs being handled (spacefs.go), which may
+	// close backing files of removed names and so free space.
+	forgetting atomic.Int32
 
 	mu       sync.Mutex
 	pending  int64         // GUARDED_BY(mu): backing bytes admitted into the page cache, not yet written back
@@ -268,24 +271,55 @@ func (s *space) roomLocked() int64 {
 // admitDirect returns how many of n bytes written straight to the daemon
 // may go ahead; 0 means none (ENOSPC).
 func (s *space) admitDirect(n int) int {
-	unflushed := s.waitFlush()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return int(min(int64(n), s.fit(s.roomLocked()-unflushed)))
+	for retried := false; ; retried = true {
+		unflushed := s.waitFlush()
+		s.mu.Lock()
+		fit := min(int64(n), s.fit(s.roomLocked()-unflushed))
+		s.mu.Unlock()
+		if fit > 0 || retried {
+			return int(fit)
+		}
+		s.waitForgets()
+	}
 }
 
 // admitCached decides whether a write(2) that will take up to n backing
 // bytes may go into the page cache, and if so counts them as pending.
 func (s *space) admitCached(n int64) bool {
-	unflushed := s.waitFlush()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.roomLocked()-unflushed < n {
-		return false
+	for retried := false; ; retried = true {
+		unflushed := s.waitFlush()
+		s.mu.Lock()
+		ok := s.roomLocked()-unflushed >= n
+		if ok {
+			s.pending += n
+		}
+		s.mu.Unlock()
+		if ok || retried {
+			return ok
+		}
+		s.waitForgets()
 	}
-	s.pending += n
-	return true
 }
+
+// spaceForgetWait bounds how long a write that does not fit waits for the
+// daemon to finish forgetting inodes.
+const spaceForgetWait = 100 * time.Millisecond
+
+// waitForgets lets FORGETs that are read but not yet handled finish before
+// a write that does not fit is refused. A removed file's blocks return to
+// the backing only when the daemon closes it, on the FORGET the kernel
+// queues during unlink(2); the write that `rm big; echo x > f` sends next
+// can be handled first, by another thread, and must not fail for that.
+func (s *space) waitForgets() {
+	deadline := time.Now().Add(spaceForgetWait)
+	for {
+		time.Sleep(time.Millisecond) // a FORGET just read has its counter up by now
+		if s.forgetting.Load() == 0 || time.Now().After(deadline) {
+			return
+		}
+	}
+}
+
 
 // settle counts n backing bytes taken by data written back from the page
 // cache. While the write-back on entering careful mode runs, what arrives

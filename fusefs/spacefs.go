@@ -38,6 +38,19 @@ func (s *spaceFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (ui
 	return n, st
 }
 
+// Forget lets the reservation see that inodes, and maybe the blocks of
+// removed files, are being let go.
+func (s *spaceFS) Forget(nodeid, nlookup uint64) {
+	sp := s.fsys.space.Load()
+	if sp == nil {
+		s.RawFileSystem.Forget(nodeid, nlookup)
+		return
+	}
+	sp.forgetting.Add(1)
+	s.RawFileSystem.Forget(nodeid, nlookup)
+	sp.forgetting.Add(-1)
+}
+
 // Fallocate reserves backing space directly: in careful mode it must leave
 // what cached writes were promised.
 func (s *spaceFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status {

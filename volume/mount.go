@@ -309,11 +309,11 @@ type Mount struct {
 // mount answers. client stays in use until the mount ends (it is closed
 // by Wait). logFile is only reported in the status.
 func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
-	if err := CheckMountpoint(spec.Mountpoint, spec.NonEmpty); err != nil {
+	if err := CheckOverlap(spec.Backing, spec.Mountpoint); err != nil {
 		u.Close()
 		return nil, err
 	}
-	if err := CheckOverlap(spec.Backing, spec.Mountpoint); err != nil {
+	if err := CheckMountpoint(spec.Mountpoint, spec.NonEmpty); err != nil {
 		u.Close()
 		return nil, err
 	}

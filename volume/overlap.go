@@ -16,15 +16,16 @@ import (
 //
 // Directories are compared by device and inode, never by name, so a
 // symlink or a bind mount that shows the backing directory under another
-// path is caught too. Both paths must exist.
+// path is caught too. A path that cannot be looked at is left to the
+// checks that report missing paths.
 func CheckOverlap(backing, mountpoint string) error {
 	b, err := dirIdentity(backing)
 	if err != nil {
-		return fmt.Errorf("backing directory %s: %w", backing, err)
+		return nil
 	}
 	m, err := dirIdentity(mountpoint)
 	if err != nil {
-		return fmt.Errorf("mountpoint %s: %w", mountpoint, err)
+		return nil
 	}
 	if b == m {
 		return fmt.Errorf("the mountpoint %s is the backing directory %s itself: the mount would serve its own ciphertext back to itself; choose an empty directory outside the backing directory as the mountpoint", mountpoint, backing)

@@ -115,25 +115,29 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 	if err := keywrap.DisableCoreDumps(); err != nil {
 		a.log.Warn().Err(err).Msg("cannot disable core dumps")
 	}
-	if err := volume.CheckMountpoint(spec.Mountpoint, spec.NonEmpty); err != nil {
-		return mountpointError(spec.Mountpoint, err)
-	}
+	// The overlap first: a mountpoint that is the backing directory is
+	// also not empty, but that is not what the user needs to hear.
 	if err := volume.CheckOverlap(spec.Backing, spec.Mountpoint); err != nil {
 		return withCode(exitUsage, err)
 	}
-	if err := volume.CheckNotInUse(spec.Backing); err != nil {
-		return err
+	if err := volume.CheckMountpoint(spec.Mountpoint, spec.NonEmpty); err != nil {
+		return mountpointError(spec.Mountpoint, err)
 	}
 
 	if ready == nil && !spec.Foreground {
 		// Parent: prove the key works before starting anything, so the
 		// common failures are reported here, promptly, with the right
-		// exit code. The daemon unwraps again for itself.
+		// exit code. The daemon unwraps again for itself. A disabled key
+		// is news even when the volume is mounted elsewhere, so the lock
+		// is tried after it.
 		u, err := a.unlock(ctx, spec)
 		if err != nil {
 			return err
 		}
 		u.Close()
+		if err := volume.CheckNotInUse(spec.Backing); err != nil {
+			return err
+		}
 		return a.daemonize(spec, args, optString)
 	}
 	return a.serve(ctx, spec, ready)
