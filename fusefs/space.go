@@ -320,7 +320,6 @@ func (s *space) waitForgets() {
 	}
 }
 
-
 // settle counts n backing bytes taken by data written back from the page
 // cache. While the write-back on entering careful mode runs, what arrives
 // was cached before anything was admitted, and settles nothing.
