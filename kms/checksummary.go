@@ -17,22 +17,24 @@ import (
 //
 //   - the first check of a series this store sees: a record ("first");
 //   - a check whose result differs from the series' previous one
-//     ("changed"), and every further failed check ("failed"): a record at
-//     once, so a revocation shows in the log when it bites;
+//     ("changed"): a record at once, so a revocation shows in the log when
+//     it bites, and so does the key's return;
 //   - the last check (KeyCheck.Last, made as the mount ends): "last";
-//   - every other check (successful, like the one before) is counted in
-//     memory and written as a "summary" record with the count, the time of
-//     the first and of the last check it covers: by the first check one
-//     summary interval after the series' previous record, before any
-//     other record of the series, when the series has made no check for
-//     a whole interval, and when the store is closed.
+//   - every other check (the same result as the one before: routine
+//     successes, or the same refusal again while a mount waits for its
+//     key) is counted in memory and written as a "summary" record with
+//     the result, the count, and the time of the first and of the last
+//     check it covers: by the first check one summary interval after the
+//     series' previous record, before any other record of the series,
+//     when the series has made no check for a whole interval, and when the
+//     store is closed.
 //
 // Every check is thus accounted for: the Checks of a series' records add
 // up to the checks made. The summarised checks are the only thing a crash
-// of the process can lose (at most one interval's worth per series), and
-// only successful routine checks are ever summarised. A caller that marks
-// a Decrypt gains nothing: it is authorized and answered like any other,
-// and its record is at worst folded into a count.
+// of the process can lose (at most one interval's worth per series). A
+// caller that marks a Decrypt gains nothing: it is authorized and answered
+// like any other, its first refusal is a record of its own, and the ones
+// that repeat it are counted with their time span.
 //
 // Series live in the memory of the process whose store recorded the
 // check (the mount daemon for the local KMS, `encvol kms serve` for a
@@ -57,6 +59,7 @@ type checkSeries struct {
 	encCtx                  map[string]string
 
 	lastResult string    // result code of the previous check
+	lastMsg    string    // and its message
 	lastCheck  time.Time // when the previous check was made
 	written    time.Time // when the series' previous record was written
 	pending    int       // routine checks not yet in a record
@@ -70,6 +73,7 @@ type checkUndo struct {
 	cs         *checkSeries
 	isNew      bool
 	prevResult string
+	prevMsg    string
 	pending    int
 	from, to   time.Time
 }
@@ -122,12 +126,12 @@ func (c *checkSummaries) note(principal string, chk KeyCheck, info opInfo, encCt
 			return []*AuditRecord{event(CheckSingle)}, checkUndo{}, false
 		}
 		cs = &checkSeries{principal: principal, mount: chk.Mount, keyID: info.keyID, version: info.version,
-			encCtx: maps.Clone(encCtx), lastResult: res, lastCheck: now, written: now}
+			encCtx: maps.Clone(encCtx), lastResult: res, lastMsg: msg, lastCheck: now, written: now}
 		c.series[key] = cs
 		return []*AuditRecord{event(CheckFirst)}, checkUndo{key: key, cs: cs, isNew: true}, c.sweeper == nil
 	}
 	// undo.pending > 0 tells restore that a summary was taken.
-	undo = checkUndo{key: key, cs: cs, prevResult: cs.lastResult}
+	undo = checkUndo{key: key, cs: cs, prevResult: cs.lastResult, prevMsg: cs.lastMsg}
 	var ev string
 	switch {
 	case chk.Last:
@@ -135,8 +139,6 @@ func (c *checkSummaries) note(principal string, chk KeyCheck, info opInfo, encCt
 		delete(c.series, key)
 	case res != cs.lastResult:
 		ev = CheckChanged
-	case res != "ok":
-		ev = CheckFailed
 	default:
 		cs.pending++
 		if cs.pending == 1 {
@@ -154,7 +156,7 @@ func (c *checkSummaries) note(principal string, chk KeyCheck, info opInfo, encCt
 	if cs.pending > 0 {
 		recs = append(recs, c.takeSummary(cs, now))
 	}
-	cs.lastResult, cs.lastCheck, cs.written = res, now, now
+	cs.lastResult, cs.lastMsg, cs.lastCheck, cs.written = res, msg, now, now
 	return append(recs, event(ev)), undo, false
 }
 
@@ -162,7 +164,7 @@ func (c *checkSummaries) note(principal string, chk KeyCheck, info opInfo, encCt
 // clears them; the caller holds mu.
 func (c *checkSummaries) takeSummary(cs *checkSeries, now time.Time) *AuditRecord {
 	r := &AuditRecord{Time: cs.to, Principal: cs.principal, Operation: OpDecrypt, KeyID: cs.keyID, KeyVersion: cs.version,
-		EncryptionContext: cs.encCtx, Result: "ok",
+		EncryptionContext: cs.encCtx, Result: cs.lastResult, Message: cs.lastMsg,
 		KeyCheck: &AuditKeyCheck{Mount: cs.mount, Event: CheckSummary, Checks: cs.pending, From: cs.from}}
 	cs.pending, cs.from, cs.to = 0, time.Time{}, time.Time{}
 	cs.written = now
@@ -188,7 +190,7 @@ func (c *checkSummaries) restore(u checkUndo) {
 		cur = u.cs
 		c.series[u.key] = cur
 	}
-	cur.lastResult = u.prevResult
+	cur.lastResult, cur.lastMsg = u.prevResult, u.prevMsg
 	if u.pending > 0 {
 		// A summary was taken: its checks are pending again.
 		cur.pending += u.pending

@@ -58,9 +58,10 @@
 //
 // The one exception to "one object per operation" are the periodic key
 // checks of mounted volumes, Decrypts the caller marks with a KeyCheck:
-// their first and last check, every failure and every change of result
-// are recorded one by one, the routine successful checks in between as
-// one summary record per mount and interval that counts them (see
+// their first and last check and every change of result are recorded one
+// by one, the checks in between that repeat a result (routine successes,
+// or the same refusal again while a mount waits for its key) as one
+// summary record per mount and interval that counts them (see
 // checksummary.go). Every check is accounted for in some record's count.
 //
 // The log is rotated by size (Options.AuditMaxSize, default 64 MiB) into

@@ -232,9 +232,8 @@ type AuditRecord struct {
 const (
 	CheckFirst   = "first"   // the first check of a mount this store saw
 	CheckChanged = "changed" // the result differs from the mount's previous check
-	CheckFailed  = "failed"  // a failure like the previous check's
 	CheckLast    = "last"    // the mount's final check
-	CheckSummary = "summary" // routine successful checks, counted
+	CheckSummary = "summary" // checks with the result of the one before, counted
 	CheckSingle  = "check"   // a check recorded on its own (too many mounts to track)
 )
 

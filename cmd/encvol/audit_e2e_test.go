@@ -169,8 +169,9 @@ func checkRecords(recs []auditRecord) checkTally {
 
 // TestAuditKeyChecksSummarised mounts a volume that checks its key every
 // 100 ms, through the local and the served KMS: the audit log gets the
-// mount's first check, every failure and change of result at once, and
-// its last check, with the routine checks in between counted, not listed.
+// mount's first check, every change of result at once, and its last
+// check, with the checks in between that repeat a result counted, not
+// listed.
 func TestAuditKeyChecksSummarised(t *testing.T) {
 	for _, backend := range gxBackends {
 		t.Run(backend, func(t *testing.T) {
@@ -209,8 +210,10 @@ func TestAuditKeyChecksSummarised(t *testing.T) {
 			if c.okRecords > 5 || c.okChecks < 30 {
 				t.Fatalf("%d audit records for %d successful key checks: routine checks are not summarised", c.okRecords, c.okChecks)
 			}
-			if c.failRecords != c.failChecks {
-				t.Fatalf("%d failed checks in %d records: failures must be recorded one by one", c.failChecks, c.failRecords)
+			// Failed checks: the change to Disabled at once, the ones that
+			// repeat it in one summary at most.
+			if c.failChecks < 1 || c.failRecords > 2 {
+				t.Fatalf("%d failed checks in %d records: want the change, then repeats counted", c.failChecks, c.failRecords)
 			}
 			var uses []kmsclient.VolumeUse
 			audit(&uses, "--key", key, "--volumes")

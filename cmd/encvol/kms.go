@@ -530,9 +530,9 @@ func kmsAuditCommand(a *app) *cobra.Command {
 		Long: `Show the KMS audit log: every data-key operation and state change with
 time, principal, operation, key, encryption context and result, read across
 the rotated files (audit.jsonl.N ... audit.jsonl.1, audit.jsonl). A mount's
-periodic key checks are shown as its first and last check, every failure or
-change of result, and summaries that count the routine successful checks
-in between (KEY CHECK column; "checks" in --json). With --volumes, show
+periodic key checks are shown as its first and last check, every change of
+result, and summaries that count the checks in between that repeat a
+result (KEY CHECK column; "checks" in --json). With --volumes, show
 which volumes used the key instead. The log lives with the key store: for a
 remote KMS, run this on the server host with --kms naming a local KMS whose
 path is the store that ` + "`encvol kms serve --store`" + ` uses.`,
