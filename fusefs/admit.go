@@ -7,8 +7,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
-
-	"github.com/encvol/encvol/sector"
 )
 
 // The node's part of the space reservation (space.go): it knows which
@@ -69,24 +67,11 @@ func (n *Node) growth(op callerOp) int64 {
 	if n.of == nil {
 		return size
 	}
-	var st unix.Statx_t
-	if statxFd(n.of.fd, &st) != nil {
+	grow, err := n.of.f.Growth(op.off, size)
+	if err != nil {
 		return size
 	}
-	ss := int64(n.fsys.sectorSize)
-	stored := sector.PlainSize(int64(st.Size), int(ss))
-	if op.off >= stored {
-		return size
-	}
-	// Stored bytes from op.off on must all be allocated: a hole costs
-	// blocks once written.
-	at := func(p int64) int64 { return sector.HeaderSize + p/ss*(ss+sector.Overhead) }
-	end := min(op.off+size, stored)
-	hole, err := unix.Seek(n.of.fd, at(op.off), unix.SEEK_HOLE)
-	if err != nil || hole < min(at(end), int64(st.Size)) {
-		return size
-	}
-	return max(0, op.off+size-stored)
+	return grow
 }
 
 // blocksOf is the backing allocation of fd in bytes, -1 when unknown.

@@ -53,7 +53,7 @@ type File struct {
 	noFallocate atomic.Bool        // the backing file system has no fallocate (reserve)
 	// dense: backing bytes below it are allocated (no holes), so
 	// overwriting them takes no space; -1 until first needed. Only
-	// WriteAt and Truncate use it, and they run alone.
+	// WriteAt and Truncate change it, and they run alone; Growth reads it.
 	dense int64
 }
 
@@ -118,6 +118,47 @@ func (f *File) Size() (int64, error) {
 		return 0, err
 	}
 	return p, nil
+}
+
+// Growth is how many plaintext bytes a write of n bytes at off adds to
+// what the backing file must allocate: none for an overwrite of stored
+// sectors without holes, else what reaches past the stored end, else all
+// n. It may run beside readers, not beside WriteAt or Truncate.
+func (f *File) Growth(off, n int64) (int64, error) {
+	if n <= 0 {
+		return 0, nil
+	}
+	backing, err := f.backingSize()
+	if err != nil {
+		return n, err
+	}
+	stored, err := f.plainSize(backing)
+	if err != nil {
+		return n, err
+	}
+	if off >= stored {
+		return n, nil
+	}
+	// The stored bytes from off on must all be allocated: writing into a
+	// hole takes blocks. f.dense, when it reaches far enough, saves the
+	// SEEK_HOLE; it is only read here.
+	ss := int64(f.sectorSize)
+	last := (min(off+n, stored) - 1) / ss // the last stored sector written
+	end := min(f.storedOffset(last+1), backing)
+	if end > f.dense {
+		var h int64
+		var serr error
+		if err := f.rc.Control(func(fd uintptr) { h, serr = unix.Seek(int(fd), f.storedOffset(off/ss), unix.SEEK_HOLE) }); err != nil {
+			serr = err
+		}
+		if serr != nil {
+			return n, fmt.Errorf("sector: seek %s: %w", f.path, serr)
+		}
+		if h < end {
+			return n, nil
+		}
+	}
+	return max(0, off+n-stored), nil
 }
 
 // ReadAt reads len(p) plaintext bytes at off. Like os.File.ReadAt it returns
