@@ -48,6 +48,9 @@ type checkSummaries struct {
 	sweeper chan struct{}           // closed to stop the sweeper; nil until one runs; GUARDED_BY(mu)
 	done    chan struct{}           // closed when the sweeper has stopped
 	closed  bool                    // the store is closing: nothing is counted any more; GUARDED_BY(mu)
+	// unwritten holds summaries whose write failed, as they were taken:
+	// written again first, by the next sweep.
+	unwritten []*AuditRecord // GUARDED_BY(mu)
 }
 
 const maxCheckSeries = 100_000
@@ -203,13 +206,15 @@ func (c *checkSummaries) restore(u checkUndo) {
 	}
 }
 
-// due returns the summaries of series that made no check for a whole
-// interval (all pending summaries with all set) and forgets those
-// series; put gives back the ones that could not be written.
+// due returns the summaries that failed to be written before, and those
+// of series that made no check for a whole interval (all pending
+// summaries with all set), and forgets those series; put gives back the
+// ones that could not be written.
 func (c *checkSummaries) due(now time.Time, all bool) []*AuditRecord {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var recs []*AuditRecord
+	recs := c.unwritten
+	c.unwritten = nil
 	for key, cs := range c.series {
 		idle := now.Sub(cs.lastCheck) >= c.interval
 		if !idle && !all {
@@ -225,28 +230,13 @@ func (c *checkSummaries) due(now time.Time, all bool) []*AuditRecord {
 	return recs
 }
 
-// put makes the checks of summaries that could not be written pending
-// again, so a later flush retries them.
+// put keeps summaries that could not be written, as they are, for the
+// next flush: folded back into their series they could take another
+// result's name.
 func (c *checkSummaries) put(recs []*AuditRecord) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, r := range recs {
-		ctxEnc, _ := canonicalContext(r.EncryptionContext)
-		key := seriesKey(r.Principal, r.KeyCheck.Mount, r.KeyID, r.KeyVersion, ctxEnc)
-		cs := c.series[key]
-		if cs == nil {
-			cs = &checkSeries{principal: r.Principal, mount: r.KeyCheck.Mount, keyID: r.KeyID, version: r.KeyVersion,
-				encCtx: r.EncryptionContext, lastResult: "ok", lastCheck: r.Time, written: r.Time}
-			c.series[key] = cs
-		}
-		cs.pending += r.KeyCheck.Checks
-		if cs.from.IsZero() || r.KeyCheck.From.Before(cs.from) {
-			cs.from = r.KeyCheck.From
-		}
-		if r.Time.After(cs.to) {
-			cs.to = r.Time
-		}
-	}
+	c.unwritten = append(c.unwritten, recs...)
+	c.mu.Unlock()
 }
 
 // auditCheck records a Decrypt marked as a key check; like auditData, it

@@ -13,8 +13,8 @@ const maxMountIDLen = 64
 
 // KeyCheck marks a Decrypt as one of the periodic key checks of one mount.
 // The call is authorized exactly like any Decrypt and its result is the
-// same; only its audit record differs: routine successful checks of a
-// mount are counted into one summary record per interval instead of one
+// same; only its audit record differs: checks of a mount that repeat the
+// previous result are counted into one summary record per interval instead of one
 // record each (see checkSummaries). Marking a call therefore changes what
 // the log spells out, never what the caller may do.
 type KeyCheck struct {

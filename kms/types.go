@@ -238,7 +238,7 @@ const (
 )
 
 // AuditKeyCheck describes a record of key checks. A summary record stands
-// for Checks successful checks of one mount, each with the same principal,
+// for Checks checks of one mount that repeated the previous result, each with the same principal,
 // key, key version, encryption context and result as the record, made from
 // From to the record's Time; every other key check record stands for one
 // check (Checks = 1).

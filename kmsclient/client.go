@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/kms"
 )
 
 // DataKeySize is the size of every data key this package generates.
@@ -55,14 +56,9 @@ type KeyInfo struct {
 	Aliases      []string   `json:"aliases,omitempty"`
 }
 
-// KeyManagerKMS is the KeyManager of keys the KMS manages itself: the
-// encvol service key and AWS managed keys. Users cannot disable, delete or
-// share them.
-const KeyManagerKMS = "AWS"
-
 // ManagedByKMS reports whether the KMS itself manages the key, so that it
 // refuses to disable, delete or share it.
-func (k KeyInfo) ManagedByKMS() bool { return k.KeyManager == KeyManagerKMS }
+func (k KeyInfo) ManagedByKMS() bool { return k.KeyManager == kms.KeyManagerAWS }
 
 // CreateKeyInput is what `encvol kms create-key` can choose.
 type CreateKeyInput struct {
@@ -137,14 +133,9 @@ type AuditRecord struct {
 }
 
 // AuditKeyCheck describes a record of key checks: Event is "first",
-// "changed", "failed", "last", "check" (one check each) or "summary"
-// (Checks routine successful checks made from From to the record's Time).
-type AuditKeyCheck struct {
-	Mount  string    `json:"mount"`
-	Event  string    `json:"event"`
-	Checks int       `json:"checks"`
-	From   time.Time `json:"from,omitzero"`
-}
+// "changed", "last", "check" (one check each) or "summary" (Checks checks
+// that repeated the previous result, made from From to the record's Time).
+type AuditKeyCheck = kms.AuditKeyCheck
 
 // Count is how many calls r stands for: the checks of a summary, else 1.
 func (r AuditRecord) Count() int {

@@ -12,8 +12,8 @@ import (
 )
 
 // KeyCheck marks a Decrypt as one of a mount's periodic key checks, so
-// the KMS records routine successful checks as one summary per interval
-// instead of one audit record each (failures, changes of result, the
+// the KMS records checks that repeat the previous result as one summary
+// per interval instead of one audit record each (changes of result, the
 // first and the last check are still recorded one by one). The call is
 // authorized and answered exactly as an unmarked one.
 type KeyCheck struct {

@@ -252,10 +252,8 @@ func (l *local) Audit(ctx context.Context, f AuditFilter) ([]AuditRecord, error)
 	out := make([]AuditRecord, 0, len(recs))
 	for _, r := range recs {
 		rec := AuditRecord{Time: r.Time, Principal: r.Principal, Operation: r.Operation, KeyID: r.KeyID,
-			KeyVersion: r.KeyVersion, EncryptionContext: r.EncryptionContext, Result: r.Result, Message: r.Message}
-		if c := r.KeyCheck; c != nil {
-			rec.KeyCheck = &AuditKeyCheck{Mount: c.Mount, Event: c.Event, Checks: c.Checks, From: c.From}
-		}
+			KeyVersion: r.KeyVersion, EncryptionContext: r.EncryptionContext, Result: r.Result, Message: r.Message,
+			KeyCheck: r.KeyCheck}
 		out = append(out, rec)
 	}
 	return out, nil

@@ -84,7 +84,7 @@ type MonitorStatus struct {
 type Monitor struct {
 	opt MonitorOptions
 	// mountID marks this mount's checks to the KMS (kmsclient.KeyCheck),
-	// which then audits routine successful ones as periodic summaries.
+	// which then audits the ones that repeat a result as periodic summaries.
 	mountID string
 
 	// mu guards everything below and serialises gate transitions.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/encvol/encvol/kms"
 	"github.com/encvol/encvol/kmsclient"
 )
 
@@ -392,12 +393,16 @@ func (a *app) warnVolumes(uses []kmsclient.VolumeUse, key, effect string) {
 // the key itself (the service key alias/encvol/default). what completes
 // "it cannot be ...".
 func (a *app) refuseKMSManaged(ctx context.Context, adm kmsclient.Admin, key, name, what string) error {
-	k, err := describeWithAliases(ctx, adm, key)
+	k, err := adm.DescribeKey(ctx, key)
 	if err != nil {
 		return a.withRemedy(err, key, name)
 	}
 	if !k.ManagedByKMS() {
 		return nil
+	}
+	// Only the refusal names the aliases: list them just for it.
+	if k, err = describeWithAliases(ctx, adm, key); err != nil {
+		return a.withRemedy(err, key, name)
 	}
 	which := k.KeyID
 	if len(k.Aliases) > 0 {
@@ -577,7 +582,7 @@ func formatKeyCheck(c *kmsclient.AuditKeyCheck) string {
 	switch {
 	case c == nil:
 		return "-"
-	case c.Event == "summary":
+	case c.Event == kms.CheckSummary:
 		return fmt.Sprintf("%s: %d checks since %s (%s)", c.Event, c.Checks, fmtTime(c.From), c.Mount)
 	}
 	return fmt.Sprintf("%s (%s)", c.Event, c.Mount)
