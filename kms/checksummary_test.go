@@ -38,7 +38,7 @@ func newCheckFixture(t *testing.T, interval time.Duration) *checkFixture {
 
 // check makes one key check of mount as principal and returns its error.
 func (f *checkFixture) check(principal, mount string, last bool) error {
-	pt, _, err := f.s.DecryptKeyCheck(bg, principal, f.blob, f.ectx, "", KeyCheck{Mount: mount, Last: last})
+	pt, _, err := f.s.DecryptKeyCheck(bg, principal, f.blob, f.ectx, "", &KeyCheck{Mount: mount, Last: last})
 	clear(pt)
 	return err
 }
@@ -192,14 +192,14 @@ func TestKeyCheckGainsNothing(t *testing.T) {
 	for range 3 {
 		wantCode(t, f.check("mallory", "mnt-x", false), CodeAccessDenied)
 	}
-	pt, _, err := f.s.DecryptKeyCheck(bg, LocalPrincipal, f.blob, map[string]string{"encvol:volume-id": "other"}, "", KeyCheck{Mount: "mnt-x"})
+	pt, _, err := f.s.DecryptKeyCheck(bg, LocalPrincipal, f.blob, map[string]string{"encvol:volume-id": "other"}, "", &KeyCheck{Mount: "mnt-x"})
 	wantCode(t, err, CodeInvalidCiphertext)
 	if pt != nil {
 		t.Fatal("a refused check returned plaintext")
 	}
 	f.wantRecords("first/AccessDeniedException/1 first/InvalidCiphertextException/1", 2)
 	for _, bad := range []string{"", "has space", strings.Repeat("m", 65), "new\nline"} {
-		_, _, err := f.s.DecryptKeyCheck(bg, LocalPrincipal, f.blob, f.ectx, "", KeyCheck{Mount: bad})
+		_, _, err := f.s.DecryptKeyCheck(bg, LocalPrincipal, f.blob, f.ectx, "", &KeyCheck{Mount: bad})
 		wantCode(t, err, CodeValidation)
 	}
 }

@@ -280,13 +280,16 @@ func (s *Store) Decrypt(ctx context.Context, principal string, blob []byte, encC
 	return s.decrypt(ctx, principal, blob, encCtx, keyRef, nil)
 }
 
-// DecryptKeyCheck is Decrypt made as one of a mount's periodic key checks:
-// the same authorization and answer, recorded as checksummary.go says.
-func (s *Store) DecryptKeyCheck(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string, chk KeyCheck) (plaintext []byte, keyARN string, err error) {
-	if err := chk.validate(); err != nil {
-		return nil, "", err
+// DecryptKeyCheck is Decrypt made as one of a mount's periodic key checks
+// (plain Decrypt when chk is nil): the same authorization and answer,
+// recorded as checksummary.go says.
+func (s *Store) DecryptKeyCheck(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string, chk *KeyCheck) (plaintext []byte, keyARN string, err error) {
+	if chk != nil {
+		if err := chk.validate(); err != nil {
+			return nil, "", err
+		}
 	}
-	return s.decrypt(ctx, principal, blob, encCtx, keyRef, &chk)
+	return s.decrypt(ctx, principal, blob, encCtx, keyRef, chk)
 }
 
 func (s *Store) decrypt(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string, chk *KeyCheck) ([]byte, string, error) {

@@ -16,13 +16,7 @@ import (
 // per interval instead of one audit record each (changes of result, the
 // first and the last check are still recorded one by one). The call is
 // authorized and answered exactly as an unmarked one.
-type KeyCheck struct {
-	// Mount identifies the mount: the same for all of its checks
-	// (NewMountID).
-	Mount string
-	// Last marks the mount's final check, made as it ends.
-	Last bool
-}
+type KeyCheck = kms.KeyCheck
 
 type keyCheckCtxKey struct{}
 
@@ -41,11 +35,6 @@ func KeyCheckOf(ctx context.Context) (KeyCheck, bool) {
 	return chk, ok
 }
 
-func keyCheckFrom(ctx context.Context) (kms.KeyCheck, bool) {
-	chk, ok := KeyCheckOf(ctx)
-	return kms.KeyCheck{Mount: chk.Mount, Last: chk.Last}, ok
-}
-
 // NewMountID returns a random mount ID for KeyCheck.Mount.
 func NewMountID() string {
 	var b [8]byte
@@ -59,7 +48,7 @@ func NewMountID() string {
 // mark came from the principal that signed.
 var keyCheckHeader = middleware.BuildMiddlewareFunc("encvolKeyCheck",
 	func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
-		if chk, ok := keyCheckFrom(ctx); ok {
+		if chk, ok := KeyCheckOf(ctx); ok {
 			if req, isHTTP := in.Request.(*smithyhttp.Request); isHTTP {
 				req.Header.Set(kms.KeyCheckHeader, chk.HeaderValue())
 			}

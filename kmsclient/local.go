@@ -85,13 +85,11 @@ func (l *local) generateDataKey(ctx context.Context, keyRef string, encCtx map[s
 }
 
 func (l *local) decrypt(ctx context.Context, keyRef string, blob []byte, encCtx map[string]string) (*keywrap.Key, error) {
-	var pt []byte
-	var err error
-	if chk, ok := keyCheckFrom(ctx); ok {
-		pt, _, err = l.store.DecryptKeyCheck(ctx, kms.LocalPrincipal, blob, encCtx, keyRef, chk)
-	} else {
-		pt, _, err = l.store.Decrypt(ctx, kms.LocalPrincipal, blob, encCtx, keyRef)
+	var chk *KeyCheck
+	if c, ok := KeyCheckOf(ctx); ok {
+		chk = &c
 	}
+	pt, _, err := l.store.DecryptKeyCheck(ctx, kms.LocalPrincipal, blob, encCtx, keyRef, chk)
 	if err != nil {
 		clear(pt)
 		return nil, l.wrap("Decrypt", keyRef, err)

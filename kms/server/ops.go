@@ -546,14 +546,7 @@ func (s *Server) decrypt(ctx context.Context, p string, in *decryptInput, rl *re
 		return nil, err
 	}
 	rl.keyID = in.KeyId
-	var pt []byte
-	var arn string
-	var err error
-	if rl.keyCheck != nil {
-		pt, arn, err = s.store.DecryptKeyCheck(ctx, p, in.CiphertextBlob, in.EncryptionContext, in.KeyId, *rl.keyCheck)
-	} else {
-		pt, arn, err = s.store.Decrypt(ctx, p, in.CiphertextBlob, in.EncryptionContext, in.KeyId)
-	}
+	pt, arn, err := s.store.DecryptKeyCheck(ctx, p, in.CiphertextBlob, in.EncryptionContext, in.KeyId, rl.keyCheck)
 	if err != nil {
 		return nil, err
 	}
