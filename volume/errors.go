@@ -8,8 +8,25 @@ import "errors"
 // it as an argument to change, unlike an I/O failure.
 var ErrBackingUnusable = errors.New("backing path cannot hold a new volume")
 
+// ErrMountpointBusy is matched by CheckMountTarget's refusal of a
+// mountpoint that already holds a mount; ErrMountTarget by its other
+// refusals (missing, not a directory, not empty, overlapping the backing
+// directory), which are arguments to change.
+var (
+	ErrMountpointBusy = errors.New("mountpoint already holds a mount")
+	ErrMountTarget    = errors.New("mountpoint cannot take the mount")
+)
+
 // refusedBacking gives err the kind ErrBackingUnusable and keeps its text.
-func refusedBacking(err error) error { return &kindError{kind: ErrBackingUnusable, err: err} }
+func refusedBacking(err error) error { return withKind(ErrBackingUnusable, err) }
+
+// withKind gives err the kind kind (nil stays nil) and keeps its text.
+func withKind(kind, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &kindError{kind: kind, err: err}
+}
 
 // kindError is err with its text, also matching kind for errors.Is.
 type kindError struct{ kind, err error }

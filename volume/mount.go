@@ -187,23 +187,36 @@ func firstDuration(v ...time.Duration) time.Duration {
 	return 0
 }
 
-// CheckMountpoint refuses a mountpoint that is missing, not a directory,
-// already mounted, or (unless nonEmpty) holds files that the mount would
-// hide, as fusermount did before FUSE 3 and gocryptfs still does.
-func CheckMountpoint(mountpoint string, nonEmpty bool) error {
+// CheckMountTarget refuses a mountpoint that already holds a mount, that
+// overlaps the backing directory (overlap.go), that is missing or not a
+// directory, or (unless nonEmpty) that holds files the mount would hide,
+// as fusermount did before FUSE 3 and gocryptfs still does. The mount
+// table is read before the mountpoint is looked at: a stat of a mount
+// whose daemon waits at a closed gate (on_revoke = "hang") would wait too.
+// The refusals match ErrMountpointBusy or ErrMountTarget.
+func CheckMountTarget(backing, mountpoint string, nonEmpty bool) error {
+	mounted, err := IsMounted(mountpoint)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		return withKind(ErrMountpointBusy, fmt.Errorf("%s is already a mountpoint; unmount it first (`encvol umount %s`)", mountpoint, mountpoint))
+	}
+	// The overlap before the rest: a mountpoint that is the backing
+	// directory is also not empty, but that is not what to hear.
+	if err := CheckOverlap(backing, mountpoint); err != nil {
+		return withKind(ErrMountTarget, err)
+	}
+	return withKind(ErrMountTarget, checkMountpointDir(mountpoint, nonEmpty))
+}
+
+func checkMountpointDir(mountpoint string, nonEmpty bool) error {
 	st, err := os.Stat(mountpoint)
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", mountpoint, err)
 	}
 	if !st.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", mountpoint)
-	}
-	mounted, err := IsMounted(mountpoint)
-	if err != nil {
-		return err
-	}
-	if mounted {
-		return fmt.Errorf("%s is already a mountpoint; unmount it first (`encvol umount %s`)", mountpoint, mountpoint)
 	}
 	if nonEmpty {
 		return nil
@@ -228,12 +241,8 @@ func CheckMountpoint(mountpoint string, nonEmpty bool) error {
 // /proc/self/mountinfo (no stat of the path itself, which would ask a
 // possibly hung FUSE server).
 func IsMounted(path string) (bool, error) {
-	found := false
-	err := scanMountinfo(func(fields []string) bool {
-		found = len(fields) > 4 && unescapeMountinfo(fields[4]) == path
-		return !found
-	})
-	return found, err
+	fstype, err := MountType(path)
+	return fstype != "", err
 }
 
 // scanMountinfo calls fn with the fields of each line of
@@ -309,11 +318,7 @@ type Mount struct {
 // mount answers. client stays in use until the mount ends (it is closed
 // by Wait). logFile is only reported in the status.
 func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
-	if err := CheckOverlap(spec.Backing, spec.Mountpoint); err != nil {
-		u.Close()
-		return nil, err
-	}
-	if err := CheckMountpoint(spec.Mountpoint, spec.NonEmpty); err != nil {
+	if err := CheckMountTarget(spec.Backing, spec.Mountpoint, spec.NonEmpty); err != nil {
 		u.Close()
 		return nil, err
 	}

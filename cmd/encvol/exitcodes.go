@@ -51,8 +51,13 @@ func kindExitCode(err error) int {
 		return exitFailure
 	case errors.Is(err, volume.ErrBackingUnusable):
 		return exitUsage
-	case errors.As(err, new(*volume.InUseError)):
+	case errors.As(err, new(*volume.InUseError)), errors.Is(err, volume.ErrMountpointBusy):
 		return exitMounted
+	case errors.Is(err, volume.ErrMountTarget):
+		if errors.Is(err, fs.ErrPermission) {
+			return exitFailure
+		}
+		return exitUsage
 	case errors.Is(err, kmsclient.ErrUnreachable):
 		return exitKMSDown
 	case errors.Is(err, kmsclient.ErrDisabled), errors.Is(err, kmsclient.ErrPendingDeletion),
@@ -88,19 +93,6 @@ func targetError(err error) error {
 		return nil
 	}
 	if errors.Is(err, keywrap.ErrHeaderCorrupt) || errors.Is(err, keywrap.ErrHeaderVersion) || errors.Is(err, fs.ErrPermission) {
-		return withCode(exitFailure, err)
-	}
-	return withCode(exitUsage, err)
-}
-
-// mountpointError classifies a mountpoint the mount refuses: one that is
-// already a mount (of anything) is "already mounted", any other refusal
-// (missing, not a directory) an argument to change.
-func mountpointError(mountpoint string, err error) error {
-	if fstype, merr := volume.MountType(mountpoint); merr == nil && fstype != "" {
-		return withCode(exitMounted, err)
-	}
-	if errors.Is(err, fs.ErrPermission) {
 		return withCode(exitFailure, err)
 	}
 	return withCode(exitUsage, err)

@@ -115,13 +115,12 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 	if err := keywrap.DisableCoreDumps(); err != nil {
 		a.log.Warn().Err(err).Msg("cannot disable core dumps")
 	}
-	// The overlap first: a mountpoint that is the backing directory is
-	// also not empty, but that is not what the user needs to hear.
-	if err := volume.CheckOverlap(spec.Backing, spec.Mountpoint); err != nil {
-		return withCode(exitUsage, err)
-	}
-	if err := volume.CheckMountpoint(spec.Mountpoint, spec.NonEmpty); err != nil {
-		return mountpointError(spec.Mountpoint, err)
+	if ready == nil {
+		// Refused here before the key is tried; a daemon leaves the
+		// check to MountVolume, its parent did this one.
+		if err := volume.CheckMountTarget(spec.Backing, spec.Mountpoint, spec.NonEmpty); err != nil {
+			return err
+		}
 	}
 
 	if ready == nil && !spec.Foreground {
