@@ -136,17 +136,22 @@ func UnlockHeader(ctx context.Context, client kmsclient.Client, kmsName, backing
 	}
 	dk, err := client.Decrypt(ctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
 	if err != nil {
-		if derr := damagedWrappedKey(ctx, client, kmsName, backing, h, err); derr != nil {
-			return nil, derr
+		// DescribeKey answers in every key state: it tells a damaged
+		// header from a key problem, and an alias makes the message and
+		// the suggested command readable.
+		var info kmsclient.KeyInfo
+		var derr error
+		invalid := errors.Is(err, kmsclient.ErrInvalidCiphertext)
+		if invalid || isRevocation(err) {
+			info, derr = client.DescribeKey(ctx, h.KeyID)
+		}
+		if damaged := damagedWrappedKey(kmsName, backing, h, err, invalid, info, derr); damaged != nil {
+			return nil, damaged
 		}
 		if st := KeyState(err); st != "Error" {
 			ke := &KeyError{Backing: backing, KMS: kmsName, KeyID: h.KeyID, State: st, Err: err}
-			if isRevocation(err) {
-				// DescribeKey answers in every key state; an alias makes the
-				// message and the suggested command readable.
-				if info, derr := client.DescribeKey(ctx, h.KeyID); derr == nil && len(info.Aliases) > 0 {
-					ke.Alias = info.Aliases[0]
-				}
+			if derr == nil && len(info.Aliases) > 0 {
+				ke.Alias = info.Aliases[0]
 			}
 			return nil, ke
 		}
@@ -191,12 +196,11 @@ func (e *DamagedKeyError) Unwrap() []error { return []error{keywrap.ErrHeaderCor
 // blob does not parse or authenticate under a key the KMS could use, and
 // NotFound while the header's own key exists means the blob names a key
 // that the header does not, so its key ID bytes were changed.
-func damagedWrappedKey(ctx context.Context, client kmsclient.Client, kmsName, backing string, h *keywrap.Header, err error) error {
-	invalid := errors.Is(err, kmsclient.ErrInvalidCiphertext)
+// info and derr are the KMS's description of the header's key.
+func damagedWrappedKey(kmsName, backing string, h *keywrap.Header, err error, invalid bool, info kmsclient.KeyInfo, derr error) error {
 	if !invalid && !errors.Is(err, kmsclient.ErrNotFound) {
 		return nil
 	}
-	info, derr := client.DescribeKey(ctx, h.KeyID)
 	if derr != nil && !invalid {
 		return nil // the header's key is gone too: a deleted key, not damage
 	}
