@@ -524,20 +524,33 @@ func checkAliasName(alias string) error {
 	return nil
 }
 
-// CreateAlias points a new alias at a key principal owns.
-func (s *Store) CreateAlias(ctx context.Context, principal, alias, targetKeyRef string) error {
+// checkNewAlias refuses an alias name a user may not create.
+func checkNewAlias(alias string) error {
 	if err := checkAliasName(alias); err != nil {
-		return s.auditOp(principal, "CreateAlias", "", err)
+		return err
 	}
 	if alias == ServiceKeyAlias {
-		return s.auditOp(principal, "CreateAlias", "", newErr(CodeInvalidAliasName, "%s is reserved for the encvol service key", alias))
+		return newErr(CodeInvalidAliasName, "%s is reserved for the encvol service key", alias)
+	}
+	return nil
+}
+
+// aliasTaken is the refusal of an alias that exists.
+func (s *Store) aliasTaken(alias string) error {
+	return newErr(CodeAlreadyExists, "An alias with the name %s already exists", s.aliasARN(alias))
+}
+
+// CreateAlias points a new alias at a key principal owns.
+func (s *Store) CreateAlias(ctx context.Context, principal, alias, targetKeyRef string) error {
+	if err := checkNewAlias(alias); err != nil {
+		return s.auditOp(principal, "CreateAlias", "", err)
 	}
 	return s.adminWrite(ctx, principal, "CreateAlias", targetKeyRef, func(st *state, k *keyRec) error {
 		if strings.HasPrefix(targetKeyRef, "alias/") || strings.Contains(targetKeyRef, ":alias/") {
 			return validationErr("TargetKeyId must be a key ID or key ARN, not an alias (%s)", targetKeyRef)
 		}
 		if _, ok := st.Aliases[alias]; ok {
-			return newErr(CodeAlreadyExists, "An alias with the name %s already exists", s.aliasARN(alias))
+			return s.aliasTaken(alias)
 		}
 		if k.State == StatePendingDeletion {
 			return s.stateErr(k)
@@ -558,21 +571,15 @@ func (s *Store) CreateKeyWithAlias(ctx context.Context, principal string, in Cre
 	if err := checkPrincipal(principal); err != nil {
 		return md, err
 	}
-	if err := checkAliasName(alias); err != nil {
+	if err := checkNewAlias(alias); err != nil {
 		return md, s.auditOp(principal, "CreateKey", "", err)
-	}
-	if alias == ServiceKeyAlias {
-		return md, s.auditOp(principal, "CreateKey", "", newErr(CodeInvalidAliasName, "%s is reserved for the encvol service key", alias))
 	}
 	if err := validateCreate(&in); err != nil {
 		return md, s.auditOp(principal, "CreateKey", "", err)
 	}
 	err := s.write(ctx, func(st *state, _ *storeLock) error {
-		if a, ok := st.Aliases[alias]; ok {
-			if k, ok := st.Keys[a.Target]; ok && canSee(k, principal) {
-				return newErr(CodeAlreadyExists, "An alias with the name %s already exists; it names %s", s.aliasARN(alias), s.keyARN(k.ID))
-			}
-			return newErr(CodeAlreadyExists, "An alias with the name %s already exists", s.aliasARN(alias))
+		if _, ok := st.Aliases[alias]; ok {
+			return s.aliasTaken(alias)
 		}
 		k, err := s.createKeyLocked(st, principal, in, KeyManagerCustomer)
 		if err != nil {
