@@ -105,16 +105,10 @@ func newStatusCommand(a *app) *cobra.Command {
 // staleStatusError explains a mountpoint without a daemon: an encvol mount
 // left by a dead daemon, another file system, or nothing at all.
 func staleStatusError(mp string) error {
-	fstype, err := volume.MountType(mp)
-	switch {
-	case err != nil:
+	if _, err := encvolMountAt(mp, "no encvol daemon serves it", ""); err != nil {
 		return err
-	case fstype == volume.FSType:
-		return fmt.Errorf("%s is mounted but its encvol daemon is gone (killed or crashed): the mount answers nothing; run `encvol umount %s`", mp, mp)
-	case fstype != "":
-		return withCode(exitUsage, fmt.Errorf("%s is a %s mount, not an encvol volume", mp, fstype))
 	}
-	return withCode(exitNotMounted, fmt.Errorf("%s is not mounted: no encvol daemon serves it", mp))
+	return fmt.Errorf("%s is mounted but its encvol daemon is gone (killed or crashed): the mount answers nothing; run `encvol umount %s`", mp, mp)
 }
 
 func printStatusLong(a *app, st *volume.Status) {

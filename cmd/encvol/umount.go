@@ -39,8 +39,8 @@ where nothing is mounted exits 5.`,
 				return withCode(exitUsage, err)
 			}
 			sock := volume.SocketPath(mp)
-			if err := checkEncvolMount(mp); err != nil {
-				if exitCode(err) == exitNotMounted {
+			if fstype, err := encvolMountAt(mp, "", umountHint); err != nil {
+				if fstype == "" {
 					// A socket nobody answers on is left from a dead daemon;
 					// one that answers belongs to a mount being set up.
 					if _, qerr := volume.QueryStatus(cmd.Context(), sock); volume.IsStale(qerr) {
@@ -61,7 +61,7 @@ where nothing is mounted exits 5.`,
 			}
 			// No daemon: the mount is stale. Look again right before
 			// removing it, so only an encvol mount is ever removed.
-			if err := checkEncvolMount(mp); err != nil {
+			if _, err := encvolMountAt(mp, "", umountHint); err != nil {
 				return err
 			}
 			how, uerr := forceUnmount(mp)
@@ -75,21 +75,31 @@ where nothing is mounted exits 5.`,
 	}
 }
 
-// checkEncvolMount refuses a mountpoint whose topmost mount is not an
-// encvol one (exit 2, naming the type found) or where nothing is mounted
-// (exit 5).
-func checkEncvolMount(mp string) error {
+// umountHint follows the refusal of a mount of another type.
+const umountHint = "encvol umount only unmounts encvol mounts (use umount(8) for others)"
+
+// encvolMountAt returns the type of the topmost mount at mp, and refuses
+// any but an encvol mount: nothing there (exit 5; notMounted, if given,
+// says more) or another type (exit 2, naming it; hint, if given, after).
+func encvolMountAt(mp, notMounted, hint string) (string, error) {
 	fstype, err := volume.MountType(mp)
-	if err != nil {
-		return err
+	switch {
+	case err != nil:
+		return fstype, err
+	case fstype == volume.FSType:
+		return fstype, nil
+	case fstype == "":
+		msg := mp + " is not mounted"
+		if notMounted != "" {
+			msg += ": " + notMounted
+		}
+		return fstype, withCode(exitNotMounted, errors.New(msg))
 	}
-	switch fstype {
-	case volume.FSType:
-		return nil
-	case "":
-		return withCode(exitNotMounted, fmt.Errorf("%s is not mounted", mp))
+	msg := fmt.Sprintf("%s is a %s mount, not an encvol volume", mp, fstype)
+	if hint != "" {
+		msg += "; " + hint
 	}
-	return withCode(exitUsage, fmt.Errorf("%s is a %s mount, not an encvol volume; encvol umount only unmounts encvol mounts (use umount(8) for others)", mp, fstype))
+	return fstype, withCode(exitUsage, errors.New(msg))
 }
 
 // waitGone polls until the encvol mount and the daemon's socket are gone.
