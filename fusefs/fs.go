@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -256,14 +255,14 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	opts.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
 	raw := newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests)
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
-	if err != nil && !opts.DirectMount && (mo.NoDirAtime || mo.NoSymFollow) {
-		// fusermount3 prints its reason on our standard error, the log of
-		// a daemonized mount; the likely one deserves a word here.
-		return nil, fmt.Errorf("fusefs: mount %s on %s: %s (fusermount3 3.14 and older refuse nodiratime and nosymfollow)",
-			f.backing, mountpoint, strings.TrimSpace(err.Error()))
-	}
 	if err != nil {
-		return nil, fmt.Errorf("fusefs: mount %s on %s: %w", f.backing, mountpoint, err)
+		hint := ""
+		if !opts.DirectMount && (mo.NoDirAtime || mo.NoSymFollow) {
+			// fusermount3 prints its reason on our standard error, the log
+			// of a daemonized mount; the likely one deserves a word here.
+			hint = " (fusermount3 3.14 and older refuse nodiratime and nosymfollow)"
+		}
+		return nil, fmt.Errorf("fusefs: mount %s on %s: %w%s", f.backing, mountpoint, err, hint)
 	}
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
@@ -274,6 +273,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	f.mountpoint = mountpoint
 	var mst unix.Stat_t
 	if err := unix.Stat(mountpoint, &mst); err != nil {
+		// dev 0: no per-device settings; the defaults apply.
 		f.log.Debug().Str("op", "mount").Err(err).Msg("cannot stat the new mount")
 	} else {
 		f.raiseReadAhead(mst.Dev)

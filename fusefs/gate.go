@@ -202,7 +202,7 @@ func (g *Gate) IsOpen() bool {
 	return g.keys != nil
 }
 
-// Refusals counts Acquire calls that found the gate closed.
+// Refusals counts Acquire and Wait calls that found the gate closed.
 func (g *Gate) Refusals() uint64 { return g.refusals.Load() }
 
 // Transitions counts opens and closes that changed the keys.

@@ -128,6 +128,9 @@ func (s *spaceFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 // later), else the device's share (max_ratio) of the machine's dirty
 // threshold.
 func dirtyLimit(dev uint64) int64 {
+	if dev == 0 {
+		return spaceDefaultDirtyLimit // the mount could not be looked at
+	}
 	dir := fmt.Sprintf("/sys/class/bdi/%d:%d/", unix.Major(dev), unix.Minor(dev))
 	if v, ok := readInt(dir + "max_bytes"); ok && v > 0 {
 		return v

@@ -92,7 +92,7 @@ func lockHolder(backing string, f *os.File) error {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return e
 	}
-	id := fileID{dev: st.Dev, ino: st.Ino}
+	id := identityOf(&st)
 	e.PID = flockHolder(id)
 	e.Mountpoint = encvolMountOf(id)
 	return e

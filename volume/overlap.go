@@ -50,12 +50,14 @@ func CheckOverlap(backing, mountpoint string) error {
 // fileID names a directory independently of the path used to reach it.
 type fileID struct{ dev, ino uint64 }
 
+func identityOf(st *unix.Stat_t) fileID { return fileID{dev: st.Dev, ino: st.Ino} }
+
 func dirIdentity(path string) (fileID, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return fileID{}, err
 	}
-	return fileID{dev: st.Dev, ino: st.Ino}, nil
+	return identityOf(&st), nil
 }
 
 // hasAncestor reports whether one of the directories above path (after
