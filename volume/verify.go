@@ -74,13 +74,6 @@ const (
 // disable.
 var ErrServiceKey = errors.New("the service key cannot be disabled")
 
-// Progress receives the progress of the backing scan (a progress bar).
-type Progress interface {
-	Start(total int64)
-	Add(n int64)
-	Done()
-}
-
 // VerifyOptions says what to verify and how.
 type VerifyOptions struct {
 	Backing    string
@@ -898,10 +891,9 @@ func scanBacking(ctx context.Context, backing string, c *canary, sectorSize int,
 	if err != nil {
 		return rep, RandomnessReport{}, err
 	}
-	if prog != nil {
-		prog.Start(total)
-		defer prog.Done()
-	}
+	prog = progressOr(prog)
+	prog.Start("scanning backing files", int64(len(files)), total)
+	defer prog.Done()
 
 	var hist histogram
 	recSize := sector.Overhead + sectorSize
@@ -913,6 +905,7 @@ func scanBacking(ctx context.Context, backing string, c *canary, sectorSize int,
 			return rep, RandomnessReport{}, err
 		}
 		rep.Files++
+		prog.AddFiles(1)
 		if e.sector {
 			hist.files++
 		}
@@ -941,9 +934,7 @@ func scanFile(path string, isSector bool, s *stream, hist *histogram, buf []byte
 			return n, fmt.Errorf("scan %s: %w", path, err)
 		}
 		rep.Bytes += int64(n)
-		if prog != nil {
-			prog.Add(int64(n))
-		}
+		prog.AddBytes(int64(n))
 		return n, nil
 	}
 	if isSector {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -141,7 +140,7 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 		opt.FreshMount = func(ctx context.Context) error { return a.freshMount(ctx, target.Backing) }
 	}
 	if !asJSON && isTerminal(a.stdout) {
-		opt.Progress = &scanBar{w: a.stderr}
+		opt.Progress = newProgress(a.stderr)
 	}
 
 	rep, err := volume.Verify(ctx, opt)
@@ -211,35 +210,6 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
-}
-
-// scanBar shows the backing scan on the terminal.
-type scanBar struct {
-	w   io.Writer
-	bar *progressbar.ProgressBar
-}
-
-func (s *scanBar) Start(total int64) {
-	s.bar = progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(s.w),
-		progressbar.OptionSetDescription("scanning backing files"),
-		progressbar.OptionShowBytes(true),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
-}
-
-func (s *scanBar) Add(n int64) {
-	if s.bar != nil {
-		_ = s.bar.Add64(n)
-	}
-}
-
-func (s *scanBar) Done() {
-	if s.bar != nil {
-		_ = s.bar.Finish()
-	}
 }
 
 func printVerifyReport(w io.Writer, r *volume.VerifyReport) {

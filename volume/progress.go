@@ -1,0 +1,34 @@
+package volume
+
+// Progress receives the progress of a long operation (scan, snapshot,
+// copy, import, fsck). Every long operation reports through it, so the
+// command line shows them all the same way: one bar on a terminal, plain
+// lines elsewhere. Implementations must be safe for concurrent use: the
+// operations count from many workers at once.
+type Progress interface {
+	// Start begins a phase. Totals of 0 mean unknown (the reporter then
+	// shows counts and rate without an ETA).
+	Start(phase string, totalFiles, totalBytes int64)
+	// AddBytes counts bytes of the current phase as done.
+	AddBytes(n int64)
+	// AddFiles counts entries of the current phase as done.
+	AddFiles(n int64)
+	// Done ends the current phase.
+	Done()
+}
+
+// NoProgress discards progress; operations use it when given none.
+type NoProgress struct{}
+
+func (NoProgress) Start(string, int64, int64) {}
+func (NoProgress) AddBytes(int64)             {}
+func (NoProgress) AddFiles(int64)             {}
+func (NoProgress) Done()                      {}
+
+// progressOr returns p, or NoProgress when p is nil.
+func progressOr(p Progress) Progress {
+	if p == nil {
+		return NoProgress{}
+	}
+	return p
+}
