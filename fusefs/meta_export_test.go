@@ -1,8 +1,5 @@
 package fusefs
 
-// MetaXattr is the backing xattr holding plaintext modes and owners.
-const MetaXattr = metaXattr
-
 // DisableMetaXattr makes f behave as on a backing file system without user
 // xattrs: new and changed entries mirror their mode and owner.
 func DisableMetaXattr(f *FS) { f.metaUnsupported(errTestNoXattr) }
