@@ -61,10 +61,12 @@ type Status struct {
 	OnRevoke         string          `json:"on_revoke"`
 	ReadOnly         bool            `json:"read_only"`
 	IO               fusefs.Counters `json:"io"`
-	PID              int             `json:"pid"`
-	Started          time.Time       `json:"started"`
-	Socket           string          `json:"socket"`
-	LogFile          string          `json:"log_file,omitempty"`
+	// Ops counts the FUSE requests served, by opcode.
+	Ops     map[string]uint64 `json:"ops,omitempty"`
+	PID     int               `json:"pid"`
+	Started time.Time         `json:"started"`
+	Socket  string            `json:"socket"`
+	LogFile string            `json:"log_file,omitempty"`
 	// Orphaned marks a mount whose daemon is gone (killed, crashed): the
 	// kernel still lists it, but it answers every call with ENOTCONN until
 	// it is unmounted. Only Mountpoint, Backing and Gate ("gone") are set.

@@ -452,7 +452,7 @@ func (m *Mount) Status() Status {
 		LastCheck: ms.LastCheck, LastSuccess: ms.LastSuccess, LastResult: ms.LastResult, LastLatencyMS: ms.LastLatency,
 		Checks: ms.Checks, Transitions: ms.Transitions,
 		KeyCheckInterval: m.spec.KeyCheckInterval.String(), OfflineGrace: m.spec.OfflineGrace.String(),
-		OnRevoke: m.spec.OnRevoke, ReadOnly: m.spec.ReadOnly, IO: m.fs.Counters(),
+		OnRevoke: m.spec.OnRevoke, ReadOnly: m.spec.ReadOnly, IO: m.fs.Counters(), Ops: m.fs.Ops(),
 		PID: os.Getpid(), Started: m.started, Socket: m.control.path, LogFile: m.logFile,
 	}
 }
