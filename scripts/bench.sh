@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench.sh — encvol side by side with gocryptfs, a FUSE loopback without kernel
-# passthrough, and the bare directory, all on the same tmpfs.
+# bench.sh — encvol side by side with securefs, gocryptfs, a FUSE loopback
+# without kernel passthrough, and the bare directory, all on the same tmpfs.
 #
 # Usage (as root, from anywhere in the repository):
 #   scripts/bench.sh                 full run, medians of RUNS (default 3) runs,
@@ -9,12 +9,15 @@
 #                                    printed only (set APPEND=1 to append anyway)
 # Environment:
 #   RUNS=N            runs per workload (median reported), default 3 (QUICK: 1)
-#   SYSTEMS="..."     subset of: encvol gocryptfs loopback bare (default: all)
+#   SYSTEMS="..."     subset of: encvol securefs gocryptfs loopback bare
+#                     (default: all)
 #   TMPFS_SIZE=3G     size of the tmpfs that holds every backing directory
 #   APPEND=0|1        append the table to docs/performance.md (default 1; QUICK: 0)
 #   KEEP=1            keep the work directory (logs) after the run
 #
-# Why each system: gocryptfs is the established encrypted FUSE file system;
+# Why each system: securefs and gocryptfs are the established encrypted FUSE
+# file systems (securefs mounts with 30 s attribute and entry timeouts and
+# without default_permissions, so it is the bar on metadata work);
 # the no-passthrough loopback (scripts/nopassthrough) is the fastest any FUSE
 # file system can be when the daemon has to see every byte; bare tmpfs is the
 # floor. "Cold" means: unmount, mount again, drop the page cache. On a tmpfs
@@ -44,14 +47,14 @@ else
 	FIO_SECS=10
 	FIO_SIZE=256M
 fi
-SYSTEMS=${SYSTEMS:-"encvol gocryptfs loopback bare"}
+SYSTEMS=${SYSTEMS:-"encvol securefs gocryptfs loopback bare"}
 TMPFS_SIZE=${TMPFS_SIZE:-3G}
 KEEP=${KEEP:-0}
 CMDLINE="$(printf '%q ' "$0" "$@")"
 ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" TMPFS_SIZE=$TMPFS_SIZE"
 
 for s in $SYSTEMS; do
-	case $s in encvol | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
+	case $s in encvol | securefs | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
 done
 
 has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -66,6 +69,9 @@ if has gocryptfs; then
 	# Debian's gocryptfs depends only on libfuse2 and mounts through
 	# fusermount, which the fuse3 package provides (a link to fusermount3).
 	command -v fusermount >/dev/null || need_pkgs+=(fuse3)
+fi
+if has securefs; then
+	command -v securefs >/dev/null || need_pkgs+=(securefs)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
@@ -122,6 +128,11 @@ case " $SYSTEMS " in *" gocryptfs "*)
 	gocryptfs -q -init -extpass 'echo pw' "$(backing gocryptfs)" >/dev/null
 	;;
 esac
+case " $SYSTEMS " in *" securefs "*)
+	mkdir -p "$(backing securefs)"
+	securefs create --pass pw "$(backing securefs)" >/dev/null
+	;;
+esac
 mkdir -p "$(backing loopback)" "$(backing bare)"
 
 # The Go source tree, tarred once onto the tmpfs but outside every measured
@@ -154,13 +165,14 @@ start_fs() { # SYSTEM
 	bare) return 0 ;;
 	encvol) "${ENCVOL[@]}" mount -f "$(backing encvol)" "$m" >>"$lf" 2>&1 & ;;
 	gocryptfs) gocryptfs -fg -q -nosyslog -extpass 'echo pw' "$(backing gocryptfs)" "$m" >>"$lf" 2>&1 & ;;
+	securefs) securefs mount --pass pw "$(backing securefs)" "$m" >>"$lf" 2>&1 & ;;
 	loopback) "$WORK/bin/nopassthrough" "$(backing loopback)" "$m" >>"$lf" 2>&1 & ;;
 	esac
 	PID[$s]=$!
 	wait_mounted "$m" "${PID[$s]}" "$lf"
 }
 
-stop_fs() { # SYSTEM — SIGTERM is a clean unmount for all three daemons
+stop_fs() { # SYSTEM — SIGTERM is a clean unmount for every daemon
 	local s=$1 m p deadline
 	[ "$s" = bare ] && return 0
 	m=$(mp "$s")
@@ -191,31 +203,54 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 record() { echo "$3" >>"$WORK/res/$1.$2"; } # SYSTEM WORKLOAD VALUE
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1e6 / s }'; }
 
-timed() { # SYSTEM WORKLOAD CMD... — records seconds
+timed() { # SYSTEM WORKLOAD CMD... — records seconds (and encvol's requests)
 	local s=$1 w=$2 t0
 	shift 2
+	ops_begin "$s"
 	t0=$(now)
 	"$@"
 	record "$s" "$w" "$(elapsed "$t0")"
+	ops_end "$s" "$w"
+}
+
+# encvol counts the FUSE requests it serves by opcode (encvol status --ops);
+# the difference across a workload is what that workload cost in round
+# trips. The last run's counts are reported.
+ops_begin() { # SYSTEM
+	[ "$1" = encvol ] || return 0
+	"${ENCVOL[@]}" status --ops --json "$(mp encvol)" >"$WORK/ops.before"
+}
+ops_end() { # SYSTEM WORKLOAD
+	[ "$1" = encvol ] || return 0
+	"${ENCVOL[@]}" status --ops --json "$(mp encvol)" >"$WORK/ops.after"
+	jq -r -s '.[0] as $a | .[1] | to_entries | map(.value - ($a[.key] // 0) | select(. > 0)) | add // 0' \
+		"$WORK/ops.before" "$WORK/ops.after" >"$WORK/res/encvol.ops_total.$2"
+	jq -r -s '.[0] as $a | .[1] | to_entries | map({k: .key, v: (.value - ($a[.key] // 0))} | select(.v > 0))
+		| sort_by(-.v) | map("\(.k) \(.v)") | join(", ")' \
+		"$WORK/ops.before" "$WORK/ops.after" >"$WORK/res/encvol.ops.$2"
 }
 
 timed_mbps() { # SYSTEM WORKLOAD BYTES CMD... — records MB/s (10^6 bytes)
 	local s=$1 w=$2 bytes=$3 t0 secs
 	shift 3
+	ops_begin "$s"
 	t0=$(now)
 	"$@"
 	secs=$(elapsed "$t0")
 	record "$s" "$w" "$(mbps "$bytes" "$secs")"
+	ops_end "$s" "$w"
 }
 
 fio_mbps() { # SYSTEM WORKLOAD RW DIR
 	local s=$1 w=$2 rw=$3 dir=$4 out key
 	out=$WORK/log/fio.$s.$w.json
+	ops_begin "$s"
 	fio --name="$w" --directory="$dir" --filename=fio.dat --rw="$rw" --bs=4k \
 		--ioengine=psync --direct=0 --size="$FIO_SIZE" --runtime="$FIO_SECS" --time_based \
 		--output-format=json --output="$out" >/dev/null
 	case $rw in randread) key=read ;; *) key=write ;; esac
 	record "$s" "$w" "$(jq -r ".jobs[0].$key.bw_bytes / 1e6 * 10 | floor / 10" "$out")"
+	ops_end "$s" "$w" # includes fio's untimed layout of the file
 }
 
 peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
@@ -312,11 +347,13 @@ TABLE=$WORK/table.md
 {
 	printf '| workload |'
 	for s in $SYSTEMS; do printf ' %s |' "$s"; done
+	has encvol && has securefs && printf ' encvol/securefs |'
 	has encvol && has gocryptfs && printf ' encvol/gocryptfs |'
 	has encvol && has loopback && printf ' encvol/loopback |'
 	echo
 	printf '|---|'
 	for s in $SYSTEMS; do printf -- '---:|'; done
+	has encvol && has securefs && printf -- '---:|'
 	has encvol && has gocryptfs && printf -- '---:|'
 	has encvol && has loopback && printf -- '---:|'
 	echo
@@ -327,12 +364,25 @@ TABLE=$WORK/table.md
 			med[$s]=$(median "$WORK/res/$s.$w")
 			printf ' %s |' "${med[$s]}"
 		done
+		has encvol && has securefs && printf ' %s |' "$(ratio "${med[encvol]}" "${med[securefs]}" "${HIB[$w]}")"
 		has encvol && has gocryptfs && printf ' %s |' "$(ratio "${med[encvol]}" "${med[gocryptfs]}" "${HIB[$w]}")"
 		has encvol && has loopback && printf ' %s |' "$(ratio "${med[encvol]}" "${med[loopback]}" "${HIB[$w]}")"
 		echo
 		unset med
 	done
 } >"$TABLE"
+
+OPS_TABLE=$WORK/ops.md
+if has encvol; then
+	{
+		echo "| workload | encvol FUSE requests (last run) | by opcode |"
+		echo "|---|---:|---|"
+		for w in $WORKLOADS; do
+			[ -s "$WORK/res/encvol.ops_total.$w" ] || continue
+			printf '| %s | %s | %s |\n' "$w" "$(cat "$WORK/res/encvol.ops_total.$w")" "$(cat "$WORK/res/encvol.ops.$w")"
+		done
+	} >"$OPS_TABLE"
+fi
 
 RSS_LINE=""
 if has encvol; then
@@ -346,6 +396,7 @@ REPORT=$WORK/report.md
 	echo
 	echo "- Kernel: $(uname -r); CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1) ($(nproc) cores); Go: $(go env GOVERSION)"
 	if has gocryptfs; then echo "- gocryptfs: $(gocryptfs -version | head -1)"; fi
+	if has securefs; then echo "- securefs: Debian $(dpkg-query -W -f '${Version}' securefs 2>/dev/null || echo '?') (default options: 30 s attribute and entry timeouts, no default_permissions)"; fi
 	echo "- Command: \`$ENVLINE $CMDLINE\`"
 	echo "- Load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) — other work on the machine skews every column alike."
 	echo "- CPU time stolen by the hypervisor during the run: $(awk -v t="$(($(steal_ticks) - STEAL_START))" -v hz="$(getconf CLK_TCK)" -v s="$(($(date +%s) - RUN_START))" -v n="$(nproc)" 'BEGIN { printf "%.1f s of %d s × %d CPUs", t / hz, s, n }')."
@@ -354,6 +405,10 @@ REPORT=$WORK/report.md
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
 	echo
 	cat "$TABLE"
+	if [ -s "$OPS_TABLE" ]; then
+		echo
+		cat "$OPS_TABLE"
+	fi
 } >"$REPORT"
 
 cat "$REPORT"
