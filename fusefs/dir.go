@@ -20,13 +20,7 @@ func fixMode(fd int, dirfd int, name string, st *unix.Statx_t, mode uint32) {
 	if uint32(st.Mode)&07777 == want {
 		return
 	}
-	var err error
-	if fd >= 0 {
-		err = unix.Fchmod(fd, want)
-	} else {
-		err = unix.Fchmodat(dirfd, name, want, 0)
-	}
-	if err == nil {
+	if err := chmodEntry(fd, dirfd, name, want); err == nil {
 		st.Mode = uint16(uint32(st.Mode)&unix.S_IFMT | want)
 	}
 }

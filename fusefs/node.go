@@ -502,13 +502,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		metaDone = handled
 	}
 	if m, ok := in.GetMode(); ok && !metaDone {
-		var err error
-		if fd >= 0 {
-			err = unix.Fchmod(fd, m)
-		} else {
-			err = unix.Fchmodat(unix.AT_FDCWD, path, m, 0)
-		}
-		if err != nil {
+		if err := chmodEntry(fd, unix.AT_FDCWD, path, m); err != nil {
 			return n.fsys.errno(err, "chmod", path)
 		}
 	}
