@@ -40,6 +40,7 @@ type MountSpec struct {
 	OfflineGrace     time.Duration
 	OnKeyEvent       string
 	NonEmpty         bool       // mount over a directory that holds files
+	AllowSwap        bool       // mount even if the keys cannot be locked in memory
 	Flags            MountFlags // noexec, noatime, ... (nosuid and nodev always)
 	// OwnProcess: the caller is a daemon that serves nothing but this
 	// mount, so the file system may tune process-wide settings.
@@ -124,7 +125,7 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 		spec.ReadOnly = *o.ReadOnly
 	}
 	spec.Debug, spec.Foreground = o.Debug, o.Foreground
-	spec.NonEmpty, spec.Flags = o.NonEmpty, o.Flags
+	spec.NonEmpty, spec.Flags, spec.AllowSwap = o.NonEmpty, o.Flags, o.AllowSwap
 	spec.OnRevoke = firstString(o.OnRevoke, vc.OnRevoke, c.Defaults.OnRevoke, DefaultOnRevoke)
 	spec.KeyCheckInterval = firstDuration(o.KeyCheckInterval, vc.KeyCheckInterval.D(), c.Defaults.KeyCheckInterval.D(), DefaultKeyCheckInterval)
 	spec.OfflineGrace = c.Defaults.OfflineGrace.D()
@@ -318,6 +319,10 @@ type Mount struct {
 // mount answers. client stays in use until the mount ends (it is closed
 // by Wait). logFile is only reported in the status.
 func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
+	if err := CheckKeyMemory(u, spec.AllowSwap, log); err != nil {
+		u.Close()
+		return nil, err
+	}
 	if err := CheckMountTarget(spec.Backing, spec.Mountpoint, spec.NonEmpty); err != nil {
 		u.Close()
 		return nil, err

@@ -27,6 +27,9 @@ type app struct {
 	configPath string
 	logLevel   string
 	logFormat  string
+	// readableConfig accepts a configuration with secrets that other
+	// users can read (--allow-readable-config).
+	readableConfig bool
 
 	log    zerolog.Logger
 	cfg    *volume.Config
@@ -105,6 +108,7 @@ func (a *app) rootCommand() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configPath, "config", "", "configuration file (default /etc/encvol/encvol.toml, then $XDG_CONFIG_HOME/encvol/encvol.toml)")
+	pf.BoolVar(&a.readableConfig, "allow-readable-config", false, "use a configuration file that holds secret access keys although other users can read it")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&a.logFormat, "log-format", "console", "log format: console or json")
 	for _, sub := range subcommands {
@@ -157,6 +161,11 @@ func (a *app) config() (*volume.Config, error) {
 	cfg, err := volume.LoadConfig(path)
 	if err != nil {
 		return nil, withCode(exitUsage, err)
+	}
+	if !a.readableConfig {
+		if err := cfg.CheckPrivate(); err != nil {
+			return nil, withCode(exitUsage, err)
+		}
 	}
 	a.cfg = cfg
 	return cfg, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/kms"
 	"github.com/encvol/encvol/kms/server"
 )
@@ -58,7 +59,7 @@ Rules, checked at start: at least one [[principal]]; name not empty, without
 control characters, unique; access_key_id 4 to 128 characters of
 A-Z a-z 0-9 _ . - and unique; secret_access_key at least ` + strconv.Itoa(server.MinSecretLen) + ` bytes
 long (shorter ones are refused); no other keys. The file holds every secret:
-keep it mode 0600 (the server warns otherwise). A client uses the pair as
+keep it mode 0600 (a file that other users can read is refused). A client uses the pair as
 access_key_id/secret_access_key in its [kms.NAME] table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -85,11 +86,17 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			if err != nil {
 				return usageError("%v", err)
 			}
-			if bad, mode, err := server.InsecurePermissions(principalsPath); err != nil {
+			if open, mode, err := kms.ReadableByOthers(principalsPath); err != nil {
 				return usageError("%v", err)
-			} else if bad {
-				a.log.Warn().Str("path", principalsPath).Str("mode", fmt.Sprintf("%04o", mode)).
-					Msg("principals file is accessible to other users; it holds secret access keys: chmod 600 it")
+			} else if open {
+				return usageError("principals file %s (mode %04o) can be read by other users, and it holds every secret access key: chmod 600 %s", principalsPath, mode, principalsPath)
+			}
+			// The server holds every key store secret in memory.
+			if err := keywrap.DisableCoreDumps(); err != nil {
+				a.log.Warn().Err(err).Msg("cannot disable core dumps")
+			}
+			if !keywrap.SecretMemory {
+				a.log.Warn().Msg("encvol was built without GOEXPERIMENT=runtimesecret: AES key schedules and other temporaries of key computations are not erased from memory; rebuild with GOEXPERIMENT=runtimesecret")
 			}
 
 			// A long-running server with a small heap: collect less often
