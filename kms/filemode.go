@@ -42,3 +42,23 @@ func ReadableByOthers(path string) (bool, os.FileMode, error) {
 	}
 	return other || group, mode, nil
 }
+
+// privateDir makes an existing store directory 0700: one created by hand,
+// by an older version or restored from a backup with loose permissions
+// would let other users list the store and read its audit log.
+func privateDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("kms: store dir %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("kms: store dir %s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	if err := os.Chmod(dir, fi.Mode().Perm()&0o700); err != nil {
+		return fmt.Errorf("kms: store dir %s is mode %04o and cannot be made private: %w", dir, fi.Mode().Perm(), err)
+	}
+	return nil
+}

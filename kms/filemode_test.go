@@ -65,3 +65,26 @@ func TestReadableByOthers(t *testing.T) {
 		t.Error("a missing file gave no error")
 	}
 }
+
+// A store directory that others can enter is made private when opened.
+func TestOpenMakesStoreDirPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("store directory is %04o after Open, want 0700", fi.Mode().Perm())
+	}
+}

@@ -116,6 +116,9 @@ func Open(dir string, opt Options) (_ *Store, retErr error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kms: create store dir %s: %w", dir, err)
 	}
+	if err := privateDir(dir); err != nil {
+		return nil, err
+	}
 	s := &Store{
 		dir:     dir,
 		region:  opt.Region,
