@@ -62,3 +62,10 @@ func privateDir(dir string) error {
 	}
 	return nil
 }
+
+// WriteFileAtomic writes data to path through a temporary file in the same
+// directory, fsynced and renamed, then fsyncs the directory: a crash
+// leaves the old file or the new one, never a torn one.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFileAtomic(path, data, perm)
+}

@@ -99,4 +99,3 @@ func TestServeDisablesCoreDumps(t *testing.T) {
 	}
 	t.Fatalf("no core limit in /proc/PID/limits:\n%s", b)
 }
-

@@ -34,6 +34,9 @@ func newKMSServeCommand(a *app) *cobra.Command {
 	var (
 		listen, storeDir, principalsPath string
 		tlsCert, tlsKey, region          string
+		tlsSelfSigned                    string
+		tlsHosts                         []string
+		insecureHTTP                     bool
 		passphraseFile                   string
 		maxBody                          int64
 		auditMaxSize                     string
@@ -41,9 +44,11 @@ func newKMSServeCommand(a *app) *cobra.Command {
 		auditSummary                     time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --listen ADDR --store DIR --principals FILE [--tls-cert F --tls-key F]",
+		Use:   "serve --listen ADDR --store DIR --principals FILE [--tls-cert F --tls-key F | --tls-self-signed DIR] [--insecure-http]",
 		Short: "Serve a key store over the AWS KMS JSON API (SigV4-authenticated)",
-		Long: `Serve the key store in --store over HTTP (HTTPS with --tls-cert/--tls-key),
+		Long: `Serve the key store in --store over HTTPS (--tls-cert/--tls-key, or
+--tls-self-signed DIR for a CA of its own whose DIR/ca.pem clients trust) or,
+on a loopback address (or with --insecure-http), plain HTTP,
 speaking the AWS KMS JSON protocol, so AWS SDKs, awscli and encvol's own
 "aws" KMS type can use it. Every request must be signed (SigV4) with an
 access key from the principals file. A key belongs to the principal that
@@ -71,6 +76,17 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return usageError("--tls-cert and --tls-key go together: give both for HTTPS, or neither for plain HTTP")
+			}
+			if tlsSelfSigned != "" && tlsCert != "" {
+				return usageError("--tls-self-signed makes its own certificate: leave out --tls-cert and --tls-key, or --tls-self-signed")
+			}
+			plain := tlsCert == "" && tlsSelfSigned == ""
+			if plain && !server.IsLoopback(listen) {
+				if !insecureHTTP {
+					return usageError("--listen %s accepts connections from other machines, and without TLS the data keys would cross the network in the clear: "+
+						"add --tls-self-signed DIR (clients then name DIR/%s as ca_file) or --tls-cert/--tls-key, listen on 127.0.0.1, or pass --insecure-http to accept that", listen, server.CAFile)
+				}
+				a.log.Warn().Str("listen", listen).Msg("serving plain HTTP on a non-loopback address (--insecure-http): data keys and credentials cross the network unencrypted")
 			}
 			maxSize, err := kms.ParseByteSize(auditMaxSize)
 			if err != nil || maxSize < kms.MinAuditMaxSize {
@@ -110,6 +126,18 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			}
 			defer store.Close()
 
+			if tlsSelfSigned != "" {
+				ss, err := server.EnsureSelfSigned(tlsSelfSigned, server.TLSHosts(listen, tlsHosts))
+				if err != nil {
+					return err
+				}
+				tlsCert, tlsKey = ss.CertFile, ss.KeyFile
+				ev := a.log.Info().Str("ca_file", ss.CAFile)
+				if ss.Issued != "" {
+					ev = ev.Str("issued", ss.Issued)
+				}
+				ev.Msg("self-signed TLS: clients name this ca_file")
+			}
 			srv := server.New(store, principals, a.log, server.Options{Region: region, MaxBody: maxBody})
 			scheme := "http"
 			if tlsCert != "" {
@@ -135,6 +163,9 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 	f.StringVar(&principalsPath, "principals", "", "TOML file of [[principal]] tables: name, access_key_id, secret_access_key")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate file; serves HTTPS together with --tls-key")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
+	f.StringVar(&tlsSelfSigned, "tls-self-signed", "", "serve HTTPS with a CA and certificate of its own kept in this directory (made on first start, reused after); clients name DIR/"+server.CAFile+" as ca_file")
+	f.StringArrayVar(&tlsHosts, "tls-host", nil, "another name or address the self-signed certificate covers (repeatable; the --listen host and loopback are always in)")
+	f.BoolVar(&insecureHTTP, "insecure-http", false, "allow plain HTTP on an address other machines can reach (logs a warning)")
 	f.StringVar(&region, "region", "", "accept only requests signed for this region (default: any region)")
 	f.StringVar(&passphraseFile, "passphrase-file", "", "seal the key store under a passphrase read from this file instead of a root key file")
 	f.Int64Var(&maxBody, "max-body", server.DefaultMaxBody, "largest accepted request body in bytes")
