@@ -98,6 +98,9 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 	if err != nil {
 		return spec, fmt.Errorf("volume %s: %w", spec.Backing, err)
 	}
+	if err := c.CheckPin(spec.Name, vc, spec.Backing, h); err != nil {
+		return spec, err
+	}
 	spec.Header = h
 
 	// Which KMS: the -o option, the volume's table, the one recorded in

@@ -139,6 +139,7 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 		if err != nil {
 			return err
 		}
+		a.recordPin(spec)
 		// Reported here once; the daemon logs its own allow_swap warning.
 		err = volume.CheckKeyMemory(u, spec.AllowSwap, zerolog.Nop())
 		u.Close()
@@ -192,6 +193,7 @@ func (a *app) serve(ctx context.Context, spec volume.MountSpec, ready *os.File) 
 		client.Close()
 		return a.withRemedy(err, spec.Header.KeyID, spec.KMS)
 	}
+	a.recordPin(spec)
 	// Opt-in (ENCVOL_CPUPROFILE / ENCVOL_MEMPROFILE): for tuning the daemon.
 	stopProfiling := fusefs.StartProfiling(log)
 	defer stopProfiling()
@@ -369,3 +371,16 @@ func (r *reworded) Unwrap() error { return r.err }
 
 // explain is the text the parent prints for a daemon failure.
 func (a *app) explain(err error) string { return err.Error() }
+
+// recordPin pins the volume's ID and key for its backing directory once
+// its header has passed the MAC check (see volume/pin.go). A pin that
+// cannot be written weakens a later check but must not stop the mount.
+func (a *app) recordPin(spec volume.MountSpec) {
+	cfg, err := a.config()
+	if err == nil {
+		err = cfg.RecordPin(spec.Backing, spec.Header)
+	}
+	if err != nil {
+		a.log.Warn().Err(err).Str("backing", spec.Backing).Msg("cannot record the volume's pin; a replaced header will not be noticed at the next mount")
+	}
+}
