@@ -391,6 +391,7 @@ func TestMissingConfigEveryCommand(t *testing.T) {
 		"umount":                    {"m"},
 		"status":                    nil,
 		"verify":                    {"b"},
+		"trust":                     {"b"},
 		"kms":                       nil,
 		"kms create-key":            nil,
 		"kms describe-key":          {"k"},

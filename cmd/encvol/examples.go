@@ -59,6 +59,10 @@ var examples = map[string]string{
   # also disable the key for a moment and measure how fast I/O stops and resumes
   encvol verify data --drill --json`,
 
+	"trust": `  # a mount was refused because the header changed, and you changed it yourself
+  encvol trust /srv/enc/data
+  encvol trust data`,
+
 	"kms": `  encvol kms create-key --alias alias/data
   encvol kms list-keys
   encvol kms disable-key alias/data
