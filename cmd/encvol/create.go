@@ -39,12 +39,25 @@ NAME refers to a [volumes.NAME] table of the configuration.`,
 			if err != nil {
 				return withCode(exitUsage, err)
 			}
+			if err := cfg.CheckCustomerKey(opt.KMSName, opt.KeyRef); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			client, err := kmsclient.New(ctx, opt.KMSName, kc)
 			if err != nil {
 				return fmt.Errorf("KMS %q: %w", opt.KMSName, err)
 			}
 			defer client.Close()
+			if cfg.Policy.RequireCustomerKey {
+				// The service key named by its key ID or ARN.
+				info, err := client.DescribeKey(ctx, opt.KeyRef)
+				if err != nil {
+					return a.withRemedy(err, opt.KeyRef, opt.KMSName)
+				}
+				if err := cfg.CheckDescribedKey(opt.KMSName, opt.KeyRef, info); err != nil {
+					return err
+				}
+			}
 			h, err := volume.Create(ctx, client, opt)
 			if err != nil {
 				return a.withRemedy(err, opt.KeyRef, opt.KMSName)
