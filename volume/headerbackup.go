@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/keywrap/names"
 	"github.com/encvol/encvol/kmsclient"
 )
 
@@ -270,4 +271,18 @@ func readHeaderFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes: not an encvol header: %w", path, keywrap.MaxHeaderSize, keywrap.ErrHeaderCorrupt)
 	}
 	return data, nil
+}
+
+// restoreHint tells how to recover a volume whose header is lost or
+// damaged.
+func restoreHint(backing string) string {
+	return fmt.Sprintf("restore it from a backup with `encvol header restore %s FILE`", backing)
+}
+
+// lostHeader reports whether backing, which has no header, still holds
+// the root directory ID of a volume: a volume whose header was lost, not
+// a directory that never was one.
+func lostHeader(backing string) bool {
+	_, err := os.Stat(filepath.Join(backing, names.DirIDFile))
+	return err == nil
 }

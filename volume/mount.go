@@ -91,11 +91,15 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 		if _, derr := os.Stat(spec.Backing); derr != nil {
 			return spec, fmt.Errorf("backing directory %s: %w", spec.Backing, derr)
 		}
+		if lostHeader(spec.Backing) {
+			return spec, withKind(keywrap.ErrHeaderCorrupt, fmt.Errorf("the header of the volume in %s is missing (no %s, but its directory ID is there); %s",
+				spec.Backing, keywrap.HeaderFile, restoreHint(spec.Backing)))
+		}
 		return spec, fmt.Errorf("%s is not an encvol volume (no %s); create one with `encvol create --backing %s`", spec.Backing, keywrap.HeaderFile, spec.Backing)
 	}
 	h, err := keywrap.ReadHeader(spec.Backing)
 	if err != nil {
-		return spec, fmt.Errorf("volume %s: %w", spec.Backing, err)
+		return spec, fmt.Errorf("volume %s: %w; %s", spec.Backing, err, restoreHint(spec.Backing))
 	}
 	spec.Header = h
 

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -67,11 +68,26 @@ func (c *Config) CheckCustomerKey(kmsName, key string) error {
 		c.describe(), what, kmsFlag))
 }
 
-// CheckDescribedKey is CheckCustomerKey for a key the KMS has described,
-// so that the service key is refused also when named by its key ID or ARN.
-func (c *Config) CheckDescribedKey(kmsName, key string, info kmsclient.KeyInfo) error {
-	if info.ManagedByKMS() {
-		key = kmsclient.DefaultKeyAlias
+// CheckKeyWithKMS is CheckCustomerKey plus what only the KMS knows: with
+// the setting on it also refuses the service key named by its key ID or
+// ARN, that is a key the KMS manages itself or the key alias/encvol/default
+// names (on a remote KMS that alias may name a key created by a user).
+// Commands call it once they have a client for the KMS of the new key.
+func (c *Config) CheckKeyWithKMS(ctx context.Context, client kmsclient.Client, kmsName, key string) error {
+	if err := c.CheckCustomerKey(kmsName, key); err != nil || !c.Policy.RequireCustomerKey {
+		return err
 	}
-	return c.CheckCustomerKey(kmsName, key)
+	info, err := client.DescribeKey(ctx, key)
+	if err != nil {
+		return err
+	}
+	service := info.ManagedByKMS()
+	if !service {
+		svc, err := client.DescribeKey(ctx, kmsclient.DefaultKeyAlias)
+		service = err == nil && svc.Arn == info.Arn
+	}
+	if service {
+		return c.CheckCustomerKey(kmsName, kmsclient.DefaultKeyAlias)
+	}
+	return nil
 }

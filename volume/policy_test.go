@@ -1,12 +1,14 @@
 package volume
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/kmsclient"
 )
 
@@ -47,8 +49,6 @@ func TestPolicyConfig(t *testing.T) {
 func TestCheckCustomerKey(t *testing.T) {
 	off := &Config{Path: "/etc/encvol/encvol.toml"}
 	on := &Config{Path: "/etc/encvol/encvol.toml", Policy: Policy{RequireCustomerKey: true}}
-	service := kmsclient.KeyInfo{Arn: "arn:aws:kms:local:000000000000:key/x", KeyManager: "AWS"}
-	customer := kmsclient.KeyInfo{Arn: "arn:aws:kms:local:000000000000:key/y", KeyManager: "CUSTOMER"}
 	for _, key := range []string{"", kmsclient.DefaultKeyAlias, "arn:aws:kms:local:000000000000:alias/encvol/default"} {
 		if err := off.CheckCustomerKey("local", key); err != nil {
 			t.Errorf("policy off, key %q: %v", key, err)
@@ -69,10 +69,55 @@ func TestCheckCustomerKey(t *testing.T) {
 	if err := on.CheckCustomerKey("local", "alias/app"); err != nil {
 		t.Errorf("customer key alias refused: %v", err)
 	}
-	if err := on.CheckDescribedKey("local", service.Arn, service); !errors.Is(err, ErrPolicy) {
-		t.Errorf("service key by ARN: %v", err)
+}
+
+func TestCheckKeyWithKMS(t *testing.T) {
+	fx := newKAFixture(t, "[policy]\nrequire_customer_key = true\n", "local")
+	ctx := context.Background()
+	cust := fx.key("local", "alias/cust")
+	svc, err := fx.adm["local"].DefaultKey(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := on.CheckDescribedKey("local", customer.Arn, customer); err != nil {
-		t.Errorf("customer key by ARN: %v", err)
+	for _, key := range []string{svc, svc[strings.LastIndex(svc, "/")+1:]} {
+		if err := fx.cfg.CheckKeyWithKMS(ctx, fx.adm["local"], "local", key); !errors.Is(err, ErrPolicy) {
+			t.Errorf("service key as %s: %v", key, err)
+		}
+	}
+	for _, key := range []string{cust.Arn, cust.KeyID, "alias/cust"} {
+		if err := fx.cfg.CheckKeyWithKMS(ctx, fx.adm["local"], "local", key); err != nil {
+			t.Errorf("customer key as %s: %v", key, err)
+		}
+	}
+	// A customer key that alias/encvol/default names (as on a remote KMS,
+	// where a user creates the alias) is the service key too.
+	named := describeOnly{kmsclient.DefaultKeyAlias: {Arn: "arn:named", KeyManager: "CUSTOMER"}, "arn:named": {Arn: "arn:named", KeyManager: "CUSTOMER"}}
+	if err := fx.cfg.CheckKeyWithKMS(ctx, named, "corp", "arn:named"); !errors.Is(err, ErrPolicy) {
+		t.Errorf("customer key behind alias/encvol/default: %v", err)
+	}
+	off := &Config{}
+	if err := off.CheckKeyWithKMS(ctx, fx.adm["local"], "local", svc); err != nil {
+		t.Errorf("policy off: %v", err)
 	}
 }
+
+// describeOnly is a kmsclient.Client that only describes keys.
+type describeOnly map[string]kmsclient.KeyInfo
+
+func (d describeOnly) DescribeKey(_ context.Context, ref string) (kmsclient.KeyInfo, error) {
+	if k, ok := d[ref]; ok {
+		return k, nil
+	}
+	return kmsclient.KeyInfo{}, &kmsclient.Error{Kind: kmsclient.ErrNotFound, Op: "DescribeKey", KeyID: ref}
+}
+
+func (describeOnly) GenerateDataKey(context.Context, string, map[string]string) (*keywrap.Key, []byte, string, error) {
+	return nil, nil, "", errors.ErrUnsupported
+}
+
+func (describeOnly) Decrypt(context.Context, string, []byte, map[string]string) (*keywrap.Key, error) {
+	return nil, errors.ErrUnsupported
+}
+
+func (describeOnly) DefaultKey(context.Context) (string, error) { return "", errors.ErrUnsupported }
+func (describeOnly) Close() error                               { return nil }

@@ -34,8 +34,9 @@ type RekeyOptions struct {
 	DstConfig kmsclient.Config
 	// KeyRef names the new key: key ID, ARN or alias/NAME.
 	KeyRef string
-	// Check, when set, may refuse the described new key ([policy]).
-	Check func(kmsclient.KeyInfo) error
+	// Policy, when set, applies [policy] require_customer_key to the new
+	// key (Config.CheckKeyWithKMS).
+	Policy *Config
 }
 
 // Rekey methods.
@@ -105,8 +106,8 @@ func Rekey(ctx context.Context, opt RekeyOptions) (*RekeyResult, error) {
 	if err := checkRekeyTarget(info, opt.KeyRef, opt.DstKMS); err != nil {
 		return nil, fmt.Errorf("rekey volume %s: %w", backing, err)
 	}
-	if opt.Check != nil {
-		if err := opt.Check(info); err != nil {
+	if opt.Policy != nil {
+		if err := opt.Policy.CheckKeyWithKMS(ctx, opt.Dst, opt.DstKMS, info.Arn); err != nil {
 			return nil, err
 		}
 	}

@@ -273,7 +273,7 @@ func TestRekeyRefusals(t *testing.T) {
 		{service, ErrPolicy, "require_customer_key"},
 	} {
 		opt := fx.rekeyOpts(backing, "local", "local", c.key)
-		opt.Check = func(info kmsclient.KeyInfo) error { return fx.cfg.CheckDescribedKey("local", c.key, info) }
+		opt.Policy = fx.cfg
 		_, err := Rekey(ctx, opt)
 		if !errors.Is(err, c.kind) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("rekey to %s: %v; want %v saying %q", c.key, err, c.kind, c.want)

@@ -48,15 +48,8 @@ NAME refers to a [volumes.NAME] table of the configuration.`,
 				return fmt.Errorf("KMS %q: %w", opt.KMSName, err)
 			}
 			defer client.Close()
-			if cfg.Policy.RequireCustomerKey {
-				// The service key named by its key ID or ARN.
-				info, err := client.DescribeKey(ctx, opt.KeyRef)
-				if err != nil {
-					return a.withRemedy(err, opt.KeyRef, opt.KMSName)
-				}
-				if err := cfg.CheckDescribedKey(opt.KMSName, opt.KeyRef, info); err != nil {
-					return err
-				}
+			if err := cfg.CheckKeyWithKMS(ctx, client, opt.KMSName, opt.KeyRef); err != nil {
+				return a.withRemedy(err, opt.KeyRef, opt.KMSName)
 			}
 			h, err := volume.Create(ctx, client, opt)
 			if err != nil {

@@ -95,7 +95,7 @@ func (a *app) rekey(ctx context.Context, arg, key, kmsFlag string) (*volume.Reke
 	}
 	res, err := volume.Rekey(ctx, volume.RekeyOptions{
 		Backing: backing, Src: src, SrcKMS: srcName, Dst: dst, DstKMS: dstName, DstConfig: dstCfg, KeyRef: key,
-		Check: func(info kmsclient.KeyInfo) error { return cfg.CheckDescribedKey(dstName, key, info) },
+		Policy: cfg,
 	})
 	if err != nil {
 		return nil, a.withRemedy(err, key, dstName)
