@@ -337,6 +337,11 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 		u.Close()
 		return nil, err
 	}
+	if err := headerUnchanged(spec.Backing, spec.Header); err != nil {
+		u.Close()
+		lock.Release()
+		return nil, err
+	}
 	m, err := mountLocked(spec, client, u, log, logFile, lock)
 	if err != nil {
 		lock.Release()

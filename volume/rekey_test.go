@@ -99,6 +99,17 @@ func (fx *kaFixture) volume(name, store, key string) (string, *keywrap.Header) {
 	return backing, h
 }
 
+// newRekeyFixture is one local KMS with keys alias/a and alias/b and a
+// volume under alias/a.
+func newRekeyFixture(t *testing.T) (*kaFixture, string, *keywrap.Header) {
+	t.Helper()
+	fx := newKAFixture(t, "", "local")
+	fx.key("local", "alias/a")
+	fx.key("local", "alias/b")
+	backing, h := fx.volume("v", "local", "alias/a")
+	return fx, backing, h
+}
+
 func (fx *kaFixture) rekeyOpts(backing, src, dst, key string) RekeyOptions {
 	return RekeyOptions{Backing: backing, Src: fx.adm[src].(RekeyClient), SrcKMS: src, Dst: fx.adm[dst].(RekeyClient), DstKMS: dst,
 		DstConfig: fx.cfg.KMS[dst], KeyRef: key}
@@ -227,10 +238,7 @@ func TestRekeyAcrossKMS(t *testing.T) {
 }
 
 func TestRekeyRerunIsUnchanged(t *testing.T) {
-	fx := newKAFixture(t, "", "local")
-	fx.key("local", "alias/a")
-	fx.key("local", "alias/b")
-	backing, _ := fx.volume("v", "local", "alias/a")
+	fx, backing, _ := newRekeyFixture(t)
 	if _, err := Rekey(context.Background(), fx.rekeyOpts(backing, "local", "local", "alias/b")); err != nil {
 		t.Fatal(err)
 	}
@@ -309,10 +317,7 @@ func TestCheckRekeyTarget(t *testing.T) {
 // TestRekeyDamagedHeader: a header whose MAC fails is not rewritten under
 // a new key (that would launder the damage).
 func TestRekeyDamagedHeader(t *testing.T) {
-	fx := newKAFixture(t, "", "local")
-	fx.key("local", "alias/a")
-	fx.key("local", "alias/b")
-	backing, h := fx.volume("v", "local", "alias/a")
+	fx, backing, h := newRekeyFixture(t)
 	h.SectorSize *= 2 // still a valid header, but not the one the MAC covers
 	raw, err := h.Encode(mustRandomKey(t))
 	if err != nil {

@@ -176,3 +176,18 @@ func (m *Monitor) Client() kmsclient.Client {
 	_, c, _ := m.watched()
 	return c
 }
+
+// headerUnchanged makes sure that the header a mount unwrapped is still
+// the one on disk once the mount holds the volume's lock: a rekey or a
+// restore that finished in between would otherwise leave the mount
+// checking a key the volume no longer uses.
+func headerUnchanged(backing string, h *keywrap.Header) error {
+	now, err := keywrap.ReadHeader(backing)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", backing, err)
+	}
+	if now.VolumeID != h.VolumeID || now.KMS != h.KMS || now.KeyID != h.KeyID || !bytes.Equal(now.WrappedDK, h.WrappedDK) {
+		return fmt.Errorf("the header of %s changed while it was being mounted (a rekey or header restore ran): mount it again", backing)
+	}
+	return nil
+}

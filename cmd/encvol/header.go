@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/encvol/encvol/volume"
 )
 
 func init() { subcommands = append(subcommands, newHeaderCommand) }
@@ -37,13 +39,9 @@ the same volume. Take a new backup after every rekey: an old one opens the
 volume with the old key.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.config()
+			cfg, backing, err := a.volumeArg(args[0])
 			if err != nil {
 				return err
-			}
-			backing, err := cfg.VolumeBacking(args[0])
-			if err != nil {
-				return withCode(exitUsage, err)
 			}
 			rep, err := cfg.BackupHeader(cmd.Context(), backing, args[1])
 			if err != nil {
@@ -82,13 +80,9 @@ from the header it replaces: a backup taken before a rekey opens the volume
 with the old key again.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.config()
+			cfg, backing, err := a.volumeArg(args[0])
 			if err != nil {
 				return err
-			}
-			backing, err := cfg.VolumeBacking(args[0])
-			if err != nil {
-				return withCode(exitUsage, err)
 			}
 			rep, err := cfg.RestoreHeader(cmd.Context(), backing, args[1], force)
 			if err != nil {
@@ -109,4 +103,18 @@ with the old key again.`,
 	cmd.Flags().BoolVar(&force, "force", false, "restore even when nothing can prove FILE belongs to the volume")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
+}
+
+// volumeArg loads the configuration and resolves a VOLUME argument (a
+// [volumes.NAME] or a backing directory).
+func (a *app) volumeArg(arg string) (*volume.Config, string, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return nil, "", err
+	}
+	backing, err := cfg.VolumeBacking(arg)
+	if err != nil {
+		return nil, "", withCode(exitUsage, err)
+	}
+	return cfg, backing, nil
 }

@@ -81,15 +81,15 @@ func (l *kaLoad) end() {
 	<-l.done
 }
 
-func (l *kaLoad) firstError() (error, time.Time) {
+func (l *kaLoad) firstError() (time.Time, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.err, l.errTime
+	return l.errTime, l.err
 }
 
-// kaStatus asks the mount's daemon directly (polled often: no process per
+// mountStatus asks the mount's daemon directly (polled often: no process per
 // poll).
-func kaStatus(t *testing.T, mnt string) *volume.Status {
+func mountStatus(t *testing.T, mnt string) *volume.Status {
 	t.Helper()
 	mp, err := volume.CanonicalMountpoint(mnt)
 	if err != nil {
@@ -105,8 +105,8 @@ func kaStatus(t *testing.T, mnt string) *volume.Status {
 // waitChecks returns once the mount has checked its key n more times.
 func waitChecks(t *testing.T, mnt string, n uint64) {
 	t.Helper()
-	c0 := kaStatus(t, mnt).Checks
-	gxWait(t, fmt.Sprintf("%d more key checks", n), 10*time.Second, func() bool { return kaStatus(t, mnt).Checks >= c0+n })
+	c0 := mountStatus(t, mnt).Checks
+	gxWait(t, fmt.Sprintf("%d more key checks", n), 10*time.Second, func() bool { return mountStatus(t, mnt).Checks >= c0+n })
 }
 
 func (e *gxEnv) arnOf(cfg, key string, extra ...string) string {
@@ -166,7 +166,7 @@ func TestRekeyMountedUnderLoad(t *testing.T) {
 			if res.Method != volume.RekeyReEncrypt || res.OldKeyID != oldARN || res.KeyID != newARN || res.Mountpoint != mnt {
 				t.Fatalf("rekey result %+v", res)
 			}
-			if st := kaStatus(t, mnt); st.KeyID != newARN || st.Gate != "open" {
+			if st := mountStatus(t, mnt); st.KeyID != newARN || st.Gate != "open" {
 				t.Fatalf("mount after rekey checks %s (gate %s), want %s", st.KeyID, st.Gate, newARN)
 			}
 			if h, err := keywrap.ReadHeader(backing); err != nil || h.KeyID != newARN || h.VolumeID != res.VolumeID {
@@ -176,12 +176,12 @@ func TestRekeyMountedUnderLoad(t *testing.T) {
 			// The old key no longer matters to the mount.
 			e.must("kms", "disable-key", oldKey, "--force")
 			waitChecks(t, mnt, 2)
-			if st := kaStatus(t, mnt); st.Gate != "open" || st.KeyState != "Enabled" {
+			if st := mountStatus(t, mnt); st.Gate != "open" || st.KeyState != "Enabled" {
 				t.Fatalf("after the old key was disabled: gate %s, key state %s (%s)", st.Gate, st.KeyState, st.LastResult)
 			}
 			ops := load.ops.Load()
 			gxWait(t, "load continues", 10*time.Second, func() bool { return load.ops.Load() > ops+5 })
-			if err, _ := load.firstError(); err != nil {
+			if _, err := load.firstError(); err != nil {
 				t.Fatalf("the writer failed during rekey or after the old key was disabled: %v", err)
 			}
 			e.must("kms", "enable-key", oldKey)
@@ -191,7 +191,7 @@ func TestRekeyMountedUnderLoad(t *testing.T) {
 			if r.code != exitRefused || !strings.Contains(r.stderr, res.VolumeID) || !strings.Contains(r.stderr, mnt) || !strings.Contains(r.stderr, "--force") {
 				t.Fatalf("disable-key of the new key: want exit %d naming %s and %s: %v", exitRefused, res.VolumeID, mnt, r)
 			}
-			if st := kaStatus(t, mnt); st.Gate != "open" {
+			if st := mountStatus(t, mnt); st.Gate != "open" {
 				t.Fatal("the refused disable-key closed the gate")
 			}
 			u := decodeOut[volume.KeyUsage](t, e.must("kms", "key-usage", newKey, "--json"))
@@ -207,7 +207,7 @@ func TestRekeyMountedUnderLoad(t *testing.T) {
 			if lat > gxCloseBound {
 				t.Errorf("gate closed %v after the new key was disabled, want <= %v", lat, gxCloseBound)
 			}
-			if err, at := load.firstError(); err == nil || at.Before(cmdStart) {
+			if at, err := load.firstError(); err == nil || at.Before(cmdStart) {
 				t.Errorf("the writer's first error %v at %v, want one after the new key was disabled (%v)", err, at, cmdStart)
 			}
 			load.end()
@@ -252,7 +252,7 @@ func TestRekeyToAnotherKMS(t *testing.T) {
 	if res.Method != volume.RekeyDecryptEncrypt || res.OldKMS != "local" || res.KMS != "corp" || res.KeyID != thereARN {
 		t.Fatalf("rekey result %+v", res)
 	}
-	if st := kaStatus(t, mnt); st.KMS != "corp" || st.KeyID != thereARN {
+	if st := mountStatus(t, mnt); st.KMS != "corp" || st.KeyID != thereARN {
 		t.Fatalf("mount after rekey: KMS %q key %s", st.KMS, st.KeyID)
 	}
 	e.must("kms", "disable-key", "alias/here", "--force")
@@ -272,7 +272,7 @@ func TestRekeyToAnotherKMS(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read after remounting under the new KMS: %v", err)
 	}
-	if st := kaStatus(t, mnt); st.KMS != "corp" {
+	if st := mountStatus(t, mnt); st.KMS != "corp" {
 		t.Fatalf("fresh mount uses KMS %q, want corp (the header's)", st.KMS)
 	}
 }
@@ -420,7 +420,7 @@ func TestKeyUsageGuard(t *testing.T) {
 					}
 				}
 			}
-			if st := kaStatus(t, mnt); st.KeyState != "Enabled" {
+			if st := mountStatus(t, mnt); st.KeyState != "Enabled" {
 				t.Fatalf("a refused disable changed the key: %s", st.KeyState)
 			}
 			for _, ref := range []string{"alias/a", arn} {
@@ -451,7 +451,7 @@ func TestKeyUsageGuard(t *testing.T) {
 			if ch := decodeOut[stateChange](t, r); ch.State != "Disabled" || len(ch.Volumes) != 2 {
 				t.Errorf("disable-key --force --json: %+v", ch)
 			}
-			gxWait(t, "gate closed after the forced disable", 10*time.Second, func() bool { return kaStatus(t, mnt).Gate == "closed" })
+			gxWait(t, "gate closed after the forced disable", 10*time.Second, func() bool { return mountStatus(t, mnt).Gate == "closed" })
 			t.Logf("%s: gate closed %v after the forced disable-key", backend, time.Since(start).Round(time.Millisecond))
 			e.must("kms", "enable-key", "alias/a")
 
@@ -467,7 +467,7 @@ func TestKeyUsageGuard(t *testing.T) {
 			if !strings.Contains(r.stderr, "warning") || !strings.Contains(r.stderr, "only customer key") {
 				t.Errorf("disable of the only customer key: no warning naming why it proceeds: %v", r)
 			}
-			gxWait(t, "gate closed after disabling the only key", 10*time.Second, func() bool { return kaStatus(t, sm).Gate == "closed" })
+			gxWait(t, "gate closed after disabling the only key", 10*time.Second, func() bool { return mountStatus(t, sm).Gate == "closed" })
 		})
 	}
 }

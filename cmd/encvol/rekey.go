@@ -56,13 +56,9 @@ key: take a new one (encvol header backup) once the rekey is done.`,
 }
 
 func (a *app) rekey(ctx context.Context, arg, key, kmsFlag string) (*volume.RekeyResult, error) {
-	cfg, err := a.config()
+	cfg, backing, err := a.volumeArg(arg)
 	if err != nil {
 		return nil, err
-	}
-	backing, err := cfg.VolumeBacking(arg)
-	if err != nil {
-		return nil, withCode(exitUsage, err)
 	}
 	h, err := keywrap.ReadHeader(backing)
 	if err != nil {
