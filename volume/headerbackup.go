@@ -15,8 +15,12 @@ import (
 )
 
 // ErrForeignHeader is matched (errors.Is) by the refusal to restore a
-// header that belongs to another volume.
-var ErrForeignHeader = errors.New("header of another volume")
+// header that belongs to another volume; ErrBackupFile by the refusal of a
+// backup file inside the backing directory.
+var (
+	ErrForeignHeader = errors.New("header of another volume")
+	ErrBackupFile    = errors.New("unusable header backup file")
+)
 
 // HeaderReport describes a header backup or restore.
 type HeaderReport struct {
@@ -87,6 +91,10 @@ func (c *Config) BackupHeader(ctx context.Context, backing, file string) (*Heade
 	backing, err := filepath.Abs(backing)
 	if err != nil {
 		return nil, err
+	}
+	if insideDir(backing, file) {
+		return nil, withKind(ErrBackupFile, fmt.Errorf("backup header: %s is inside the backing directory %s: a backup there is lost with the volume (and the mount would show it as a damaged entry); write it elsewhere",
+			file, backing))
 	}
 	path := filepath.Join(backing, keywrap.HeaderFile)
 	data, err := readHeaderFile(path)
@@ -285,4 +293,19 @@ func restoreHint(backing string) string {
 func lostHeader(backing string) bool {
 	_, err := os.Stat(filepath.Join(backing, names.DirIDFile))
 	return err == nil
+}
+
+// insideDir reports whether file (which need not exist) would lie in dir or
+// below it, comparing directories by identity as CheckOverlap does.
+func insideDir(dir, file string) bool {
+	want, err := dirIdentity(dir)
+	if err != nil {
+		return false
+	}
+	parent := filepath.Dir(file)
+	if id, err := dirIdentity(parent); err == nil && id == want {
+		return true
+	}
+	in, _ := hasAncestor(parent, want)
+	return in
 }

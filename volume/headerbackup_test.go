@@ -79,6 +79,21 @@ func TestHeaderBackup(t *testing.T) {
 	if got, _ := os.ReadFile(file); !bytes.Equal(got, orig) {
 		t.Fatal("the good backup was overwritten by a damaged header")
 	}
+	// A backup inside the backing directory is refused.
+	sub := filepath.Join(backing, "sub")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(fx.dir, "link")
+	if err := os.Symlink(sub, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(backing, "hdr"), filepath.Join(link, "hdr")} {
+		if _, err := fx.cfg.BackupHeader(ctx, backing, f); !errors.Is(err, ErrBackupFile) {
+			t.Fatalf("backup into the backing directory as %s: %v", f, err)
+		}
+	}
+	os.Remove(sub)
 	// Neither does the header of another volume.
 	other, _ := fx.volume("o", "local", "alias/a")
 	if _, err := fx.cfg.BackupHeader(ctx, other, file); !errors.Is(err, keywrap.ErrHeaderVolumeMismatch) {

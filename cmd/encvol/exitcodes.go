@@ -50,7 +50,8 @@ func kindExitCode(err error) int {
 	switch {
 	case errors.Is(err, keywrap.ErrHeaderCorrupt):
 		return exitFailure
-	case errors.Is(err, volume.ErrBackingUnusable), errors.Is(err, volume.ErrRekeyTarget), errors.Is(err, volume.ErrForeignHeader):
+	case errors.Is(err, volume.ErrBackingUnusable), errors.Is(err, volume.ErrRekeyTarget), errors.Is(err, volume.ErrForeignHeader),
+		errors.Is(err, volume.ErrBackupFile):
 		return exitUsage
 	case errors.Is(err, volume.ErrPolicy), errors.Is(err, volume.ErrKeyInUse):
 		return exitRefused
