@@ -80,6 +80,10 @@ type KeyUsage struct {
 	// see) that are not pending deletion, this one included; 0 when the
 	// KMS would not list them.
 	CustomerKeys int `json:"customer_keys"`
+	// NotAdmin says that the KMS refuses the caller the key's
+	// administration (an owner-only call was denied): the KMS, not the
+	// guard, refuses the change then.
+	NotAdmin bool `json:"not_admin,omitempty"`
 	// Window is [policy] key_in_use_window; AuditNote says why the audit
 	// log was not read ("" when it was).
 	Window    string   `json:"key_in_use_window"`
@@ -163,6 +167,12 @@ func FindKeyUsage(ctx context.Context, c *Config, kmsName string, adm kmsclient.
 	})
 	if u.Volumes == nil {
 		u.Volumes = []KeyUse{}
+	}
+	if len(u.Volumes) > 0 {
+		// ListGrants is owner-only, like DisableKey: a caller it refuses
+		// should hear AccessDenied from the KMS, not be told to --force.
+		_, err := adm.ListGrants(ctx, info.Arn)
+		u.NotAdmin = errors.Is(err, kmsclient.ErrAccessDenied)
 	}
 	return u, nil
 }
@@ -263,6 +273,9 @@ func (u *KeyUsage) Guard(op string, force bool) (note string, err error) {
 	}
 	if force {
 		return "--force given", nil
+	}
+	if u.NotAdmin {
+		return "the KMS decides: you may not administer this key", nil
 	}
 	if op == GuardDisable && u.CustomerKeys == 1 {
 		return fmt.Sprintf("%s is the only customer key of KMS %q, so it is the one meant: disabling it is the kill switch (undo with enable-key)", u.name(), u.KMS), nil

@@ -31,8 +31,12 @@ func TestKeyUsageGuard(t *testing.T) {
 		{GuardDisable, false, 0, vols, true, ""}, // the KMS would not list its keys
 		{GuardDeletion, false, 1, vols, true, ""},
 		{GuardDeletion, true, 1, vols, false, "--force"},
+		{GuardDeletion, false, -1, vols, false, "may not administer"},
 	} {
 		u := &KeyUsage{KMS: "local", KeyID: "k1", Arn: "arn:k1", Aliases: []string{"alias/b"}, CustomerKeys: c.keys, Window: "720h", Volumes: c.vols}
+		if c.keys < 0 {
+			u.NotAdmin = true
+		}
 		note, err := u.Guard(c.op, c.force)
 		name := fmt.Sprintf("%s force=%v keys=%d volumes=%d", c.op, c.force, c.keys, len(c.vols))
 		if c.refused {

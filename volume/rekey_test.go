@@ -20,7 +20,7 @@ import (
 )
 
 // kaFixture is a configuration with one or two local key stores ("local",
-// and "other" when asked for), customer keys and helpers to make volumes.
+// and "other" when asked for), customer keys and ways to make volumes.
 type kaFixture struct {
 	t   testing.TB
 	dir string

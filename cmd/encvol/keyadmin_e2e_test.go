@@ -207,7 +207,8 @@ func TestRekeyMountedUnderLoad(t *testing.T) {
 			if lat > gxCloseBound {
 				t.Errorf("gate closed %v after the new key was disabled, want <= %v", lat, gxCloseBound)
 			}
-			if at, err := load.firstError(); err == nil || at.Before(cmdStart) {
+			gxWait(t, "the writer fails at the closed gate", 10*time.Second, func() bool { _, err := load.firstError(); return err != nil })
+			if at, err := load.firstError(); at.Before(cmdStart) {
 				t.Errorf("the writer's first error %v at %v, want one after the new key was disabled (%v)", err, at, cmdStart)
 			}
 			load.end()
@@ -444,6 +445,15 @@ func TestKeyUsageGuard(t *testing.T) {
 			}
 			if r := e.must("kms", "key-usage", "alias/a"); !strings.Contains(r.stdout, mh.VolumeID) || !strings.Contains(r.stdout, "mounted on "+mnt) {
 				t.Errorf("key-usage table: %v", r)
+			}
+			if backend == "served" {
+				// A principal who may describe the key but not administer
+				// it hears the KMS's AccessDenied, not "use --force".
+				e.must("kms", "create-grant", "alias/a", "--grantee", gxBob.name, "--operations", "DescribeKey")
+				r := e.runWith(e.principalConfig(gxBob, ""), "kms", "disable-key", arn)
+				if r.code != exitKeyState || !strings.Contains(r.stderr, "AccessDenied") {
+					t.Errorf("disable-key by a principal who may not administer the key: want exit %d saying AccessDenied: %v", exitKeyState, r)
+				}
 			}
 			e.must("kms", "disable-key", "alias/spare") // protects nothing
 			start := time.Now()
