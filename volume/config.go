@@ -112,6 +112,7 @@ type Config struct {
 	KMS      map[string]kmsclient.Config `toml:"kms" json:"kms"`
 	Defaults Defaults                    `toml:"defaults" json:"defaults"`
 	Volumes  map[string]VolumeConfig     `toml:"volumes" json:"volumes,omitempty"`
+	Policy   Policy                      `toml:"policy" json:"policy"`
 	// Path is the file the configuration came from, "" for the built-in one.
 	Path string `toml:"-" json:"path"`
 }

@@ -92,11 +92,15 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 		if _, derr := os.Stat(spec.Backing); derr != nil {
 			return spec, fmt.Errorf("backing directory %s: %w", spec.Backing, derr)
 		}
+		if lostHeader(spec.Backing) {
+			return spec, withKind(keywrap.ErrHeaderCorrupt, fmt.Errorf("the header of the volume in %s is missing (no %s, but its directory ID is there); %s",
+				spec.Backing, keywrap.HeaderFile, restoreHint(spec.Backing)))
+		}
 		return spec, fmt.Errorf("%s is not an encvol volume (no %s); create one with `encvol create --backing %s`", spec.Backing, keywrap.HeaderFile, spec.Backing)
 	}
 	h, err := keywrap.ReadHeader(spec.Backing)
 	if err != nil {
-		return spec, fmt.Errorf("volume %s: %w", spec.Backing, err)
+		return spec, fmt.Errorf("volume %s: %w; %s", spec.Backing, err, restoreHint(spec.Backing))
 	}
 	if err := c.CheckPin(spec.Name, vc, spec.Backing, h); err != nil {
 		return spec, err
@@ -315,6 +319,12 @@ type Mount struct {
 	unmountMu sync.Mutex
 	done      chan struct{}
 	cleanOnce sync.Once
+
+	// followMu serialises rekeys the mount follows (rekeyfollow.go);
+	// specMu guards spec.KMS and spec.KMSConfig, which a rekey to another
+	// KMS changes.
+	followMu sync.Mutex
+	specMu   sync.Mutex
 }
 
 // MountVolume mounts spec with the keys of u (taking ownership of u) and
@@ -333,6 +343,11 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 	lock, err := LockVolume(spec.Backing)
 	if err != nil {
 		u.Close()
+		return nil, err
+	}
+	if err := headerUnchanged(spec.Backing, spec.Header); err != nil {
+		u.Close()
+		lock.Release()
 		return nil, err
 	}
 	m, err := mountLocked(spec, client, u, log, logFile, lock)
@@ -367,7 +382,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	}
 	// The socket comes first: it also detects a second daemon for the
 	// same mountpoint before we mount over anything.
-	m.control, err = listenControl(SocketPath(spec.Mountpoint), m.Status, m.Unmount, log)
+	m.control, err = listenControl(SocketPath(spec.Mountpoint), m.Status, m.Unmount, m.followRekey, log)
 	if err != nil {
 		m.monitor.Stop("mount failed")
 		return nil, err
@@ -414,7 +429,8 @@ func (m *Mount) cleanup(cause string) {
 		<-m.monDone
 		m.monitor.Stop(cause)
 		m.control.close()
-		if err := m.client.Close(); err != nil {
+		// The monitor's client: a rekey to another KMS replaced the first.
+		if err := m.monitor.Client().Close(); err != nil {
 			m.log.Warn().Err(err).Msg("closing the KMS client failed")
 		}
 		if err := m.lock.Release(); err != nil {
@@ -454,9 +470,10 @@ func (m *Mount) Monitor() *Monitor { return m.monitor }
 // Status reports the mount's state for `encvol status`.
 func (m *Mount) Status() Status {
 	ms := m.monitor.Status()
+	h, _, kmsName := m.monitor.watched() // a rekey the mount followed changes both
 	return Status{
-		VolumeID: m.spec.Header.VolumeID, Name: m.spec.Name, Backing: m.spec.Backing, Mountpoint: m.spec.Mountpoint,
-		KMS: m.spec.KMS, KeyID: m.spec.Header.KeyID, KeyState: ms.KeyState, Gate: gateName(m.gate.IsOpen()), GateCause: ms.GateCause,
+		VolumeID: h.VolumeID, Name: m.spec.Name, Backing: m.spec.Backing, Mountpoint: m.spec.Mountpoint,
+		KMS: kmsName, KeyID: h.KeyID, KeyState: ms.KeyState, Gate: gateName(m.gate.IsOpen()), GateCause: ms.GateCause,
 		LastCheck: ms.LastCheck, LastSuccess: ms.LastSuccess, LastResult: ms.LastResult, LastLatencyMS: ms.LastLatency,
 		Checks: ms.Checks, Transitions: ms.Transitions,
 		KeyCheckInterval: m.spec.KeyCheckInterval.String(), OfflineGrace: m.spec.OfflineGrace.String(),

@@ -63,6 +63,27 @@ var examples = map[string]string{
   encvol trust /srv/enc/data
   encvol trust data`,
 
+	"rekey": `  # move a volume to another key in the same KMS (mounted or not): seconds at any size
+  encvol rekey /srv/enc/data --key alias/data-2027
+
+  # to a key of another configured KMS, then retire the old key
+  encvol rekey data --key alias/data --kms corp
+  encvol kms disable-key alias/data-2026
+
+  # a fresh header backup: an old one opens the volume with the old key
+  encvol header backup data /root/data.header`,
+
+	"header": `  encvol header backup /srv/enc/data /root/data.header
+  encvol header restore /srv/enc/data /root/data.header`,
+
+	"header backup": `  # after create and after every rekey; the file holds no plaintext key
+  encvol header backup /srv/enc/data /root/data.header
+  encvol header backup data /mnt/usb/data.header --json`,
+
+	"header restore": `  # the header was destroyed: mounting fails until it is restored
+  encvol header restore /srv/enc/data /root/data.header
+  encvol mount /srv/enc/data /mnt/data`,
+
 	"kms": `  encvol kms create-key --alias alias/data
   encvol kms list-keys
   encvol kms disable-key alias/data
@@ -85,12 +106,20 @@ var examples = map[string]string{
 	"kms disable-key": `  # mounts under the key refuse I/O within their key_check_interval
   encvol kms disable-key alias/data
 
+  # refused (exit 7) while the key protects volumes: look, then insist
+  encvol kms key-usage alias/data
+  encvol kms disable-key alias/data --force
+
   # undo
   encvol kms enable-key alias/data`,
 
 	"kms rotate-key": `  encvol kms rotate-key alias/data`,
 
 	"kms schedule-key-deletion": `  encvol kms schedule-key-deletion alias/data --days 30
+
+  # refused (exit 7) while volumes use the key: move them first, or insist
+  encvol rekey data --key alias/data-2027
+  encvol kms schedule-key-deletion alias/data --days 30 --force
 
   # changed your mind within the window: cancel, then enable
   encvol kms cancel-key-deletion alias/data
@@ -107,6 +136,10 @@ var examples = map[string]string{
 
   # which volumes used the key, as JSON
   encvol kms audit --key alias/data --volumes --json`,
+
+	"kms key-usage": `  # the volumes disable-key and schedule-key-deletion would refuse to cut off
+  encvol kms key-usage alias/data
+  encvol kms key-usage alias/data --kms corp --json`,
 
 	"kms create-alias": `  encvol kms create-alias alias/data-2026 1234abcd-12ab-34cd-56ef-1234567890ab`,
 

@@ -23,6 +23,7 @@ const (
 	exitKMSDown    = 4 // the KMS cannot be reached
 	exitNotMounted = 5 // nothing is mounted at the mountpoint given
 	exitMounted    = 6 // the mountpoint is already a mount, or the volume is mounted (or locked) by another process
+	exitRefused    = 7 // a safeguard refused: [policy] require_customer_key, or the key protects volumes in use (--force overrides)
 )
 
 // exitCode maps an error to the table above. An explicit code (withCode)
@@ -49,8 +50,11 @@ func kindExitCode(err error) int {
 	switch {
 	case errors.Is(err, keywrap.ErrHeaderCorrupt):
 		return exitFailure
-	case errors.Is(err, volume.ErrBackingUnusable):
+	case errors.Is(err, volume.ErrBackingUnusable), errors.Is(err, volume.ErrRekeyTarget), errors.Is(err, volume.ErrForeignHeader),
+		errors.Is(err, volume.ErrBackupFile):
 		return exitUsage
+	case errors.Is(err, volume.ErrPolicy), errors.Is(err, volume.ErrKeyInUse):
+		return exitRefused
 	case errors.As(err, new(*volume.InUseError)), errors.Is(err, volume.ErrMountpointBusy):
 		return exitMounted
 	case errors.Is(err, volume.ErrMountTarget):
