@@ -190,6 +190,11 @@ func (c *Config) RestoreHeader(ctx context.Context, backing, file string, force 
 	if err := keywrap.WriteFileAtomic(filepath.Join(backing, keywrap.HeaderFile), data, 0o600); err != nil {
 		return nil, fmt.Errorf("restore header of %s: %w", backing, err)
 	}
+	// The restored header is this volume's (checked above): the next mount
+	// must not take it for a swapped one.
+	if err := c.RecordPin(backing, bh); err != nil {
+		return nil, fmt.Errorf("header of %s restored, but its pin was not updated (run `encvol trust %s`): %w", backing, backing, err)
+	}
 	return rep, nil
 }
 

@@ -35,7 +35,7 @@ type RekeyOptions struct {
 	// KeyRef names the new key: key ID, ARN or alias/NAME.
 	KeyRef string
 	// Policy, when set, applies [policy] require_customer_key to the new
-	// key (Config.CheckKeyWithKMS).
+	// key (Config.CheckKeyWithKMS) and receives the volume's new pin.
 	Policy *Config
 }
 
@@ -203,6 +203,12 @@ func rewrapHeader(ctx context.Context, backing string, h *keywrap.Header, opt Re
 	nh.KMS, nh.KeyID, nh.WrappedDK = opt.DstKMS, arn, blob
 	if err := keywrap.WriteHeader(backing, &nh, u.Subkeys.HeaderMAC); err != nil {
 		return "", fmt.Errorf("rekey volume %s: %w", backing, err)
+	}
+	// The next mount checks the header against its pin (pin.go).
+	if opt.Policy != nil {
+		if err := opt.Policy.RecordPin(backing, &nh); err != nil {
+			return "", fmt.Errorf("volume %s rekeyed, but its pin was not updated (run `encvol trust %s`): %w", backing, backing, err)
+		}
 	}
 	return method, nil
 }

@@ -109,3 +109,20 @@ func TestConfiguredVolumeIDPins(t *testing.T) {
 	e.must("mount", "v")
 	e.must("umount", mnt)
 }
+
+// Rekey and header restore change the header's key on purpose: they update
+// the pin, so the next mount is not refused as a swapped header.
+func TestRekeyAndRestoreUpdateThePin(t *testing.T) {
+	e, backing, mnt := newVolumeEnv(t)
+	e.must("kms", "create-key", "--alias", "alias/next")
+	e.must("mount", backing, mnt)
+	e.must("umount", mnt)
+	hdr := filepath.Join(e.dir, "hdr")
+	e.must("header", "backup", backing, hdr)
+	e.must("rekey", backing, "--key", "alias/next")
+	e.must("mount", backing, mnt)
+	e.must("umount", mnt)
+	e.must("header", "restore", backing, hdr)
+	e.must("mount", backing, mnt)
+	e.must("umount", mnt)
+}
