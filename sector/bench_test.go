@@ -211,3 +211,29 @@ func ratioBench(b *testing.B, sector, raw func()) {
 		b.ReportMetric(ratios[len(ratios)/2], "sector/raw")
 	}
 }
+
+// BenchmarkCheck64MiB authenticates a 64 MiB file with CheckSectors on one
+// goroutine (what one fsck worker does); compare with RawGCMOpen4K.
+func BenchmarkCheck64MiB(b *testing.B) {
+	const span = 64 << 20
+	c := newTestCipher(b, fixedKey(8), DefaultSectorSize)
+	f, _ := tempBacking(b, DefaultSectorSize)
+	p := make([]byte, 1<<20)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	for off := int64(0); off < span; off += int64(len(p)) {
+		mustWrite(b, f, c, p, off)
+	}
+	n, err := f.StoredSectors()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(span)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.CheckSectors(c, 0, n, func(e *AuthError) { b.Fatal(e) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

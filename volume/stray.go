@@ -55,10 +55,7 @@ type Stray struct {
 // Where names the directory of a stray in messages.
 func (s *Stray) Where() string {
 	if s.PathKnown {
-		if s.DirPath == "" {
-			return "/"
-		}
-		return s.DirPath
+		return "/" + s.DirPath
 	}
 	return "backing directory " + s.Dir
 }
