@@ -94,6 +94,29 @@ func BenchmarkRawGCMOpen4K(b *testing.B) {
 	}
 }
 
+// BenchmarkRawGCMOpen4KParallel is RawGCMOpen4K on every core at once (one
+// AEAD per goroutine, as fsck has one per file): the machine's raw AES-GCM
+// decryption rate, which fsck's throughput is measured against
+// (scripts/bench.sh). Run with -cpu N for N cores.
+func BenchmarkRawGCMOpen4KParallel(b *testing.B) {
+	b.SetBytes(DefaultSectorSize)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		g := rawGCM(b)
+		nonce := make([]byte, NonceSize)
+		aad := make([]byte, aadSize)
+		sealed := g.Seal(nil, nonce, benchPlain(), aad)
+		out := make([]byte, 0, DefaultSectorSize)
+		for pb.Next() {
+			var err error
+			if out, err = g.Open(out[:0], nonce, sealed, aad); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkWrite1MiB writes 1 MiB sequentially through File (wrapping inside
 // a 64 MiB file); allocs/op is per MiB written.
 func BenchmarkWrite1MiB(b *testing.B) {

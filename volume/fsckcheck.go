@@ -70,10 +70,13 @@ func (fk *fsck) schedule(ctx context.Context, e *Entry, ref entryRef, jobs chan<
 		return nil
 	}
 	stored := int64(fk.src.SectorSize() + sector.Overhead)
+	size := fileSize(f)
 	per := max(1, fsckChunk/stored)
 	fc.pending.Store((n + per - 1) / per)
 	for from := int64(0); from < n; from += per {
-		j := checkJob{fc: fc, from: from, to: min(n, from+per), span: min(n-from, per) * stored}
+		to := min(n, from+per)
+		span := min(size, sector.HeaderSize+to*stored) - (sector.HeaderSize + from*stored)
+		j := checkJob{fc: fc, from: from, to: to, span: span}
 		select {
 		case jobs <- j:
 		case <-ctx.Done():

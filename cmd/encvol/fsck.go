@@ -65,7 +65,15 @@ Exit status (as e2fsck's; they add up, so 5 is "some corrected, some left"):
 			return a.runFsck(cmd.Context(), args[0], volume.FsckOptions{Repair: repair, Workers: workers}, asJSON)
 		},
 	}
+	// Usage problems exit 16 here, the shared setup's (a bad --config,
+	// --log-level) included.
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return withCode(volume.FsckUsage, err) })
+	cmd.PersistentPreRunE = func(c *cobra.Command, args []string) error {
+		if err := c.Root().PersistentPreRunE(c, args); err != nil {
+			return fsckError(err)
+		}
+		return nil
+	}
 	cmd.Flags().BoolVar(&repair, "repair", false, "move what cannot be read into lost+found, remove leftovers, fix what can be fixed")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().IntVar(&workers, "workers", 0, "files checked in parallel (default: one per CPU)")
