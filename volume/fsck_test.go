@@ -190,6 +190,9 @@ func TestFsckFindsAndRepairsEachKind(t *testing.T) {
 	if got["dir"] != "still readable" || got["file"] != "content survives" {
 		t.Errorf("lost+found %v: the quarantined directory and file read %q", lfNames, got)
 	}
+	if x := mountXattrs(t, filepath.Join(m.Dir, LostFound, "damaged")); len(x) != 0 {
+		t.Errorf("the mount lists attributes of a quarantined file: %v", x)
+	}
 	if got["damaged"] != "readable head ok" || got["damaged-link"] != "readable head ok" {
 		t.Errorf("lost+found %v: the damaged file's two names read %v", lfNames, got)
 	}
