@@ -14,6 +14,10 @@
 #   TMPFS_SIZE=3G     size of the tmpfs that holds every backing directory
 #   APPEND=0|1        append the table to docs/performance.md (default 1; QUICK: 0)
 #   KEEP=1            keep the work directory (logs) after the run
+#   PARTS="..."       subset of: fs (the file system comparison) fsck (encvol
+#                     fsck of a FSCK_MB volume against raw AES-GCM on every
+#                     core); default: both
+#   FSCK_MB=N         size of the fsck volume in MiB, default 1024 (QUICK: 128)
 #
 # Why each system: securefs and gocryptfs are the established encrypted FUSE
 # file systems (securefs mounts with 30 s attribute and entry timeouts and
@@ -48,16 +52,23 @@ else
 	FIO_SIZE=256M
 fi
 SYSTEMS=${SYSTEMS:-"encvol securefs gocryptfs loopback bare"}
+PARTS=${PARTS:-"fs fsck"}
+if [ "$QUICK" = 1 ]; then FSCK_MB=${FSCK_MB:-128}; else FSCK_MB=${FSCK_MB:-1024}; fi
 TMPFS_SIZE=${TMPFS_SIZE:-3G}
 KEEP=${KEEP:-0}
 CMDLINE="$(printf '%q ' "$0" "$@")"
-ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" TMPFS_SIZE=$TMPFS_SIZE"
+ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" PARTS=\"$PARTS\" TMPFS_SIZE=$TMPFS_SIZE FSCK_MB=$FSCK_MB"
 
 for s in $SYSTEMS; do
 	case $s in encvol | securefs | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
 done
 
 has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
+part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+for p in $PARTS; do
+	case $p in fs | fsck) ;; *) die "unknown part '$p' in PARTS" ;; esac
+done
+part fs || SYSTEMS=""
 
 # --- tools -------------------------------------------------------------------
 need_pkgs=()
@@ -94,6 +105,9 @@ cleanup() {
 		mountpoint -q "$m" 2>/dev/null && umount -l "$m"
 	done
 	mountpoint -q "$T" && umount -l "$T"
+	for d in "$WORK"/fsck-*; do
+		mountpoint -q "$d" 2>/dev/null && umount -l "$d"
+	done
 	if [ "$KEEP" = 1 ]; then
 		log "work directory kept: $WORK"
 	else
@@ -109,7 +123,7 @@ mount -t tmpfs -o size="$TMPFS_SIZE" encvol-bench "$T"
 # --- build ---------------------------------------------------------------------
 export GOEXPERIMENT=runtimesecret
 (cd "$REPO" && go build -o "$WORK/bin/nopassthrough" ./scripts/nopassthrough)
-case " $SYSTEMS " in *" encvol "*)
+if has encvol || part fsck; then
 	(cd "$REPO" && go build -o "$WORK/bin/encvol" ./cmd/encvol)
 	CFG=$WORK/encvol.toml
 	cat >"$CFG" <<EOF
@@ -119,10 +133,11 @@ path = "$WORK/kms"
 EOF
 	ENCVOL=("$WORK/bin/encvol" --config "$CFG")
 	"${ENCVOL[@]}" kms create-key --alias alias/bench --description "encvol benchmark" >"$WORK/log/create-key.out"
+fi
+if has encvol; then
 	mkdir -p "$(backing encvol)"
 	"${ENCVOL[@]}" create --backing "$(backing encvol)" --key alias/bench >"$WORK/log/create.out"
-	;;
-esac
+fi
 case " $SYSTEMS " in *" gocryptfs "*)
 	mkdir -p "$(backing gocryptfs)"
 	gocryptfs -q -init -extpass 'echo pw' "$(backing gocryptfs)" >/dev/null
@@ -135,16 +150,23 @@ case " $SYSTEMS " in *" securefs "*)
 esac
 mkdir -p "$(backing loopback)" "$(backing bare)"
 
+if part fsck; then
+	(cd "$REPO" && go test -c -o "$WORK/bin/sector.test" ./sector)
+fi
+
 # The Go source tree, tarred once onto the tmpfs but outside every measured
 # directory, so reading the archive never touches a disk.
 TAR=$T/gosrc.tar
-GOSRC=$(go env GOROOT)/src
-if [ "$QUICK" = 1 ]; then
-	tar -cf "$TAR" -C "$GOSRC" net encoding
-else
-	tar -cf "$TAR" -C "$GOSRC" .
+TAR_FILES=0
+if part fs; then
+	GOSRC=$(go env GOROOT)/src
+	if [ "$QUICK" = 1 ]; then
+		tar -cf "$TAR" -C "$GOSRC" net encoding
+	else
+		tar -cf "$TAR" -C "$GOSRC" .
+	fi
+	TAR_FILES=$(tar -tf "$TAR" | grep -vc '/$')
 fi
-TAR_FILES=$(tar -tf "$TAR" | grep -vc '/$')
 
 # --- mount handling -------------------------------------------------------------
 wait_mounted() { # MOUNTPOINT PID LOGFILE
@@ -318,6 +340,50 @@ for ((r = 1; r <= RUNS; r++)); do
 	done
 done
 
+# --- fsck ----------------------------------------------------------------------------------
+# encvol fsck reads every stored sector of a FSCK_MB volume and authenticates
+# it, one worker per core. The reference is bare AES-GCM opening 4 KiB
+# sectors on every core (sector's BenchmarkRawGCMOpen4KParallel, one sector
+# over and over, so out of the CPU cache: the ceiling of any checker), run
+# right before and right after each fsck so that both see the same load. The
+# volume lies once on a plain tmpfs (4 KiB pages, as most page caches hold
+# files) and once on a tmpfs with huge pages: fsck reads the files out of the
+# page cache, a copy that costs less from huge pages.
+raw_gcm() {
+	"$WORK/bin/sector.test" -test.run '^$' -test.bench 'RawGCMOpen4KParallel$' -test.benchtime 1s -test.cpu "$(nproc)" |
+		awk '/MB\/s/ { for (i = 2; i <= NF; i++) if ($i == "MB/s") print $(i - 1) }'
+}
+
+fsck_bench() { # KIND: plain | huge
+	local kind=$1 dir=$WORK/fsck-$1 m=$WORK/mnt/fsck opts="size=$((FSCK_MB * 2 + 64))M" r raw1 raw2 fs i
+	[ "$kind" = huge ] && opts="$opts,huge=always"
+	mkdir -p "$dir" "$m"
+	mount -t tmpfs -o "$opts" encvol-fsck "$dir"
+	"${ENCVOL[@]}" create --backing "$dir/vol" --key alias/bench >"$WORK/log/fsck-create.$kind.out"
+	"${ENCVOL[@]}" mount "$dir/vol" "$m" >>"$WORK/log/fsck-mount.$kind.out"
+	for i in $(seq 1 16); do
+		dd if=/dev/zero of="$m/f$i" bs=1M count=$((FSCK_MB / 16)) status=none
+	done
+	"${ENCVOL[@]}" umount "$m" >>"$WORK/log/fsck-mount.$kind.out"
+	for ((r = 1; r <= RUNS; r++)); do
+		log "fsck run $r/$RUNS on $kind tmpfs"
+		raw1=$(raw_gcm)
+		"${ENCVOL[@]}" fsck "$dir/vol" --json >"$WORK/log/fsck.$kind.$r.json" 2>"$WORK/log/fsck.$kind.$r.err" ||
+			die "fsck of the benchmark volume exited $? (see $WORK/log/fsck.$kind.$r.err)"
+		raw2=$(raw_gcm)
+		fs=$(jq -r '.throughput_bytes_per_s / 1e6 * 10 | floor / 10' "$WORK/log/fsck.$kind.$r.json")
+		record fsck "$kind" "$fs"
+		record raw "$kind" "$(awk -v a="$raw1" -v b="$raw2" 'BEGIN { printf "%.1f", (a + b) / 2 }')"
+		record fsckratio "$kind" "$(awk -v f="$fs" -v a="$raw1" -v b="$raw2" 'BEGIN { printf "%.2f", 2 * f / (a + b) }')"
+	done
+	umount "$dir"
+}
+
+if part fsck; then
+	fsck_bench plain
+	fsck_bench huge
+fi
+
 # --- report ------------------------------------------------------------------------------
 median() { # FILE
 	[ -s "$1" ] || { echo "-"; return; }
@@ -344,7 +410,8 @@ declare -A LABEL=(
 declare -A HIB=([seqwrite]=1 [seqread]=1 [smallwrite]=1 [randread]=1 [randwrite]=1 [untar]=0 [lsR]=0 [readall]=0 [rm]=0)
 
 TABLE=$WORK/table.md
-{
+: >"$TABLE"
+part fs && {
 	printf '| workload |'
 	for s in $SYSTEMS; do printf ' %s |' "$s"; done
 	has encvol && has securefs && printf ' encvol/securefs |'
@@ -372,8 +439,19 @@ TABLE=$WORK/table.md
 	done
 } >"$TABLE"
 
+if part fsck; then
+	{
+		[ -s "$TABLE" ] && echo
+		echo "| fsck of a $FSCK_MB MiB volume (16 files) | tmpfs | tmpfs huge=always |"
+		echo "|---|---:|---:|"
+		echo "| encvol fsck, $(nproc) workers (MB/s) | $(median "$WORK/res/fsck.plain") | $(median "$WORK/res/fsck.huge") |"
+		echo "| raw AES-GCM open of 4 KiB sectors, $(nproc) cores (MB/s) | $(median "$WORK/res/raw.plain") | $(median "$WORK/res/raw.huge") |"
+		echo "| fsck / raw (median of the runs' ratios) | $(median "$WORK/res/fsckratio.plain") | $(median "$WORK/res/fsckratio.huge") |"
+	} >>"$TABLE"
+fi
+
 OPS_TABLE=$WORK/ops.md
-if has encvol; then
+if has encvol && part fs; then
 	{
 		echo "| workload | encvol FUSE requests (last run) | by opcode |"
 		echo "|---|---:|---|"
@@ -400,8 +478,13 @@ REPORT=$WORK/report.md
 	echo "- Command: \`$ENVLINE $CMDLINE\`"
 	echo "- Load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) — other work on the machine skews every column alike."
 	echo "- CPU time stolen by the hypervisor during the run: $(awk -v t="$(($(steal_ticks) - STEAL_START))" -v hz="$(getconf CLK_TCK)" -v s="$(($(date +%s) - RUN_START))" -v n="$(nproc)" 'BEGIN { printf "%.1f s of %d s × %d CPUs", t / hz, s, n }')."
-	echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s), each run starting with the next system; MB/s = 10^6 bytes/s."
-	echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
+	if part fs; then
+		echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s), each run starting with the next system; MB/s = 10^6 bytes/s."
+		echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
+	fi
+	if part fsck; then
+		echo "- fsck: \`encvol fsck --json\` throughput (bytes authenticated / run time) on a volume of $FSCK_MB MiB written through the mount, against sector's BenchmarkRawGCMOpen4KParallel run right before and after each check; medians of $RUNS run(s)."
+	fi
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
 	echo
 	cat "$TABLE"

@@ -53,6 +53,15 @@ var examples = map[string]string{
   encvol status /mnt/data
   encvol status /mnt/data --json`,
 
+	"fsck": `  # check an unmounted volume: every sector, name and attribute (exit 0: clean)
+  encvol fsck /srv/enc/data
+
+  # move what cannot be read into lost+found, remove leftovers, report each action
+  encvol fsck data --repair
+
+  # the findings, actions and throughput as JSON; 4 means errors were left
+  encvol fsck /srv/enc/data --json > fsck.json || [ $? -eq 4 ]`,
+
 	"verify": `  # canary and randomness checks through the running mount (or a temporary one)
   encvol verify /srv/enc/data
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"strings"
@@ -25,6 +26,25 @@ const (
 	exitMounted    = 6 // the mountpoint is already a mount, or the volume is mounted (or locked) by another process
 	exitRefused    = 7 // a safeguard refused: [policy] require_customer_key, or the key protects volumes in use (--force overrides)
 )
+
+// fsck has e2fsck's exit codes (volume.FsckClean ... volume.FsckCancelled):
+// 0 clean, 1 errors corrected, 4 errors left uncorrected, 8 operational
+// error, 16 usage, 32 cancelled; a run that corrected some errors and left
+// others exits 5. Its report sets 0, 1 and 4; fsckError maps the failures
+// that keep it from checking.
+
+// fsckError gives a failure that kept fsck from checking fsck's own exit
+// code: 16 for what the command line must change, 32 for a cancel, 8 for
+// the rest.
+func fsckError(err error) error {
+	switch {
+	case errors.Is(err, volume.ErrFsckCancelled), errors.Is(err, context.Canceled):
+		return withCode(volume.FsckCancelled, err)
+	case exitCode(err) == exitUsage:
+		return withCode(volume.FsckUsage, err)
+	}
+	return withCode(volume.FsckOperational, err)
+}
 
 // exitCode maps an error to the table above. An explicit code (withCode)
 // wins; otherwise the kind of the error decides.

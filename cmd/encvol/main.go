@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -58,6 +59,10 @@ func withCode(code int, err error) error {
 	return &codedError{code: code, err: err}
 }
 
+// errQuiet ends a command with its exit code (withCode) and no message:
+// the command's report already said everything.
+var errQuiet = errors.New("")
+
 // usageError reports bad arguments or configuration (exit 2).
 func usageError(format string, args ...any) error {
 	return withCode(exitUsage, fmt.Errorf(format, args...))
@@ -79,7 +84,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "encvol: %v\n", err)
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintf(stderr, "encvol: %s\n", msg)
+	}
 	return exitCode(err)
 }
 
