@@ -153,6 +153,10 @@ func (s *BackingSource) readTarget(e *Entry, dirfd int, name string) {
 		e.addErr(PartTarget, "", err)
 		return
 	}
+	if stored, err = s.loadLink(stored); err != nil {
+		e.addErr(PartTarget, "", err)
+		return
+	}
 	t, err := s.keys.Names.DecryptSymlink(stored)
 	if err != nil {
 		e.addErr(PartTarget, "", err)

@@ -262,6 +262,9 @@ func (fk *fsck) addStray(s *Stray) {
 		if s.Name != "" {
 			f.Detail += fmt.Sprintf("; it holds the name %q", s.Name)
 		}
+	case StrayOrphanLongLink:
+		f.Severity = SeverityLeftover
+		f.Detail = fmt.Sprintf("side file of a long symlink target that no symlink refers to (%d bytes; a removal was interrupted)", s.Size)
 	case StrayMissingDirID:
 		f.Severity = SeverityError
 		f.Detail = "the directory has no directory ID file: the mount cannot list it"

@@ -124,7 +124,7 @@ func (r *repairer) plan() []*repairOp {
 			continue
 		}
 		switch f.Kind {
-		case FindTemp, FindOrphanLong:
+		case FindTemp, FindOrphanLong, FindOrphanLink:
 			ops = append(ops, r.removeOp(f))
 		case FindMissingDirID, FindBadDirID:
 			ops = append(ops, r.dirIDOp(f))
@@ -284,6 +284,9 @@ func (r *repairer) symlinkOp(f *Finding) *repairOp {
 			if err := unix.Unlinkat(dfd, name, 0); err != nil {
 				return fmt.Errorf("remove symlink %s: %w", f.Backing, err)
 			}
+			if err := r.dropLongLink(f.Backing, t); err != nil {
+				return err
+			}
 			if r.keys.Names.Plaintext() || !names.IsLongName(name) {
 				return nil
 			}
@@ -390,4 +393,17 @@ func openDirRel(dirfd int, rel string) (int, error) {
 		fd = next
 	}
 	return fd, nil
+}
+
+// dropLongLink keeps the side file of a removed symlink's long target in
+// the repair log, then removes it.
+func (r *repairer) dropLongLink(backing, target string) error {
+	side := names.LongLinkFile(target)
+	if side == "" {
+		return nil
+	}
+	if b, err := os.ReadFile(procPath(r.rootfd, names.LongLinkDir+"/"+side)); err == nil {
+		r.keep(backing, "long symlink target side file", b)
+	}
+	return names.RemoveLink(r.rootfd, target)
 }

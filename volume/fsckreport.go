@@ -36,6 +36,7 @@ const (
 	FindBadDirID     = string(StrayBadDirID)
 	FindTemp         = string(StrayTemp)
 	FindOrphanLong   = string(StrayOrphanLongName)
+	FindOrphanLink   = string(StrayOrphanLongLink)
 	FindUnknown      = string(StrayUnknown)
 	FindLinkCount    = "link-count"         // a file's link count differs from the names found for it
 	FindChanged      = "quarantine-changed" // a quarantined file's damage changed since it was moved

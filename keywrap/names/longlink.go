@@ -106,3 +106,12 @@ func RemoveLink(rootfd int, backingTarget string) error {
 	}
 	return nil
 }
+
+// LongLinkFile returns the side file name (within LongLinkDir) a backing
+// symlink target refers to; "" when it refers to none.
+func LongLinkFile(backingTarget string) string {
+	if !IsLongLink(backingTarget) {
+		return ""
+	}
+	return strings.TrimPrefix(backingTarget, longLinkPrefix)
+}
