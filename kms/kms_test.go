@@ -456,7 +456,7 @@ func TestGrants(t *testing.T) {
 		t.Fatalf("ListKeys for grantee: %v", keys)
 	}
 	gs, err := s.ListGrants(bg, alice, md.KeyID)
-	if err != nil || len(gs) != 1 || gs[0].GrantID != id || gs[0].GranteePrincipal != bob || gs[0].Operations[0] != OpDecrypt {
+	if err != nil || len(gs) != 1 || gs[0].GrantID != id || gs[0].GranteePrincipal != s.PrincipalARN(bob) || gs[0].Operations[0] != OpDecrypt {
 		t.Fatalf("ListGrants: %+v %v", gs, err)
 	}
 	_, err = s.ListGrants(bg, bob, md.KeyID)

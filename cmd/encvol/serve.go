@@ -33,6 +33,7 @@ func newKMSServeCommand(a *app) *cobra.Command {
 	var (
 		listen, storeDir, principalsPath string
 		tlsCert, tlsKey, region          string
+		accountID                        string
 		passphraseFile                   string
 		maxBody                          int64
 		auditMaxSize                     string
@@ -40,14 +41,21 @@ func newKMSServeCommand(a *app) *cobra.Command {
 		auditSummary                     time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --listen ADDR --store DIR --principals FILE [--tls-cert F --tls-key F]",
+		Use:   "serve --listen ADDR --store DIR --principals FILE [--region R --account-id N] [--tls-cert F --tls-key F]",
 		Short: "Serve a key store over the AWS KMS JSON API (SigV4-authenticated)",
 		Long: `Serve the key store in --store over HTTP (HTTPS with --tls-cert/--tls-key),
 speaking the AWS KMS JSON protocol, so AWS SDKs, awscli and encvol's own
 "aws" KMS type can use it. Every request must be signed (SigV4) with an
 access key from the principals file. A key belongs to the principal that
-created it; others need a grant. A principal named "local" acts as the owner
-of keys that encvol's local KMS created in the same store.
+created it; others need a key policy statement or a grant. A principal named
+"local" administers every key, as encvol's local KMS does in the same store.
+
+Identity: key ARNs read arn:aws:kms:REGION:ACCOUNT:key/ID and principals are
+arn:aws:iam::ACCOUNT:user/NAME, with --region (default "` + kms.DefaultRegion + `", requests
+signed for any region accepted) and --account-id (default ` + kms.DefaultAccount + `,
+the local KMS's). With --region, only requests signed for that region are
+accepted, as on AWS. ARNs the store handed out under an earlier region or
+account keep resolving, so volumes keep mounting after a change.
 
 Stops gracefully on SIGINT or SIGTERM.
 
@@ -70,6 +78,18 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return usageError("--tls-cert and --tls-key go together: give both for HTTPS, or neither for plain HTTP")
+			}
+			if err := kms.CheckRegion(region); err != nil {
+				return usageError("--region: %v", err)
+			}
+			if err := kms.CheckAccount(accountID); err != nil {
+				return usageError("--account-id: %v", err)
+			}
+			// Without --region any signing region is accepted, as before
+			// the flag named the ARNs' region too.
+			signRegion := ""
+			if cmd.Flags().Changed("region") {
+				signRegion = region
 			}
 			maxSize, err := kms.ParseByteSize(auditMaxSize)
 			if err != nil || maxSize < kms.MinAuditMaxSize {
@@ -96,21 +116,22 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			// (GOGC in the environment still wins).
 			defer server.TuneGC()()
 
-			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile,
+			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile, Region: region, Account: accountID,
 				AuditMaxSize: maxSize, AuditKeep: auditKeep, KeyCheckSummaryInterval: auditSummary})
 			if err != nil {
 				return fmt.Errorf("open key store %s: %w", storeDir, err)
 			}
 			defer store.Close()
 
-			srv := server.New(store, principals, a.log, server.Options{Region: region, MaxBody: maxBody})
+			srv := server.New(store, principals, a.log, server.Options{Region: signRegion, MaxBody: maxBody})
 			scheme := "http"
 			if tlsCert != "" {
 				scheme = "https"
 			}
 			err = srv.ListenAndServe(cmd.Context(), listen, tlsCert, tlsKey, func(addr net.Addr) {
 				a.log.Info().Str("op", "serve").Str("addr", addr.String()).Str("endpoint", scheme+"://"+addr.String()).
-					Str("store", storeDir).Int("principals", len(principals)).Msg("kms server listening")
+					Str("store", storeDir).Str("region", region).Str("account_id", accountID).
+					Int("principals", len(principals)).Msg("kms server listening")
 			})
 			if err != nil {
 				if errors.Is(err, syscall.EADDRINUSE) {
@@ -128,7 +149,8 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 	f.StringVar(&principalsPath, "principals", "", "TOML file of [[principal]] tables: name, access_key_id, secret_access_key")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate file; serves HTTPS together with --tls-key")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
-	f.StringVar(&region, "region", "", "accept only requests signed for this region (default: any region)")
+	f.StringVar(&region, "region", kms.DefaultRegion, "region of the key ARNs; when given, only requests signed for it are accepted (default: any signing region)")
+	f.StringVar(&accountID, "account-id", kms.DefaultAccount, "12-digit account ID of the key and principal ARNs")
 	f.StringVar(&passphraseFile, "passphrase-file", "", "seal the key store under a passphrase read from this file instead of a root key file")
 	f.Int64Var(&maxBody, "max-body", server.DefaultMaxBody, "largest accepted request body in bytes")
 	f.StringVar(&auditMaxSize, "audit-max-size", fmt.Sprintf("%dMiB", kms.DefaultAuditMaxSize>>20), "rotate the store's audit.jsonl to audit.jsonl.1 at this size")
