@@ -45,7 +45,7 @@ func (c *GrantConstraints) allows(encCtx map[string]string) bool {
 	if c == nil {
 		return true
 	}
-	if c.EncryptionContextEquals != nil && !maps.Equal(c.EncryptionContextEquals, encCtx) {
+	if len(c.EncryptionContextEquals) > 0 && !maps.Equal(c.EncryptionContextEquals, encCtx) {
 		return false
 	}
 	for k, v := range c.EncryptionContextSubset {
@@ -124,10 +124,7 @@ func (s *Store) CreateGrant(ctx context.Context, principal string, in GrantInput
 			Grantee: in.GranteePrincipal, Retiring: in.RetiringPrincipal, Issuer: principal,
 			Operations: in.Operations, Created: s.now().UTC()}
 		if !in.Constraints.empty() {
-			c := *in.Constraints
-			c.EncryptionContextEquals = maps.Clone(c.EncryptionContextEquals)
-			c.EncryptionContextSubset = maps.Clone(c.EncryptionContextSubset)
-			g.Constraints = &c
+			g.Constraints = in.Constraints
 		}
 		k.Grants = append(k.Grants, g)
 		grantID, grantToken = g.ID, g.Token
@@ -163,8 +160,20 @@ func (s *Store) validateGrant(st *state, in *GrantInput) error {
 		}
 	}
 	in.Operations = ops
-	if !in.Constraints.empty() && len(in.Constraints.EncryptionContextEquals) > 0 && len(in.Constraints.EncryptionContextSubset) > 0 {
-		return validationErr("use either EncryptionContextEquals or EncryptionContextSubset, not both")
+	if c := in.Constraints; c != nil {
+		if len(c.EncryptionContextEquals) > 0 && len(c.EncryptionContextSubset) > 0 {
+			return validationErr("use either EncryptionContextEquals or EncryptionContextSubset, not both")
+		}
+		// An empty map constrains nothing: clients (Terraform's provider)
+		// send the constraint they were not given as {}.
+		norm := &GrantConstraints{}
+		if len(c.EncryptionContextEquals) > 0 {
+			norm.EncryptionContextEquals = maps.Clone(c.EncryptionContextEquals)
+		}
+		if len(c.EncryptionContextSubset) > 0 {
+			norm.EncryptionContextSubset = maps.Clone(c.EncryptionContextSubset)
+		}
+		in.Constraints = norm
 	}
 	if len(in.Name) > 256 {
 		return validationErr("grant Name is longer than 256 characters")

@@ -140,24 +140,3 @@ func TestPrincipalARNs(t *testing.T) {
 		}
 	}
 }
-
-// TestGrantConstraintsSpareContextFreeOps: as in AWS, a constrained grant
-// may list DescribeKey, and the constraint does not apply to it.
-func TestGrantConstraintsSpareContextFreeOps(t *testing.T) {
-	s := openTest(t, t.TempDir(), nil)
-	md := mustKey(t, s, "alice")
-	ctx := map[string]string{"vol": "1"}
-	_, blob, _, err := s.GenerateDataKey(bg, "alice", md.KeyID, 32, ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := s.CreateGrant(bg, "alice", GrantInput{KeyRef: md.KeyID, GranteePrincipal: "bob",
-		Operations: []string{OpDecrypt, OpDescribeKey}, Constraints: &GrantConstraints{EncryptionContextSubset: ctx}}); err != nil {
-		t.Fatalf("constrained grant with DescribeKey: %v", err)
-	}
-	if _, err := s.DescribeKey(bg, "bob", md.KeyID); err != nil {
-		t.Fatalf("DescribeKey under a constrained grant: %v", err)
-	}
-	_, _, err = s.Decrypt(bg, "bob", blob, map[string]string{"vol": "2"}, "")
-	wantCode(t, err, CodeAccessDenied)
-}
