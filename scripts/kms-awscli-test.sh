@@ -7,104 +7,21 @@
 # authentication. Prints "ok: ..." last; exits non-zero at the first failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/kms-serve-lib.sh
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-step() { printf '== %s\n' "$*"; }
-
-T=$(mktemp -d)
-SRV_PID=""
-cleanup() {
-	if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then
-		kill "$SRV_PID" 2>/dev/null
-		wait "$SRV_PID" 2>/dev/null
-	fi
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-# Debian's awscli installs /usr/bin/aws, which a pyenv shim earlier on PATH may
-# shadow: prefer the full path, fall back to whatever `aws` is on PATH.
-# ENCVOL_AWSCLI=/path/to/aws picks another awscli (for example v1 from pip).
-if [ -n "${ENCVOL_AWSCLI:-}" ]; then
-	:
-elif [ ! -x /usr/bin/aws ] && ! command -v aws >/dev/null 2>&1; then
-	step "installing awscli"
-	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-	$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq awscli >/dev/null ||
-		fail "cannot install awscli with apt-get; install it and rerun"
-fi
-if [ -n "${ENCVOL_AWSCLI:-}" ]; then AWS=$ENCVOL_AWSCLI
-elif [ -x /usr/bin/aws ]; then AWS=/usr/bin/aws
-else AWS=$(command -v aws) || fail "awscli not found"; fi
-AWS_VERSION=$("$AWS" --version 2>&1) || fail "$AWS --version failed: $AWS_VERSION"
-case "$AWS_VERSION" in
-aws-cli/1.*) SVC_RC=255 ;;
-*) SVC_RC=254 ;;
-esac
+kms_find_awscli
 step "client: $AWS ($AWS_VERSION); service errors exit $SVC_RC"
 
 command -v openssl >/dev/null 2>&1 || fail "openssl is needed to wrap key material for import-key-material; install it (apt-get install openssl)"
 
-step "building encvol"
-GOEXPERIMENT=runtimesecret go build -o "$T/encvol" ./cmd/encvol 2>"$T/build.log" || { tail -20 "$T/build.log"; fail "go build ./cmd/encvol"; }
-
+kms_build
 AK=AKIDAWSCLIADMIN00001; SK=awscliAdminSecret0000000000000000001
 RAK=AKIDAWSCLIREADER0001; RSK=awscliReaderSecret000000000000000001
-cat >"$T/principals.toml" <<EOF
-[[principal]]
-name = "admin"
-access_key_id = "$AK"
-secret_access_key = "$SK"
-
-[[principal]]
-name = "reader"
-access_key_id = "$RAK"
-secret_access_key = "$RSK"
-EOF
-chmod 600 "$T/principals.toml"
-
-# Port 0: the kernel picks a free port and the server logs the one it bound,
-# so there is no window in which another process can take it.
-step "starting encvol kms serve"
+kms_principals admin "$AK" "$SK" reader "$RAK" "$RSK"
 REGION=us-east-1 ACCOUNT=111122223333
-"$T/encvol" --log-format json kms serve --listen 127.0.0.1:0 --store "$T/store" --principals "$T/principals.toml" \
-	--region "$REGION" --account-id "$ACCOUNT" >"$T/server.log" 2>&1 &
-SRV_PID=$!
-EP=""
-for _ in $(seq 200); do
-	EP=$(sed -n 's/.*"endpoint":"\([^"]*\)".*/\1/p' "$T/server.log" | head -1)
-	[ -n "$EP" ] && break
-	kill -0 "$SRV_PID" 2>/dev/null || { cat "$T/server.log"; fail "encvol kms serve exited early"; }
-	sleep 0.1
-done
-[ -n "$EP" ] || { cat "$T/server.log"; fail "encvol kms serve did not report its address within 20 s"; }
-step "server at $EP"
+kms_start --region "$REGION" --account-id "$ACCOUNT"
 
-export AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK AWS_DEFAULT_REGION=$REGION AWS_REGION=$REGION
-export AWS_EC2_METADATA_DISABLED=true AWS_PAGER="" AWS_MAX_ATTEMPTS=1 AWS_RETRY_MODE=standard
-export AWS_CONFIG_FILE="$T/no-config" AWS_SHARED_CREDENTIALS_FILE="$T/no-credentials"
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_ENDPOINT_URL
-
-kmscli() { "$AWS" --endpoint-url "$EP" --output text kms "$@"; }
-
-# ok DESC CMD...: CMD must succeed; its stdout is left in $OUT.
-ok() {
-	local desc=$1; shift
-	OUT=$("$@" 2>"$T/err")
-	local rc=$?
-	[ $rc -eq 0 ] || fail "$desc: exit $rc: $(cat "$T/err")"
-}
-# refused DESC EXCEPTION CMD...: CMD must fail as a service error naming EXCEPTION.
-refused() {
-	local desc=$1 exc=$2; shift 2
-	"$@" >"$T/out" 2>"$T/err"
-	local rc=$?
-	[ $rc -ne 0 ] || fail "$desc: succeeded, want $exc"
-	[ $rc -eq "$SVC_RC" ] || fail "$desc: exit $rc, want $SVC_RC: $(cat "$T/err")"
-	grep -q "($exc)" "$T/err" || fail "$desc: want $exc, got: $(cat "$T/err")"
-}
-# equal DESC GOT WANT
-equal() { [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"; }
+kms_aws_env "$AK" "$SK" "$REGION"
 
 step "create-key, create-alias, describe-key via the alias"
 ok "create-key" kmscli create-key --description "awscli interop" --query KeyMetadata.[KeyId,Arn,KeyState,KeySpec,KeyManager]
@@ -326,8 +243,5 @@ for secret in "$GPT" "$(base64 -w0 <"$T/blob")" "$SK" "$RSK"; do
 done
 grep -q '"op":"Decrypt"' "$T/server.log" && grep -q '"principal":"reader"' "$T/server.log" || fail "server log lacks request lines"
 
-kill "$SRV_PID" && wait "$SRV_PID"
-rc=$?
-SRV_PID=""
-[ $rc -eq 0 ] || fail "encvol kms serve exited $rc on SIGTERM (want a clean shutdown)"
+kms_stop
 echo "ok: awscli ($AWS_VERSION) against encvol kms serve: keys, ARNs of $REGION/$ACCOUNT, aliases, data keys, context, disable/enable, deletion window, cancel, rotation, grants, retirable grants, key policies, tags, descriptions, imported material, listing, signatures"
