@@ -95,8 +95,9 @@ func (s *Store) PrincipalARN(name string) string {
 	return "arn:aws:iam::" + s.account + ":user/" + name
 }
 
-// accountRootARN is the ARN AWS uses for an account as a whole.
-func (s *Store) accountRootARN() string { return "arn:aws:iam::" + s.account + ":root" }
+// AccountRootARN is the ARN AWS uses for the account as a whole (a grant's
+// IssuingAccount).
+func (s *Store) AccountRootARN() string { return "arn:aws:iam::" + s.account + ":root" }
 
 // principalName turns a principal reference, a bare principal name or the
 // IAM user ARN of one (arn:aws:iam::ACCOUNT:user/NAME) in an account the

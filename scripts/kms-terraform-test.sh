@@ -186,6 +186,18 @@ tf_ok() {
 # summary NAME: the log's summary lines, shown and kept for the record.
 summary() { grep -E '^(Plan:|Apply complete|Destroy complete|No changes)' "$T/$1.log" | sed "s/^/   $1: /"; }
 has() { grep -qF -- "$2" "$T/$1.log" || { tail -40 "$T/$1.log"; fail "$1: output lacks \"$2\""; }; }
+# no_drift NAME: a plan finds nothing to change (exit 0, "No changes.").
+no_drift() {
+	tf "$1" plan -input=false -detailed-exitcode
+	summary "$1"
+	[ "$TF_RC" -eq 0 ] || { cat "$T/$1.log"; fail "$1: the plan wants changes (exit $TF_RC): the server does not read back what Terraform wrote"; }
+	has "$1" "No changes."
+}
+# tags_are WANT: the key's tags as "K V K V ", from the server.
+tags_are() {
+	ok "list-resource-tags" kmscli list-resource-tags --key-id "$KID" --query 'Tags[].[TagKey,TagValue]'
+	equal "tags" "$(tr -s '[:space:]' ' ' <<<"$OUT")" "$1"
+}
 
 step "terraform init (provider from the mirror)"
 tf_ok init init -input=false
@@ -219,8 +231,7 @@ ok "describe-key" kmscli describe-key --key-id alias/terraform-volumes --query '
 equal "key by alias" "$OUT" "$ARN	encvol terraform interop	Enabled"
 ok "get-key-rotation-status" kmscli get-key-rotation-status --key-id "$KID" --query KeyRotationEnabled
 equal "rotation" "$OUT" True
-ok "list-resource-tags" kmscli list-resource-tags --key-id "$KID" --query 'Tags[].[TagKey,TagValue]'
-equal "tags" "$(tr -s '[:space:]' ' ' <<<"$OUT")" "env test team storage "
+tags_are "env test team storage "
 ok "list-grants" kmscli list-grants --key-id "$KID" --query 'Grants[].[Name,GranteePrincipal,Constraints.EncryptionContextSubset."encvol:volume-id"]'
 equal "grant" "$OUT" "app-volume-1	$APP_ARN	vol-1"
 as_app() { AWS_ACCESS_KEY_ID=$APP_AK AWS_SECRET_ACCESS_KEY=$APP_SK "$@"; }
@@ -231,10 +242,7 @@ refused "app generate-data-key for vol-2" AccessDeniedException as_app kmscli ge
 	--key-spec AES_256 --encryption-context encvol:volume-id=vol-2
 
 step "terraform plan after apply: no changes"
-tf plan1 plan -input=false -detailed-exitcode
-summary plan1
-[ "$TF_RC" -eq 0 ] || { cat "$T/plan1.log"; fail "the plan after apply wants changes (exit $TF_RC): the server does not read back what Terraform wrote"; }
-has plan1 "No changes."
+no_drift plan1
 
 step "in-place change of description and tags"
 vars "encvol terraform interop, renamed" '{"env": "prod", "owner": "ops"}'
@@ -248,14 +256,10 @@ summary apply2
 has apply2 "Apply complete! Resources: 0 added, 1 changed, 0 destroyed."
 ok "describe-key after the change" kmscli describe-key --key-id "$KID" --query KeyMetadata.Description
 equal "description" "$OUT" "encvol terraform interop, renamed"
-ok "list-resource-tags after the change" kmscli list-resource-tags --key-id "$KID" --query 'Tags[].[TagKey,TagValue]'
-equal "tags" "$(tr -s '[:space:]' ' ' <<<"$OUT")" "env prod owner ops "
+tags_are "env prod owner ops "
 
 step "terraform plan after the change: no changes"
-tf plan2 plan -input=false -detailed-exitcode
-summary plan2
-[ "$TF_RC" -eq 0 ] || { cat "$T/plan2.log"; fail "the plan after the change wants changes (exit $TF_RC)"; }
-has plan2 "No changes."
+no_drift plan2
 
 step "terraform destroy: deletion scheduled, alias and grant gone"
 tf_ok destroy destroy -input=false -auto-approve -refresh=false

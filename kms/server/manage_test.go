@@ -87,8 +87,10 @@ func TestDescribeKeyFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := out.KeyMetadata
+	//lint:ignore SA1019 Terraform's provider still reads CustomerMasterKeySpec.
+	cmks := m.CustomerMasterKeySpec
 	if m.KeyManager != types.KeyManagerTypeCustomer || m.KeySpec != types.KeySpecSymmetricDefault ||
-		m.CustomerMasterKeySpec != types.CustomerMasterKeySpecSymmetricDefault || m.KeyUsage != types.KeyUsageTypeEncryptDecrypt ||
+		cmks != types.CustomerMasterKeySpecSymmetricDefault || m.KeyUsage != types.KeyUsageTypeEncryptDecrypt ||
 		m.Origin != types.OriginTypeAwsKms || aws.ToBool(m.MultiRegion) || !m.Enabled || m.KeyState != types.KeyStateEnabled ||
 		!slices.Equal(m.EncryptionAlgorithms, []types.EncryptionAlgorithmSpec{types.EncryptionAlgorithmSpecSymmetricDefault}) ||
 		aws.ToString(m.Description) != "fields" || m.CreationDate == nil {

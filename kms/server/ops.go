@@ -912,7 +912,7 @@ func (s *Server) grantList(grants []kms.Grant, limit *int, marker string) (any, 
 		gj := grantJSON{
 			KeyId: g.KeyID, GrantId: g.GrantID, Name: g.Name, CreationDate: epoch(g.CreationDate),
 			GranteePrincipal: g.GranteePrincipal, RetiringPrincipal: g.RetiringPrincipal,
-			IssuingAccount: "arn:aws:iam::" + s.store.Account() + ":root",
+			IssuingAccount: s.store.AccountRootARN(),
 			Operations:     g.Operations,
 		}
 		if g.Constraints != nil {
