@@ -176,7 +176,11 @@ var examples = map[string]string{
 
   # HTTPS for other hosts
   encvol kms serve --listen 0.0.0.0:8400 --store /var/lib/encvol/kms --principals /etc/encvol/principals.toml \
-    --tls-cert /etc/encvol/kms.pem --tls-key /etc/encvol/kms-key.pem`,
+    --tls-cert /etc/encvol/kms.pem --tls-key /etc/encvol/kms-key.pem
+
+  # ARNs of region eu-west-2 and account 210987654321, as Terraform's AWS provider expects
+  encvol kms serve --listen 127.0.0.1:8400 --store /var/lib/encvol/kms --principals /etc/encvol/principals.toml \
+    --region eu-west-2 --account-id 210987654321`,
 
 	"help": `  encvol help mount
   encvol help kms create-key`,

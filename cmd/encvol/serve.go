@@ -37,6 +37,7 @@ func newKMSServeCommand(a *app) *cobra.Command {
 		tlsSelfSigned                    string
 		tlsHosts                         []string
 		insecureHTTP                     bool
+		accountID                        string
 		passphraseFile                   string
 		maxBody                          int64
 		auditMaxSize                     string
@@ -44,7 +45,7 @@ func newKMSServeCommand(a *app) *cobra.Command {
 		auditSummary                     time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --listen ADDR --store DIR --principals FILE [--tls-cert F --tls-key F | --tls-self-signed DIR] [--insecure-http]",
+		Use:   "serve --listen ADDR --store DIR --principals FILE [--region R --account-id N] [--tls-cert F --tls-key F | --tls-self-signed DIR] [--insecure-http]",
 		Short: "Serve a key store over the AWS KMS JSON API (SigV4-authenticated)",
 		Long: `Serve the key store in --store over HTTPS (--tls-cert/--tls-key, or
 --tls-self-signed DIR for a CA of its own whose DIR/ca.pem clients trust) or,
@@ -52,8 +53,15 @@ on a loopback address (or with --insecure-http), plain HTTP,
 speaking the AWS KMS JSON protocol, so AWS SDKs, awscli and encvol's own
 "aws" KMS type can use it. Every request must be signed (SigV4) with an
 access key from the principals file. A key belongs to the principal that
-created it; others need a grant. A principal named "local" acts as the owner
-of keys that encvol's local KMS created in the same store.
+created it; others need a key policy statement or a grant. A principal named
+"local" administers every key, as encvol's local KMS does in the same store.
+
+Identity: key ARNs read arn:aws:kms:REGION:ACCOUNT:key/ID and principals are
+arn:aws:iam::ACCOUNT:user/NAME, with --region (default "` + kms.DefaultRegion + `", requests
+signed for any region accepted) and --account-id (default ` + kms.DefaultAccount + `,
+the local KMS's). With --region, only requests signed for that region are
+accepted, as on AWS. ARNs the store handed out under an earlier region or
+account keep resolving, so volumes keep mounting after a change.
 
 Stops gracefully on SIGINT or SIGTERM.
 
@@ -88,6 +96,18 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 				}
 				a.log.Warn().Str("listen", listen).Msg("serving plain HTTP on a non-loopback address (--insecure-http): data keys and credentials cross the network unencrypted")
 			}
+			if err := kms.CheckRegion(region); err != nil {
+				return usageError("--region: %v", err)
+			}
+			if err := kms.CheckAccount(accountID); err != nil {
+				return usageError("--account-id: %v", err)
+			}
+			// Without --region any signing region is accepted, as before
+			// the flag named the ARNs' region too.
+			signRegion := ""
+			if cmd.Flags().Changed("region") {
+				signRegion = region
+			}
 			maxSize, err := kms.ParseByteSize(auditMaxSize)
 			if err != nil || maxSize < kms.MinAuditMaxSize {
 				return usageError("--audit-max-size %q: want a size of at least 1KiB, such as 64MiB", auditMaxSize)
@@ -119,7 +139,7 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			// (GOGC in the environment still wins).
 			defer server.TuneGC()()
 
-			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile,
+			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile, Region: region, Account: accountID,
 				AuditMaxSize: maxSize, AuditKeep: auditKeep, KeyCheckSummaryInterval: auditSummary})
 			if err != nil {
 				return fmt.Errorf("open key store %s: %w", storeDir, err)
@@ -138,14 +158,15 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 				}
 				ev.Msg("self-signed TLS: clients name this ca_file")
 			}
-			srv := server.New(store, principals, a.log, server.Options{Region: region, MaxBody: maxBody})
+			srv := server.New(store, principals, a.log, server.Options{Region: signRegion, MaxBody: maxBody})
 			scheme := "http"
 			if tlsCert != "" {
 				scheme = "https"
 			}
 			err = srv.ListenAndServe(cmd.Context(), listen, tlsCert, tlsKey, func(addr net.Addr) {
 				a.log.Info().Str("op", "serve").Str("addr", addr.String()).Str("endpoint", scheme+"://"+addr.String()).
-					Str("store", storeDir).Int("principals", len(principals)).Msg("kms server listening")
+					Str("store", storeDir).Str("region", region).Str("account_id", accountID).
+					Int("principals", len(principals)).Msg("kms server listening")
 			})
 			if err != nil {
 				if errors.Is(err, syscall.EADDRINUSE) {
@@ -166,7 +187,8 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 	f.StringVar(&tlsSelfSigned, "tls-self-signed", "", "serve HTTPS with a CA and certificate of its own kept in this directory (made on first start, reused after); clients name DIR/"+server.CAFile+" as ca_file")
 	f.StringArrayVar(&tlsHosts, "tls-host", nil, "another name or address the self-signed certificate covers (repeatable; the --listen host and loopback are always in)")
 	f.BoolVar(&insecureHTTP, "insecure-http", false, "allow plain HTTP on an address other machines can reach (logs a warning)")
-	f.StringVar(&region, "region", "", "accept only requests signed for this region (default: any region)")
+	f.StringVar(&region, "region", kms.DefaultRegion, "region of the key ARNs; when given, only requests signed for it are accepted (default: any signing region)")
+	f.StringVar(&accountID, "account-id", kms.DefaultAccount, "12-digit account ID of the key and principal ARNs")
 	f.StringVar(&passphraseFile, "passphrase-file", "", "seal the key store under a passphrase read from this file instead of a root key file")
 	f.Int64Var(&maxBody, "max-body", server.DefaultMaxBody, "largest accepted request body in bytes")
 	f.StringVar(&auditMaxSize, "audit-max-size", fmt.Sprintf("%dMiB", kms.DefaultAuditMaxSize>>20), "rotate the store's audit.jsonl to audit.jsonl.1 at this size")
