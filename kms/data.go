@@ -194,7 +194,7 @@ func (s *Store) decryptLocked(st *state, principal, op string, blob []byte, encC
 			return nil, newErr(CodeIncorrectKey, "The key ID in the request does not identify a CMK that can perform this operation: the ciphertext was encrypted under %s, not %s", s.keyARN(k.ID), s.keyARN(want.ID))
 		}
 	}
-	if err := s.authorize(k, principal, op, encCtx); err != nil {
+	if info.grants, err = s.authorizeVia(k, principal, op, encCtx); err != nil {
 		return nil, err
 	}
 	if err := s.stateErr(k); err != nil {
@@ -213,6 +213,7 @@ type opInfo struct {
 	keyID   string
 	arn     string
 	version int
+	grants  []string // the grants that admitted the call (authorizeVia)
 }
 
 // GenerateDataKey returns nBytes (1..1024) random bytes and their blob
@@ -277,22 +278,34 @@ func (s *Store) Encrypt(ctx context.Context, principal, keyRef string, plaintext
 // from the blob; keyRef, when set, must name the same key
 // (IncorrectKeyException). encCtx must equal the context used to wrap.
 func (s *Store) Decrypt(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string) (plaintext []byte, keyARN string, err error) {
-	return s.decrypt(ctx, principal, blob, encCtx, keyRef, nil)
+	plaintext, keyARN, _, err = s.decrypt(ctx, principal, blob, encCtx, keyRef, nil)
+	return plaintext, keyARN, err
 }
 
 // DecryptKeyCheck is Decrypt made as one of a mount's periodic key checks
 // (plain Decrypt when chk is nil): the same authorization and answer,
 // recorded as checksummary.go says.
 func (s *Store) DecryptKeyCheck(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string, chk *KeyCheck) (plaintext []byte, keyARN string, err error) {
+	plaintext, keyARN, _, err = s.DecryptVia(ctx, principal, blob, encCtx, keyRef, chk)
+	return plaintext, keyARN, err
+}
+
+// DecryptVia is DecryptKeyCheck that also says how the call was admitted:
+// grants is nil when the principal may use the key without a grant (its
+// owner, an administrator, a key policy statement), else it names every
+// grant that admits the call (UnnamedGrant for one without a name). A
+// mount learns from it whether it holds the key only through grants that
+// restrict it, such as a read-only share.
+func (s *Store) DecryptVia(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string, chk *KeyCheck) (plaintext []byte, keyARN string, grants []string, err error) {
 	if chk != nil {
 		if err := chk.validate(); err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 	}
 	return s.decrypt(ctx, principal, blob, encCtx, keyRef, chk)
 }
 
-func (s *Store) decrypt(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string, chk *KeyCheck) ([]byte, string, error) {
+func (s *Store) decrypt(ctx context.Context, principal string, blob []byte, encCtx map[string]string, keyRef string, chk *KeyCheck) ([]byte, string, []string, error) {
 	var info opInfo
 	var plaintext []byte
 	err := s.read(ctx, func(st *state) error {
@@ -307,9 +320,9 @@ func (s *Store) decrypt(ctx context.Context, principal string, blob []byte, encC
 	}
 	if err != nil {
 		clear(plaintext)
-		return nil, "", err
+		return nil, "", nil, err
 	}
-	return plaintext, info.arn, nil
+	return plaintext, info.arn, info.grants, nil
 }
 
 // ReEncrypt unwraps blob (ReEncryptFrom on its key) and wraps the plaintext

@@ -140,7 +140,7 @@ func (s *Store) validateGrant(st *state, in *GrantInput) error {
 		return validationErr("GranteePrincipal is required")
 	}
 	var err error
-	if in.GranteePrincipal, err = s.principalName(st, "GranteePrincipal", in.GranteePrincipal); err != nil {
+	if in.GranteePrincipal, err = s.granteeName(st, "GranteePrincipal", in.GranteePrincipal, true); err != nil {
 		return err
 	}
 	if in.RetiringPrincipal != "" {
@@ -186,7 +186,7 @@ func (s *Store) validateGrant(st *state, in *GrantInput) error {
 // constraints.
 func (s *Store) mayDelegate(k *keyRec, principal string, in GrantInput) bool {
 	for _, g := range k.Grants {
-		if g.Grantee != principal || !slices.Contains(g.Operations, OpCreateGrant) {
+		if !s.isGrantee(g.Grantee, principal) || !slices.Contains(g.Operations, OpCreateGrant) {
 			continue
 		}
 		ok := true
@@ -221,7 +221,7 @@ func (s *Store) ListGrantsFiltered(ctx context.Context, principal, keyRef string
 		grantee := ""
 		if f.GranteePrincipal != "" {
 			var err error
-			if grantee, err = s.principalName(st, "GranteePrincipal", f.GranteePrincipal); err != nil {
+			if grantee, err = s.granteeName(st, "GranteePrincipal", f.GranteePrincipal, false); err != nil {
 				return err
 			}
 		}

@@ -90,8 +90,12 @@ func (s *Store) KeyARN(id string) string { return s.keyARN(id) }
 
 // PrincipalARN is the IAM user ARN of a principal name in this store's
 // account: how AWS names the caller, and the form in which principals are
-// returned (grants, key policies).
+// returned (grants, key policies). A grantee "group:NAME" is the IAM group
+// ARN arn:aws:iam::ACCOUNT:group/NAME.
 func (s *Store) PrincipalARN(name string) string {
+	if group, ok := strings.CutPrefix(name, GroupPrefix); ok {
+		return "arn:aws:iam::" + s.account + ":group/" + group
+	}
 	return "arn:aws:iam::" + s.account + ":user/" + name
 }
 

@@ -212,33 +212,55 @@ func (s *Store) requireAdmin(k *keyRec, principal, op string) error {
 // others through a key policy statement or a grant whose conditions the
 // encryption context satisfies.
 func (s *Store) authorize(k *keyRec, principal, op string, encCtx map[string]string) error {
-	if err := checkPrincipal(principal); err != nil {
-		return err
-	}
-	if isAdmin(k, principal) {
-		return nil
-	}
-	if k.Manager == KeyManagerAWS && op != OpCreateGrant && op != OpRetireGrant {
-		return nil
-	}
-	if k.Policy.allows(principal, op, encCtx) {
-		return nil
-	}
-	for _, g := range k.Grants {
-		if g.Grantee == principal && g.admits(op, encCtx) {
-			return nil
-		}
-	}
-	return s.accessDenied(principal, op, k)
+	_, err := s.authorizeVia(k, principal, op, encCtx)
+	return err
 }
 
+// authorizeVia is authorize that also tells how the call was admitted:
+// nil when the principal may use the key without a grant (administrator,
+// service key, key policy), else the grants that admit it, each as its
+// name or UnnamedGrant.
+func (s *Store) authorizeVia(k *keyRec, principal, op string, encCtx map[string]string) ([]string, error) {
+	if err := checkPrincipal(principal); err != nil {
+		return nil, err
+	}
+	if isAdmin(k, principal) {
+		return nil, nil
+	}
+	if k.Manager == KeyManagerAWS && op != OpCreateGrant && op != OpRetireGrant {
+		return nil, nil
+	}
+	if k.Policy.allows(principal, op, encCtx) {
+		return nil, nil
+	}
+	var via []string
+	for _, g := range k.Grants {
+		if s.isGrantee(g.Grantee, principal) && g.admits(op, encCtx) {
+			name := g.Name
+			if name == "" {
+				name = UnnamedGrant
+			}
+			via = append(via, name)
+		}
+	}
+	if via != nil {
+		return via, nil
+	}
+	return nil, s.accessDenied(principal, op, k)
+}
+
+// UnnamedGrant stands for a grant without a name in the list of grants
+// that admitted a call (DecryptVia). Grant names cannot be empty on AWS;
+// this one is no valid name there either.
+const UnnamedGrant = "*"
+
 // canSee reports whether principal may learn that k exists (ListKeys).
-func canSee(k *keyRec, principal string) bool {
+func (s *Store) canSee(k *keyRec, principal string) bool {
 	if isAdmin(k, principal) || k.Manager == KeyManagerAWS || k.Policy.names(principal) {
 		return true
 	}
 	for _, g := range k.Grants {
-		if g.Grantee == principal {
+		if s.isGrantee(g.Grantee, principal) {
 			return true
 		}
 	}
@@ -406,7 +428,7 @@ func (s *Store) ListKeys(ctx context.Context, principal string) ([]KeyListEntry,
 	var out []KeyListEntry
 	err := s.read(ctx, func(st *state) error {
 		for _, k := range st.Keys {
-			if canSee(k, principal) && !s.expired(k) {
+			if s.canSee(k, principal) && !s.expired(k) {
 				out = append(out, KeyListEntry{KeyID: k.ID, KeyArn: s.keyARN(k.ID)})
 			}
 		}
@@ -680,7 +702,7 @@ func (s *Store) ListAliases(ctx context.Context, principal, keyRef string) ([]Al
 		}
 		for name, a := range st.Aliases {
 			k, ok := st.Keys[a.Target]
-			if !ok || s.expired(k) || (only != "" && a.Target != only) || !canSee(k, principal) {
+			if !ok || s.expired(k) || (only != "" && a.Target != only) || !s.canSee(k, principal) {
 				continue
 			}
 			out = append(out, AliasEntry{AliasName: name, AliasArn: s.aliasARN(name), TargetKeyID: a.Target,

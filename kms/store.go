@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -82,6 +83,9 @@ type Store struct {
 
 	audit  *auditLog
 	checks *checkSummaries
+
+	// groups are the groups grants may name (SetGroups); nil: none.
+	groups atomic.Pointer[groupSet]
 
 	fdMu     sync.Mutex
 	fdPool   []*lockFDs // idle lock descriptors, see storeLock
