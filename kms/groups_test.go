@@ -106,3 +106,13 @@ func TestDecryptVia(t *testing.T) {
 		t.Fatalf("grantee: %v, %v", via, err)
 	}
 }
+
+func TestGrantsHeaderRoundTrip(t *testing.T) {
+	in := []string{"encvol-share:vol-1:read-only", UnnamedGrant, "a,b c", "%2A"}
+	if got := ParseGrants(FormatGrants(in)); !slices.Equal(got, in) {
+		t.Fatalf("ParseGrants(FormatGrants(%q)) = %q", in, got)
+	}
+	if got := ParseGrants("%zz,"); !slices.Equal(got, []string{UnnamedGrant, UnnamedGrant}) {
+		t.Fatalf("malformed elements: %q", got)
+	}
+}

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
@@ -118,14 +121,9 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			if auditSummary <= 0 {
 				return usageError("--audit-summary-interval %s: want a positive duration such as 1h", auditSummary)
 			}
-			principals, err := server.LoadPrincipals(principalsPath)
+			principals, err := server.LoadPrivatePrincipals(principalsPath)
 			if err != nil {
 				return usageError("%v", err)
-			}
-			if open, mode, err := kms.ReadableByOthers(principalsPath); err != nil {
-				return usageError("%v", err)
-			} else if open {
-				return usageError("principals file %s (mode %04o) can be read by other users, and it holds every secret access key: chmod 600 %s", principalsPath, mode, principalsPath)
 			}
 			// The server holds every key store secret in memory.
 			if err := keywrap.DisableCoreDumps(); err != nil {
@@ -158,7 +156,16 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 				}
 				ev.Msg("self-signed TLS: clients name this ca_file")
 			}
-			srv := server.New(store, principals, a.log, server.Options{Region: signRegion, MaxBody: maxBody})
+			srv := server.New(store, principals.Principal, a.log, server.Options{Region: signRegion, MaxBody: maxBody})
+			srv.SetPrincipals(principals)
+			// The principals file is edited while the server runs (`encvol
+			// kms principal ...`, or by hand followed by SIGHUP).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			watchCtx, stopWatch := context.WithCancel(cmd.Context())
+			defer stopWatch()
+			go srv.WatchPrincipals(watchCtx, principalsPath, server.DefaultWatchInterval, hup)
 			scheme := "http"
 			if tlsCert != "" {
 				scheme = "https"
@@ -166,7 +173,7 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			err = srv.ListenAndServe(cmd.Context(), listen, tlsCert, tlsKey, func(addr net.Addr) {
 				a.log.Info().Str("op", "serve").Str("addr", addr.String()).Str("endpoint", scheme+"://"+addr.String()).
 					Str("store", storeDir).Str("region", region).Str("account_id", accountID).
-					Int("principals", len(principals)).Msg("kms server listening")
+					Int("principals", len(principals.Principal)).Int("groups", len(principals.Group)).Msg("kms server listening")
 			})
 			if err != nil {
 				if errors.Is(err, syscall.EADDRINUSE) {

@@ -110,7 +110,7 @@ func FuzzOperations(f *testing.F) {
 func FuzzSignature(f *testing.F) {
 	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	v := New(nil, []Principal{admin, reader}, zerolog.New(io.Discard),
-		Options{Region: testRegion, Now: func() time.Time { return at }}).verify
+		Options{Region: testRegion, Now: func() time.Time { return at }}).verify.Load()
 	const body = `{"KeyId":"alias/fuzz"}`
 	signed := newSignedRequest(f, body, at)
 	if _, aerr := v.verify(context.Background(), signed, []byte(body)); aerr != nil {

@@ -552,12 +552,18 @@ func (s *Server) decrypt(ctx context.Context, p string, in *decryptInput, rl *re
 		return nil, err
 	}
 	rl.keyID = in.KeyId
-	pt, arn, err := s.store.DecryptKeyCheck(ctx, p, in.CiphertextBlob, in.EncryptionContext, in.KeyId, rl.keyCheck)
+	pt, arn, grants, err := s.store.DecryptVia(ctx, p, in.CiphertextBlob, in.EncryptionContext, in.KeyId, rl.keyCheck)
 	if err != nil {
 		return nil, err
 	}
 	rl.keyID = arn
-	return &secretResponse{plaintext: pt, rest: decryptOutput{KeyId: arn, EncryptionAlgorithm: kms.EncryptionAlgorithm}}, nil
+	resp := &secretResponse{plaintext: pt, rest: decryptOutput{KeyId: arn, EncryptionAlgorithm: kms.EncryptionAlgorithm}}
+	if grants != nil {
+		// A mount learns from it that it holds the key only through
+		// grants, and which: a read-only share mounts read-only.
+		resp.header = http.Header{kms.GrantsHeader: {kms.FormatGrants(grants)}}
+	}
+	return resp, nil
 }
 
 type reEncryptInput struct {

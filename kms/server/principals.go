@@ -19,8 +19,26 @@ type Principal struct {
 	SecretAccessKey string `toml:"secret_access_key"`
 }
 
-type principalsFile struct {
+// Group is a named set of principals: a grant to "group:NAME" admits every
+// member (kms.GroupPrefix), as the group is when each request arrives.
+type Group struct {
+	Name    string   `toml:"name"`
+	Members []string `toml:"members"`
+}
+
+// Principals is the content of a principals file.
+type Principals struct {
 	Principal []Principal `toml:"principal"`
+	Group     []Group     `toml:"group"`
+}
+
+// GroupMap returns the groups as name → members, what kms.Store.SetGroups takes.
+func (p *Principals) GroupMap() map[string][]string {
+	m := make(map[string][]string, len(p.Group))
+	for _, g := range p.Group {
+		m[g.Name] = g.Members
+	}
+	return m
 }
 
 // Access key IDs appear in every request's Credential scope, which is split
@@ -32,14 +50,26 @@ var accessKeyIDRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{4,128}$`)
 // guessable offline from one captured signed request, so they are refused.
 const MinSecretLen = 16
 
-// LoadPrincipals reads a TOML principals file made of [[principal]] tables
-// with name, access_key_id and secret_access_key. It guarantees that the
-// result is non-empty, that names and access key IDs are unique, and that
-// every secret is at least MinSecretLen bytes; unknown keys are an error naming
-// the key, so a typo cannot silently drop a principal. It does not judge the
-// file's permissions: see kms.ReadableByOthers.
+// LoadPrincipals reads a principals file and returns its principals; see
+// LoadPrincipalsFile.
 func LoadPrincipals(path string) ([]Principal, error) {
-	var f principalsFile
+	p, err := LoadPrincipalsFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return p.Principal, nil
+}
+
+// LoadPrincipalsFile reads a TOML principals file made of [[principal]]
+// tables with name, access_key_id and secret_access_key, and [[group]]
+// tables with name and members. It guarantees that there is at least one
+// principal, that names and access key IDs are unique, that every secret
+// is at least MinSecretLen bytes, and that every member of a group is a
+// principal of the file; unknown keys are an error naming the key, so a
+// typo cannot silently drop a principal. It does not judge the file's
+// permissions: see kms.ReadableByOthers.
+func LoadPrincipalsFile(path string) (*Principals, error) {
+	var f Principals
 	md, err := toml.DecodeFile(path, &f)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -52,34 +82,70 @@ func LoadPrincipals(path string) ([]Principal, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return nil, fmt.Errorf("principals file %s: unknown key(s) %s (want [[principal]] tables with name, access_key_id, secret_access_key)", path, strings.Join(keys, ", "))
+		return nil, fmt.Errorf("principals file %s: unknown key(s) %s (want [[principal]] tables with name, access_key_id, secret_access_key and [[group]] tables with name, members)", path, strings.Join(keys, ", "))
 	}
+	if err := f.check(); err != nil {
+		return nil, fmt.Errorf("principals file %s: %w", path, err)
+	}
+	return &f, nil
+}
+
+// check enforces LoadPrincipalsFile's rules; editors check before writing.
+func (f *Principals) check() error {
 	if len(f.Principal) == 0 {
-		return nil, fmt.Errorf("principals file %s defines no [[principal]] table: nobody could use the server", path)
+		return errors.New("defines no [[principal]] table: nobody could use the server")
 	}
 	names := map[string]bool{}
 	keys := map[string]bool{}
 	for i, p := range f.Principal {
-		where := fmt.Sprintf("principals file %s: principal #%d", path, i+1)
+		where := fmt.Sprintf("principal #%d", i+1)
 		if p.Name != "" {
 			where += fmt.Sprintf(" (%q)", p.Name)
 		}
 		switch {
 		case strings.TrimSpace(p.Name) == "":
-			return nil, fmt.Errorf("%s: name is empty", where)
+			return fmt.Errorf("%s: name is empty", where)
 		case strings.ContainsAny(p.Name, "\x00\n\r\t"):
-			return nil, fmt.Errorf("%s: name contains control characters", where)
+			return fmt.Errorf("%s: name contains control characters", where)
+		case strings.ContainsAny(p.Name, ":/"):
+			return fmt.Errorf("%s: name contains ':' or '/', which would make its ARN ambiguous (and group:NAME names a group)", where)
 		case !accessKeyIDRe.MatchString(p.AccessKeyID):
-			return nil, fmt.Errorf("%s: access_key_id must be 4-128 characters of A-Z a-z 0-9 _ . -", where)
+			return fmt.Errorf("%s: access_key_id must be 4-128 characters of A-Z a-z 0-9 _ . -", where)
 		case len(p.SecretAccessKey) < MinSecretLen:
-			return nil, fmt.Errorf("%s: secret_access_key must be at least %d bytes long", where, MinSecretLen)
+			return fmt.Errorf("%s: secret_access_key must be at least %d bytes long", where, MinSecretLen)
 		case names[p.Name]:
-			return nil, fmt.Errorf("%s: name is used twice", where)
+			return fmt.Errorf("%s: name is used twice", where)
 		case keys[p.AccessKeyID]:
-			return nil, fmt.Errorf("%s: access_key_id %s is used twice", where, p.AccessKeyID)
+			return fmt.Errorf("%s: access_key_id %s is used twice", where, p.AccessKeyID)
 		}
 		names[p.Name] = true
 		keys[p.AccessKeyID] = true
 	}
-	return f.Principal, nil
+	groups := map[string]bool{}
+	for i, g := range f.Group {
+		where := fmt.Sprintf("group #%d", i+1)
+		if g.Name != "" {
+			where += fmt.Sprintf(" (%q)", g.Name)
+		}
+		switch {
+		case strings.TrimSpace(g.Name) == "":
+			return fmt.Errorf("%s: name is empty", where)
+		case strings.ContainsAny(g.Name, "\x00\n\r\t:/"):
+			return fmt.Errorf("%s: name contains control characters, ':' or '/'", where)
+		case groups[g.Name]:
+			return fmt.Errorf("%s: name is used twice", where)
+		}
+		groups[g.Name] = true
+		seen := map[string]bool{}
+		for _, m := range g.Members {
+			switch {
+			case !names[m]:
+				return fmt.Errorf("%s: member %q is not a [[principal]] of the file", where, m)
+			case seen[m]:
+				return fmt.Errorf("%s: member %q is listed twice", where, m)
+			}
+			seen[m] = true
+		}
+	}
+	return nil
 }

@@ -31,6 +31,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
@@ -65,10 +66,12 @@ type Options struct {
 // Server is an http.Handler for the AWS KMS JSON API backed by a kms.Store.
 // It is safe for concurrent use.
 type Server struct {
-	store  *kms.Store
-	log    zerolog.Logger
-	opt    Options
-	verify *verifier
+	store *kms.Store
+	log   zerolog.Logger
+	opt   Options
+	// verify is replaced as a whole when the principals change
+	// (SetPrincipals), so a request sees one set of principals throughout.
+	verify atomic.Pointer[verifier]
 	ops    map[string]opFunc
 }
 
@@ -84,21 +87,34 @@ func New(store *kms.Store, principals []Principal, log zerolog.Logger, opt Optio
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	s := &Server{store: store, log: log, opt: opt}
+	s.verify.Store(&verifier{
+		byKey: principalsByKey(principals), region: opt.Region, maxSkew: opt.MaxSkew, now: opt.Now,
+		signer: v4.NewSigner(),
+	})
+	s.ops = s.operations()
+	return s
+}
+
+func principalsByKey(principals []Principal) map[string]Principal {
 	byKey := make(map[string]Principal, len(principals))
 	for _, p := range principals {
 		byKey[p.AccessKeyID] = p
 	}
-	s := &Server{
-		store: store,
-		log:   log,
-		opt:   opt,
-		verify: &verifier{
-			byKey: byKey, region: opt.Region, maxSkew: opt.MaxSkew, now: opt.Now,
-			signer: v4.NewSigner(),
-		},
-	}
-	s.ops = s.operations()
-	return s
+	return byKey
+}
+
+// SetPrincipals replaces the principals the server accepts and the groups
+// grants may name: a principal that is no longer in p is refused from its
+// next request on, a member that left a group loses the group's grants.
+func (s *Server) SetPrincipals(p *Principals) {
+	// Everything else the verifier holds carries over; fields it shares
+	// between requests must be pointers (go vet's copylocks catches a
+	// mutex held by value).
+	v := *s.verify.Load()
+	v.byKey = principalsByKey(p.Principal)
+	s.store.SetGroups(p.GroupMap())
+	s.verify.Store(&v)
 }
 
 // apiError is an error answered to the client: an AWS exception name, a
@@ -207,7 +223,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rl *reqLog) (int
 		rl.op = target
 	}
 
-	principal, aerr := s.verify.verify(r.Context(), r, body)
+	principal, aerr := s.verify.Load().verify(r.Context(), r, body)
 	if aerr != nil {
 		if a, perr := parseAuthorization(r.Header.Get("Authorization")); perr == nil {
 			rl.accessKeyID = a.accessKeyID
@@ -296,7 +312,8 @@ func writeError(w http.ResponseWriter, e *apiError) {
 // left behind in encoding/json's pooled buffers.
 type secretResponse struct {
 	plaintext []byte
-	rest      any // the other fields; must encode as a JSON object
+	rest      any         // the other fields; must encode as a JSON object
+	header    http.Header // extra response headers
 }
 
 func writeResponse(w http.ResponseWriter, resp any) error {
@@ -312,6 +329,9 @@ func writeResponse(w http.ResponseWriter, resp any) error {
 		return err
 	}
 	defer clear(sr.plaintext)
+	for k, v := range sr.header {
+		w.Header()[k] = v
+	}
 	rest, err := json.Marshal(sr.rest)
 	if err != nil {
 		return fmt.Errorf("encode response: %w", err)

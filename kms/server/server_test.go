@@ -56,6 +56,7 @@ type testEnv struct {
 	url   string
 	store *kms.Store
 	logs  *syncBuffer
+	srv   *Server
 }
 
 // startServer runs a real server on a loopback port until the test ends.
@@ -90,7 +91,7 @@ func startServerWith(t testing.TB, opt Options, storeOpt kms.Options) *testEnv {
 		}
 		_ = store.Close()
 	})
-	return &testEnv{url: "http://" + addr.String(), store: store, logs: logs}
+	return &testEnv{url: "http://" + addr.String(), store: store, logs: logs, srv: srv}
 }
 
 func newClient(url string, p Principal) *awskms.Client {
