@@ -80,7 +80,7 @@ func newAWS(ctx context.Context, name string, cfg Config) (*awsBackend, error) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
-		o.APIOptions = append(o.APIOptions, addKeyCheckHeader)
+		o.APIOptions = append(o.APIOptions, addKeyCheckHeader, addGrantsHeader)
 	})
 	return &awsBackend{name: name, endpoint: cfg.Endpoint, kms: client, transport: ref}, nil
 }
@@ -476,6 +476,9 @@ func (b *awsBackend) CreateGrant(ctx context.Context, in GrantInput) (string, er
 	if in.Name != "" {
 		req.Name = aws.String(in.Name)
 	}
+	if c := in.Constraints; c != nil {
+		req.Constraints = &types.GrantConstraints{EncryptionContextEquals: c.EncryptionContextEquals, EncryptionContextSubset: c.EncryptionContextSubset}
+	}
 	out, err := b.kms.CreateGrant(ctx, req)
 	if err != nil {
 		return "", b.wrap("CreateGrant", in.KeyRef, err)
@@ -499,6 +502,9 @@ func (b *awsBackend) ListGrants(ctx context.Context, keyRef string) ([]GrantInfo
 				Created: aws.ToTime(g.CreationDate)}
 			for _, op := range g.Operations {
 				gi.Operations = append(gi.Operations, string(op))
+			}
+			if c := g.Constraints; c != nil && (len(c.EncryptionContextEquals) > 0 || len(c.EncryptionContextSubset) > 0) {
+				gi.Constraints = &GrantConstraints{EncryptionContextEquals: c.EncryptionContextEquals, EncryptionContextSubset: c.EncryptionContextSubset}
 			}
 			out = append(out, gi)
 		}

@@ -88,21 +88,31 @@ type AliasInfo struct {
 // GrantInput describes a grant to create.
 type GrantInput struct {
 	KeyRef            string
-	Grantee           string   // principal that receives the permissions
+	Grantee           string   // principal (or group:NAME on encvol kms serve) that receives the permissions
 	RetiringPrincipal string   // optional principal allowed to retire the grant
 	Operations        []string // e.g. "Decrypt", "DescribeKey", "GenerateDataKey"
 	Name              string   // optional
+	// Constraints, when set, bind the grant's cryptographic operations to
+	// requests with an encryption context that equals (or contains) the
+	// given one.
+	Constraints *GrantConstraints
 }
+
+// GrantConstraints restrict a grant's cryptographic operations by
+// encryption context, as in AWS (EncryptionContextEquals or
+// EncryptionContextSubset).
+type GrantConstraints = kms.GrantConstraints
 
 // GrantInfo is one grant on a key.
 type GrantInfo struct {
-	GrantID           string    `json:"grant_id"`
-	KeyID             string    `json:"key_id"`
-	Name              string    `json:"name,omitempty"`
-	Grantee           string    `json:"grantee"`
-	RetiringPrincipal string    `json:"retiring_principal,omitempty"`
-	Operations        []string  `json:"operations"`
-	Created           time.Time `json:"created"`
+	GrantID           string            `json:"grant_id"`
+	KeyID             string            `json:"key_id"`
+	Name              string            `json:"name,omitempty"`
+	Grantee           string            `json:"grantee"`
+	RetiringPrincipal string            `json:"retiring_principal,omitempty"`
+	Operations        []string          `json:"operations"`
+	Constraints       *GrantConstraints `json:"constraints,omitempty"`
+	Created           time.Time         `json:"created"`
 }
 
 // ImportParams are the wrapping parameters for ImportKeyMaterial.

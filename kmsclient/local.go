@@ -89,11 +89,12 @@ func (l *local) decrypt(ctx context.Context, keyRef string, blob []byte, encCtx 
 	if c, ok := KeyCheckOf(ctx); ok {
 		chk = &c
 	}
-	pt, _, err := l.store.DecryptKeyCheck(ctx, kms.LocalPrincipal, blob, encCtx, keyRef, chk)
+	pt, _, grants, err := l.store.DecryptVia(ctx, kms.LocalPrincipal, blob, encCtx, keyRef, chk)
 	if err != nil {
 		clear(pt)
 		return nil, l.wrap("Decrypt", keyRef, err)
 	}
+	decryptAccessOf(ctx).report(grants)
 	dk, err := lockDataKey(pt)
 	if err != nil {
 		return nil, &Error{Kind: ErrInvalidCiphertext, Op: "Decrypt", KMS: l.name, KeyID: keyRef, Message: err.Error(), Err: err}
@@ -207,7 +208,7 @@ func (l *local) ListAliases(ctx context.Context, keyRef string) ([]AliasInfo, er
 func (l *local) CreateGrant(ctx context.Context, in GrantInput) (string, error) {
 	id, _, err := l.store.CreateGrant(ctx, kms.LocalPrincipal, kms.GrantInput{
 		KeyRef: in.KeyRef, GranteePrincipal: in.Grantee, RetiringPrincipal: in.RetiringPrincipal,
-		Operations: in.Operations, Name: in.Name,
+		Operations: in.Operations, Name: in.Name, Constraints: in.Constraints,
 	})
 	return id, l.wrap("CreateGrant", in.KeyRef, err)
 }
@@ -220,7 +221,7 @@ func (l *local) ListGrants(ctx context.Context, keyRef string) ([]GrantInfo, err
 	out := make([]GrantInfo, 0, len(grants))
 	for _, g := range grants {
 		out = append(out, GrantInfo{GrantID: g.GrantID, KeyID: g.KeyID, Name: g.Name, Grantee: g.GranteePrincipal,
-			RetiringPrincipal: g.RetiringPrincipal, Operations: g.Operations, Created: g.CreationDate})
+			RetiringPrincipal: g.RetiringPrincipal, Operations: g.Operations, Constraints: g.Constraints, Created: g.CreationDate})
 	}
 	return out, nil
 }
