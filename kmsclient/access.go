@@ -36,12 +36,13 @@ func decryptAccessOf(ctx context.Context) *DecryptAccess {
 	return a
 }
 
-// report records grants (nil: admitted without one) into a, if any.
-func (a *DecryptAccess) report(grants []string) {
-	if a == nil {
-		return
+// ReportDecryptAccess is how a Client implementation answers
+// WithDecryptAccess: it records that the Decrypt made with ctx was
+// admitted through grants (their names) or without one (nil).
+func ReportDecryptAccess(ctx context.Context, grants []string) {
+	if a := decryptAccessOf(ctx); a != nil {
+		a.ViaGrants, a.Grants = grants != nil, grants
 	}
-	a.ViaGrants, a.Grants = grants != nil, grants
 }
 
 // grantsHeader reads kms.GrantsHeader from the response of a call whose
@@ -51,8 +52,7 @@ func (a *DecryptAccess) report(grants []string) {
 var grantsHeader = middleware.DeserializeMiddlewareFunc("encvolGrants",
 	func(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (middleware.DeserializeOutput, middleware.Metadata, error) {
 		out, md, err := next.HandleDeserialize(ctx, in)
-		a := decryptAccessOf(ctx)
-		if a == nil {
+		if decryptAccessOf(ctx) == nil {
 			return out, md, err
 		}
 		var grants []string
@@ -61,7 +61,7 @@ var grantsHeader = middleware.DeserializeMiddlewareFunc("encvolGrants",
 				grants = kms.ParseGrants(v[0])
 			}
 		}
-		a.report(grants)
+		ReportDecryptAccess(ctx, grants)
 		return out, md, err
 	})
 

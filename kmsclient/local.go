@@ -94,7 +94,7 @@ func (l *local) decrypt(ctx context.Context, keyRef string, blob []byte, encCtx 
 		clear(pt)
 		return nil, l.wrap("Decrypt", keyRef, err)
 	}
-	decryptAccessOf(ctx).report(grants)
+	ReportDecryptAccess(ctx, grants)
 	dk, err := lockDataKey(pt)
 	if err != nil {
 		return nil, &Error{Kind: ErrInvalidCiphertext, Op: "Decrypt", KMS: l.name, KeyID: keyRef, Message: err.Error(), Err: err}

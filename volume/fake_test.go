@@ -23,6 +23,7 @@ type fakeKMS struct {
 	blob    []byte
 	encCtx  map[string]string
 	err     error                // returned by Decrypt while set
+	grants  []string             // the grants Decrypt reports it was admitted by
 	decrypt int                  // Decrypt calls
 	marks   []kmsclient.KeyCheck // the key check marks of Decrypt calls, in order
 	closed  bool
@@ -71,6 +72,7 @@ func (f *fakeKMS) Decrypt(ctx context.Context, keyRef string, blob []byte, encCt
 	if !bytes.Equal(blob, f.blob) || !maps.Equal(encCtx, f.encCtx) || (keyRef != "" && keyRef != fakeARN) {
 		return nil, kmsErr(kmsclient.ErrInvalidCiphertext, "InvalidCiphertextException")
 	}
+	kmsclient.ReportDecryptAccess(ctx, f.grants)
 	return keywrap.NewKey(bytes.Clone(f.dk))
 }
 

@@ -42,6 +42,10 @@ type MonitorOptions struct {
 	// OnKeyEvent is a shell command run (asynchronously) on every
 	// transition, with ENCVOL_* variables describing it.
 	OnKeyEvent string
+	// ReadOnly says the mount is read-only. A read-write mount whose
+	// access turns into read-only shares only (SharedReadOnly) closes its
+	// gate: the kernel's mount cannot turn read-only under its users.
+	ReadOnly bool
 	Log        zerolog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
@@ -164,12 +168,18 @@ func (m *Monitor) checkTimeout() time.Duration {
 	return m.opt.Interval + 2*time.Second
 }
 
+// StateSharedReadOnly is the key state a read-write mount reports once its
+// principal may only read the volume (its share became read-only).
+const StateSharedReadOnly = "SharedReadOnly"
+
 // Check performs one key check and applies its outcome to the gate.
 func (m *Monitor) Check(ctx context.Context) {
 	m.checkMu.Lock()
 	defer m.checkMu.Unlock()
 	h, client, kmsName := m.watched()
 	cctx, cancel := context.WithTimeout(kmsclient.WithKeyCheck(ctx, kmsclient.KeyCheck{Mount: m.mountID}), m.checkTimeout())
+	var acc kmsclient.DecryptAccess
+	cctx = kmsclient.WithDecryptAccess(cctx, &acc)
 	start := time.Now()
 	dk, err := client.Decrypt(cctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
 	latency := time.Since(start)
@@ -191,6 +201,15 @@ func (m *Monitor) Check(ctx context.Context) {
 	m.lastCheck = now
 	m.lastLatency = latency
 
+	if err == nil && !m.opt.ReadOnly && SharedReadOnly(acc, h.VolumeID) {
+		dk.Close()
+		m.lastSuccess = now
+		m.lastResult = "shared read-only"
+		cause := "the volume is now shared with this principal read-only, and this mount is read-write: unmount it and mount it again (it then mounts read-only)"
+		m.closeGate(cause)
+		m.setState(StateSharedReadOnly, false, cause, latency)
+		return
+	}
 	if err == nil {
 		m.lastSuccess = now
 		m.lastResult = "ok"

@@ -363,6 +363,10 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	h := spec.Header
 	baseLog := log
 	log = log.With().Str("volume", h.VolumeID).Str("key_id", h.KeyID).Logger()
+	if u.SharedReadOnly && !spec.ReadOnly {
+		log.Info().Msg("the volume is shared with this principal read-only: mounting read-only")
+		spec.ReadOnly = true
+	}
 	gate := fusefs.NewGate(spec.OnRevoke, log)
 	fsys, err := fusefs.New(fusefs.Options{
 		Backing: spec.Backing, SectorSize: h.SectorSize, PlaintextNames: h.NameMode == NameModePlaintext,
@@ -376,6 +380,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	m.monitor, err = NewMonitor(MonitorOptions{
 		Backing: spec.Backing, Mountpoint: spec.Mountpoint, KMS: spec.KMS, Header: h, Client: client, Gate: gate,
 		Interval: spec.KeyCheckInterval, Grace: spec.OfflineGrace, OnKeyEvent: spec.OnKeyEvent, Log: baseLog,
+		ReadOnly: spec.ReadOnly,
 	}, u)
 	if err != nil {
 		return nil, err

@@ -81,12 +81,7 @@ func (c *Config) CheckKeyWithKMS(ctx context.Context, client kmsclient.Client, k
 	if err != nil {
 		return err
 	}
-	service := info.ManagedByKMS()
-	if !service {
-		svc, err := client.DescribeKey(ctx, kmsclient.DefaultKeyAlias)
-		service = err == nil && svc.Arn == info.Arn
-	}
-	if service {
+	if IsServiceKey(ctx, client, info) {
 		return c.CheckCustomerKey(kmsName, kmsclient.DefaultKeyAlias)
 	}
 	return nil

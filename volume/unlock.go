@@ -20,6 +20,10 @@ type Unlocked struct {
 	Header  *keywrap.Header
 	DK      *keywrap.Key
 	Subkeys *keywrap.Subkeys
+	// SharedReadOnly is set when the caller holds the key only through
+	// read-only shares of this volume (SharedReadOnly): it must mount
+	// read-only.
+	SharedReadOnly bool
 }
 
 // Close zeroizes the data key and the subkeys; idempotent.
@@ -59,6 +63,9 @@ func (e *KeyError) Error() string {
 		what = fmt.Sprintf("key %s of volume %s does not exist (deleted, or not in KMS %q)", key, e.Backing, e.KMS)
 	case "AccessDenied":
 		what = fmt.Sprintf("key %s of volume %s refuses access to this principal (no grant, grant revoked or wrong credentials)", key, e.Backing)
+		// The volume may be someone else's: say how they share it.
+		return fmt.Sprintf("%s: if it is another principal's volume, ask its owner to share it with you (`encvol share VOLUME --with YOUR_PRINCIPAL`; a share may also have been revoked), else check the credentials of KMS %q (%s)",
+			what, e.KMS, errSummary(e.Err))
 	case "InvalidCiphertext":
 		what = fmt.Sprintf("key %s cannot unwrap the data key of volume %s: the wrapped key or its encryption context does not match", key, e.Backing)
 	default:
@@ -134,7 +141,8 @@ func UnlockHeader(ctx context.Context, client kmsclient.Client, kmsName, backing
 	if kmsName == "" {
 		kmsName = h.KMS
 	}
-	dk, err := client.Decrypt(ctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
+	var acc kmsclient.DecryptAccess
+	dk, err := client.Decrypt(kmsclient.WithDecryptAccess(ctx, &acc), h.KeyID, h.WrappedDK, h.EncryptionContext)
 	if err != nil {
 		// DescribeKey answers in every key state: it tells a damaged
 		// header from a key problem, and an alias makes the message and
@@ -157,7 +165,12 @@ func UnlockHeader(ctx context.Context, client kmsclient.Client, kmsName, backing
 		}
 		return nil, fmt.Errorf("unlock volume %s: unwrap data key with key %s: %w", backing, h.KeyID, err)
 	}
-	return unlockWithDK(backing, h, dk)
+	u, err := unlockWithDK(backing, h, dk)
+	if err != nil {
+		return nil, err
+	}
+	u.SharedReadOnly = SharedReadOnly(acc, h.VolumeID)
+	return u, nil
 }
 
 // DamagedKeyError says that the header's wrapped data key (wrapped_dk, or
