@@ -46,7 +46,7 @@ type MonitorOptions struct {
 	// access turns into read-only shares only (SharedReadOnly) closes its
 	// gate: the kernel's mount cannot turn read-only under its users.
 	ReadOnly bool
-	Log        zerolog.Logger
+	Log      zerolog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
