@@ -50,6 +50,11 @@ type Config struct {
 	SessionToken    string `toml:"session_token" json:"-"`
 	// Profile selects a profile of the shared AWS config/credentials files.
 	Profile string `toml:"profile" json:"profile,omitempty"`
+	// CredentialsFile is the shared credentials file Profile is read from,
+	// instead of AWS's default (~/.aws/credentials, or
+	// AWS_SHARED_CREDENTIALS_FILE): what `encvol kms principal add
+	// --credentials-file` writes.
+	CredentialsFile string `toml:"credentials_file" json:"credentials_file,omitempty"`
 	// CAFile is a PEM bundle trusted for the endpoint's TLS certificate, in
 	// addition to the system roots.
 	CAFile string `toml:"ca_file" json:"ca_file,omitempty"`
@@ -112,7 +117,7 @@ func (c Config) Validate() error {
 		for _, kv := range [][2]string{
 			{"endpoint", c.Endpoint}, {"region", c.Region}, {"access_key_id", c.AccessKeyID},
 			{"secret_access_key", c.SecretAccessKey}, {"session_token", c.SessionToken},
-			{"profile", c.Profile}, {"ca_file", c.CAFile},
+			{"profile", c.Profile}, {"ca_file", c.CAFile}, {"credentials_file", c.CredentialsFile},
 		} {
 			if kv[1] != "" {
 				return fmt.Errorf("%s is only valid with type = %q, not %q", kv[0], TypeAWS, TypeLocal)
@@ -137,6 +142,9 @@ func (c Config) Validate() error {
 		}
 		if c.SessionToken != "" && c.AccessKeyID == "" {
 			return fmt.Errorf("session_token needs access_key_id and secret_access_key")
+		}
+		if c.CredentialsFile != "" && c.AccessKeyID != "" {
+			return fmt.Errorf("credentials_file and access_key_id both name credentials: keep one")
 		}
 		for _, kv := range [][2]string{{"path", c.Path}, {"passphrase_file", c.PassphraseFile}} {
 			if kv[1] != "" {

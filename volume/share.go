@@ -167,10 +167,8 @@ func checkGrantee(with string) error {
 // sentence that says why and what makes a shareable copy, and returns the
 // key's description otherwise.
 func (c *Config) CheckShareable(ctx context.Context, adm kmsclient.Admin, t ShareTarget) (kmsclient.KeyInfo, error) {
-	if t.KMSConfig.Type == kmsclient.TypeLocal {
-		return kmsclient.KeyInfo{}, withKind(ErrNotShareable, fmt.Errorf(
-			"%s is under KMS %q, the embedded key store, which has a single principal, so there is nobody to share it with: serve the key store with `encvol kms serve --store %s --principals FILE`, point a [kms.NAME] of type \"aws\" at the server, and share volumes created under it",
-			t.what(), t.KMS, firstString(t.KMSConfig.Path, "DIR")))
+	if err := t.CheckKMS(); err != nil {
+		return kmsclient.KeyInfo{}, err
 	}
 	info, err := adm.DescribeKey(ctx, t.Header.KeyID)
 	if err != nil {
@@ -180,6 +178,17 @@ func (c *Config) CheckShareable(ctx context.Context, adm kmsclient.Admin, t Shar
 		return info, withKind(ErrNotShareable, c.serviceKeyShareRefusal(t))
 	}
 	return info, nil
+}
+
+// CheckKMS refuses a target whose KMS cannot share: the embedded key
+// store acts as one principal. Commands check it before they open the KMS.
+func (t ShareTarget) CheckKMS() error {
+	if t.KMSConfig.Type != kmsclient.TypeLocal {
+		return nil
+	}
+	return withKind(ErrNotShareable, fmt.Errorf(
+		"%s is under KMS %q, the embedded key store, which has a single principal, so there is nobody to share it with: serve the key store with `encvol kms serve --store %s --principals FILE`, point a [kms.NAME] of type \"aws\" at the server, and share volumes created under it",
+		t.what(), t.KMS, firstString(t.KMSConfig.Path, "DIR")))
 }
 
 // serviceKeyShareRefusal is the cloud rule's sentence: the service key

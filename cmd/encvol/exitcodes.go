@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/kms/server"
 	"github.com/encvol/encvol/kmsclient"
 	"github.com/encvol/encvol/volume"
 )
@@ -24,7 +25,7 @@ const (
 	exitKMSDown    = 4 // the KMS cannot be reached
 	exitNotMounted = 5 // nothing is mounted at the mountpoint given
 	exitMounted    = 6 // the mountpoint is already a mount, or the volume is mounted (or locked) by another process
-	exitRefused    = 7 // a safeguard refused: [policy] require_customer_key, or the key protects volumes in use (--force overrides)
+	exitRefused    = 7 // a safeguard refused: [policy] require_customer_key, the key protects volumes in use (--force overrides), or a volume that cannot be shared (service key, embedded KMS)
 )
 
 // fsck has e2fsck's exit codes (volume.FsckClean ... volume.FsckCancelled):
@@ -73,8 +74,10 @@ func kindExitCode(err error) int {
 	case errors.Is(err, volume.ErrBackingUnusable), errors.Is(err, volume.ErrRekeyTarget), errors.Is(err, volume.ErrForeignHeader),
 		errors.Is(err, volume.ErrBackupFile):
 		return exitUsage
-	case errors.Is(err, volume.ErrPolicy), errors.Is(err, volume.ErrKeyInUse):
+	case errors.Is(err, volume.ErrPolicy), errors.Is(err, volume.ErrKeyInUse), errors.Is(err, volume.ErrNotShareable):
 		return exitRefused
+	case errors.Is(err, server.ErrPrincipalsEdit):
+		return exitUsage
 	case errors.As(err, new(*volume.InUseError)), errors.Is(err, volume.ErrMountpointBusy):
 		return exitMounted
 	case errors.Is(err, volume.ErrMountTarget):

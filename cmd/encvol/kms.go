@@ -52,6 +52,8 @@ the configuration (default: [defaults] kms, or the only one configured).`,
 		kmsRevokeGrantCommand(a),
 		kmsImportKeyMaterialCommand(a),
 		newKMSServeCommand(a),
+		newKMSPrincipalCommand(a),
+		newKMSGroupCommand(a),
 	)
 	return cmd
 }

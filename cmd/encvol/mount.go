@@ -354,7 +354,13 @@ func (a *app) withRemedy(err error, keyRef, kmsName string) error {
 			err = fmt.Errorf("%w; %s", err, fix)
 		}
 	}
-	if a.configPath == "" {
+	return a.withConfigFlag(err)
+}
+
+// withConfigFlag carries --config into the commands err suggests, so they
+// work as printed.
+func (a *app) withConfigFlag(err error) error {
+	if a.configPath == "" || err == nil {
 		return err
 	}
 	return &reworded{msg: strings.ReplaceAll(err.Error(), "`encvol ", "`encvol --config "+a.configPath+" "), err: err}

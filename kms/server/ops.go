@@ -297,6 +297,9 @@ func (s *Server) describeKey(ctx context.Context, p string, in *keyIDInput, rl *
 		return nil, required("keyId")
 	}
 	rl.keyID = in.KeyId
+	if err := s.ensureServiceKey(ctx, p, in.KeyId); err != nil {
+		return nil, err
+	}
 	m, err := s.store.DescribeKey(ctx, p, in.KeyId)
 	if err != nil {
 		return nil, err
@@ -455,6 +458,9 @@ func (s *Server) generateDataKey(ctx context.Context, p string, in *generateData
 		return nil, err
 	}
 	rl.keyID = in.KeyId
+	if err := s.ensureServiceKey(ctx, p, in.KeyId); err != nil {
+		return nil, err
+	}
 	pt, blob, arn, err := s.store.GenerateDataKey(ctx, p, in.KeyId, n, in.EncryptionContext)
 	if err != nil {
 		return nil, err
@@ -469,6 +475,9 @@ func (s *Server) generateDataKeyWithoutPlaintext(ctx context.Context, p string, 
 		return nil, err
 	}
 	rl.keyID = in.KeyId
+	if err := s.ensureServiceKey(ctx, p, in.KeyId); err != nil {
+		return nil, err
+	}
 	blob, arn, err := s.store.GenerateDataKeyWithoutPlaintext(ctx, p, in.KeyId, n, in.EncryptionContext)
 	if err != nil {
 		return nil, err

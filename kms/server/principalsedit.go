@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"golang.org/x/sys/unix"
 
+	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/kms"
 )
 
@@ -92,45 +93,7 @@ func EditPrincipals(path string, edit func(p *Principals) error) error {
 	if err := toml.NewEncoder(&buf).Encode(p); err != nil {
 		return fmt.Errorf("encode principals file %s: %w", path, err)
 	}
-	return writePrivateFile(path, buf.Bytes())
-}
-
-// writePrivateFile replaces path atomically with data, mode 0600.
-func writePrivateFile(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return keywrap.WriteFileAtomic(path, buf.Bytes(), 0o600)
 }
 
 // find returns the index of the principal called name, or -1.
