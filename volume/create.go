@@ -138,6 +138,12 @@ func Create(ctx context.Context, client kmsclient.Client, opt CreateOptions) (*k
 		NameMode:          nameMode,
 		Created:           time.Now().UTC().Truncate(time.Second),
 	}
+	// Test doubles of the KMS cannot encrypt; every real backend can.
+	if rw, ok := client.(kmsclient.Rewrapper); ok {
+		if err := AddKeyCheck(ctx, rw, h); err != nil {
+			return nil, fmt.Errorf("create volume %s: %w", backing, err)
+		}
+	}
 	if err := h.Validate(); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", backing, err)
 	}

@@ -132,18 +132,13 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 	if ready == nil && !spec.Foreground {
 		// Parent: prove the key works before starting anything, so the
 		// common failures are reported here, promptly, with the right
-		// exit code. The daemon unwraps again for itself. A disabled key
-		// is news even when the volume is mounted elsewhere, so the lock
-		// is tried after it.
-		u, err := a.unlock(ctx, spec)
-		if err != nil {
-			return err
-		}
-		a.recordPin(spec)
-		// Reported here once; the daemon logs its own allow_swap warning.
-		err = volume.CheckKeyMemory(u, spec.AllowSwap, zerolog.Nop())
-		u.Close()
-		if err != nil {
+		// exit code. A disabled key is news even when the volume is
+		// mounted elsewhere, so the lock is tried after it. With a
+		// key-check blob the KMS is asked without sending the data key,
+		// which then crosses the network once, to the daemon (whose
+		// errors, a tampered header included, come back through the
+		// ready pipe); a version 1 header is unlocked here as well.
+		if err := a.probeKey(ctx, spec); err != nil {
 			return err
 		}
 		if err := volume.CheckNotInUse(spec.Backing); err != nil {
@@ -154,20 +149,31 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 	return a.serve(ctx, spec, ready)
 }
 
-// unlock builds the KMS client and unwraps the volume key.
-func (a *app) unlock(ctx context.Context, spec volume.MountSpec) (*volume.Unlocked, error) {
+// probeKey asks the volume's KMS whether the mount could unwrap its key
+// (volume.ProbeKey). A version 1 header is unlocked for that, so its MAC,
+// pin and key memory are checked here too.
+func (a *app) probeKey(ctx context.Context, spec volume.MountSpec) error {
 	ctx, cancel := context.WithTimeout(ctx, unlockTimeout)
 	defer cancel()
 	client, err := kmsclient.New(ctx, spec.KMS, spec.KMSConfig)
 	if err != nil {
-		return nil, fmt.Errorf("KMS %q: %w", spec.KMS, err)
+		return fmt.Errorf("KMS %q: %w", spec.KMS, err)
 	}
 	defer client.Close()
+	if len(spec.Header.KeyCheck) > 0 {
+		if err := volume.ProbeKey(ctx, client, spec.KMS, spec.Backing, spec.Header); err != nil {
+			return a.withRemedy(err, spec.Header.KeyID, spec.KMS)
+		}
+		return nil
+	}
 	u, err := volume.UnlockHeader(ctx, client, spec.KMS, spec.Backing, spec.Header)
 	if err != nil {
-		return nil, a.withRemedy(err, spec.Header.KeyID, spec.KMS)
+		return a.withRemedy(err, spec.Header.KeyID, spec.KMS)
 	}
-	return u, nil
+	defer u.Close()
+	a.recordPin(spec)
+	// Reported here once; the daemon logs its own allow_swap warning.
+	return volume.CheckKeyMemory(u, spec.AllowSwap, zerolog.Nop())
 }
 
 // serve mounts in this process and serves until unmounted.
