@@ -123,6 +123,9 @@ type FS struct {
 	// space tracks free backing space (space.go); nil until mounted
 	// read-write.
 	space atomic.Pointer[space]
+	// pause holds back changes while a snapshot copies the backing
+	// (pause.go).
+	pause *pauser
 	// fileNoAtime, dirNoAtime: O_NOATIME or 0, ORed into the flags of
 	// backing file opens and directory listings (set by Mount before it
 	// serves).
@@ -184,6 +187,7 @@ func New(opts Options) (*FS, error) {
 		euid:       uint32(os.Geteuid()),
 		egid:       uint32(os.Getegid()),
 		open:       make(map[*Node]struct{}),
+		pause:      newPauser(),
 	}
 	f.metaOK.Store(true)
 	if _, err := unix.Getxattr(abs, metaXattr, nil); isNotSupported(err) {
@@ -253,7 +257,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	// Files created on a nearly full backing use direct I/O (space.go);
 	// without this, mmap of them would fail.
 	opts.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
-	raw := newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests)
+	raw := newPauseFS(newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests), f)
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		hint := ""
@@ -289,6 +293,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	go func() {
 		srv.Wait()
+		f.endPause()
 		if sp := f.space.Swap(nil); sp != nil {
 			sp.close()
 		}
