@@ -262,6 +262,7 @@ func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/1
 // resolved against the configuration.
 type VerifyTarget struct {
 	Name      string // [volumes.NAME], "" when given as a backing directory
+	Snapshot  string // the snapshot directory when given one; Backing is its copy
 	Backing   string
 	Header    *keywrap.Header
 	KMS       string
@@ -281,6 +282,9 @@ func (c *Config) ResolveVerify(arg string) (VerifyTarget, error) {
 	abs, err := filepath.Abs(t.Backing)
 	if err != nil {
 		return t, err
+	}
+	if t.Name == "" && IsSnapshot(abs) {
+		t.Snapshot, abs = abs, SnapshotBacking(abs)
 	}
 	t.Backing = abs
 	if _, err := os.Stat(filepath.Join(abs, keywrap.HeaderFile)); err != nil {
@@ -313,21 +317,25 @@ func (c *Config) ResolveVerify(arg string) (VerifyTarget, error) {
 }
 
 // TemporaryMountSpec is the MountSpec `encvol mount BACKING mountpoint`
-// would use for t, with the volume table's settings applied; it is always
-// read-write (the canary is written through it).
+// would use for t, with the volume table's settings applied; it is
+// read-write (the canary is written through it), except for a snapshot.
 func (c *Config) TemporaryMountSpec(t VerifyTarget, mountpoint string) (MountSpec, error) {
 	o := MountOptionSet{KMS: t.KMS, KeyCheckInterval: t.volume.KeyCheckInterval.D(), OnRevoke: t.volume.OnRevoke}
 	if t.volume.OfflineGrace != nil {
 		g := t.volume.OfflineGrace.D()
 		o.OfflineGrace = &g
 	}
-	spec, err := c.ResolveMount([]string{t.Backing, mountpoint}, o)
+	src := t.Backing
+	if t.Snapshot != "" {
+		src = t.Snapshot // mounted read-only, as every snapshot
+	}
+	spec, err := c.ResolveMount([]string{src, mountpoint}, o)
 	if err != nil {
 		return spec, err
 	}
 	spec.Name = t.Name
 	spec.AllowOther = false
-	spec.ReadOnly = false
+	spec.ReadOnly = t.Snapshot != ""
 	spec.OnKeyEvent = firstString(t.volume.OnKeyEvent, c.Defaults.OnKeyEvent)
 	return spec, nil
 }

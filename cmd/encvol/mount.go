@@ -198,7 +198,7 @@ func (a *app) serve(ctx context.Context, spec volume.MountSpec, ready *os.File) 
 		ready.Close()
 	} else {
 		fmt.Fprintf(a.stderr, "mounted %s on %s (volume %s); Ctrl-C or `encvol umount %s` unmounts\n",
-			spec.Backing, spec.Mountpoint, spec.Header.VolumeID, spec.Mountpoint)
+			spec.Source(), spec.Mountpoint, spec.Header.VolumeID, spec.Mountpoint)
 	}
 	for {
 		select {
@@ -255,9 +255,12 @@ func (a *app) daemonize(spec volume.MountSpec, args []string, optString string) 
 		childArgs = append(childArgs, "--config", abs)
 	}
 	childArgs = append(childArgs, "--log-level", a.logLevel, "mount")
-	if len(args) == 1 {
+	switch {
+	case len(args) == 1:
 		childArgs = append(childArgs, args[0])
-	} else {
+	case spec.Snapshot != "":
+		childArgs = append(childArgs, spec.Snapshot, spec.Mountpoint)
+	default:
 		childArgs = append(childArgs, spec.Backing, spec.Mountpoint)
 	}
 	if optString != "" {
@@ -302,7 +305,7 @@ func (a *app) daemonize(spec volume.MountSpec, args []string, optString string) 
 		if len(r.lines) > 1 {
 			id = r.lines[1]
 		}
-		fmt.Fprintf(a.stdout, "mounted %s on %s (volume %s, daemon pid %d, log %s)\n", spec.Backing, spec.Mountpoint, id, pid, logPath)
+		fmt.Fprintf(a.stdout, "mounted %s on %s (volume %s, daemon pid %d, log %s)\n", spec.Source(), spec.Mountpoint, id, pid, logPath)
 		return nil
 	case len(r.lines) > 1 && strings.HasPrefix(r.lines[0], "err "):
 		code, _ := strconv.Atoi(strings.TrimPrefix(r.lines[0], "err "))

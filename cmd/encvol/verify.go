@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -74,6 +76,12 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 	h := target.Header
 	if err := keywrap.DisableCoreDumps(); err != nil {
 		a.log.Warn().Err(err).Msg("cannot disable core dumps")
+	}
+	if target.Snapshot != "" {
+		if drill {
+			return usageError("%s is a snapshot: the drill needs a volume that takes writes; run it on the volume (`encvol verify VOLUME --drill`)", target.Snapshot)
+		}
+		return a.verifySnapshot(ctx, cfg, target, asJSON)
 	}
 
 	opt := volume.VerifyOptions{Backing: target.Backing, Header: h, KMS: target.KMS, Drill: drill, Log: a.log}
@@ -151,6 +159,11 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 		}
 		return a.withRemedy(err, h.KeyID, kmsName)
 	}
+	return a.printVerify(rep, asJSON)
+}
+
+// printVerify prints a report and fails when a check failed.
+func (a *app) printVerify(rep *volume.VerifyReport, asJSON bool) error {
 	if asJSON {
 		if err := printJSON(a.stdout, rep); err != nil {
 			return err
@@ -162,6 +175,45 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 		return withCode(exitFailure, fmt.Errorf("verification of volume %s failed: %s", rep.VolumeID, strings.Join(rep.Failed(), ", ")))
 	}
 	return nil
+}
+
+// verifySnapshot verifies a snapshot through a temporary read-only mount.
+func (a *app) verifySnapshot(ctx context.Context, cfg *volume.Config, target volume.VerifyTarget, asJSON bool) error {
+	snap, err := volume.OpenSnapshot(target.Snapshot)
+	if err != nil {
+		return targetError(err)
+	}
+	mnt, err := os.MkdirTemp("", "encvol-verify-")
+	if err != nil {
+		return fmt.Errorf("temporary mountpoint: %w", err)
+	}
+	defer os.Remove(mnt)
+	spec, err := cfg.TemporaryMountSpec(target, mnt)
+	if err != nil {
+		return err
+	}
+	mlog := a.log
+	if a.log.GetLevel() > zerolog.DebugLevel {
+		mlog = a.log.Level(zerolog.ErrorLevel)
+	}
+	m, err := volume.MountTemporary(ctx, spec, mlog)
+	if err != nil {
+		return a.withRemedy(err, snap.Header.KeyID, spec.KMS)
+	}
+	defer func() {
+		if err := volume.UnmountTemporary(m); err != nil {
+			a.log.Error().Err(err).Str("path", mnt).Msg("temporary mount could not be unmounted")
+		}
+	}()
+	opt := volume.SnapshotVerifyOptions{Snapshot: snap, Mountpoint: spec.Mountpoint, Temporary: true, KMS: spec.KMS}
+	if !asJSON && isTerminal(a.stdout) {
+		opt.Progress = &scanBar{w: a.stderr}
+	}
+	rep, err := volume.VerifySnapshot(ctx, opt)
+	if err != nil {
+		return err
+	}
+	return a.printVerify(rep, asJSON)
 }
 
 // freshMount runs `encvol mount BACKING TMP` as a separate process, exactly
@@ -213,16 +265,25 @@ func isTerminal(w io.Writer) bool {
 	return err == nil
 }
 
-// scanBar shows the backing scan on the terminal.
+// scanBar shows the progress of a long operation on the terminal: the
+// backing scan, or what desc names.
 type scanBar struct {
-	w   io.Writer
-	bar *progressbar.ProgressBar
+	w    io.Writer
+	desc string // default "scanning backing files"
+	bar  *progressbar.ProgressBar
 }
 
 func (s *scanBar) Start(total int64) {
+	desc := s.desc
+	if desc == "" {
+		desc = "scanning backing files"
+	}
+	if s.bar != nil {
+		_ = s.bar.Finish() // a second pass starts a new bar
+	}
 	s.bar = progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(s.w),
-		progressbar.OptionSetDescription("scanning backing files"),
+		progressbar.OptionSetDescription(desc),
 		progressbar.OptionShowBytes(true),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100*time.Millisecond),
@@ -254,8 +315,13 @@ func printVerifyReport(w io.Writer, r *volume.VerifyReport) {
 	fmt.Fprintf(tw, "key\t%s (KMS %q)\n", r.KeyID, r.KMS)
 	fmt.Fprintf(tw, "format\t%s, %d-byte sectors, %s names\n", r.Cipher, r.SectorSize, r.NameMode)
 	fmt.Fprintf(tw, "gate\ton_revoke %s, key_check_interval %s\n", r.OnRevoke, time.Duration(r.KeyCheckInterval*float64(time.Millisecond)))
+	for _, k := range slices.Sorted(maps.Keys(r.Extra)) {
+		fmt.Fprintf(tw, "%s\t%s\n", k, r.Extra[k])
+	}
 	c := r.Canary
-	fmt.Fprintf(tw, "canary\t%s, %d bytes, marker %s, sha256 %.16s…, written + fsynced in %.0f ms\n", c.Name, c.Size, c.Marker, c.SHA256, c.WriteMS)
+	if c.Name != "" {
+		fmt.Fprintf(tw, "canary\t%s, %d bytes, marker %s, sha256 %.16s…, written + fsynced in %.0f ms\n", c.Name, c.Size, c.Marker, c.SHA256, c.WriteMS)
+	}
 	if c.BackingFile != "" {
 		fmt.Fprintf(tw, "stored as\t%s (%d bytes)\n", c.BackingFile, c.BackingSize)
 	}
