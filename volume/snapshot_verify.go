@@ -21,7 +21,7 @@ import (
 // backing copy, which must also look random.
 
 const (
-	probesPerFile   = 4
+	probesPerFile     = 4
 	maxSnapshotProbes = 50_000
 	// minProbeVariety keeps runs of few distinct bytes (zeros, padding)
 	// out of the probes: they occur in ciphertext holes and by chance.
