@@ -34,7 +34,10 @@ type SnapshotVerifyOptions struct {
 	Mountpoint string // where the snapshot is mounted (read-only)
 	Temporary  bool   // the mount was made for this verification
 	KMS        string
-	Progress   Progress
+	// OnRevoke and KeyCheckInterval are the mount's, for the report.
+	OnRevoke         string
+	KeyCheckInterval time.Duration
+	Progress         Progress
 }
 
 // VerifySnapshot checks a mounted snapshot (see above). The mount has
@@ -48,6 +51,7 @@ func VerifySnapshot(ctx context.Context, opt SnapshotVerifyOptions) (*VerifyRepo
 	rep := &VerifyReport{
 		VolumeID: h.VolumeID, Backing: s.Backing, Mountpoint: opt.Mountpoint, TemporaryMount: opt.Temporary,
 		KMS: opt.KMS, KeyID: h.KeyID, Cipher: h.Cipher, SectorSize: h.SectorSize, NameMode: h.NameMode, Started: start.UTC(),
+		OnRevoke: opt.OnRevoke, KeyCheckInterval: ms(opt.KeyCheckInterval),
 		Extra: map[string]string{"snapshot": fmt.Sprintf("%s (%s, taken %s)", s.Path, s.Manifest.SnapshotID, s.Manifest.Created.Format(time.RFC3339))},
 	}
 	entries, err := countEntries(s.Backing)
@@ -73,9 +77,13 @@ func VerifySnapshot(ctx context.Context, opt SnapshotVerifyOptions) (*VerifyRepo
 		return nil, err
 	}
 	rep.Scan, rep.Randomness = scan, rnd
-	rep.add("plaintext content", scan.ContentHits == 0,
-		"%d of %d probes (32-byte runs of the snapshot's files) found in %d backing files, %s scanned in %.0f ms",
-		scan.ContentHits, scan.Probes, scan.Files, HumanBytes(scan.Bytes), scan.DurationMS)
+	if scan.Probes == 0 {
+		rep.skip("plaintext content", "no file of the snapshot has a 32-byte run of varied bytes to search for")
+	} else {
+		rep.add("plaintext content", scan.ContentHits == 0,
+			"%d of %d probes (32-byte runs of the snapshot's files) found in %d backing files, %s scanned in %.0f ms",
+			scan.ContentHits, scan.Probes, scan.Files, HumanBytes(scan.Bytes), scan.DurationMS)
+	}
 	if h.NameMode == NameModePlaintext {
 		rep.skip("plaintext names", "volume stores names in plaintext (created with --plaintext-names)")
 	} else {

@@ -110,7 +110,7 @@ func printSnapshot(w io.Writer, r *volume.SnapshotResult) {
 	case volume.MethodReflink:
 		fmt.Fprintf(w, "  method:  reflink (the copy shares its blocks with the volume until either changes)\n")
 	default:
-		fmt.Fprintf(w, "  method:  copy (the backing file system has no reflinks; %s written)\n", volume.HumanBytes(r.FirstPass.Bytes))
+		fmt.Fprintf(w, "  method:  copy (the file system has no reflinks between the volume and its snapshot directory)\n")
 	}
 	switch {
 	case r.PausedAt != nil:

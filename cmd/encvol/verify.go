@@ -205,7 +205,8 @@ func (a *app) verifySnapshot(ctx context.Context, cfg *volume.Config, target vol
 			a.log.Error().Err(err).Str("path", mnt).Msg("temporary mount could not be unmounted")
 		}
 	}()
-	opt := volume.SnapshotVerifyOptions{Snapshot: snap, Mountpoint: spec.Mountpoint, Temporary: true, KMS: spec.KMS}
+	opt := volume.SnapshotVerifyOptions{Snapshot: snap, Mountpoint: spec.Mountpoint, Temporary: true, KMS: spec.KMS,
+		OnRevoke: spec.OnRevoke, KeyCheckInterval: spec.KeyCheckInterval}
 	if !asJSON && isTerminal(a.stdout) {
 		opt.Progress = &scanBar{w: a.stderr}
 	}
