@@ -96,7 +96,7 @@ func CreateSnapshot(ctx context.Context, client kmsclient.Client, opt SnapshotOp
 		if !errors.As(err, &ie) {
 			return nil, err
 		}
-		if mount, err = findMountOf(ctx, v.Backing); err != nil {
+		if mount, err = FindMountOf(ctx, v.Backing); err != nil {
 			return nil, err
 		}
 		if mount == nil {

@@ -136,9 +136,9 @@ func (p *pauseSession) abort() {
 	<-p.done
 }
 
-// findMountOf returns the status of the daemon that serves the backing
+// FindMountOf returns the status of the daemon that serves the backing
 // directory backing (the same directory, whatever path names it), or nil.
-func findMountOf(ctx context.Context, backing string) (*Status, error) {
+func FindMountOf(ctx context.Context, backing string) (*Status, error) {
 	want, err := dirIdentity(backing)
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", backing, err)

@@ -183,6 +183,19 @@ func (a *app) verifySnapshot(ctx context.Context, cfg *volume.Config, target vol
 	if err != nil {
 		return targetError(err)
 	}
+	st, err := volume.FindMountOf(ctx, target.Backing)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		// Mounted already (read-only, as every snapshot): check that mount.
+		rep, err := volume.VerifySnapshot(ctx, volume.SnapshotVerifyOptions{Snapshot: snap, Mountpoint: st.Mountpoint, KMS: st.KMS,
+			OnRevoke: st.OnRevoke, KeyCheckInterval: parseDuration(st.KeyCheckInterval)})
+		if err != nil {
+			return err
+		}
+		return a.printVerify(rep, asJSON)
+	}
 	mnt, err := os.MkdirTemp("", "encvol-verify-")
 	if err != nil {
 		return fmt.Errorf("temporary mountpoint: %w", err)
@@ -215,6 +228,11 @@ func (a *app) verifySnapshot(ctx context.Context, cfg *volume.Config, target vol
 		return err
 	}
 	return a.printVerify(rep, asJSON)
+}
+
+func parseDuration(s string) time.Duration {
+	d, _ := time.ParseDuration(s)
+	return d
 }
 
 // freshMount runs `encvol mount BACKING TMP` as a separate process, exactly
