@@ -36,6 +36,10 @@ const (
 // ErrNotSnapshot is matched by the refusal of a path that is no snapshot.
 var ErrNotSnapshot = errors.New("not an encvol snapshot")
 
+// ErrSnapshotName is matched by the refusal of a snapshot name that is
+// invalid or taken: an argument to change.
+var ErrSnapshotName = errors.New("snapshot name unusable")
+
 // SnapshotVolume is the volume a snapshot command works on.
 type SnapshotVolume struct {
 	Name      string // [volumes.NAME], "" when given as a backing directory
@@ -70,6 +74,10 @@ func (c *Config) ResolveSnapshotVolume(arg string) (SnapshotVolume, error) {
 	v.Snapshots = t.volume.Snapshots
 	if v.Snapshots == "" {
 		v.Snapshots = strings.TrimSuffix(t.Backing, "/") + snapshotsSuffix
+	}
+	if v.Snapshots == v.Backing || strings.HasPrefix(v.Snapshots, v.Backing+"/") {
+		return v, fmt.Errorf("the snapshot directory %s of volume %s is inside its backing directory, so each snapshot would copy the ones before; set snapshots in [volumes.%s] to a directory outside it",
+			v.Snapshots, v.Backing, firstString(v.Name, "NAME"))
 	}
 	return v, nil
 }
@@ -222,6 +230,10 @@ func FindSnapshot(v SnapshotVolume, arg string) (*Snapshot, error) {
 	if !strings.ContainsRune(arg, '/') {
 		if _, err := os.Stat(arg); err != nil {
 			path = filepath.Join(v.Snapshots, arg)
+			if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("volume %s has no snapshot named %q (in %s); `encvol snapshot list %s` lists them",
+					v.Backing, arg, v.Snapshots, v.Backing)
+			}
 		}
 	}
 	s, err := OpenSnapshot(path)

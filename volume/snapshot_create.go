@@ -68,7 +68,7 @@ func CreateSnapshot(ctx context.Context, client kmsclient.Client, opt SnapshotOp
 		name = id
 	}
 	if err := CheckSnapshotName(name); err != nil {
-		return nil, fmt.Errorf("snapshot of %s: %w", v.Backing, err)
+		return nil, withKind(ErrSnapshotName, fmt.Errorf("snapshot of %s: %w", v.Backing, err))
 	}
 	u, err := UnlockHeader(ctx, client, v.KMS, v.Backing, v.Header)
 	if err != nil {
@@ -83,7 +83,7 @@ func CreateSnapshot(ctx context.Context, client kmsclient.Client, opt SnapshotOp
 	defer dirLock.release()
 	final := filepath.Join(v.Snapshots, name)
 	if _, err := os.Lstat(final); err == nil {
-		return nil, fmt.Errorf("a snapshot named %q already exists in %s; choose another --name", name, v.Snapshots)
+		return nil, withKind(ErrSnapshotName, fmt.Errorf("a snapshot named %q already exists in %s; choose another --name", name, v.Snapshots))
 	}
 
 	// Mounted or not: the volume lock tells. Held, it keeps a mount from

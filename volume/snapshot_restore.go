@@ -43,10 +43,6 @@ type RestoreResult struct {
 	Copied     CloneStats `json:"copied"`
 }
 
-// ErrVolumeMounted is matched by the refusal to restore onto a mounted
-// volume (together with the *InUseError of the lock).
-var ErrVolumeMounted = errors.New("the volume is mounted")
-
 // RestoreSnapshot puts volume v back to snapshot s. The volume must not be
 // mounted; the snapshot's manifest must authenticate under its key and
 // belong to v. The replaced state is kept until the restore has succeeded.
@@ -61,7 +57,7 @@ func RestoreSnapshot(ctx context.Context, client kmsclient.Client, v SnapshotVol
 		var ie *InUseError
 		if errors.As(err, &ie) && ie.Mountpoint != "" {
 			return nil, &reworded{msg: fmt.Sprintf("volume %s is mounted on %s: a snapshot can only be restored onto an unmounted volume; unmount it first (`encvol umount %s`)",
-				v.Backing, ie.Mountpoint, ie.Mountpoint), err: errors.Join(ErrVolumeMounted, err)}
+				v.Backing, ie.Mountpoint, ie.Mountpoint), err: err}
 		}
 		return nil, err
 	}

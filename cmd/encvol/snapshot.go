@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 
@@ -195,9 +194,6 @@ interrupted is finished or undone by running it again.`,
 			}
 			res, err := volume.RestoreSnapshot(ctx, client, v, s, a.copyBar(asJSON, "restoring backing files"))
 			if err != nil {
-				if errors.Is(err, volume.ErrVolumeMounted) {
-					return withCode(exitMounted, err)
-				}
 				return a.withRemedy(err, s.Header.KeyID, v.KMS)
 			}
 			if asJSON {

@@ -85,7 +85,9 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 	}
 
 	opt := volume.VerifyOptions{Backing: target.Backing, Header: h, KMS: target.KMS, Drill: drill, Log: a.log}
-	st, err := volume.FindMount(ctx, h.VolumeID)
+	// By backing directory, not volume ID: a snapshot of the volume, which
+	// carries the same ID, may be mounted too.
+	st, err := volume.FindMountOf(ctx, target.Backing)
 	if err != nil {
 		return err
 	}
