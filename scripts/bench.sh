@@ -13,6 +13,11 @@
 #   TMPFS_SIZE=3G     size of the tmpfs that holds every backing directory
 #   APPEND=0|1        append the table to docs/performance.md (default 1; QUICK: 0)
 #   KEEP=1            keep the work directory (logs) after the run
+#   SNAPSHOT=1|0|only snapshot of a volume while fio writes to it (default 1
+#                     when encvol is measured; only: nothing else), once on
+#                     the tmpfs (copy) and once on a loop-mounted XFS with
+#                     reflink=1 (reflink) when mkfs.xfs and a loop device work
+#   SNAP_MB=N         size of that volume in MiB (default 1024; QUICK: 128)
 #
 # Why each system: gocryptfs is the established encrypted FUSE file system;
 # the no-passthrough loopback (scripts/nopassthrough) is the fastest any FUSE
@@ -45,10 +50,13 @@ else
 	FIO_SIZE=256M
 fi
 SYSTEMS=${SYSTEMS:-"encvol gocryptfs loopback bare"}
+SNAPSHOT=${SNAPSHOT:-1}
+if [ "$SNAPSHOT" = only ]; then SYSTEMS=encvol; fi
+if [ "$QUICK" = 1 ]; then SNAP_MB=${SNAP_MB:-128}; else SNAP_MB=${SNAP_MB:-1024}; fi
 TMPFS_SIZE=${TMPFS_SIZE:-3G}
 KEEP=${KEEP:-0}
 CMDLINE="$(printf '%q ' "$0" "$@")"
-ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" TMPFS_SIZE=$TMPFS_SIZE"
+ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" TMPFS_SIZE=$TMPFS_SIZE SNAPSHOT=$SNAPSHOT SNAP_MB=$SNAP_MB"
 
 for s in $SYSTEMS; do
 	case $s in encvol | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
@@ -88,6 +96,7 @@ cleanup() {
 		mountpoint -q "$m" 2>/dev/null && umount -l "$m"
 	done
 	mountpoint -q "$T" && umount -l "$T"
+	mountpoint -q "$WORK/xfs" 2>/dev/null && umount -l "$WORK/xfs"
 	if [ "$KEEP" = 1 ]; then
 		log "work directory kept: $WORK"
 	else
@@ -275,6 +284,7 @@ log "work directory $WORK; sizes: seq ${SEQ_MB} MiB, small $SMALL_COUNT x 512 B,
 # rm -rf pays for memory the host took back (see docs/performance.md), and
 # a fixed order would charge that to one system every time.
 read -ra SYS_ORDER <<<"$SYSTEMS"
+[ "$SNAPSHOT" = only ] && SYS_ORDER=()
 for ((r = 1; r <= RUNS; r++)); do
 	for ((i = 0; i < ${#SYS_ORDER[@]}; i++)); do
 		s=${SYS_ORDER[$(((i + r - 1) % ${#SYS_ORDER[@]}))]}
@@ -282,6 +292,66 @@ for ((r = 1; r <= RUNS; r++)); do
 		run_system "$s"
 	done
 done
+
+# --- snapshot while a writer runs ------------------------------------------------------------
+# A volume of SNAP_MB MiB (16 files) on the file system under test is
+# mounted, fio writes 4 KiB blocks at random into a file of its own as fast
+# as it can (psync, through the writeback cache), and `encvol snapshot
+# create --json` runs RUNS times; paused_ms is how long the mount's writes
+# waited, the snapshot time is the whole command. Each snapshot is deleted
+# before the next, so every run copies everything again.
+SNAP_TABLE=$WORK/snapshot.md
+XFS_NOTE=""
+snapshot_bench() { # LABEL DIR
+	local label=$1 dir=$2 b m fpid i out
+	b=$dir/snapvol
+	m=$WORK/mnt/snap
+	mkdir -p "$m"
+	"${ENCVOL[@]}" create --backing "$b" --key alias/bench >/dev/null
+	"${ENCVOL[@]}" mount "$b" "$m" >/dev/null
+	for ((i = 0; i < 16; i++)); do
+		dd if=/dev/urandom of="$m/data$i" bs=1M count=$((SNAP_MB / 16)) status=none
+	done
+	sync
+	fio --name=snapwriter --directory="$m" --filename=writer.dat --rw=randwrite --bs=4k \
+		--ioengine=psync --size=256M --time_based --runtime=3600 --output=/dev/null >/dev/null 2>&1 &
+	fpid=$!
+	sleep 3 # let fio lay out its file and reach its pace
+	for ((i = 1; i <= RUNS; i++)); do
+		out=$WORK/log/snapshot.$label.$i.json
+		"${ENCVOL[@]}" snapshot create "$b" --name "bench$i" --json >"$out"
+		record "$label" snap_paused "$(jq -r .paused_ms "$out")"
+		record "$label" snap_secs "$(jq -r '.duration_ms / 1000' "$out")"
+		echo "$(jq -r .method "$out")" >"$WORK/res/$label.snap_method"
+		"${ENCVOL[@]}" snapshot delete "$b" "bench$i" >/dev/null
+	done
+	kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null || true
+	"${ENCVOL[@]}" umount "$m" >/dev/null
+	rm -rf "$b" "$b.snapshots"
+}
+xfs_mount() { # sets XFS to the mountpoint of a loop XFS with reflinks, or XFS_NOTE to why not
+	command -v mkfs.xfs >/dev/null || {
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null 2>&1 || true
+	}
+	command -v mkfs.xfs >/dev/null || { XFS_NOTE="mkfs.xfs is not installed and apt-get could not install xfsprogs"; return 1; }
+	local img=$WORK/xfs.img
+	XFS=$WORK/xfs
+	truncate -s $((SNAP_MB * 3 + 1024))M "$img"
+	mkfs.xfs -q -m reflink=1 "$img" >/dev/null 2>&1 || { XFS_NOTE="mkfs.xfs -m reflink=1 failed"; return 1; }
+	mkdir -p "$XFS"
+	mount -o loop "$img" "$XFS" 2>/dev/null || { XFS_NOTE="no loop device could mount the XFS image"; return 1; }
+}
+if has encvol && [ "$SNAPSHOT" != 0 ]; then
+	log "snapshot of a ${SNAP_MB} MiB volume while fio writes: tmpfs (copy)"
+	snapshot_bench tmpfs "$T"
+	if xfs_mount; then
+		log "snapshot of a ${SNAP_MB} MiB volume while fio writes: XFS with reflink=1"
+		snapshot_bench xfs "$XFS"
+		umount "$XFS"
+	else
+		log "no reflink row: $XFS_NOTE"
+	fi
+fi
 
 # --- report ------------------------------------------------------------------------------
 median() { # FILE
@@ -335,8 +405,30 @@ TABLE=$WORK/table.md
 } >"$TABLE"
 
 RSS_LINE=""
-if has encvol; then
+if has encvol && [ -s "$WORK/res/encvol.rss_kib" ]; then
 	RSS_LINE="encvol daemon peak RSS (VmHWM) over mount + untar: median $(median "$WORK/res/encvol.rss_kib") KiB, max $(sort -g "$WORK/res/encvol.rss_kib" | tail -1) KiB ($(sort -g "$WORK/res/encvol.rss_kib" | tr '\n' ' ')KiB per run)."
+fi
+
+if [ -s "$WORK/res/tmpfs.snap_paused" ] || [ -s "$WORK/res/xfs.snap_paused" ]; then
+	{
+		echo
+		echo "Snapshot of a ${SNAP_MB} MiB volume while fio writes 4 KiB blocks at random into it (medians of $RUNS, each snapshot deleted before the next):"
+		echo
+		echo "| backing file system | method | writes paused (ms), median | max | snapshot time (s), median |"
+		echo "|---|---|---:|---:|---:|"
+		for fsl in tmpfs xfs; do
+			case $fsl in tmpfs) name="tmpfs" ;; xfs) name="XFS on a loop device, reflink=1" ;; esac
+			if [ -s "$WORK/res/$fsl.snap_paused" ]; then
+				echo "| $name | $(cat "$WORK/res/$fsl.snap_method") | $(median "$WORK/res/$fsl.snap_paused") | $(sort -g "$WORK/res/$fsl.snap_paused" | tail -1) | $(median "$WORK/res/$fsl.snap_secs") |"
+			else
+				echo "| $name | - | - | - | - |"
+			fi
+		done
+		if [ -n "$XFS_NOTE" ]; then
+			echo
+			echo "No reflink row in this run: $XFS_NOTE."
+		fi
+	} >"$SNAP_TABLE"
 fi
 
 REPORT=$WORK/report.md
@@ -353,7 +445,8 @@ REPORT=$WORK/report.md
 	echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
 	echo
-	cat "$TABLE"
+	[ "$SNAPSHOT" = only ] || cat "$TABLE"
+	if [ -s "$SNAP_TABLE" ]; then cat "$SNAP_TABLE"; fi
 } >"$REPORT"
 
 cat "$REPORT"
