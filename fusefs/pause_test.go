@@ -156,6 +156,7 @@ func TestPauseExclusive(t *testing.T) {
 	if err := m.Unmount(); err != nil {
 		t.Fatal(err)
 	}
+	pollUntil(t, "the unmount ends the pause", func() bool { return !m.FS.Paused() })
 	if _, held := m.FS.Resume(rep.Gen); held {
 		t.Fatal("the pause still held after the unmount")
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -610,5 +611,56 @@ func TestSnapshotNewVolume(t *testing.T) {
 				t.Fatalf("the refused create left %s", nb)
 			}
 		})
+	}
+}
+
+// TestSnapshotPauseLease: a pause taken through the control socket holds
+// write(2)s of the mount, and ends by itself when its lease runs out or
+// its connection closes, so a snapshot command that dies or hangs never
+// leaves the volume paused.
+func TestSnapshotPauseLease(t *testing.T) {
+	e := newGXEnv(t, "local", "")
+	backing := e.newVolume("vol", e.createKey("alias/snapl"))
+	mnt := e.mount(e.cfg, backing)
+	mp, err := volume.CanonicalMountpoint(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := volume.LogPath(mp)
+	for _, c := range []struct {
+		lease time.Duration
+		close bool
+		log   string
+	}{
+		{500 * time.Millisecond, false, "its lease expired"},
+		{time.Minute, true, "closed its connection"},
+	} {
+		conn, err := net.Dial("unix", volume.SocketPath(mp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, `{"op":"pause","lease_ms":%d}`+"\n", c.lease.Milliseconds())
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil || !strings.Contains(line, `"ok":true`) {
+			t.Fatalf("pause: %q %v", line, err)
+		}
+		wrote := make(chan error, 1)
+		go func() { wrote <- os.WriteFile(filepath.Join(mnt, "during"), []byte("x"), 0o600) }()
+		if c.close {
+			conn.Close()
+		}
+		gxWait(t, "the daemon ends the pause ("+c.log+")", 30*time.Second, func() bool {
+			b, _ := os.ReadFile(logPath)
+			return bytes.Contains(b, []byte(c.log))
+		})
+		select {
+		case err := <-wrote:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("a write(2) still waits after the pause ended (%s)", c.log)
+		}
 	}
 }
