@@ -2,7 +2,10 @@ package volume
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -136,4 +139,61 @@ func FuzzParseManifest(f *testing.F) {
 			t.Fatalf("parsed manifest encodes to another body")
 		}
 	})
+}
+
+// formatVector reads the "# vector: name" block of docs/format.md as
+// key = value pairs.
+func formatVector(t *testing.T, name string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "docs", "format.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(b), "# vector: "+name+"\n")
+	if !ok {
+		t.Fatalf("docs/format.md has no vector %q", name)
+	}
+	block, _, _ = strings.Cut(block, "```")
+	out := map[string]string{}
+	for _, line := range strings.Split(block, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return out
+}
+
+// TestManifestVector: the manifest of docs/format.md, written by this code
+// under the vector's DK, is byte for byte the vector's.
+func TestManifestVector(t *testing.T) {
+	v := formatVector(t, "snapshot-manifest")
+	raw, err := hex.DecodeString(v["dk"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := keywrap.NewKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dk.Close()
+	mk, err := keywrap.DeriveSubkey(dk, keywrap.LabelSnapshotManifest, keywrap.SubkeyLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(mk.Bytes()); got != v["manifest_key"] {
+		t.Errorf("manifest key %s, want %s", got, v["manifest_key"])
+	}
+	mk.Close()
+	file := v["line1"] + "\n" + v["body"] + "\nmac: " + v["mac"] + "\n"
+	m, err := ParseManifest([]byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Verify(dk); err != nil {
+		t.Fatalf("the vector does not verify: %v", err)
+	}
+	again, err := m.Encode(dk)
+	if err != nil || string(again) != file {
+		t.Fatalf("encoding the vector's manifest gives\n%s\nwant\n%s (%v)", again, file, err)
+	}
 }

@@ -44,7 +44,8 @@ func newMountCommand(a *app) *cobra.Command {
 		Use:   "mount (NAME | BACKING MOUNTPOINT) [-f] [-o OPTS]",
 		Short: "Unlock a volume with its KMS key and mount it",
 		Long: `Mount a volume: NAME is a [volumes.NAME] table of the configuration, or give
-the backing directory and the mountpoint. The data key is unwrapped before
+the backing directory and the mountpoint. A snapshot directory (encvol
+snapshot create) mounts read-only in place of a backing directory. The data key is unwrapped before
 anything is mounted; an unusable key fails at once (exit 3, or 4 when the
 KMS cannot be reached). By default the mount runs as a background daemon and
 this command returns once the mount answers; -f keeps it in the foreground
