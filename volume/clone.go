@@ -74,6 +74,9 @@ type treeEntry struct {
 	atime, mtime unix.Timespec
 	ctime        unix.Timespec
 	racy         bool
+	// reflinked: the clone's copy shares extents with this version of the
+	// file; patch: Update brings that copy up to date in place.
+	reflinked, patch bool
 }
 
 func (e *treeEntry) kind() uint32 { return uint32(e.mode) & unix.S_IFMT }
@@ -249,6 +252,13 @@ func (c *TreeClone) apply(ctx context.Context, old map[string]*treeEntry, entrie
 		}
 		return e.isDir() || o.same(e)
 	}
+	// patchable: e's copy is a reflink of the same file, which changed in
+	// place; remapping what changed suffices (clone_reflink.go).
+	patchable := func(e *treeEntry) bool {
+		o := old[e.rel]
+		return o != nil && o.reflinked && e.kind() == unix.S_IFREG && o.kind() == unix.S_IFREG &&
+			o.ino == e.ino && o.dev == e.dev && o.nlink == 1 && e.nlink == 1
+	}
 	// touched: directories whose entries change, so their times must be
 	// set again; metaDirs: directories whose own metadata changed.
 	touched := map[string]bool{}
@@ -262,7 +272,7 @@ func (c *TreeClone) apply(ctx context.Context, old map[string]*treeEntry, entrie
 	// Removals, deepest first, so a directory goes after its content.
 	var gone []*treeEntry
 	for rel, o := range old {
-		if e := next[rel]; e == nil || !keep(e) {
+		if e := next[rel]; e == nil || !keep(e) && !patchable(e) {
 			gone = append(gone, o)
 		}
 	}
@@ -305,6 +315,12 @@ func (c *TreeClone) apply(ctx context.Context, old map[string]*treeEntry, entrie
 			continue
 		}
 		touched[parent(e.rel)] = true
+		if patchable(e) {
+			e.patch = true
+			files = append(files, e)
+			total += e.size
+			continue
+		}
 		if e.isDir() {
 			if err := os.Mkdir(c.dstPath(e.rel), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 				return st, fmt.Errorf("clone: %w", err)
@@ -438,6 +454,7 @@ func (c *TreeClone) copyFiles(ctx context.Context, files []*treeEntry, st *Clone
 				mu.Lock()
 				switch {
 				case err == nil:
+					e.reflinked = reflinked
 					st.Files++
 					st.Bytes += n
 					if reflinked {
@@ -445,6 +462,12 @@ func (c *TreeClone) copyFiles(ctx context.Context, files []*treeEntry, st *Clone
 					}
 				case c.opt.Live && errors.Is(err, os.ErrNotExist):
 					vanished = append(vanished, e.rel)
+					if e.patch { // its old copy is still there
+						if rerr := os.Remove(c.dstPath(e.rel)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+							err = fmt.Errorf("clone: %w", rerr)
+							break
+						}
+					}
 					err = nil
 				}
 				mu.Unlock()
@@ -482,16 +505,21 @@ func (c *TreeClone) copyFile(e *treeEntry) (int64, bool, error) {
 	if err := unix.Fstat(int(src.Fd()), &sst); err != nil {
 		return 0, false, fmt.Errorf("clone: stat %s: %w", srcPath, err)
 	}
-	dst, err := os.OpenFile(dstPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return 0, false, fmt.Errorf("clone: %w", err)
-	}
 	add := func(n int64) {
 		if c.opt.Progress != nil {
 			c.progMu.Lock()
 			c.opt.Progress.Add(n)
 			c.progMu.Unlock()
 		}
+	}
+	if e.patch {
+		if ok, err := c.patchFile(e, src, sst.Size, add); ok || err != nil {
+			return sst.Size, ok, err
+		}
+	}
+	dst, err := os.OpenFile(dstPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, false, fmt.Errorf("clone: %w", err)
 	}
 	reflinked, err := c.copyRegular(dst, src, sst.Size, add)
 	if cerr := dst.Close(); err == nil && cerr != nil {
@@ -507,4 +535,30 @@ func (c *TreeClone) copyFile(e *treeEntry) (int64, bool, error) {
 		return 0, false, fmt.Errorf("clone: %w", err)
 	}
 	return sst.Size, reflinked, nil
+}
+
+// patchFile updates the reflinked copy of e in place from src (size bytes).
+// It reports false, having removed the copy, when the file system cannot
+// tell what changed: the caller copies the file whole.
+func (c *TreeClone) patchFile(e *treeEntry, src *os.File, size int64, add func(int64)) (bool, error) {
+	dstPath := c.dstPath(e.rel)
+	dst, err := os.OpenFile(dstPath, os.O_WRONLY, 0)
+	if err != nil {
+		return false, fmt.Errorf("clone: %w", err)
+	}
+	err = patchReflinked(dst, src, size)
+	if cerr := dst.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		if rerr := os.Remove(dstPath); rerr != nil {
+			return false, fmt.Errorf("clone: %w", rerr)
+		}
+		return false, nil
+	}
+	add(size)
+	if err := applyMeta(dstPath, c.srcPath(e.rel), e); err != nil {
+		return false, fmt.Errorf("clone: %w", err)
+	}
+	return true, nil
 }

@@ -1,9 +1,9 @@
 package volume
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -116,7 +116,7 @@ func describeTree(t *testing.T, dir string) []string {
 			if err != nil {
 				return err
 			}
-			line += fmt.Sprintf(" size=%d sum=%x sparse=%v", len(b), bytes.Clone(b[:min(len(b), 8)]), st.Blocks*512 < st.Size)
+			line += fmt.Sprintf(" size=%d sha256=%x sparse=%v", len(b), sha256.Sum256(b), st.Blocks*512 < st.Size)
 			if st.Nlink > 1 {
 				if g, ok := groups[st.Ino]; ok {
 					line += " linked-to=" + g
@@ -256,6 +256,54 @@ func TestCloneReflink(t *testing.T) {
 	if c.Method() != MethodReflink || st.Reflinked != st.Files || st.Files == 0 {
 		t.Fatalf("on XFS with reflink=1: method %s, %d of %d files reflinked", c.Method(), st.Reflinked, st.Files)
 	}
+	// Changed in place: the update remaps what changed into the same
+	// copy (its inode stays); a hole where there was data stays a hole.
+	dst := filepath.Join(xfs, "dst")
+	frag := filepath.Join(src, "frag")
+	writeFile(t, frag, randBytes(t, 4<<20), 0o600)
+	c, _, err = CloneTree(context.Background(), src, dst+"2", CloneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inode := func(p string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	before := inode(filepath.Join(dst+"2", "frag"))
+	f, err := os.OpenFile(frag, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300; i++ {
+		var b [2]byte
+		rand.Read(b[:])
+		off := int64(b[0])<<12 | int64(b[1]&0x3)<<20
+		if _, err := f.WriteAt(randBytes(t, 4096), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(1 << 20); err != nil { // data beyond becomes a hole...
+		t.Fatal(err)
+	}
+	if err := f.Truncate(6 << 20); err != nil { // ...and the file longer than before
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(randBytes(t, 100), 6<<20-100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	st, err = c.Update(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameTrees(t, src, dst+"2")
+	if got := inode(filepath.Join(dst+"2", "frag")); got != before {
+		t.Errorf("the changed file was copied anew (inode %d, was %d), not updated in place", got, before)
+	}
+
 	other := filepath.Join(t.TempDir(), "dst")
 	c, st, err = CloneTree(context.Background(), src, other, CloneOptions{})
 	if err != nil {

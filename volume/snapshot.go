@@ -184,7 +184,7 @@ type SnapshotInfo struct {
 	VolumeID string    `json:"volume_id"`
 	Created  time.Time `json:"created"`
 	Entries  int       `json:"entries"`
-	// Mounted names where the snapshot is mounted, "" when it is not.
+	// Mounted is where the snapshot is mounted, "" when it is not.
 	Mounted string `json:"mounted,omitempty"`
 }
 
@@ -209,12 +209,10 @@ func ListSnapshots(v SnapshotVolume) ([]SnapshotInfo, error) {
 		}
 		info := SnapshotInfo{ID: s.Manifest.SnapshotID, Name: s.Manifest.Name, Path: s.Path, VolumeID: s.Manifest.VolumeID,
 			Created: s.Manifest.Created, Entries: s.Manifest.Entries}
-		var ie *InUseError
-		if err := CheckNotInUse(s.Backing); errors.As(err, &ie) {
-			info.Mounted = ie.Mountpoint
-			if info.Mounted == "" {
-				info.Mounted = "in use"
-			}
+		// From the mount table: trying the lock could make a mount that
+		// starts at the same moment fail.
+		if id, err := dirIdentity(s.Backing); err == nil {
+			info.Mounted = encvolMountOf(id)
 		}
 		out = append(out, info)
 	}
@@ -228,12 +226,14 @@ func ListSnapshots(v SnapshotVolume) ([]SnapshotInfo, error) {
 func FindSnapshot(v SnapshotVolume, arg string) (*Snapshot, error) {
 	path := arg
 	if !strings.ContainsRune(arg, '/') {
-		if _, err := os.Stat(arg); err != nil {
-			path = filepath.Join(v.Snapshots, arg)
-			if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		// A name in the snapshot directory first, then a path.
+		path = filepath.Join(v.Snapshots, arg)
+		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(arg); err != nil {
 				return nil, fmt.Errorf("volume %s has no snapshot named %q (in %s); `encvol snapshot list %s` lists them",
 					v.Backing, arg, v.Snapshots, v.Backing)
 			}
+			path = arg
 		}
 	}
 	s, err := OpenSnapshot(path)

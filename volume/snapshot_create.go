@@ -103,6 +103,9 @@ func CreateSnapshot(ctx context.Context, client kmsclient.Client, opt SnapshotOp
 			return nil, fmt.Errorf("snapshot of volume %s refused: %w", v.Backing, ie)
 		}
 		res.Mounted = mount.Mountpoint
+		if err := checkOutsideMount(v.Snapshots, mount.Mountpoint); err != nil {
+			return nil, err
+		}
 	}
 	defer lock.Release()
 
@@ -195,4 +198,20 @@ func writeManifest(dir, backing string, u *Unlocked, res *SnapshotResult) error 
 		return err
 	}
 	return keywrap.WriteFileAtomic(filepath.Join(dir, ManifestFile), b, 0o600)
+}
+
+// checkOutsideMount refuses a snapshot directory on the volume's own mount:
+// the last pass would write into the mount while its writes wait for it.
+func checkOutsideMount(dir, mountpoint string) error {
+	var d, m unix.Stat_t
+	if err := unix.Stat(dir, &d); err != nil {
+		return fmt.Errorf("snapshot directory %s: %w", dir, err)
+	}
+	if err := unix.Stat(mountpoint, &m); err != nil {
+		return fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	if d.Dev == m.Dev {
+		return fmt.Errorf("the snapshot directory %s is inside the volume's own mount %s, where the snapshot would wait for itself; set snapshots to a directory outside the mount", dir, mountpoint)
+	}
+	return nil
 }
