@@ -89,8 +89,10 @@ declare -A PID=()  # daemon pid per FUSE system
 mp() { echo "$WORK/mnt/$1"; }
 backing() { echo "$T/$1"; }
 
+SNAP_FIO=""
 cleanup() {
 	set +e
+	[ -z "$SNAP_FIO" ] || { kill "$SNAP_FIO" 2>/dev/null; wait "$SNAP_FIO" 2>/dev/null; }
 	for s in "${!PID[@]}"; do stop_fs "$s" 2>/dev/null; done
 	for m in "$WORK"/mnt/*; do
 		mountpoint -q "$m" 2>/dev/null && umount -l "$m"
@@ -295,15 +297,22 @@ done
 
 # --- snapshot while a writer runs ------------------------------------------------------------
 # A volume of SNAP_MB MiB (16 files) on the file system under test is
-# mounted, fio writes 4 KiB blocks at random into a file of its own as fast
-# as it can (psync, through the writeback cache), and `encvol snapshot
-# create --json` runs RUNS times; paused_ms is how long the mount's writes
-# waited, the snapshot time is the whole command. Each snapshot is deleted
-# before the next, so every run copies everything again.
+# mounted, a writer runs in it, and `encvol snapshot create --json` runs
+# RUNS times; paused_ms is how long the mount's writes waited, the snapshot
+# time is the whole command. Each snapshot is deleted before the next, so
+# every run copies everything again. Two writers (fio, psync, through the
+# writeback cache): "random" rewrites 4 KiB blocks of a 256 MiB file as fast
+# as it can, the worst case for the last pass (the file changes all over
+# while the first pass runs); "append" writes 1 MiB blocks sequentially at
+# 20 MB/s (around a 256 MiB file), like a log or a recorder.
 SNAP_TABLE=$WORK/snapshot.md
 XFS_NOTE=""
-snapshot_bench() { # LABEL DIR
-	local label=$1 dir=$2 b m fpid i out
+declare -A WRITER=(
+	[random]="--rw=randwrite --bs=4k --size=256M"
+	[append]="--rw=write --bs=1M --size=256M --rate=20m"
+)
+snapshot_bench() { # FSLABEL DIR
+	local fsl=$1 dir=$2 b m fpid i out w
 	b=$dir/snapvol
 	m=$WORK/mnt/snap
 	mkdir -p "$m"
@@ -313,19 +322,25 @@ snapshot_bench() { # LABEL DIR
 		dd if=/dev/urandom of="$m/data$i" bs=1M count=$((SNAP_MB / 16)) status=none
 	done
 	sync
-	fio --name=snapwriter --directory="$m" --filename=writer.dat --rw=randwrite --bs=4k \
-		--ioengine=psync --size=256M --time_based --runtime=3600 --output=/dev/null >/dev/null 2>&1 &
-	fpid=$!
-	sleep 3 # let fio lay out its file and reach its pace
-	for ((i = 1; i <= RUNS; i++)); do
-		out=$WORK/log/snapshot.$label.$i.json
-		"${ENCVOL[@]}" snapshot create "$b" --name "bench$i" --json >"$out"
-		record "$label" snap_paused "$(jq -r .paused_ms "$out")"
-		record "$label" snap_secs "$(jq -r '.duration_ms / 1000' "$out")"
-		echo "$(jq -r .method "$out")" >"$WORK/res/$label.snap_method"
-		"${ENCVOL[@]}" snapshot delete "$b" "bench$i" >/dev/null
+	for w in random append; do
+		# shellcheck disable=SC2086 # WRITER holds several options
+		fio --name=snapwriter --directory="$m" --filename="writer-$w.dat" ${WRITER[$w]} \
+			--ioengine=psync --time_based --runtime=3600 --output=/dev/null >/dev/null 2>&1 &
+		fpid=$!
+		SNAP_FIO=$fpid
+		sleep 3 # let fio lay out its file and reach its pace
+		for ((i = 1; i <= RUNS; i++)); do
+			out=$WORK/log/snapshot.$fsl.$w.$i.json
+			"${ENCVOL[@]}" snapshot create "$b" --name "bench$i" --json >"$out"
+			record "$fsl-$w" snap_paused "$(jq -r .paused_ms "$out")"
+			record "$fsl-$w" snap_secs "$(jq -r '.duration_ms / 1000 * 100 | floor / 100' "$out")"
+			jq -r .method "$out" >"$WORK/res/$fsl-$w.snap_method"
+			"${ENCVOL[@]}" snapshot delete "$b" "bench$i" >/dev/null
+		done
+		kill "$fpid" 2>/dev/null
+		wait "$fpid" 2>/dev/null || true
+		rm -f "$m/writer-$w.dat"
 	done
-	kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null || true
 	"${ENCVOL[@]}" umount "$m" >/dev/null
 	rm -rf "$b" "$b.snapshots"
 }
@@ -409,24 +424,27 @@ if has encvol && [ -s "$WORK/res/encvol.rss_kib" ]; then
 	RSS_LINE="encvol daemon peak RSS (VmHWM) over mount + untar: median $(median "$WORK/res/encvol.rss_kib") KiB, max $(sort -g "$WORK/res/encvol.rss_kib" | tail -1) KiB ($(sort -g "$WORK/res/encvol.rss_kib" | tr '\n' ' ')KiB per run)."
 fi
 
-if [ -s "$WORK/res/tmpfs.snap_paused" ] || [ -s "$WORK/res/xfs.snap_paused" ]; then
+if ls "$WORK"/res/*.snap_paused >/dev/null 2>&1; then
 	{
 		echo
-		echo "Snapshot of a ${SNAP_MB} MiB volume while fio writes 4 KiB blocks at random into it (medians of $RUNS, each snapshot deleted before the next):"
+		echo "Snapshot of a ${SNAP_MB} MiB volume while a writer runs in it (medians of $RUNS, each snapshot deleted before the next; writers: random = fio 4 KiB random rewrites of a 256 MiB file at full speed, append = fio 1 MiB sequential writes at 20 MB/s into a 256 MiB file):"
 		echo
-		echo "| backing file system | method | writes paused (ms), median | max | snapshot time (s), median |"
-		echo "|---|---|---:|---:|---:|"
+		echo "| backing file system | writer | method | writes paused (ms), median | max | snapshot time (s), median |"
+		echo "|---|---|---|---:|---:|---:|"
 		for fsl in tmpfs xfs; do
 			case $fsl in tmpfs) name="tmpfs" ;; xfs) name="XFS on a loop device, reflink=1" ;; esac
-			if [ -s "$WORK/res/$fsl.snap_paused" ]; then
-				echo "| $name | $(cat "$WORK/res/$fsl.snap_method") | $(median "$WORK/res/$fsl.snap_paused") | $(sort -g "$WORK/res/$fsl.snap_paused" | tail -1) | $(median "$WORK/res/$fsl.snap_secs") |"
-			else
-				echo "| $name | - | - | - | - |"
-			fi
+			for w in random append; do
+				k=$fsl-$w
+				if [ -s "$WORK/res/$k.snap_paused" ]; then
+					echo "| $name | $w | $(cat "$WORK/res/$k.snap_method") | $(median "$WORK/res/$k.snap_paused") | $(sort -g "$WORK/res/$k.snap_paused" | tail -1) | $(median "$WORK/res/$k.snap_secs") |"
+				else
+					echo "| $name | $w | - | - | - | - |"
+				fi
+			done
 		done
 		if [ -n "$XFS_NOTE" ]; then
 			echo
-			echo "No reflink row in this run: $XFS_NOTE."
+			echo "No reflink rows in this run: $XFS_NOTE."
 		fi
 	} >"$SNAP_TABLE"
 fi
@@ -434,15 +452,21 @@ fi
 REPORT=$WORK/report.md
 {
 	echo
-	echo "## Benchmark $(date -u +%Y-%m-%dT%H:%MZ)"
+	if [ "$SNAPSHOT" = only ]; then
+		echo "## Snapshot benchmark $(date -u +%Y-%m-%dT%H:%MZ)"
+	else
+		echo "## Benchmark $(date -u +%Y-%m-%dT%H:%MZ)"
+	fi
 	echo
 	echo "- Kernel: $(uname -r); CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1) ($(nproc) cores); Go: $(go env GOVERSION)"
 	if has gocryptfs; then echo "- gocryptfs: $(gocryptfs -version | head -1)"; fi
 	echo "- Command: \`$ENVLINE $CMDLINE\`"
 	echo "- Load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) — other work on the machine skews every column alike."
 	echo "- CPU time stolen by the hypervisor during the run: $(awk -v t="$(($(steal_ticks) - STEAL_START))" -v hz="$(getconf CLK_TCK)" -v s="$(($(date +%s) - RUN_START))" -v n="$(nproc)" 'BEGIN { printf "%.1f s of %d s × %d CPUs", t / hz, s, n }')."
-	echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s), each run starting with the next system; MB/s = 10^6 bytes/s."
-	echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
+	if [ "$SNAPSHOT" != only ]; then
+		echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s), each run starting with the next system; MB/s = 10^6 bytes/s."
+		echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
+	fi
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
 	echo
 	[ "$SNAPSHOT" = only ] || cat "$TABLE"
