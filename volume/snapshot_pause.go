@@ -143,18 +143,8 @@ func FindMountOf(ctx context.Context, backing string) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", backing, err)
 	}
-	socks, err := ListSockets()
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range socks {
-		st, err := QueryStatus(ctx, s)
-		if err != nil {
-			continue // a stale socket, or a daemon of another volume that is busy
-		}
-		if id, err := dirIdentity(st.Backing); err == nil && id == want {
-			return st, nil
-		}
-	}
-	return nil, nil
+	return findMount(ctx, func(st *Status) bool {
+		id, err := dirIdentity(st.Backing)
+		return err == nil && id == want
+	})
 }

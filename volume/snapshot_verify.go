@@ -9,9 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/encvol/encvol/keywrap/names"
-	"github.com/encvol/encvol/sector"
 )
 
 // `encvol verify SNAPSHOT`: a snapshot is read-only, so no canary can be
@@ -233,73 +230,11 @@ func scanForPlaintext(ctx context.Context, backing string, rt *treeRead, sectorS
 		m.add(p, "content")
 	}
 	rep.Probes = len(m.pats)
-	hit := func(h Hit) {
-		switch h.Kind {
-		case "content":
-			rep.ContentHits++
-		case "file name":
-			rep.FileNameHits++
-		}
-		if len(rep.Hits) < maxReportedHits {
-			rep.Hits = append(rep.Hits, h)
-		}
-	}
-	type entry struct {
-		path   string
-		sector bool
-	}
-	var files []entry
-	var total int64
-	err := filepath.WalkDir(backing, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("scan %s: %w", path, err)
-		}
-		if path == backing {
-			return nil
-		}
-		if rt.names[d.Name()] {
-			hit(Hit{Path: path, Offset: -1, Kind: "file name"})
-		}
-		switch {
-		case d.IsDir():
-			rep.Dirs++
-		case d.Type()&fs.ModeSymlink != 0:
-			if t, err := os.Readlink(path); err == nil && rt.names[t] {
-				hit(Hit{Path: path, Offset: -1, Kind: "file name"})
-			}
-		case d.Type().IsRegular():
-			info, err := d.Info()
-			if err != nil {
-				return fmt.Errorf("scan %s: %w", path, err)
-			}
-			files = append(files, entry{path: path, sector: !names.IsReserved(d.Name()) && info.Size() >= sector.HeaderSize})
-			total += info.Size()
-		}
-		return nil
-	})
+	has := func(name string) bool { return rt.names[name] }
+	rnd, err := scanTree(ctx, backing, m, has, has, sectorSize, prog, &rep)
 	if err != nil {
 		return rep, RandomnessReport{}, err
 	}
-	if prog != nil {
-		prog.Start(total)
-		defer prog.Done()
-	}
-	var hist histogram
-	recSize := sector.Overhead + sectorSize
-	buf := make([]byte, max(1, (1<<20)/recSize)*recSize)
-	st := &stream{m: m}
-	for _, e := range files {
-		if err := ctx.Err(); err != nil {
-			return rep, RandomnessReport{}, err
-		}
-		rep.Files++
-		if e.sector {
-			hist.files++
-		}
-		if err := scanFile(e.path, e.sector, st, &hist, buf, recSize, prog, &rep, hit); err != nil {
-			return rep, RandomnessReport{}, err
-		}
-	}
 	rep.DurationMS = ms(time.Since(start))
-	return rep, hist.report(), nil
+	return rep, rnd, nil
 }

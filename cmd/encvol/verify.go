@@ -110,30 +110,11 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 			}
 		}
 	} else {
-		mnt, err := os.MkdirTemp("", "encvol-verify-")
-		if err != nil {
-			return fmt.Errorf("temporary mountpoint: %w", err)
-		}
-		defer os.Remove(mnt)
-		spec, err := cfg.TemporaryMountSpec(target, mnt)
+		spec, m, done, err := a.temporaryMount(ctx, cfg, target)
 		if err != nil {
 			return err
 		}
-		// The mount's own transition lines would interleave with the
-		// report; they are warnings only at debug level.
-		mlog := a.log
-		if a.log.GetLevel() > zerolog.DebugLevel {
-			mlog = a.log.Level(zerolog.ErrorLevel)
-		}
-		m, err := volume.MountTemporary(ctx, spec, mlog)
-		if err != nil {
-			return a.withRemedy(err, h.KeyID, spec.KMS)
-		}
-		defer func() {
-			if err := volume.UnmountTemporary(m); err != nil {
-				a.log.Error().Err(err).Str("path", mnt).Msg("temporary mount could not be unmounted")
-			}
-		}()
+		defer done()
 		opt.Mountpoint, opt.Temporary = spec.Mountpoint, true
 		opt.OnRevoke, opt.KeyCheckInterval = spec.OnRevoke, spec.KeyCheckInterval
 		opt.Status = func(context.Context) (*volume.Status, error) { s := m.Status(); return &s, nil }
@@ -189,39 +170,21 @@ func (a *app) verifySnapshot(ctx context.Context, cfg *volume.Config, target vol
 	if err != nil {
 		return err
 	}
+	var opt volume.SnapshotVerifyOptions
 	if st != nil {
 		// Mounted already (read-only, as every snapshot): check that mount.
-		rep, err := volume.VerifySnapshot(ctx, volume.SnapshotVerifyOptions{Snapshot: snap, Mountpoint: st.Mountpoint, KMS: st.KMS,
-			OnRevoke: st.OnRevoke, KeyCheckInterval: parseDuration(st.KeyCheckInterval)})
+		opt = volume.SnapshotVerifyOptions{Mountpoint: st.Mountpoint, KMS: st.KMS,
+			OnRevoke: st.OnRevoke, KeyCheckInterval: parseDuration(st.KeyCheckInterval)}
+	} else {
+		spec, _, done, err := a.temporaryMount(ctx, cfg, target)
 		if err != nil {
 			return err
 		}
-		return a.printVerify(rep, asJSON)
+		defer done()
+		opt = volume.SnapshotVerifyOptions{Mountpoint: spec.Mountpoint, Temporary: true, KMS: spec.KMS,
+			OnRevoke: spec.OnRevoke, KeyCheckInterval: spec.KeyCheckInterval}
 	}
-	mnt, err := os.MkdirTemp("", "encvol-verify-")
-	if err != nil {
-		return fmt.Errorf("temporary mountpoint: %w", err)
-	}
-	defer os.Remove(mnt)
-	spec, err := cfg.TemporaryMountSpec(target, mnt)
-	if err != nil {
-		return err
-	}
-	mlog := a.log
-	if a.log.GetLevel() > zerolog.DebugLevel {
-		mlog = a.log.Level(zerolog.ErrorLevel)
-	}
-	m, err := volume.MountTemporary(ctx, spec, mlog)
-	if err != nil {
-		return a.withRemedy(err, snap.Header.KeyID, spec.KMS)
-	}
-	defer func() {
-		if err := volume.UnmountTemporary(m); err != nil {
-			a.log.Error().Err(err).Str("path", mnt).Msg("temporary mount could not be unmounted")
-		}
-	}()
-	opt := volume.SnapshotVerifyOptions{Snapshot: snap, Mountpoint: spec.Mountpoint, Temporary: true, KMS: spec.KMS,
-		OnRevoke: spec.OnRevoke, KeyCheckInterval: spec.KeyCheckInterval}
+	opt.Snapshot = snap
 	if !asJSON && isTerminal(a.stdout) {
 		opt.Progress = &scanBar{w: a.stderr}
 	}
@@ -230,6 +193,38 @@ func (a *app) verifySnapshot(ctx context.Context, cfg *volume.Config, target vol
 		return err
 	}
 	return a.printVerify(rep, asJSON)
+}
+
+// temporaryMount mounts target on a new temporary directory in this
+// process; done unmounts it and removes the directory.
+func (a *app) temporaryMount(ctx context.Context, cfg *volume.Config, target volume.VerifyTarget) (volume.MountSpec, *volume.Mount, func(), error) {
+	mnt, err := os.MkdirTemp("", "encvol-verify-")
+	if err != nil {
+		return volume.MountSpec{}, nil, nil, fmt.Errorf("temporary mountpoint: %w", err)
+	}
+	spec, err := cfg.TemporaryMountSpec(target, mnt)
+	if err != nil {
+		os.Remove(mnt)
+		return spec, nil, nil, err
+	}
+	// The mount's own transition lines would interleave with the report;
+	// they are warnings only at debug level.
+	mlog := a.log
+	if a.log.GetLevel() > zerolog.DebugLevel {
+		mlog = a.log.Level(zerolog.ErrorLevel)
+	}
+	m, err := volume.MountTemporary(ctx, spec, mlog)
+	if err != nil {
+		os.Remove(mnt)
+		return spec, nil, nil, a.withRemedy(err, target.Header.KeyID, spec.KMS)
+	}
+	done := func() {
+		if err := volume.UnmountTemporary(m); err != nil {
+			a.log.Error().Err(err).Str("path", mnt).Msg("temporary mount could not be unmounted")
+		}
+		os.Remove(mnt)
+	}
+	return spec, m, done, nil
 }
 
 func parseDuration(s string) time.Duration {
