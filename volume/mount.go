@@ -98,7 +98,8 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 	if spec.Mountpoint, err = CanonicalMountpoint(spec.Mountpoint); err != nil {
 		return spec, err
 	}
-	if spec.Name == "" && IsSnapshot(spec.Backing) {
+	if snap := snapshotOf(spec.Backing); spec.Name == "" && snap != "" {
+		spec.Backing = snap
 		if o.ReadOnly != nil && !*o.ReadOnly {
 			return spec, fmt.Errorf("%s is a snapshot, which mounts read-only only: leave out -o rw (to change it, make a volume from it with `encvol create --backing DIR --from-snapshot %s`)", spec.Backing, spec.Backing)
 		}

@@ -109,6 +109,19 @@ func IsSnapshot(dir string) bool {
 	return err == nil && st.Mode().IsRegular()
 }
 
+// snapshotOf returns the snapshot directory that path is, or whose
+// backing copy it is, or "" when it is neither: a snapshot's backing copy
+// named directly must not be taken for a volume that can be written.
+func snapshotOf(path string) string {
+	if IsSnapshot(path) {
+		return path
+	}
+	if filepath.Base(path) == SnapshotBackingDir && IsSnapshot(filepath.Dir(path)) {
+		return filepath.Dir(path)
+	}
+	return ""
+}
+
 // SnapshotBacking returns the backing copy of the snapshot at dir, or dir
 // itself when it is no snapshot: what commands that take a volume or a
 // snapshot work on.

@@ -137,7 +137,13 @@ func CreateSnapshot(ctx context.Context, client kmsclient.Client, opt SnapshotOp
 	if err := writeManifest(partial, dst, u, res); err != nil {
 		return nil, fmt.Errorf("snapshot of %s: %w", v.Backing, err)
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, partial, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE); err != nil {
+	err = unix.Renameat2(unix.AT_FDCWD, partial, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// No RENAME_NOREPLACE here; the snapshot directory lock keeps
+		// other snapshot commands from taking the name meanwhile.
+		err = os.Rename(partial, final)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("snapshot of %s: put %s in place: %w", v.Backing, final, err)
 	}
 	ok = true

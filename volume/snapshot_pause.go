@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -45,6 +46,9 @@ func pauseMount(ctx context.Context, sock string, lease time.Duration) (*pauseSe
 	resp, err := p.request(controlRequest{Op: OpPause, LeaseMS: lease.Milliseconds()}, pauseAnswerTimeout)
 	if err != nil {
 		c.Close()
+		if resp != nil && strings.HasPrefix(resp.Error, "unknown op") {
+			return nil, fmt.Errorf("the mount's daemon cannot pause for a snapshot (it was started by an older encvol); unmount and mount the volume again, or snapshot it unmounted")
+		}
 		return nil, fmt.Errorf("pause the mount's writes: %w", err)
 	}
 	if resp.Pause == nil {

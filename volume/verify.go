@@ -283,8 +283,8 @@ func (c *Config) ResolveVerify(arg string) (VerifyTarget, error) {
 	if err != nil {
 		return t, err
 	}
-	if t.Name == "" && IsSnapshot(abs) {
-		t.Snapshot, abs = abs, SnapshotBacking(abs)
+	if snap := snapshotOf(abs); t.Name == "" && snap != "" {
+		t.Snapshot, abs = snap, SnapshotBacking(snap)
 	}
 	t.Backing = abs
 	if _, err := os.Stat(filepath.Join(abs, keywrap.HeaderFile)); err != nil {
