@@ -27,7 +27,7 @@ const fromSnapshotMarker = keywrap.TempPrefix + "from-snapshot"
 
 // ErrNeedsCopy is matched by the refusal to make a volume from a snapshot
 // under another key, which needs the copy engine.
-var ErrNeedsCopy = errors.New("re-encryption needs encvol copy")
+var ErrNeedsCopy = errors.New("re-encrypting a snapshot under another key needs encvol copy")
 
 // ResolveCreateFrom is ResolveCreate for `encvol create --from-snapshot`:
 // without --kms the snapshot's own KMS is used when this configuration
@@ -157,8 +157,7 @@ func rewrapForVolume(ctx context.Context, client kmsclient.Client, u *Unlocked, 
 // (`encvol copy`, which reads a snapshot like a volume); this is where it
 // plugs in.
 func reencryptSnapshot(_ context.Context, _ kmsclient.Client, opt CreateOptions, s *Snapshot, why string) (*keywrap.Header, error) {
-	return nil, fmt.Errorf("%w: re-encrypting a snapshot under another key needs encvol copy, and the new volume %s would use %s; "+
-		"leave out --key (and --kms) to make it under the snapshot's own key %s",
+	return nil, fmt.Errorf("%w; the new volume %s would use %s, so make it under the snapshot's own key %s instead (leave out --key and --kms)",
 		ErrNeedsCopy, opt.Backing, why, s.Header.KeyID)
 }
 
