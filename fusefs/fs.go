@@ -327,24 +327,40 @@ func (f *FS) flushDirty() {
 	if f.server.Load() == nil {
 		return
 	}
-	var files []string
+	f.fsyncInodes(f.regularInodes())
+}
+
+// regularInodes lists the regular files the kernel knows on the mount.
+func (f *FS) regularInodes() []*fs.Inode {
+	var out []*fs.Inode
 	f.eachInode(func(in *fs.Inode) {
 		if in.StableAttr().Mode == unix.S_IFREG {
-			if p := in.Path(nil); p != "" {
-				files = append(files, p)
-			}
+			out = append(out, in)
 		}
 	})
-	for _, p := range files {
+	return out
+}
+
+// fsyncInodes fsyncs each file of list through the mount, by its name at
+// that moment, and returns those it could not open: renamed meanwhile (or
+// removed, which leaves nothing of them to wait for).
+func (f *FS) fsyncInodes(list []*fs.Inode) (missed []*fs.Inode) {
+	for _, in := range list {
+		p := in.Path(nil)
+		if p == "" {
+			continue // no name: nothing of it reaches a copy of the backing
+		}
 		fd, err := unix.Open(filepath.Join(f.mountpoint, p), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
-			continue // gone or renamed since: nothing of it to wait for here
+			missed = append(missed, in)
+			continue
 		}
 		if err := unix.Fsync(fd); err != nil {
 			f.log.Warn().Str("op", "flush").Err(err).Msg("writing cached data back failed")
 		}
 		unix.Close(fd)
 	}
+	return missed
 }
 
 // setMountFlags puts the mount flags of mo where the mount takes them:

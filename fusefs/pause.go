@@ -38,7 +38,8 @@ import (
 //  2. Changes to names and attributes wait at their entry (create, mkdir,
 //     mknod, symlink, link, unlink, rmdir, rename, setattr beyond times,
 //     setxattr, removexattr, fallocate, copy_file_range, O_TRUNC opens);
-//     the pause waits for those in service to finish.
+//     the pause waits for those in service to finish, then fsyncs again
+//     the files that step 1 missed because they were renamed meanwhile.
 //  3. WRITE requests and time updates wait as well, and the pause waits for
 //     those in service. The backing directory no longer changes.
 //
@@ -216,13 +217,20 @@ func (f *FS) Pause(ctx context.Context) (PauseReport, error) {
 	p.level.Store(levelWrites)
 	f.invalidateFileAttrs()
 	p.flushing.Store(true)
-	f.flushDirty()
+	missed := f.fsyncInodes(f.regularInodes())
 	p.flushing.Store(false)
 	rep.Flush = time.Since(p.started)
 
 	t = time.Now()
 	p.level.Store(levelMeta)
 	err := p.drain(ctx, classMeta)
+	if err == nil && len(missed) > 0 {
+		// Files renamed while step 1 went through them: their names
+		// hold still now.
+		p.flushing.Store(true)
+		f.fsyncInodes(missed)
+		p.flushing.Store(false)
+	}
 	if err == nil {
 		p.level.Store(levelAll)
 		err = p.drain(ctx, classData)
