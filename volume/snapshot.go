@@ -72,6 +72,16 @@ func (c *Config) ResolveSnapshotVolume(arg string) (SnapshotVolume, error) {
 	}
 	v := SnapshotVolume{Name: t.Name, Backing: t.Backing, Header: t.Header, KMS: t.KMS, KMSConfig: t.KMSConfig}
 	v.Snapshots = t.volume.Snapshots
+	if t.Name == "" {
+		// Named by its backing directory: a table of the configuration
+		// for that directory still says where its snapshots go.
+		for _, name := range sortedKeys(c.Volumes) {
+			if vc := c.Volumes[name]; vc.Backing == t.Backing && vc.Snapshots != "" {
+				v.Snapshots = vc.Snapshots
+				break
+			}
+		}
+	}
 	if v.Snapshots == "" {
 		v.Snapshots = strings.TrimSuffix(t.Backing, "/") + snapshotsSuffix
 	}
