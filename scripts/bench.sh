@@ -14,10 +14,14 @@
 #   TMPFS_SIZE=3G     size of the tmpfs that holds every backing directory
 #   APPEND=0|1        append the table to docs/performance.md (default 1; QUICK: 0)
 #   KEEP=1            keep the work directory (logs) after the run
-#   PARTS="..."       subset of: fs (the file system comparison) fsck (encvol
+#   PARTS="..."       subset of: fs (the file system comparison), fsck (encvol
 #                     fsck of a FSCK_MB volume against raw AES-GCM on every
-#                     core); default: both
+#                     core), snapshot (snapshot of a volume while fio writes
+#                     to it, once on the tmpfs (copy) and once on a
+#                     loop-mounted XFS with reflink=1 (reflink) when mkfs.xfs
+#                     and a loop device work); default: all three
 #   FSCK_MB=N         size of the fsck volume in MiB, default 1024 (QUICK: 128)
+#   SNAP_MB=N         size of the snapshot volume in MiB (default 1024; QUICK: 128)
 #
 # Why each system: securefs and gocryptfs are the established encrypted FUSE
 # file systems (securefs mounts with 30 s attribute and entry timeouts and
@@ -52,12 +56,13 @@ else
 	FIO_SIZE=256M
 fi
 SYSTEMS=${SYSTEMS:-"encvol securefs gocryptfs loopback bare"}
-PARTS=${PARTS:-"fs fsck"}
+PARTS=${PARTS:-"fs fsck snapshot"}
 if [ "$QUICK" = 1 ]; then FSCK_MB=${FSCK_MB:-128}; else FSCK_MB=${FSCK_MB:-1024}; fi
+if [ "$QUICK" = 1 ]; then SNAP_MB=${SNAP_MB:-128}; else SNAP_MB=${SNAP_MB:-1024}; fi
 TMPFS_SIZE=${TMPFS_SIZE:-3G}
 KEEP=${KEEP:-0}
 CMDLINE="$(printf '%q ' "$0" "$@")"
-ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" PARTS=\"$PARTS\" TMPFS_SIZE=$TMPFS_SIZE FSCK_MB=$FSCK_MB"
+ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" PARTS=\"$PARTS\" TMPFS_SIZE=$TMPFS_SIZE FSCK_MB=$FSCK_MB SNAP_MB=$SNAP_MB"
 
 for s in $SYSTEMS; do
 	case $s in encvol | securefs | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
@@ -98,8 +103,10 @@ declare -A PID=()  # daemon pid per FUSE system
 mp() { echo "$WORK/mnt/$1"; }
 backing() { echo "$T/$1"; }
 
+SNAP_FIO=""
 cleanup() {
 	set +e
+	[ -z "$SNAP_FIO" ] || { kill "$SNAP_FIO" 2>/dev/null; wait "$SNAP_FIO" 2>/dev/null; }
 	for s in "${!PID[@]}"; do stop_fs "$s" 2>/dev/null; done
 	for m in "$WORK"/mnt/*; do
 		mountpoint -q "$m" 2>/dev/null && umount -l "$m"
@@ -108,6 +115,7 @@ cleanup() {
 	for d in "$WORK"/fsck-*; do
 		mountpoint -q "$d" 2>/dev/null && umount -l "$d"
 	done
+	mountpoint -q "$WORK/xfs" 2>/dev/null && umount -l "$WORK/xfs"
 	if [ "$KEEP" = 1 ]; then
 		log "work directory kept: $WORK"
 	else
@@ -123,7 +131,7 @@ mount -t tmpfs -o size="$TMPFS_SIZE" encvol-bench "$T"
 # --- build ---------------------------------------------------------------------
 export GOEXPERIMENT=runtimesecret
 (cd "$REPO" && go build -o "$WORK/bin/nopassthrough" ./scripts/nopassthrough)
-if has encvol || part fsck; then
+if has encvol || part fsck || part snapshot; then
 	(cd "$REPO" && go build -o "$WORK/bin/encvol" ./cmd/encvol)
 	CFG=$WORK/encvol.toml
 	cat >"$CFG" <<EOF
@@ -332,6 +340,7 @@ log "work directory $WORK; sizes: seq ${SEQ_MB} MiB, small $SMALL_COUNT x 512 B,
 # rm -rf pays for memory the host took back (see docs/performance.md), and
 # a fixed order would charge that to one system every time.
 read -ra SYS_ORDER <<<"$SYSTEMS"
+part fs || SYS_ORDER=()
 for ((r = 1; r <= RUNS; r++)); do
 	for ((i = 0; i < ${#SYS_ORDER[@]}; i++)); do
 		s=${SYS_ORDER[$(((i + r - 1) % ${#SYS_ORDER[@]}))]}
@@ -382,6 +391,79 @@ fsck_bench() { # KIND: plain | huge
 if part fsck; then
 	fsck_bench plain
 	fsck_bench huge
+fi
+
+# --- snapshot while a writer runs ------------------------------------------------------------
+# A volume of SNAP_MB MiB (16 files) on the file system under test is
+# mounted, a writer runs in it, and `encvol snapshot create --json` runs
+# RUNS times; paused_ms is how long the mount's writes waited, the snapshot
+# time is the whole command. Each snapshot is deleted before the next, so
+# every run copies everything again. Two writers (fio, psync, through the
+# writeback cache): "random" rewrites 4 KiB blocks of a 256 MiB file as fast
+# as it can, the worst case for the last pass (the file changes all over
+# while the first pass runs); "append" writes 1 MiB blocks sequentially at
+# 20 MB/s (around a 256 MiB file), like a log or a recorder.
+SNAP_TABLE=$WORK/snapshot.md
+XFS_NOTE=""
+declare -A WRITER=(
+	[random]="--rw=randwrite --bs=4k --size=256M"
+	[append]="--rw=write --bs=1M --size=256M --rate=20m"
+)
+snapshot_bench() { # FSLABEL DIR
+	local fsl=$1 dir=$2 b m fpid i out w
+	b=$dir/snapvol
+	m=$WORK/mnt/snap
+	mkdir -p "$m"
+	"${ENCVOL[@]}" create --backing "$b" --key alias/bench >/dev/null
+	"${ENCVOL[@]}" mount "$b" "$m" >/dev/null
+	for ((i = 0; i < 16; i++)); do
+		dd if=/dev/urandom of="$m/data$i" bs=1M count=$((SNAP_MB / 16)) status=none
+	done
+	sync
+	for w in random append; do
+		# shellcheck disable=SC2086 # WRITER holds several options
+		fio --name=snapwriter --directory="$m" --filename="writer-$w.dat" ${WRITER[$w]} \
+			--ioengine=psync --time_based --runtime=3600 --output=/dev/null >/dev/null 2>&1 &
+		fpid=$!
+		SNAP_FIO=$fpid
+		sleep 3 # let fio lay out its file and reach its pace
+		for ((i = 1; i <= RUNS; i++)); do
+			out=$WORK/log/snapshot.$fsl.$w.$i.json
+			"${ENCVOL[@]}" snapshot create "$b" --name "bench$i" --json >"$out"
+			record "$fsl-$w" snap_paused "$(jq -r .paused_ms "$out")"
+			record "$fsl-$w" snap_secs "$(jq -r '.duration_ms / 1000 * 100 | floor / 100' "$out")"
+			jq -r .method "$out" >"$WORK/res/$fsl-$w.snap_method"
+			"${ENCVOL[@]}" snapshot delete "$b" "bench$i" >/dev/null
+		done
+		kill "$fpid" 2>/dev/null
+		wait "$fpid" 2>/dev/null || true
+		rm -f "$m/writer-$w.dat"
+	done
+	"${ENCVOL[@]}" umount "$m" >/dev/null
+	rm -rf "$b" "$b.snapshots"
+}
+xfs_mount() { # sets XFS to the mountpoint of a loop XFS with reflinks, or XFS_NOTE to why not
+	command -v mkfs.xfs >/dev/null || {
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null 2>&1 || true
+	}
+	command -v mkfs.xfs >/dev/null || { XFS_NOTE="mkfs.xfs is not installed and apt-get could not install xfsprogs"; return 1; }
+	local img=$WORK/xfs.img
+	XFS=$WORK/xfs
+	truncate -s $((SNAP_MB * 3 + 1024))M "$img"
+	mkfs.xfs -q -m reflink=1 "$img" >/dev/null 2>&1 || { XFS_NOTE="mkfs.xfs -m reflink=1 failed"; return 1; }
+	mkdir -p "$XFS"
+	mount -o loop "$img" "$XFS" 2>/dev/null || { XFS_NOTE="no loop device could mount the XFS image"; return 1; }
+}
+if part snapshot; then
+	log "snapshot of a ${SNAP_MB} MiB volume while fio writes: tmpfs (copy)"
+	snapshot_bench tmpfs "$T"
+	if xfs_mount; then
+		log "snapshot of a ${SNAP_MB} MiB volume while fio writes: XFS with reflink=1"
+		snapshot_bench xfs "$XFS"
+		umount "$XFS"
+	else
+		log "no reflink row: $XFS_NOTE"
+	fi
 fi
 
 # --- report ------------------------------------------------------------------------------
@@ -463,8 +545,33 @@ if has encvol && part fs; then
 fi
 
 RSS_LINE=""
-if has encvol; then
+if has encvol && [ -s "$WORK/res/encvol.rss_kib" ]; then
 	RSS_LINE="encvol daemon peak RSS (VmHWM) over mount + untar: median $(median "$WORK/res/encvol.rss_kib") KiB, max $(sort -g "$WORK/res/encvol.rss_kib" | tail -1) KiB ($(sort -g "$WORK/res/encvol.rss_kib" | tr '\n' ' ')KiB per run)."
+fi
+
+if ls "$WORK"/res/*.snap_paused >/dev/null 2>&1; then
+	{
+		echo
+		echo "Snapshot of a ${SNAP_MB} MiB volume while a writer runs in it (medians of $RUNS, each snapshot deleted before the next; writers: random = fio 4 KiB random rewrites of a 256 MiB file at full speed, append = fio 1 MiB sequential writes at 20 MB/s into a 256 MiB file):"
+		echo
+		echo "| backing file system | writer | method | writes paused (ms), median | max | snapshot time (s), median |"
+		echo "|---|---|---|---:|---:|---:|"
+		for fsl in tmpfs xfs; do
+			case $fsl in tmpfs) name="tmpfs" ;; xfs) name="XFS on a loop device, reflink=1" ;; esac
+			for w in random append; do
+				k=$fsl-$w
+				if [ -s "$WORK/res/$k.snap_paused" ]; then
+					echo "| $name | $w | $(cat "$WORK/res/$k.snap_method") | $(median "$WORK/res/$k.snap_paused") | $(sort -g "$WORK/res/$k.snap_paused" | tail -1) | $(median "$WORK/res/$k.snap_secs") |"
+				else
+					echo "| $name | $w | - | - | - | - |"
+				fi
+			done
+		done
+		if [ -n "$XFS_NOTE" ]; then
+			echo
+			echo "No reflink rows in this run: $XFS_NOTE."
+		fi
+	} >"$SNAP_TABLE"
 fi
 
 REPORT=$WORK/report.md
@@ -492,6 +599,7 @@ REPORT=$WORK/report.md
 		echo
 		cat "$OPS_TABLE"
 	fi
+	if [ -s "$SNAP_TABLE" ]; then echo; cat "$SNAP_TABLE"; fi
 } >"$REPORT"
 
 cat "$REPORT"

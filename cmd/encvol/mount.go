@@ -44,7 +44,8 @@ func newMountCommand(a *app) *cobra.Command {
 		Use:   "mount (NAME | BACKING MOUNTPOINT) [-f] [-o OPTS]",
 		Short: "Unlock a volume with its KMS key and mount it",
 		Long: `Mount a volume: NAME is a [volumes.NAME] table of the configuration, or give
-the backing directory and the mountpoint. The data key is unwrapped before
+the backing directory and the mountpoint. A snapshot directory (encvol
+snapshot create) mounts read-only in place of a backing directory. The data key is unwrapped before
 anything is mounted; an unusable key fails at once (exit 3, or 4 when the
 KMS cannot be reached). By default the mount runs as a background daemon and
 this command returns once the mount answers; -f keeps it in the foreground
@@ -217,7 +218,7 @@ func (a *app) serve(ctx context.Context, spec volume.MountSpec, ready *os.File) 
 		ready.Close()
 	} else {
 		fmt.Fprintf(a.stderr, "mounted %s on %s (volume %s); Ctrl-C or `encvol umount %s` unmounts\n",
-			spec.Backing, spec.Mountpoint, spec.Header.VolumeID, spec.Mountpoint)
+			spec.Source(), spec.Mountpoint, spec.Header.VolumeID, spec.Mountpoint)
 	}
 	for {
 		select {
@@ -277,9 +278,12 @@ func (a *app) daemonize(spec volume.MountSpec, args []string, optString string) 
 		childArgs = append(childArgs, "--allow-readable-config")
 	}
 	childArgs = append(childArgs, "--log-level", a.logLevel, "mount")
-	if len(args) == 1 {
+	switch {
+	case len(args) == 1:
 		childArgs = append(childArgs, args[0])
-	} else {
+	case spec.Snapshot != "":
+		childArgs = append(childArgs, spec.Snapshot, spec.Mountpoint)
+	default:
 		childArgs = append(childArgs, spec.Backing, spec.Mountpoint)
 	}
 	if optString != "" {
@@ -324,7 +328,7 @@ func (a *app) daemonize(spec volume.MountSpec, args []string, optString string) 
 		if len(r.lines) > 1 {
 			id = r.lines[1]
 		}
-		fmt.Fprintf(a.stdout, "mounted %s on %s (volume %s, daemon pid %d, log %s)\n", spec.Backing, spec.Mountpoint, id, pid, logPath)
+		fmt.Fprintf(a.stdout, "mounted %s on %s (volume %s, daemon pid %d, log %s)\n", spec.Source(), spec.Mountpoint, id, pid, logPath)
 		return nil
 	case len(r.lines) > 1 && strings.HasPrefix(r.lines[0], "err "):
 		code, _ := strconv.Atoi(strings.TrimPrefix(r.lines[0], "err "))
