@@ -545,7 +545,7 @@ func TestSnapshotKeyRefused(t *testing.T) {
 			}
 			oneLine(t, "snapshot under a disabled key", r.stderr)
 			e.must("kms", "enable-key", key)
-			e.must("kms", "schedule-key-deletion", key, "--days", "7")
+			e.must("kms", "schedule-key-deletion", key, "--days", "7", "--force")
 			r = e.runWith(e.cfg, "snapshot", "create", backing)
 			if r.code != exitKeyState || !strings.Contains(r.stderr, h.KeyID) || !strings.Contains(r.stderr, "PendingDeletion") {
 				t.Fatalf("snapshot under a key pending deletion: want exit %d naming %s and PendingDeletion: %v", exitKeyState, h.KeyID, r)
