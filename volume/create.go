@@ -142,17 +142,17 @@ func Create(ctx context.Context, client kmsclient.Client, opt CreateOptions) (*k
 		return nil, fmt.Errorf("create volume %s: %w", backing, err)
 	}
 
-	if !opt.PlaintextNames {
-		dfd, err := unix.Open(backing, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("create volume %s: open backing directory: %w", backing, err)
-		}
-		written = append(written, filepath.Join(backing, names.DirIDFile))
-		_, err = names.CreateDirID(dfd)
-		unix.Close(dfd)
-		if err != nil {
-			return nil, fmt.Errorf("create volume %s: root directory ID: %w", backing, err)
-		}
+	// Plaintext-names volumes need the root's ID file too: the mount
+	// reads it, and mkdir gives every directory one whatever the mode.
+	dfd, err := unix.Open(backing, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("create volume %s: open backing directory: %w", backing, err)
+	}
+	written = append(written, filepath.Join(backing, names.DirIDFile))
+	_, err = names.CreateDirID(dfd)
+	unix.Close(dfd)
+	if err != nil {
+		return nil, fmt.Errorf("create volume %s: root directory ID: %w", backing, err)
 	}
 	// The header goes last: a directory without one is not a volume, so a
 	// crash in between leaves nothing that looks usable.
