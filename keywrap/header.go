@@ -22,6 +22,11 @@ import (
 // HeaderFile is the name of the volume header in the backing directory.
 const HeaderFile = "encvol.volume"
 
+// IncompleteFile marks a backing directory whose volume is still being
+// written by a copy or an import: while it exists the volume is not
+// complete and must not be mounted. Its format belongs to package volume.
+const IncompleteFile = "encvol.incomplete"
+
 // HeaderVersion is the only header format version this package reads and writes.
 const HeaderVersion = 1
 

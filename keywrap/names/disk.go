@@ -68,10 +68,11 @@ func IsReserved(backingName string) bool {
 }
 
 // IsReservedPlaintext reports whether a name is reserved in a
-// plaintext-names volume: the header, the directory ID file and temporary
-// files (names starting with keywrap.TempPrefix). Users cannot create these.
+// plaintext-names volume: the header, the directory ID file, the marker of
+// an unfinished copy and temporary files (names starting with
+// keywrap.TempPrefix). Users cannot create these.
 func IsReservedPlaintext(name string) bool {
-	return name == keywrap.HeaderFile || name == DirIDFile || strings.HasPrefix(name, keywrap.TempPrefix)
+	return name == keywrap.HeaderFile || name == DirIDFile || name == keywrap.IncompleteFile || strings.HasPrefix(name, keywrap.TempPrefix)
 }
 
 // IsReserved is the mode-aware variant that readdir should use.
