@@ -25,6 +25,16 @@ const (
 	backingDirMode  = 0o700
 )
 
+// lostFoundXattr marks an entry that fsck moved into lost+found: its
+// value (sealed like a user attribute value, bound to this name) records
+// where the entry came from and what was wrong with it, so a later check
+// can tell the damage it was quarantined for from new damage.
+const lostFoundXattr = "user.encvol.lostfound"
+
+// isOwnXattr reports whether a backing attribute name is one encvol keeps
+// for itself beside the user's (encrypted) attributes.
+func isOwnXattr(name string) bool { return name == metaXattr || name == lostFoundXattr }
+
 // reservedXattrPrefix starts the backing names encvol writes itself. In
 // encrypted-names mode every stored user attribute also starts with it,
 // but its encoded part is never shorter than 22 bytes, so it cannot equal

@@ -1,5 +1,11 @@
 package fusefs
 
+import (
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
 // The backing metadata format, for the volume operations that read and
 // write backing directories without a mount (copy, import, fsck). They
 // must write exactly what the mount writes, so they use the mount's codec.
@@ -7,6 +13,43 @@ package fusefs
 // MetaXattr is the backing extended attribute that holds a regular file's
 // or directory's plaintext permission bits and owner.
 const MetaXattr = metaXattr
+
+// LostFoundXattr is the backing extended attribute that marks an entry
+// fsck quarantined into lost+found; see lostFoundXattr.
+const LostFoundXattr = lostFoundXattr
+
+// IsOwnXattr reports whether a backing attribute name is encvol's own
+// (MetaXattr, LostFoundXattr) rather than a stored user attribute.
+func IsOwnXattr(name string) bool { return isOwnXattr(name) }
+
+// ListXattrs returns the backing attribute names of path (not following
+// a final symlink), and GetXattr one value, as the mount reads them.
+func ListXattrs(path string) ([]string, error) {
+	raw, err := llistxattrAll(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range strings.Split(string(raw), "\x00") {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// GetXattr returns the value of backing attribute name of path.
+func GetXattr(path, name string) ([]byte, error) { return lgetxattrAll(path, name) }
+
+// OpenatNoAtime opens name in dirfd for reading without updating its
+// access time where the caller may ask for that (the owner, or root), so
+// that reading a backing directory leaves it as it was.
+func OpenatNoAtime(dirfd int, name string, flags int) (int, error) {
+	return openatNoAtime(dirfd, name, flags, 0, unix.O_NOATIME)
+}
+
+// ReadlinkAt returns the stored target of symlink name in dirfd.
+func ReadlinkAt(dirfd int, name string) (string, error) { return readlinkAt(dirfd, name) }
 
 // BackingFileMode and BackingDirMode are the modes of backing entries that
 // carry MetaXattr.

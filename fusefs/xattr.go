@@ -79,6 +79,29 @@ func lgetxattrAll(path, name string) ([]byte, error) {
 	}
 }
 
+// llistxattrAll returns the NUL-separated backing attribute names of path
+// (not following a final symlink).
+func llistxattrAll(path string) ([]byte, error) {
+	for {
+		sz, err := unix.Llistxattr(path, nil)
+		if err != nil {
+			return nil, err
+		}
+		if sz > maxXattr {
+			return nil, syscall.E2BIG
+		}
+		raw := make([]byte, sz)
+		got, err := unix.Llistxattr(path, raw)
+		if errors.Is(err, syscall.ERANGE) {
+			continue // grew in between
+		}
+		if err != nil {
+			return nil, err
+		}
+		return raw[:got], nil
+	}
+}
+
 // Setxattr stores a user.* attribute with encrypted name and value.
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	if !strings.HasPrefix(attr, userPrefix) {
@@ -153,29 +176,13 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return 0, n.fsys.errno(err, "listxattr", "")
 	}
 	defer prel()
-	var raw []byte
-	for {
-		sz, err := unix.Llistxattr(p, nil)
-		if err != nil {
-			return 0, n.fsys.errno(err, "listxattr", p)
-		}
-		if sz > maxXattr {
-			return 0, syscall.E2BIG
-		}
-		raw = make([]byte, sz)
-		got, err := unix.Llistxattr(p, raw)
-		if errors.Is(err, syscall.ERANGE) {
-			continue
-		}
-		if err != nil {
-			return 0, n.fsys.errno(err, "listxattr", p)
-		}
-		raw = raw[:got]
-		break
+	raw, err := llistxattrAll(p)
+	if err != nil {
+		return 0, n.fsys.errno(err, "listxattr", p)
 	}
 	var out []byte
 	for _, s := range strings.Split(string(raw), "\x00") {
-		if !strings.HasPrefix(s, userPrefix) || s == metaXattr {
+		if !strings.HasPrefix(s, userPrefix) || isOwnXattr(s) {
 			continue
 		}
 		plain, err := k.Names.DecryptXattrName(s)

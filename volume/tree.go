@@ -25,6 +25,9 @@ type Entry struct {
 	// or symlink target failed authentication). Path may then be empty;
 	// Backing is always set. Copy stops on it, fsck reports it.
 	Err error
+	// PathUnknown is set on entries below a directory whose name did not
+	// decode: their own names did, but Path is "" (Backing locates them).
+	PathUnknown bool
 
 	Type     uint32 // file type bits (unix.S_IFREG, S_IFDIR, S_IFLNK, ...)
 	Mode     uint32 // permission bits with set-user-ID, set-group-ID and sticky
