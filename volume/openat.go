@@ -69,14 +69,6 @@ func splitRel(rel string) (dir, name string) {
 	return "", rel
 }
 
-// joinRel joins a relative directory path and a name.
-func joinRel(dir, name string) string {
-	if dir == "" {
-		return name
-	}
-	return dir + "/" + name
-}
-
 // fdName names entry name of the directory open as dirfd for the system
 // calls that take only a path (l*xattr, utimensat of a descriptor).
 func fdName(dirfd int, name string) string {

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/encvol/encvol/fusefs"
 	"github.com/encvol/encvol/keywrap/names"
 )
 
@@ -44,6 +45,9 @@ func OpenPlainSource(dir string, log zerolog.Logger) (*PlainSource, error) {
 	fd, err := unix.Open(abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOATIME, 0)
 	if errors.Is(err, syscall.EPERM) {
 		fd, err = unix.Open(abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
+	if errors.Is(err, syscall.ENOENT) {
+		return nil, fmt.Errorf("%s does not exist: give the directory whose content is to be imported", abs)
 	}
 	if errors.Is(err, syscall.ENOTDIR) {
 		return nil, fmt.Errorf("%s is not a directory: give the directory whose content is to be imported", abs)
@@ -138,7 +142,7 @@ func (w *plainWalk) dir(ctx context.Context, dfd int, rel string) error {
 		e := w.entry(&st, path)
 		switch e.Type {
 		case unix.S_IFLNK:
-			if e.Target, err = readlinkAt(dfd, name); err != nil {
+			if e.Target, err = fusefs.ReadlinkAt(dfd, name); err != nil {
 				return fmt.Errorf("read symlink %s: %w", w.s.path(path), err)
 			}
 		case unix.S_IFREG, unix.S_IFDIR:
@@ -202,7 +206,7 @@ func (s *PlainSource) path(rel string) string { return filepath.Join(s.root, rel
 // (ACLs, security labels) have no place in a volume: each name is warned
 // about once.
 func (s *PlainSource) xattrs(path, shown string) ([]Xattr, error) {
-	list, err := listXattrs(path)
+	list, err := fusefs.ListXattrs(path)
 	if err != nil {
 		if errors.Is(err, syscall.ENOTSUP) {
 			return nil, nil
@@ -217,7 +221,7 @@ func (s *PlainSource) xattrs(path, shown string) ([]Xattr, error) {
 			}
 			continue
 		}
-		v, err := getXattr(path, name)
+		v, err := fusefs.GetXattr(path, name)
 		if errors.Is(err, syscall.ENODATA) {
 			continue // removed since the listing
 		}
@@ -300,84 +304,3 @@ func (c *plainContent) NextData(off int64) (int64, int64, error) {
 }
 
 func (c *plainContent) Close() error { return unix.Close(c.fd) }
-
-// readDirNames lists the directory open as dfd without moving anything
-// but that descriptor's offset.
-func readDirNames(dfd int) ([]string, error) {
-	if _, err := unix.Seek(dfd, 0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, 32<<10)
-	var out []string
-	for {
-		n, err := unix.Getdents(dfd, buf)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n <= 0 {
-			return out, nil
-		}
-		_, _, out = unix.ParseDirent(buf[:n], -1, out)
-	}
-}
-
-func readlinkAt(dirfd int, name string) (string, error) {
-	for size := 256; ; size *= 2 {
-		buf := make([]byte, size)
-		m, err := unix.Readlinkat(dirfd, name, buf)
-		if err != nil {
-			return "", err
-		}
-		if m < size {
-			return string(buf[:m]), nil
-		}
-	}
-}
-
-// listXattrs lists the extended attribute names of path (not following a
-// final symlink).
-func listXattrs(path string) ([]string, error) {
-	for {
-		sz, err := unix.Llistxattr(path, nil)
-		if err != nil || sz == 0 {
-			return nil, err
-		}
-		buf := make([]byte, sz)
-		got, err := unix.Llistxattr(path, buf)
-		if errors.Is(err, syscall.ERANGE) {
-			continue // grew in between
-		}
-		if err != nil {
-			return nil, err
-		}
-		var out []string
-		for n := range strings.SplitSeq(string(buf[:got]), "\x00") {
-			if n != "" {
-				out = append(out, n)
-			}
-		}
-		return out, nil
-	}
-}
-
-// getXattr reads one extended attribute value of path.
-func getXattr(path, name string) ([]byte, error) {
-	for {
-		sz, err := unix.Lgetxattr(path, name, nil)
-		if err != nil {
-			return nil, err
-		}
-		buf := make([]byte, sz)
-		got, err := unix.Lgetxattr(path, name, buf)
-		if errors.Is(err, syscall.ERANGE) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:got], nil
-	}
-}

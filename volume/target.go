@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -365,7 +366,7 @@ func (t *target) createFile(d *dirRec, e *Entry, presize bool) (*fileWriter, err
 	if err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
-	w := &fileWriter{t: t, d: d, e: e, tmp: tmp, f: os.NewFile(uintptr(fd), fdName(d.fd, tmp))}
+	w := &fileWriter{t: t, d: d, e: e, tmp: tmp, f: os.NewFile(uintptr(fd), filepath.Join(t.backing, d.rel, tmp))}
 	if presize && e.Size > 0 {
 		if err := w.truncate(); err != nil {
 			w.abort()

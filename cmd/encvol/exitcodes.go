@@ -49,7 +49,7 @@ func kindExitCode(err error) int {
 	switch {
 	case errors.Is(err, keywrap.ErrHeaderCorrupt):
 		return exitFailure
-	case errors.Is(err, volume.ErrBackingUnusable):
+	case errors.Is(err, volume.ErrBackingUnusable), errors.Is(err, volume.ErrSourceUnusable), errors.Is(err, volume.ErrIncomplete):
 		return exitUsage
 	case errors.As(err, new(*volume.InUseError)), errors.Is(err, volume.ErrMountpointBusy):
 		return exitMounted

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/encvol/encvol/volume"
+)
+
+// What copy and import share on the command line: the target flags, the
+// progress display and the report.
+
+// targetFlags are the flags that describe the new volume.
+type targetFlags struct {
+	opt    volume.CreateOptions
+	resume bool
+	asJSON bool
+}
+
+func (f *targetFlags) add(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.opt.Backing, "backing", "", "backing directory of the new volume (new or empty; or the unfinished one to resume)")
+	fs.StringVar(&f.opt.KMSName, "kms", "", "configured KMS of the new volume's key ([kms.NAME]; default: [defaults] kms or the only one)")
+	fs.StringVar(&f.opt.KeyRef, "key", "", "CMK of the new volume: key ID, ARN or alias/NAME (default: the service key alias/encvol/default)")
+	fs.IntVar(&f.opt.SectorSize, "sector-size", 0, "plaintext sector size of the new volume, a power of two from 512 to 65536")
+	fs.BoolVar(&f.resume, "resume", false, "finish an earlier run into the same target that was stopped (running the same command again does too)")
+	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
+}
+
+// resolveTarget turns NAME or --backing into the new volume's options.
+func (a *app) resolveTarget(name string, f *targetFlags) (volume.CreateOptions, *volume.Config, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return f.opt, nil, err
+	}
+	if name != "" && f.opt.Backing != "" {
+		return f.opt, nil, usageError("give either a volume name or --backing, not both")
+	}
+	opt, _, err := cfg.ResolveCreate(name, f.opt)
+	if err != nil {
+		return opt, nil, withCode(exitUsage, err)
+	}
+	return opt, cfg, nil
+}
+
+// transferProgress shows a transfer on stderr: a bar on a terminal, a line
+// every few seconds elsewhere.
+func (a *app) transferProgress() volume.Progress { return newProgress(a.stderr) }
+
+// printTransfer prints what a finished copy or import did.
+func printTransfer(w io.Writer, r *volume.TransferReport, mountHint string) {
+	verb := map[string]string{volume.OpImport: "imported", volume.OpCopy: "copied", volume.OpReencrypt: "re-encrypted"}[r.Operation]
+	fmt.Fprintf(w, "%s %s into volume %s in %s\n", verb, r.Source, r.VolumeID, r.Backing)
+	fmt.Fprintf(w, "  key:     %s (KMS %q)\n", r.KeyID, r.KMS)
+	fmt.Fprintf(w, "  entries: %d (%d written now", r.Entries, r.Written)
+	if r.Skipped > 0 {
+		fmt.Fprintf(w, ", %d already done by an earlier run", r.Skipped)
+	}
+	fmt.Fprintf(w, "), %s in %s (%s/s)\n", volume.HumanBytes(r.Bytes), r.Elapsed.Round(time.Millisecond), volume.HumanBytes(rate(r.Bytes, r.Elapsed)))
+	fmt.Fprintf(w, "  check:   %d files read back and equal to the source; the volume mounts\n", r.Checked)
+	fmt.Fprintf(w, "mount it with: %s\n", mountHint)
+}
+
+// mountHint is the command that mounts the new volume.
+func mountHint(name, backing string) string {
+	if name != "" {
+		return "encvol mount " + name
+	}
+	return "encvol mount " + backing + " MOUNTPOINT"
+}
