@@ -74,8 +74,8 @@ func openCopySource(ctx context.Context, client kmsclient.Client, backing string
 	if err != nil {
 		var inUse *InUseError
 		if errors.As(err, &inUse) && inUse.Mountpoint != "" {
-			return nil, nil, withKind(ErrSourceUnusable, fmt.Errorf("volume %s is mounted on %s, and a copy needs a state nobody writes to: unmount it first (`encvol umount %s`) or copy a snapshot of it: %w",
-				abs, inUse.Mountpoint, inUse.Mountpoint, err))
+			return nil, nil, withKind(inUse, fmt.Errorf("volume %s is mounted on %s, and a copy needs a state nobody writes to: unmount it first (`encvol umount %s`) or copy a snapshot of it",
+				abs, inUse.Mountpoint, inUse.Mountpoint))
 		}
 		return nil, nil, err
 	}
