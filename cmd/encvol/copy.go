@@ -48,6 +48,7 @@ command and names the file.`,
 }
 
 func (a *app) runCopy(ctx context.Context, source, name string, f *targetFlags) error {
+	defer a.profile()()
 	opt, cfg, err := a.resolveTarget(name, f)
 	if err != nil {
 		return err

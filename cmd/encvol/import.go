@@ -68,6 +68,7 @@ exit status is non-zero if any of them failed.`,
 }
 
 func (a *app) runImport(ctx context.Context, plainDir, name string, f *targetFlags) error {
+	defer a.profile()()
 	opt, cfg, err := a.resolveTarget(name, f)
 	if err != nil {
 		return err

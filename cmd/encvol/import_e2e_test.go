@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -328,4 +329,89 @@ func TestImportAll(t *testing.T) {
 	}
 	m := e.mount(e.cfg, good, "ro", "noatime", "nodiratime")
 	sameListing(t, "the volume imported by --all", before, treeListing(t, m))
+}
+
+// backingShape describes every entry of a backing directory by what does
+// not depend on keys or randomness: depth, kind of name (its length for an
+// encrypted one), type, backing mode and owner, link count, size (not of
+// directories), modification time and the names of its attributes, with
+// the value of the stored mode and owner.
+func backingShape(t *testing.T, backing string) []string {
+	t.Helper()
+	var lines []string
+	walkNoAtime(t, backing, func(p string, st *unix.Stat_t) {
+		rel := strings.TrimPrefix(p, backing)
+		name := filepath.Base(p)
+		kind := fmt.Sprintf("name(%d)", len(name))
+		switch {
+		case p == backing:
+			kind = "root"
+		case name == keywrap.HeaderFile:
+			return
+		case strings.HasPrefix(name, "encvol.longname.") && strings.HasSuffix(name, ".name"):
+			kind = "long-name side file"
+		case strings.HasPrefix(name, "encvol.longname."):
+			kind = "long name"
+		case strings.HasPrefix(name, "encvol."):
+			kind = name
+		}
+		typ := st.Mode & unix.S_IFMT
+		l := fmt.Sprintf("depth=%d %s type=%o mode=%o owner=%d:%d nlink=%d", strings.Count(rel, "/"), kind, typ, st.Mode&0o7777, st.Uid, st.Gid, st.Nlink)
+		if typ != unix.S_IFDIR {
+			l += fmt.Sprintf(" size=%d", st.Size)
+		}
+		if kind != "encvol.dirid" && kind != "long-name side file" {
+			l += fmt.Sprintf(" mtime=%d", st.Mtim.Nano())
+		}
+		buf := make([]byte, 1<<16)
+		n, err := unix.Llistxattr(p, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var attrs []string
+		for x := range strings.SplitSeq(string(buf[:n]), "\x00") {
+			if x == "" {
+				continue
+			}
+			if x == "user.encvol.meta" {
+				v := make([]byte, 64)
+				m, err := unix.Lgetxattr(p, x, v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				x += "=" + fmt.Sprintf("%x", v[:m])
+			} else if strings.HasPrefix(x, "user.encvol.") {
+				x = fmt.Sprintf("user.encvol.(%d bytes)", len(x)) // encrypted under the volume's key
+			}
+			attrs = append(attrs, x)
+		}
+		slices.Sort(attrs)
+		lines = append(lines, l+" xattrs="+strings.Join(attrs, ","))
+	})
+	slices.Sort(lines)
+	return lines
+}
+
+// TestImportWritesLikeTheMount: a volume written by import has the same
+// backing layout as one the same tree was copied into with cp -a through
+// the mount: the same entries with the same kinds and lengths of names,
+// modes, owners, link counts, sizes, times and attributes (only the random
+// bytes differ), so nothing tells the two apart.
+func TestImportWritesLikeTheMount(t *testing.T) {
+	e := newGXEnv(t, "local", "")
+	plain := filepath.Join(e.dir, "plain")
+	makeTree(t, plain)
+	imported := filepath.Join(e.dir, "imported")
+	e.must("import", plain, "--backing", imported)
+
+	viaMount := filepath.Join(e.dir, "viamount")
+	e.must("create", "--backing", viaMount)
+	mnt := e.mount(e.cfg, viaMount)
+	if out, err := exec.Command("cp", "-a", "--sparse=always", plain+"/.", mnt+"/").CombinedOutput(); err != nil {
+		t.Fatalf("cp -a into the mount: %v\n%s", err, out)
+	}
+	gxUnmount(t, mnt)
+	waitUnlocked(t, viaMount)
+	sameListing(t, "the backing written by import against the one written by cp -a through the mount",
+		backingShape(t, viaMount), backingShape(t, imported))
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/encvol/encvol/fusefs"
 	"github.com/encvol/encvol/volume"
 )
 
@@ -49,6 +50,10 @@ func (a *app) resolveTarget(name string, f *targetFlags) (volume.CreateOptions, 
 // transferProgress shows a transfer on stderr: a bar on a terminal, a line
 // every few seconds elsewhere.
 func (a *app) transferProgress() volume.Progress { return newProgress(a.stderr) }
+
+// profile starts the profiles ENCVOL_CPUPROFILE and ENCVOL_MEMPROFILE ask
+// for (as for a mount daemon); the returned function writes them.
+func (a *app) profile() func() { return fusefs.StartProfiling(a.log) }
 
 // printTransfer prints what a finished copy or import did.
 func printTransfer(w io.Writer, r *volume.TransferReport, mountHint string) {
