@@ -6,30 +6,18 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/rs/zerolog"
-
 	"github.com/encvol/encvol/kmsclient"
 )
 
 // CopyOptions describe the copy of a volume (or snapshot) into a new
-// volume under another data key.
+// volume under another data key. A Target.SectorSize of 0 keeps the
+// source's.
 type CopyOptions struct {
 	// Source is the backing directory of the volume or snapshot to copy;
 	// SourceClient reaches the KMS that unwraps its key.
 	Source       string
 	SourceClient kmsclient.Client
-	// Target is the new volume (Backing, KMSName resolved, KeyRef,
-	// SectorSize: 0 keeps the source's); KMSConfig configures
-	// Target.KMSName.
-	Target    CreateOptions
-	KMSConfig kmsclient.Config
-	// KeyPolicy, when set, may refuse the new volume's key before a data
-	// key is generated under it ([policy] of the configuration).
-	KeyPolicy func(ctx context.Context, keyRef string) error
-	Resume    bool
-	Workers   int
-	Progress  Progress
-	Log       zerolog.Logger
+	TargetOptions
 }
 
 // CopyVolume copies a volume or snapshot into a new volume with its own
@@ -46,8 +34,7 @@ func CopyVolume(ctx context.Context, client kmsclient.Client, opt CopyOptions) (
 	defer release()
 	return Reencrypt(ctx, client, src.BackingSource, ReencryptOptions{
 		Operation: OpCopy, SourcePath: src.Root(), SourceID: src.volumeID, SourceNames: src.nameMode, SourceSectorSize: src.SectorSize(),
-		Target: opt.Target, KMSConfig: opt.KMSConfig, KeyPolicy: opt.KeyPolicy, Resume: opt.Resume,
-		Workers: opt.Workers, Progress: opt.Progress, Log: opt.Log,
+		TargetOptions: opt.TargetOptions,
 	})
 }
 
@@ -110,13 +97,7 @@ type ReencryptOptions struct {
 	SourceID         string
 	SourceNames      string
 	SourceSectorSize int
-	Target           CreateOptions
-	KMSConfig        kmsclient.Config
-	KeyPolicy        func(ctx context.Context, keyRef string) error
-	Resume           bool
-	Workers          int
-	Progress         Progress
-	Log              zerolog.Logger
+	TargetOptions
 }
 
 // Reencrypt writes src, the decrypted tree of a volume or snapshot (a
@@ -138,8 +119,6 @@ func Reencrypt(ctx context.Context, client kmsclient.Client, src Source, opt Ree
 		return nil, err
 	}
 	return Transfer(ctx, client, TransferOptions{
-		Operation: opt.Operation, Source: src, SourcePath: opt.SourcePath, SourceID: opt.SourceID,
-		Target: opt.Target, KMSConfig: opt.KMSConfig, KeyPolicy: opt.KeyPolicy, Resume: opt.Resume,
-		Workers: opt.Workers, Progress: opt.Progress, Log: opt.Log,
+		Operation: opt.Operation, Source: src, SourcePath: opt.SourcePath, SourceID: opt.SourceID, TargetOptions: opt.TargetOptions,
 	})
 }

@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/rs/zerolog"
-
 	"github.com/encvol/encvol/kmsclient"
 )
 
@@ -17,17 +15,7 @@ type ImportOptions struct {
 	// PlainDir is the directory whose content becomes the volume's. It is
 	// only read.
 	PlainDir string
-	// Target is the new volume (Backing, KMSName resolved, KeyRef,
-	// SectorSize, PlaintextNames); KMSConfig configures Target.KMSName.
-	Target    CreateOptions
-	KMSConfig kmsclient.Config
-	// KeyPolicy, when set, may refuse the new volume's key before a data
-	// key is generated under it ([policy] of the configuration).
-	KeyPolicy func(ctx context.Context, keyRef string) error
-	Resume    bool
-	Workers   int
-	Progress  Progress
-	Log       zerolog.Logger
+	TargetOptions
 }
 
 // Import converts the plaintext tree PlainDir into a new volume, keeping
@@ -45,9 +33,7 @@ func Import(ctx context.Context, client kmsclient.Client, opt ImportOptions) (*T
 		return nil, err
 	}
 	return Transfer(ctx, client, TransferOptions{
-		Operation: OpImport, Source: src, SourcePath: src.Root(), SourceID: src.Identity(),
-		Target: opt.Target, KMSConfig: opt.KMSConfig, KeyPolicy: opt.KeyPolicy, Resume: opt.Resume, Workers: opt.Workers,
-		Progress: opt.Progress, Log: opt.Log,
+		Operation: OpImport, Source: src, SourcePath: src.Root(), SourceID: src.Identity(), TargetOptions: opt.TargetOptions,
 	})
 }
 

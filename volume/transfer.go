@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,15 +38,9 @@ const (
 	ioSize = 1 << 20
 )
 
-// TransferOptions describe one import, copy or re-encryption.
-type TransferOptions struct {
-	// Operation is OpImport, OpCopy or OpReencrypt.
-	Operation string
-	// Source is the tree to write; SourcePath (absolute) and SourceID name
-	// it in the marker, so a rerun can tell it is the same.
-	Source     Source
-	SourcePath string
-	SourceID   string
+// TargetOptions describe the new volume of an import, copy or
+// re-encryption and how the work runs.
+type TargetOptions struct {
 	// Target is the new volume: Backing, KMSName (resolved), KeyRef,
 	// SectorSize and PlaintextNames as for Create.
 	Target CreateOptions
@@ -63,6 +58,18 @@ type TransferOptions struct {
 	Workers  int
 	Progress Progress
 	Log      zerolog.Logger
+}
+
+// TransferOptions describe one import, copy or re-encryption.
+type TransferOptions struct {
+	// Operation is OpImport, OpCopy or OpReencrypt.
+	Operation string
+	// Source is the tree to write; SourcePath (absolute) and SourceID name
+	// it in the marker, so a rerun can tell it is the same.
+	Source     Source
+	SourcePath string
+	SourceID   string
+	TargetOptions
 }
 
 // TransferReport is what a finished transfer did.
@@ -410,4 +417,24 @@ func readFull(c Content, p []byte, off int64, e *Entry) error {
 		return fmt.Errorf("the file is shorter than the %d bytes it had when the tree was read (it changed); run the command again when it is quiet", e.Size)
 	}
 	return err
+}
+
+// firstError keeps the first of the failures that workers report.
+type firstError struct {
+	mu  sync.Mutex
+	err error // GUARDED_BY(mu)
+}
+
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	if f.err == nil {
+		f.err = err
+	}
+	f.mu.Unlock()
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }

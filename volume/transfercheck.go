@@ -62,7 +62,7 @@ func compareTrees(ctx context.Context, src, dst Source, workers int, prog Progre
 	for range dstCh {
 	}
 	wg.Wait()
-	if ferr := c.failure(); ferr != nil {
+	if ferr := c.errs.get(); ferr != nil {
 		return c.files.Load(), ferr
 	}
 	if err != nil {
@@ -109,8 +109,7 @@ type comparer struct {
 	// contentSeen holds the hard-linked files whose content is queued.
 	contentSeen map[uint64]struct{}
 
-	errMu sync.Mutex
-	err   error
+	errs firstError
 }
 
 type cmpTask struct {
@@ -126,20 +125,6 @@ type cmpPair struct {
 	ca, cb  Content
 	openErr error
 	pending atomic.Int32
-}
-
-func (c *comparer) fail(err error) {
-	c.errMu.Lock()
-	if c.err == nil {
-		c.err = err
-	}
-	c.errMu.Unlock()
-}
-
-func (c *comparer) failure() error {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
-	return c.err
 }
 
 // zip walks both trees side by side.
@@ -175,7 +160,7 @@ func (c *comparer) zip(ctx context.Context, srcCh, dstCh <-chan *Entry) error {
 				return err
 			}
 		}
-		if err := c.failure(); err != nil {
+		if err := c.errs.get(); err != nil {
 			return err
 		}
 	}
@@ -255,7 +240,7 @@ func (c *comparer) work(ctx context.Context, cancel context.CancelFunc) {
 		}
 		c.endChunk(tk.p)
 		if err != nil {
-			c.fail(err)
+			c.errs.set(err)
 			cancel()
 		}
 	}

@@ -42,8 +42,7 @@ type writer struct {
 
 	written, skipped atomic.Int64
 
-	errMu sync.Mutex
-	err   error // first failure
+	errs firstError
 }
 
 type frame struct {
@@ -101,20 +100,6 @@ func newWriter(t *target, opt TransferOptions, prog Progress) *writer {
 	}
 }
 
-func (w *writer) fail(err error) {
-	w.errMu.Lock()
-	if w.err == nil {
-		w.err = err
-	}
-	w.errMu.Unlock()
-}
-
-func (w *writer) failure() error {
-	w.errMu.Lock()
-	defer w.errMu.Unlock()
-	return w.err
-}
-
 // run writes every entry of the source.
 func (w *writer) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -124,7 +109,7 @@ func (w *writer) run(ctx context.Context) error {
 		wg.Go(func() { w.work(ctx, cancel) })
 	}
 	walkErr := w.src.Walk(ctx, func(e *Entry) error {
-		if err := w.failure(); err != nil {
+		if err := w.errs.get(); err != nil {
 			return err
 		}
 		return w.visit(ctx, e)
@@ -134,7 +119,7 @@ func (w *writer) run(ctx context.Context) error {
 	}
 	close(w.tasks)
 	wg.Wait()
-	if err := w.failure(); err != nil {
+	if err := w.errs.get(); err != nil {
 		return err
 	}
 	if walkErr != nil {
@@ -156,7 +141,7 @@ func (w *writer) work(ctx context.Context, cancel context.CancelFunc) {
 			tk.d.drop()
 		}
 		if err != nil {
-			w.fail(err)
+			w.errs.set(err)
 			cancel()
 		}
 	}
@@ -396,7 +381,7 @@ func (w *writer) endChunk(f *fileJob, err error) {
 		w.prog.AddFiles(1)
 	default:
 		if ferr := f.w.finish(f.bname, f.long); ferr != nil {
-			w.fail(entryError(f.e, ferr))
+			w.errs.set(entryError(f.e, ferr))
 			return
 		}
 		w.written.Add(1)

@@ -71,10 +71,9 @@ func (a *app) runCopy(ctx context.Context, source, name string, f *targetFlags) 
 		return a.withRemedy(fmt.Errorf("KMS %q: %w", kmsName, err), opt.KeyRef, kmsName)
 	}
 	defer client.Close()
-	rep, err := volume.CopyVolume(ctx, client, volume.CopyOptions{
-		Source: src.Backing, SourceClient: srcClient, Target: opt, KMSConfig: kc,
-		Resume: f.resume, Progress: a.transferProgress(), Log: a.log,
-	})
+	rep, err := volume.CopyVolume(ctx, client, volume.CopyOptions{Source: src.Backing, SourceClient: srcClient, TargetOptions: volume.TargetOptions{
+		Target: opt, KMSConfig: kc, Resume: f.resume, Progress: a.transferProgress(), Log: a.log,
+	}})
 	if err != nil {
 		return a.withRemedy(err, opt.KeyRef, kmsName)
 	}

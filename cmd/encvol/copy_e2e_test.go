@@ -100,18 +100,7 @@ func TestCopyKilledAndRerun(t *testing.T) {
 	dst := filepath.Join(work, "dst")
 	args := []string{"copy", src, "--backing", dst, "--key", keyB}
 
-	out := e.startKilled(func() bool { return finishedNames(dst) >= 6 }, args...)
-	if _, err := os.Stat(filepath.Join(dst, keywrap.IncompleteFile)); err != nil {
-		t.Fatalf("killed copy left no marker (%v); output:\n%s", err, out)
-	}
-	scanForCanary(t, dst)
-	mnt := filepath.Join(e.dir, "m")
-	os.Mkdir(mnt, 0o755)
-	cleanupMount(t, mnt)
-	r := e.runWith(e.cfg, "mount", dst, mnt)
-	if r.code != exitUsage || !strings.Contains(r.stderr, "unfinished copy of "+src) || !strings.Contains(r.stderr, "--resume") {
-		t.Fatalf("mount of the unfinished copy: %v", r)
-	}
+	e.killMidway(dst, "unfinished copy of "+src, args...)
 	// The killed copy held the source against mounts; its lock died with it.
 	rep := decodeReport(t, e.must(append(args, "--json")...))
 	if !rep.Resumed || rep.Skipped == 0 || rep.Written == 0 {

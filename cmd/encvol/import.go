@@ -95,9 +95,9 @@ func (a *app) importOne(ctx context.Context, cfg *volume.Config, plainDir string
 		return nil, a.withRemedy(fmt.Errorf("KMS %q: %w", kmsName, err), opt.KeyRef, kmsName)
 	}
 	defer client.Close()
-	rep, err := volume.Import(ctx, client, volume.ImportOptions{
-		PlainDir: plainDir, Target: opt, KMSConfig: kc, Resume: resume, Progress: prog, Log: a.log,
-	})
+	rep, err := volume.Import(ctx, client, volume.ImportOptions{PlainDir: plainDir, TargetOptions: volume.TargetOptions{
+		Target: opt, KMSConfig: kc, Resume: resume, Progress: prog, Log: a.log,
+	}})
 	if err != nil {
 		return rep, a.withRemedy(err, opt.KeyRef, kmsName)
 	}

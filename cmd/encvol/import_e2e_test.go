@@ -146,6 +146,27 @@ func (e *gxEnv) startKilled(cond func() bool, args ...string) string {
 	return out.String()
 }
 
+// killMidway runs args, kills the process (SIGKILL) as soon as it has
+// finished some entries in the target backing, and checks what that
+// leaves: the marker, no plaintext anywhere (temporary files included),
+// and a mount refused with a message holding want and --resume.
+func (e *gxEnv) killMidway(backing, want string, args ...string) {
+	e.t.Helper()
+	out := e.startKilled(func() bool { return finishedNames(backing) >= 6 }, args...)
+	if _, err := os.Stat(filepath.Join(backing, keywrap.IncompleteFile)); err != nil {
+		e.t.Fatalf("killed %s left no marker (%v); output:\n%s", args[0], err, out)
+	}
+	scanForCanary(e.t, backing)
+	mnt := filepath.Join(e.dir, "m")
+	os.Mkdir(mnt, 0o755)
+	cleanupMount(e.t, mnt)
+	r := e.runWith(e.cfg, "mount", backing, mnt)
+	if r.code != exitUsage || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "--resume") {
+		e.t.Fatalf("mount of the unfinished volume: %v", r)
+	}
+	oneLine(e.t, "mount of an unfinished volume", r.stderr)
+}
+
 // TestImportKilledAndRerun: an import killed once it has finished some
 // files leaves a volume the mount refuses (naming --resume) and no
 // plaintext anywhere, temporary files included; running the same command
@@ -166,19 +187,7 @@ func TestImportKilledAndRerun(t *testing.T) {
 	backing := filepath.Join(work, "vol")
 	args := []string{"import", plain, "--backing", backing, "--key", key}
 
-	out := e.startKilled(func() bool { return finishedNames(backing) >= 6 }, args...)
-	if _, err := os.Stat(filepath.Join(backing, keywrap.IncompleteFile)); err != nil {
-		t.Fatalf("killed import left no marker (%v); output:\n%s", err, out)
-	}
-	scanForCanary(t, backing)
-	mnt := filepath.Join(e.dir, "m")
-	os.Mkdir(mnt, 0o755)
-	cleanupMount(t, mnt)
-	r := e.runWith(e.cfg, "mount", backing, mnt)
-	if r.code != exitUsage || !strings.Contains(r.stderr, "unfinished import of "+plain) || !strings.Contains(r.stderr, "--resume") {
-		t.Fatalf("mount of the unfinished volume: %v", r)
-	}
-	oneLine(t, "mount of an unfinished volume", r.stderr)
+	e.killMidway(backing, "unfinished import of "+plain, args...)
 
 	rep := decodeReport(t, e.must(append(args, "--json")...))
 	if !rep.Resumed || rep.Skipped == 0 || rep.Written == 0 || rep.Written+rep.Skipped < rep.Entries {

@@ -127,16 +127,11 @@ func treeListing(t *testing.T, root string) []string {
 	t.Helper()
 	var lines []string
 	first := map[uint64]string{}
-	var walk func(rel string)
-	walk = func(rel string) {
-		p := filepath.Join(root, rel)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			t.Fatal(err)
-		}
+	walkNoAtime(t, root, func(p string, st *unix.Stat_t) {
+		rel := "/" + strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
 		typ := st.Mode & unix.S_IFMT
 		var b strings.Builder
-		fmt.Fprintf(&b, "%q type=%o mode=%o owner=%d:%d nlink=%d mtime=%d", "/"+rel, typ, st.Mode&0o7777, st.Uid, st.Gid, st.Nlink, st.Mtim.Nano())
+		fmt.Fprintf(&b, "%q type=%o mode=%o owner=%d:%d nlink=%d mtime=%d", rel, typ, st.Mode&0o7777, st.Uid, st.Gid, st.Nlink, st.Mtim.Nano())
 		if typ != unix.S_IFLNK {
 			fmt.Fprintf(&b, " atime=%d", st.Atim.Nano())
 		}
@@ -161,30 +156,12 @@ func treeListing(t *testing.T, root string) []string {
 				if f, ok := first[st.Ino]; ok {
 					fmt.Fprintf(&b, " link-of=%q", f)
 				}
-				first[st.Ino] = "/" + rel
+				first[st.Ino] = rel
 			}
 			b.WriteString(" sha256=" + hashNoAtime(t, p))
 		}
 		lines = append(lines, b.String())
-		if typ != unix.S_IFDIR {
-			return
-		}
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := os.NewFile(uintptr(fd), p)
-		names, err := d.Readdirnames(-1)
-		d.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			walk(filepath.Join(rel, n))
-		}
-	}
-	walk("")
+	})
 	sort.Strings(lines)
 	return lines
 }
