@@ -130,7 +130,7 @@ func Transfer(ctx context.Context, client kmsclient.Client, opt TransferOptions)
 
 	tot, err := countSource(ctx, opt.Source, prog)
 	if err != nil {
-		return nil, err
+		return nil, transferError(opt, want, err)
 	}
 	rep.Entries, rep.Bytes = tot.entries, tot.bytes
 
@@ -149,7 +149,7 @@ func Transfer(ctx context.Context, client kmsclient.Client, opt TransferOptions)
 	}
 	rep.Checked, err = checkTransfer(ctx, t, header, opt, tot, prog)
 	if err != nil {
-		return rep, err
+		return rep, transferError(opt, want, err)
 	}
 	if b.lock, err = LockVolume(backing); err != nil {
 		return rep, err
@@ -188,7 +188,7 @@ func transferError(opt TransferOptions, m *Marker, err error) error {
 		return fmt.Errorf("the file system of %s is full (%w); the unfinished volume keeps what is done: free space or enlarge it, then finish with %s",
 			opt.Target.Backing, err, m.ResumeCommand(opt.Target.Backing))
 	}
-	return fmt.Errorf("%w; after fixing that, finish with %s", err, m.ResumeCommand(opt.Target.Backing))
+	return fmt.Errorf("%w; the unfinished volume keeps what is done: finish it with %s", err, m.ResumeCommand(opt.Target.Backing))
 }
 
 // begun is a target ready to be written: its keys, its lock, and whether

@@ -62,6 +62,11 @@ func compareTrees(ctx context.Context, src, dst Source, workers int, prog Progre
 	for range dstCh {
 	}
 	wg.Wait()
+	// The first difference found wins; the workers stopped by it report
+	// only that they were stopped.
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return c.files.Load(), err
+	}
 	if ferr := c.errs.get(); ferr != nil {
 		return c.files.Load(), ferr
 	}
@@ -234,10 +239,11 @@ func (c *comparer) queue(ctx context.Context, a, b *Entry) error {
 func (c *comparer) work(ctx context.Context, cancel context.CancelFunc) {
 	bufA, bufB := make([]byte, ioSize), make([]byte, ioSize)
 	for tk := range c.tasks {
-		var err error
-		if err = ctx.Err(); err == nil {
-			err = c.compareChunk(tk, bufA, bufB)
+		if ctx.Err() != nil {
+			c.endChunk(tk.p)
+			continue
 		}
+		err := c.compareChunk(tk, bufA, bufB)
 		c.endChunk(tk.p)
 		if err != nil {
 			c.errs.set(err)

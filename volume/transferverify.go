@@ -34,7 +34,7 @@ func checkTransfer(ctx context.Context, t *target, h *keywrap.Header, opt Transf
 			if rerr := t.discard(m.Backing); rerr != nil {
 				opt.Log.Warn().Err(rerr).Str("path", m.Path).Msg("cannot remove the entry that differs")
 			}
-			return n, fmt.Errorf("check of %s against %s: %w; run the same command again to write it anew", t.backing, opt.SourcePath, err)
+			return n, fmt.Errorf("check of %s against %s: %w (removed from the volume, to be written anew)", t.backing, opt.SourcePath, err)
 		}
 		return n, fmt.Errorf("check of %s against %s: %w", t.backing, opt.SourcePath, err)
 	}
