@@ -123,6 +123,7 @@ func Transfer(ctx context.Context, client kmsclient.Client, opt TransferOptions)
 	}
 	defer t.Close()
 	if b.resumed {
+		dropDeadCheckMounts(backing, opt.Log)
 		if err := removeTemps(backing); err != nil {
 			return nil, fmt.Errorf("resume %s: remove unfinished entries: %w", backing, err)
 		}

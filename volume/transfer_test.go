@@ -9,8 +9,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/kmsclient"
@@ -104,5 +106,58 @@ func TestTransferStoppedAndResumed(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(backing, keywrap.IncompleteFile)); !os.IsNotExist(err) {
 		t.Fatalf("marker left: %v", err)
+	}
+}
+
+// TestTransferDropsDeadCheckMount: a check mount that a killed run left
+// (its daemon gone, so nobody holds the volume's lock) is detached by the
+// run that finishes the work.
+func TestTransferDropsDeadCheckMount(t *testing.T) {
+	client, kc := localKMS(t)
+	plain := t.TempDir()
+	if err := os.WriteFile(filepath.Join(plain, "f"), []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	backing := filepath.Join(t.TempDir(), "vol")
+	opt := ImportOptions{PlainDir: plain, TargetOptions: TargetOptions{
+		Target: CreateOptions{Backing: backing, KMSName: "local"}, KMSConfig: kc, Log: zerolog.Nop()}}
+	ctx, cancel := context.WithCancel(context.Background())
+	opt.Progress = &stopAfter{n: 1, cancel: cancel}
+	if _, err := Import(ctx, client, opt); !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped import: %v", err)
+	}
+	opt.Progress = nil
+
+	dir, err := os.MkdirTemp("", checkMountPrefix+"*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt, _ := CanonicalMountpoint(dir)
+	h, err := keywrap.ReadHeader(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := MountSpec{Backing: backing, Mountpoint: mnt, Header: h, KMS: "local", KMSConfig: kc, ReadOnly: true,
+		OnRevoke: OnRevokeEIO, KeyCheckInterval: DefaultKeyCheckInterval, OfflineGrace: DefaultOfflineGrace}
+	m, err := mountTemporary(context.Background(), spec, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		os.Remove(mnt)
+	})
+	m.lock.Release() // as if its process had died
+
+	if _, err := Import(context.Background(), client, opt); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := IsMounted(mnt); ok {
+		t.Fatal("the dead check mount is still there")
+	}
+	select {
+	case <-m.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the detached mount's server did not end")
 	}
 }

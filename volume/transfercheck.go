@@ -50,56 +50,67 @@ func compareTrees(ctx context.Context, src, dst Source, workers int, prog Progre
 	for range workers {
 		wg.Go(func() { c.work(ctx, cancel) })
 	}
-	srcCh, srcErr := walkInto(ctx, src)
-	dstCh, dstErr := walkInto(ctx, dst)
-	err := c.zip(ctx, srcCh, dstCh)
+	srcFeed, dstFeed := walkInto(ctx, src, "read the source again"), walkInto(ctx, dst, "read the written volume")
+	err := c.zip(ctx, srcFeed, dstFeed)
 	close(c.tasks)
 	if err != nil {
 		cancel()
 	}
-	for range srcCh {
-	}
-	for range dstCh {
-	}
+	srcErr, dstErr := srcFeed.end(), dstFeed.end()
 	wg.Wait()
-	// The first difference found wins; the workers stopped by it report
-	// only that they were stopped.
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return c.files.Load(), err
+	// The first difference found wins; the workers and walks stopped by it
+	// report only that they were stopped.
+	for _, e := range []error{err, c.errs.get(), srcErr, dstErr} {
+		if e != nil && !errors.Is(e, context.Canceled) {
+			return c.files.Load(), e
+		}
 	}
-	if ferr := c.errs.get(); ferr != nil {
-		return c.files.Load(), ferr
-	}
-	if err != nil {
-		return c.files.Load(), err
-	}
-	if err := <-srcErr; err != nil {
-		return c.files.Load(), fmt.Errorf("read the source again: %w", err)
-	}
-	if err := <-dstErr; err != nil {
-		return c.files.Load(), fmt.Errorf("read the written volume: %w", err)
+	for _, e := range []error{err, c.errs.get(), srcErr, dstErr} {
+		if e != nil {
+			return c.files.Load(), e
+		}
 	}
 	return c.files.Load(), nil
 }
 
-// walkInto runs a walk on its own goroutine, feeding a channel; the walk's
-// error arrives on the second channel once the first is closed.
-func walkInto(ctx context.Context, s Source) (<-chan *Entry, <-chan error) {
-	ch := make(chan *Entry, 64)
-	errc := make(chan error, 1)
+// walkFeed is a walk running on its own goroutine, feeding ch.
+type walkFeed struct {
+	ch   chan *Entry
+	errc chan error
+	what string // what the walk reads, for its error
+	err  error
+	done bool
+}
+
+func walkInto(ctx context.Context, s Source, what string) *walkFeed {
+	w := &walkFeed{ch: make(chan *Entry, 64), errc: make(chan error, 1), what: what}
 	go func() {
-		defer close(ch)
-		errc <- s.Walk(ctx, func(e *Entry) error {
+		defer close(w.ch)
+		w.errc <- s.Walk(ctx, func(e *Entry) error {
 			cp := *e
 			select {
-			case ch <- &cp:
+			case w.ch <- &cp:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		})
 	}()
-	return ch, errc
+	return w
+}
+
+// end drains the walk and returns its error (once ch is closed).
+func (w *walkFeed) end() error {
+	if w.done {
+		return w.err
+	}
+	for range w.ch {
+	}
+	if err := <-w.errc; err != nil {
+		w.err = fmt.Errorf("%s: %w", w.what, err)
+	}
+	w.done = true
+	return w.err
 }
 
 type comparer struct {
@@ -132,11 +143,22 @@ type cmpPair struct {
 	pending atomic.Int32
 }
 
-// zip walks both trees side by side.
-func (c *comparer) zip(ctx context.Context, srcCh, dstCh <-chan *Entry) error {
+// zip walks both trees side by side. A walk that ends early because it
+// failed reports its failure, not a difference.
+func (c *comparer) zip(ctx context.Context, src, dst *walkFeed) error {
 	for {
-		a, aok := <-srcCh
-		b, bok := <-dstCh
+		a, aok := <-src.ch
+		b, bok := <-dst.ch
+		if !aok {
+			if err := src.end(); err != nil {
+				return err
+			}
+		}
+		if !bok {
+			if err := dst.end(); err != nil {
+				return err
+			}
+		}
 		switch {
 		case !aok && !bok:
 			return nil

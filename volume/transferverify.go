@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -62,7 +64,7 @@ func (t *target) discard(rel string) error {
 // mountCheck mounts the written volume read-only, with its own key
 // unwrapped by the KMS as any mount would, and lists its root.
 func mountCheck(ctx context.Context, h *keywrap.Header, opt TransferOptions, rootNames int) error {
-	dir, err := os.MkdirTemp("", "encvol-check-")
+	dir, err := os.MkdirTemp("", checkMountPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("temporary mountpoint: %w", err)
 	}
@@ -99,4 +101,28 @@ func mountCheck(ctx context.Context, h *keywrap.Header, opt TransferOptions, roo
 		return fmt.Errorf("the mounted volume shows %d names in its root, the source has %d", len(list), rootNames)
 	}
 	return nil
+}
+
+// checkMountPrefix starts the name of the temporary mountpoint of the
+// check.
+const checkMountPrefix = "encvol-check-"
+
+// dropDeadCheckMounts detaches the check mounts of backing that a killed
+// run left behind: the caller holds the volume's lock, so no live process
+// serves them.
+func dropDeadCheckMounts(backing string, log zerolog.Logger) {
+	mounts, err := EncvolMounts()
+	if err != nil {
+		return
+	}
+	for _, m := range mounts {
+		if m.Source != backing || !strings.HasPrefix(filepath.Base(m.Mountpoint), checkMountPrefix) {
+			continue
+		}
+		if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil {
+			log.Warn().Err(err).Str("path", m.Mountpoint).Msg("cannot detach the check mount of a stopped run")
+			continue
+		}
+		_ = os.Remove(m.Mountpoint)
+	}
 }
