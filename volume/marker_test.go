@@ -156,3 +156,24 @@ func FuzzParseMarker(f *testing.F) {
 		}
 	})
 }
+
+// TestMarkerFormatDoc: the marker shown in docs/format.md is one this code
+// reads, so the document and the code cannot drift apart.
+func TestMarkerFormatDoc(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "format.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "\n"+markerMagic+"1\n")
+	if !ok {
+		t.Fatal("docs/format.md shows no marker")
+	}
+	body, _, _ := strings.Cut(rest, "\n")
+	m, err := ParseMarker([]byte(markerMagic + "1\n" + body + "\n"))
+	if err != nil {
+		t.Fatalf("the marker in docs/format.md does not parse: %v", err)
+	}
+	if !reflect.DeepEqual(m, testMarker()) {
+		t.Errorf("the marker in docs/format.md is %+v, the tests' is %+v", m, testMarker())
+	}
+}
