@@ -13,6 +13,11 @@
 #   TMPFS_SIZE=3G     size of the tmpfs that holds every backing directory
 #   APPEND=0|1        append the table to docs/performance.md (default 1; QUICK: 0)
 #   KEEP=1            keep the work directory (logs) after the run
+#   PARTS="fs lifecycle"  fs: the mounted file systems side by side;
+#                     lifecycle: encvol import and copy of a ~1 GiB tree (many
+#                     small files, some large ones) against cp -a of the same
+#                     tree into a mounted encvol volume (default: both)
+#   LC_TMPFS_SIZE=5G  size of the tmpfs of the lifecycle part
 #
 # Why each system: gocryptfs is the established encrypted FUSE file system;
 # the no-passthrough loopback (scripts/nopassthrough) is the fastest any FUSE
@@ -36,6 +41,9 @@ if [ "$QUICK" = 1 ]; then
 	SMALL_COUNT=4096   # 512-byte writes (2 MiB)
 	FIO_SECS=2
 	FIO_SIZE=32M
+	LC_SMALL=2000      # lifecycle tree: small files of 1..64 KiB (~64 MiB)
+	LC_LARGE=2         # and large files of LC_LARGE_MB MiB each
+	LC_LARGE_MB=32
 else
 	RUNS=${RUNS:-3}
 	APPEND=${APPEND:-1}
@@ -43,24 +51,38 @@ else
 	SMALL_COUNT=65536  # 32 MiB
 	FIO_SECS=10
 	FIO_SIZE=256M
+	LC_SMALL=16000     # ~512 MiB in small files
+	LC_LARGE=8         # 512 MiB in large ones
+	LC_LARGE_MB=64
 fi
 SYSTEMS=${SYSTEMS:-"encvol gocryptfs loopback bare"}
 TMPFS_SIZE=${TMPFS_SIZE:-3G}
 KEEP=${KEEP:-0}
+PARTS=${PARTS:-"fs lifecycle"}
+LC_TMPFS_SIZE=${LC_TMPFS_SIZE:-5G}
 CMDLINE="$(printf '%q ' "$0" "$@")"
-ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" TMPFS_SIZE=$TMPFS_SIZE"
+ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" TMPFS_SIZE=$TMPFS_SIZE PARTS=\"$PARTS\" LC_TMPFS_SIZE=$LC_TMPFS_SIZE"
 
 for s in $SYSTEMS; do
 	case $s in encvol | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
 done
 
 has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
+part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+for p in $PARTS; do
+	case $p in fs | lifecycle) ;; *) die "unknown part '$p' in PARTS" ;; esac
+done
+part lifecycle && ! has encvol && die "PARTS=lifecycle needs encvol in SYSTEMS"
 
 # --- tools -------------------------------------------------------------------
 need_pkgs=()
 command -v fio >/dev/null || need_pkgs+=(fio)
 command -v jq >/dev/null || need_pkgs+=(jq)
 command -v mountpoint >/dev/null || need_pkgs+=(util-linux)
+if part lifecycle; then
+	[ -x /usr/bin/time ] || need_pkgs+=(time)
+	command -v python3 >/dev/null || need_pkgs+=(python3)
+fi
 if has gocryptfs; then
 	command -v gocryptfs >/dev/null || need_pkgs+=(gocryptfs)
 	# Debian's gocryptfs depends only on libfuse2 and mounts through
@@ -88,6 +110,7 @@ cleanup() {
 		mountpoint -q "$m" 2>/dev/null && umount -l "$m"
 	done
 	mountpoint -q "$T" && umount -l "$T"
+	mountpoint -q "$WORK/lc" && umount -l "$WORK/lc"
 	if [ "$KEEP" = 1 ]; then
 		log "work directory kept: $WORK"
 	else
@@ -113,6 +136,7 @@ path = "$WORK/kms"
 EOF
 	ENCVOL=("$WORK/bin/encvol" --config "$CFG")
 	"${ENCVOL[@]}" kms create-key --alias alias/bench --description "encvol benchmark" >"$WORK/log/create-key.out"
+	"${ENCVOL[@]}" kms create-key --alias alias/bench-copy --description "encvol benchmark, copies" >>"$WORK/log/create-key.out"
 	mkdir -p "$(backing encvol)"
 	"${ENCVOL[@]}" create --backing "$(backing encvol)" --key alias/bench >"$WORK/log/create.out"
 	;;
@@ -128,12 +152,15 @@ mkdir -p "$(backing loopback)" "$(backing bare)"
 # directory, so reading the archive never touches a disk.
 TAR=$T/gosrc.tar
 GOSRC=$(go env GOROOT)/src
-if [ "$QUICK" = 1 ]; then
-	tar -cf "$TAR" -C "$GOSRC" net encoding
-else
-	tar -cf "$TAR" -C "$GOSRC" .
+TAR_FILES=0
+if part fs; then
+	if [ "$QUICK" = 1 ]; then
+		tar -cf "$TAR" -C "$GOSRC" net encoding
+	else
+		tar -cf "$TAR" -C "$GOSRC" .
+	fi
+	TAR_FILES=$(tar -tf "$TAR" | grep -vc '/$')
 fi
-TAR_FILES=$(tar -tf "$TAR" | grep -vc '/$')
 
 # --- mount handling -------------------------------------------------------------
 wait_mounted() { # MOUNTPOINT PID LOGFILE
@@ -275,13 +302,84 @@ log "work directory $WORK; sizes: seq ${SEQ_MB} MiB, small $SMALL_COUNT x 512 B,
 # rm -rf pays for memory the host took back (see docs/performance.md), and
 # a fixed order would charge that to one system every time.
 read -ra SYS_ORDER <<<"$SYSTEMS"
-for ((r = 1; r <= RUNS; r++)); do
-	for ((i = 0; i < ${#SYS_ORDER[@]}; i++)); do
-		s=${SYS_ORDER[$(((i + r - 1) % ${#SYS_ORDER[@]}))]}
-		log "run $r/$RUNS: $s"
-		run_system "$s"
+if part fs; then
+	for ((r = 1; r <= RUNS; r++)); do
+		for ((i = 0; i < ${#SYS_ORDER[@]}; i++)); do
+			s=${SYS_ORDER[$(((i + r - 1) % ${#SYS_ORDER[@]}))]}
+			log "run $r/$RUNS: $s"
+			run_system "$s"
+		done
 	done
-done
+fi
+
+# --- lifecycle: import and copy against cp -a into a mounted volume ----------------------
+# The tree and all three volumes share a tmpfs of their own. cp -a is timed
+# until `encvol umount` returns, which writes back what the kernel still
+# held; import and copy are timed to their end, which includes their check
+# (every file read back and compared, one mount). CPU is user + system time
+# of every process involved, as cores kept busy on average.
+LC=$WORK/lc
+lc_tree() { # DIR
+	python3 - "$1" "$LC_SMALL" "$LC_LARGE" "$LC_LARGE_MB" <<'PY'
+import os, random, sys
+root, small, large, large_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rnd = random.Random(1)
+for i in range(small):
+    d = os.path.join(root, "d%03d" % (i % 100), "e%d" % (i % 7))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(os.urandom(rnd.randint(1, 64 << 10)))
+os.makedirs(os.path.join(root, "large"), exist_ok=True)
+for i in range(large):
+    with open(os.path.join(root, "large", "big%d" % i), "wb") as f:
+        for _ in range(large_mb):
+            f.write(os.urandom(1 << 20))
+PY
+}
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; } # PID
+timed_cmd() { # NAME CMD... — records seconds, cores busy and peak RSS (KiB) of one process
+	local n=$1 out=$WORK/log/lc-time.$1
+	shift
+	/usr/bin/time -f '%e %U %S %M' -o "$out" "$@" >>"$WORK/log/lc-$n.log" 2>&1
+	read -r secs usr sys rss <"$out"
+	record lc "$n.secs" "$secs"
+	record lc "$n.cores" "$(awk -v u="$usr" -v s="$sys" -v e="$secs" 'BEGIN { printf "%.2f", (u + s) / e }')"
+	record lc "$n.rss" "$rss"
+}
+lc_run() {
+	local b=$LC/cpa m=$WORK/mnt/lc pid t0 secs cpu lf=$WORK/log/lc-mount.log
+	"${ENCVOL[@]}" create --backing "$b" --key alias/bench >/dev/null
+	mkdir -p "$m"
+	"${ENCVOL[@]}" mount -f "$b" "$m" >>"$lf" 2>&1 &
+	pid=$!
+	wait_mounted "$m" "$pid" "$lf"
+	t0=$(now)
+	/usr/bin/time -f '%U %S' -o "$WORK/log/lc-time.cp" cp -a "$LC/plain/." "$m/"
+	cpu=$(cpu_secs "$pid")
+	record lc cpa.rss "$(peak_rss_kib "$pid")"
+	"${ENCVOL[@]}" umount "$m" >/dev/null
+	wait "$pid" 2>/dev/null || true
+	secs=$(elapsed "$t0")
+	record lc cpa.secs "$secs"
+	record lc cpa.cores "$(awk -v d="$cpu" -v e="$secs" '{ printf "%.2f", ($1 + $2 + d) / e }' "$WORK/log/lc-time.cp")"
+	rm -rf "$b"
+
+	timed_cmd import "${ENCVOL[@]}" import "$LC/plain" --backing "$LC/imp" --key alias/bench
+	timed_cmd copy "${ENCVOL[@]}" copy "$LC/imp" --backing "$LC/cpy" --key alias/bench-copy
+	rm -rf "$LC/imp" "$LC/cpy"
+}
+if part lifecycle; then
+	mkdir -p "$LC"
+	mount -t tmpfs -o size="$LC_TMPFS_SIZE" encvol-bench-lc "$LC"
+	log "lifecycle: writing the tree ($LC_SMALL small files, $LC_LARGE x $LC_LARGE_MB MiB)"
+	lc_tree "$LC/plain"
+	LC_FILES=$(find "$LC/plain" -type f | wc -l)
+	LC_BYTES=$(find "$LC/plain" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
+	for ((r = 1; r <= RUNS; r++)); do
+		log "run $r/$RUNS: lifecycle"
+		lc_run
+	done
+fi
 
 # --- report ------------------------------------------------------------------------------
 median() { # FILE
@@ -309,7 +407,8 @@ declare -A LABEL=(
 declare -A HIB=([seqwrite]=1 [seqread]=1 [smallwrite]=1 [randread]=1 [randwrite]=1 [untar]=0 [lsR]=0 [readall]=0 [rm]=0)
 
 TABLE=$WORK/table.md
-{
+: >"$TABLE"
+part fs && {
 	printf '| workload |'
 	for s in $SYSTEMS; do printf ' %s |' "$s"; done
 	has encvol && has gocryptfs && printf ' encvol/gocryptfs |'
@@ -334,8 +433,28 @@ TABLE=$WORK/table.md
 	done
 } >"$TABLE"
 
+if part lifecycle; then
+	mib() { awk -v k="$1" 'BEGIN { if (k == "-") print "-"; else printf "%.0f", k / 1024 }'; }
+	{
+		[ -s "$TABLE" ] && echo
+		echo "| $LC_FILES files, $((LC_BYTES >> 20)) MiB on tmpfs | time (s) | MB/s | cores busy | peak RSS (MiB) | speed vs cp -a |"
+		echo "|---|---:|---:|---:|---:|---:|"
+		for w in cpa import copy; do
+			case $w in
+			cpa) label="cp -a into a mounted encvol volume, until umount returns" ;;
+			import) label="encvol import into a new volume (with its check)" ;;
+			copy) label="encvol copy under another key (with its check)" ;;
+			esac
+			secs=$(median "$WORK/res/lc.$w.secs")
+			printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$secs" "$(mbps "$LC_BYTES" "$secs")" \
+				"$(median "$WORK/res/lc.$w.cores")" "$(mib "$(median "$WORK/res/lc.$w.rss")")" \
+				"$(ratio "$secs" "$(median "$WORK/res/lc.cpa.secs")" 0)"
+		done
+	} >>"$TABLE"
+fi
+
 RSS_LINE=""
-if has encvol; then
+if has encvol && part fs; then
 	RSS_LINE="encvol daemon peak RSS (VmHWM) over mount + untar: median $(median "$WORK/res/encvol.rss_kib") KiB, max $(sort -g "$WORK/res/encvol.rss_kib" | tail -1) KiB ($(sort -g "$WORK/res/encvol.rss_kib" | tr '\n' ' ')KiB per run)."
 fi
 
