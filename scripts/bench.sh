@@ -468,8 +468,13 @@ REPORT=$WORK/report.md
 	echo "- Command: \`$ENVLINE $CMDLINE\`"
 	echo "- Load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) — other work on the machine skews every column alike."
 	echo "- CPU time stolen by the hypervisor during the run: $(awk -v t="$(($(steal_ticks) - STEAL_START))" -v hz="$(getconf CLK_TCK)" -v s="$(($(date +%s) - RUN_START))" -v n="$(nproc)" 'BEGIN { printf "%.1f s of %d s × %d CPUs", t / hz, s, n }')."
-	echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s), each run starting with the next system; MB/s = 10^6 bytes/s."
-	echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
+	if part fs; then
+		echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s), each run starting with the next system; MB/s = 10^6 bytes/s."
+		echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
+	fi
+	if part lifecycle; then
+		echo "- Import and copy: the tree ($LC_SMALL files of 1 to 64 KiB in 700 directories, $LC_LARGE of $LC_LARGE_MB MiB) and every volume on a tmpfs of their own ($LC_TMPFS_SIZE); medians of $RUNS run(s); MB/s = 10^6 bytes of file content per second; cores busy = user + system CPU seconds of every process involved (for cp -a: cp and the mount daemon) per second; peak RSS of the encvol process (for cp -a: the daemon); speed vs cp -a = cp -a time / time."
+	fi
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
 	echo
 	cat "$TABLE"

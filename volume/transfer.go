@@ -18,6 +18,7 @@ import (
 
 	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/kmsclient"
+	"github.com/encvol/encvol/sector"
 )
 
 // The transfer core shared by import, copy and re-encryption: a Source is
@@ -101,7 +102,10 @@ func Transfer(ctx context.Context, client kmsclient.Client, opt TransferOptions)
 	}
 	opt.Target.Backing = backing
 	if opt.Target.SectorSize == 0 {
-		opt.Target.SectorSize = defaultSectorSize
+		opt.Target.SectorSize = sector.DefaultSectorSize
+	}
+	if opt.Target.KMSName == "" {
+		opt.Target.KMSName = DefaultKMSName
 	}
 	if opt.Workers <= 0 {
 		opt.Workers = runtime.GOMAXPROCS(0)
@@ -161,8 +165,6 @@ func Transfer(ctx context.Context, client kmsclient.Client, opt TransferOptions)
 	rep.Elapsed = time.Since(start)
 	return rep, nil
 }
-
-const defaultSectorSize = 4096
 
 // marker is the marker of this operation (Started: now).
 func (opt *TransferOptions) marker() *Marker {
