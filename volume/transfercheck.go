@@ -216,7 +216,7 @@ func (c *comparer) compareMeta(a, b *Entry) error {
 	case !slices.EqualFunc(a.Xattrs, b.Xattrs, func(x, y Xattr) bool { return x.Name == y.Name && bytes.Equal(x.Value, y.Value) }):
 		return diff("extended attributes differ")
 	}
-	if a.Type == unix.S_IFREG && (a.Nlink > 1 || b.Nlink > 1) {
+	if a.Type != unix.S_IFDIR && (a.Nlink > 1 || b.Nlink > 1) {
 		wantB, seenA := c.links[a.Inode]
 		wantA, seenB := c.back[b.Inode]
 		switch {

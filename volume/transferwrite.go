@@ -34,9 +34,9 @@ type writer struct {
 	rootTime [2]time.Time
 	dirTimes []dirTime
 
-	// firstLink maps the source identity of a hard-linked file to the
-	// backing path of its first name; the other names are linked to it
-	// once every file is written.
+	// firstLink maps the source identity of a hard-linked entry (any type
+	// but a directory) to the backing path of its first name; the other
+	// names are linked to it once every entry is written.
 	firstLink map[uint64]string
 	links     []linkJob
 
@@ -173,6 +173,13 @@ func (w *writer) visit(ctx context.Context, e *Entry) error {
 	if err != nil {
 		return err
 	}
+	if e.Type != unix.S_IFDIR && e.Nlink > 1 {
+		if first, ok := w.firstLink[e.Inode]; ok {
+			w.links = append(w.links, linkJob{e: e, first: first, dir: parent.rel, bname: bname, longName: long})
+			return nil
+		}
+		w.firstLink[e.Inode] = joinRel(parent.rel, bname)
+	}
 	switch e.Type {
 	case unix.S_IFDIR:
 		d, err := w.t.mkdir(parent, e, bname, long)
@@ -185,13 +192,6 @@ func (w *writer) visit(ctx context.Context, e *Entry) error {
 		w.prog.AddFiles(1)
 		return nil
 	case unix.S_IFREG:
-		if e.Nlink > 1 {
-			if first, ok := w.firstLink[e.Inode]; ok {
-				w.links = append(w.links, linkJob{e: e, first: first, dir: parent.rel, bname: bname, longName: long})
-				return nil
-			}
-			w.firstLink[e.Inode] = joinRel(parent.rel, bname)
-		}
 		return w.queueFile(ctx, e, parent, bname, long)
 	case unix.S_IFLNK, unix.S_IFIFO, unix.S_IFCHR, unix.S_IFBLK, unix.S_IFSOCK:
 		parent.hold()

@@ -92,6 +92,8 @@ func makeTree(t *testing.T, dir string) {
 	check(unix.Setxattr(filepath.Join(dir, "a"), "user.dir-attr", []byte("on a directory"), 0))
 
 	check(unix.Mkfifo(filepath.Join(dir, "fifo"), 0o640))
+	check(os.Link(filepath.Join(dir, "fifo"), filepath.Join(dir, "a/fifo-link")))
+	check(os.Link(filepath.Join(dir, "rel-link"), filepath.Join(dir, "a/symlink-link"))) // a hard link of the symlink itself
 	check(unix.Mknod(filepath.Join(dir, "socket"), unix.S_IFSOCK|0o600, 0))
 	if os.Geteuid() == 0 {
 		check(unix.Mknod(filepath.Join(dir, "null-dev"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
@@ -151,13 +153,13 @@ func treeListing(t *testing.T, root string) []string {
 		if typ == unix.S_IFREG || typ == unix.S_IFDIR {
 			b.WriteString(" xattrs=" + xattrList(t, p))
 		}
-		if typ == unix.S_IFREG {
-			if st.Nlink > 1 {
-				if f, ok := first[st.Ino]; ok {
-					fmt.Fprintf(&b, " link-of=%q", f)
-				}
-				first[st.Ino] = rel
+		if typ != unix.S_IFDIR && st.Nlink > 1 {
+			if f, ok := first[st.Ino]; ok {
+				fmt.Fprintf(&b, " link-of=%q", f)
 			}
+			first[st.Ino] = rel
+		}
+		if typ == unix.S_IFREG {
 			b.WriteString(" sha256=" + hashNoAtime(t, p))
 		}
 		lines = append(lines, b.String())
