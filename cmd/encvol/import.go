@@ -157,7 +157,7 @@ func printImportTable(w io.Writer, results []importResult) {
 	fmt.Fprintln(tw, "VOLUME\tFILES\tBYTES\tTIME\tRATE\tRESULT")
 	for _, r := range results {
 		files, bytes, res := "-", "-", "ok"
-		var el time.Duration = r.Duration
+		el := r.Duration
 		if r.Report != nil && r.Error == "" {
 			files = fmt.Sprint(r.Report.Entries)
 			bytes = volume.HumanBytes(r.Report.Bytes)
@@ -168,7 +168,7 @@ func printImportTable(w io.Writer, results []importResult) {
 		} else if r.Report != nil {
 			rateS = volume.HumanBytes(rate(r.Report.Bytes, el)) + "/s"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Volume, files, bytes, el.Round(100*time.Millisecond), rateS, res)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f s\t%s\t%s\n", r.Volume, files, bytes, el.Seconds(), rateS, res)
 	}
 	tw.Flush()
 }
