@@ -20,13 +20,7 @@ func fixMode(fd int, dirfd int, name string, st *unix.Statx_t, mode uint32) {
 	if uint32(st.Mode)&07777 == want {
 		return
 	}
-	var err error
-	if fd >= 0 {
-		err = unix.Fchmod(fd, want)
-	} else {
-		err = unix.Fchmodat(dirfd, name, want, 0)
-	}
-	if err == nil {
+	if err := chmodEntry(fd, dirfd, name, want); err == nil {
 		st.Mode = uint16(uint32(st.Mode)&unix.S_IFMT | want)
 	}
 }
@@ -234,14 +228,20 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err != nil {
 		return nil, n.fsys.errno(err, "symlink", name)
 	}
-	newLong, err := c.writeLong()
+	stored, err := n.fsys.storeLink(enc)
 	if err != nil {
 		return nil, n.fsys.errno(err, "symlink", name)
 	}
-	if err := unix.Symlinkat(enc, c.d.fd, c.bname); err != nil {
+	newLong, err := c.writeLong()
+	if err != nil {
+		n.fsys.dropLink(stored)
+		return nil, n.fsys.errno(err, "symlink", name)
+	}
+	if err := unix.Symlinkat(stored, c.d.fd, c.bname); err != nil {
 		if newLong {
 			c.dropLong()
 		}
+		n.fsys.dropLink(stored)
 		return nil, n.fsys.errno(err, "symlink", name)
 	}
 	if err := n.setOwner(&c.d, c.bname, n.newOwner(ctx, &c.d)); err != nil {
@@ -274,7 +274,7 @@ func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if err != nil {
 		return nil, n.fsys.errno(err, "readlink", p)
 	}
-	plain, err := k.Names.DecryptSymlink(t)
+	plain, err := n.fsys.decodeLink(k, t)
 	if err != nil {
 		n.fsys.errs.Add(1)
 		n.fsys.log.Error().Str("op", "readlink").Str("path", p).Err(err).Msg("symlink target failed authentication")
@@ -324,6 +324,7 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	defer c.done()
+	longLink := longLinkOf(n.GetChild(name), c.d.fd, c.bname)
 	unpin := n.fsys.pinChild(n, name, c.d.fd, c.bname)
 	err := unix.Unlinkat(c.d.fd, c.bname, 0)
 	unpin()
@@ -331,6 +332,7 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return n.fsys.errno(err, "unlink", name)
 	}
 	c.dropLong()
+	n.fsys.dropLink(longLink)
 	return 0
 }
 

@@ -129,6 +129,7 @@ type FS struct {
 	fileNoAtime, dirNoAtime int
 
 	reads, writes, bytesRead, bytesWritten, errs atomic.Uint64
+	ops                                          opCounts // requests by opcode (opcount.go)
 
 	openMu    sync.Mutex
 	open      map[*Node]struct{} // GUARDED_BY(openMu): nodes with an open backing file
@@ -253,7 +254,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	// Files created on a nearly full backing use direct I/O (space.go);
 	// without this, mmap of them would fail.
 	opts.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
-	raw := newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests)
+	raw := newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests, &f.ops)
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		hint := ""

@@ -102,8 +102,5 @@ func (n *Node) killSUIDLocked(fd int, path string) error {
 	if keep == mode {
 		return nil
 	}
-	if fd >= 0 {
-		return unix.Fchmod(fd, keep&07777)
-	}
-	return unix.Fchmodat(unix.AT_FDCWD, path, keep&07777, 0)
+	return chmodEntry(fd, unix.AT_FDCWD, path, keep&07777)
 }

@@ -31,17 +31,20 @@ const DefaultMaxRequests = 256
 type limitFS struct {
 	fuse.RawFileSystem
 	slots chan struct{}
+	ops   *opCounts
 }
 
-func newLimitFS(fs fuse.RawFileSystem, max int) *limitFS {
+func newLimitFS(fs fuse.RawFileSystem, max int, ops *opCounts) *limitFS {
 	if max <= 0 {
 		max = DefaultMaxRequests
 	}
-	return &limitFS{RawFileSystem: fs, slots: make(chan struct{}, max)}
+	return &limitFS{RawFileSystem: fs, slots: make(chan struct{}, max), ops: ops}
 }
 
-// enter takes a slot, waiting for one unless the request is interrupted.
-func (l *limitFS) enter(cancel <-chan struct{}) bool {
+// enter counts the request and takes a slot, waiting for one unless the
+// request is interrupted.
+func (l *limitFS) enter(cancel <-chan struct{}, op uint32) bool {
+	l.ops.count(op)
 	select {
 	case l.slots <- struct{}{}:
 		return true
@@ -58,7 +61,7 @@ func (l *limitFS) enter(cancel <-chan struct{}) bool {
 func (l *limitFS) exit() { <-l.slots }
 
 func (l *limitFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, h.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -66,7 +69,7 @@ func (l *limitFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *
 }
 
 func (l *limitFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -74,7 +77,7 @@ func (l *limitFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrO
 }
 
 func (l *limitFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -82,7 +85,7 @@ func (l *limitFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 }
 
 func (l *limitFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -90,7 +93,7 @@ func (l *limitFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *f
 }
 
 func (l *limitFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -98,7 +101,7 @@ func (l *limitFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *f
 }
 
 func (l *limitFS) Unlink(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, h.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -106,7 +109,7 @@ func (l *limitFS) Unlink(c <-chan struct{}, h *fuse.InHeader, name string) fuse.
 }
 
 func (l *limitFS) Rmdir(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, h.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -114,7 +117,7 @@ func (l *limitFS) Rmdir(c <-chan struct{}, h *fuse.InHeader, name string) fuse.S
 }
 
 func (l *limitFS) Rename(c <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -122,7 +125,7 @@ func (l *limitFS) Rename(c <-chan struct{}, in *fuse.RenameIn, oldName, newName 
 }
 
 func (l *limitFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -130,7 +133,7 @@ func (l *limitFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fus
 }
 
 func (l *limitFS) Symlink(c <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, h.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -138,7 +141,7 @@ func (l *limitFS) Symlink(c <-chan struct{}, h *fuse.InHeader, target, name stri
 }
 
 func (l *limitFS) Readlink(c <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
-	if !l.enter(c) {
+	if !l.enter(c, h.Opcode) {
 		return nil, fuse.EINTR
 	}
 	defer l.exit()
@@ -146,7 +149,7 @@ func (l *limitFS) Readlink(c <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.St
 }
 
 func (l *limitFS) Access(c <-chan struct{}, in *fuse.AccessIn) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -154,7 +157,7 @@ func (l *limitFS) Access(c <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 }
 
 func (l *limitFS) GetXAttr(c <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
-	if !l.enter(c) {
+	if !l.enter(c, h.Opcode) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -162,7 +165,7 @@ func (l *limitFS) GetXAttr(c <-chan struct{}, h *fuse.InHeader, attr string, des
 }
 
 func (l *limitFS) ListXAttr(c <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
-	if !l.enter(c) {
+	if !l.enter(c, h.Opcode) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -170,7 +173,7 @@ func (l *limitFS) ListXAttr(c <-chan struct{}, h *fuse.InHeader, dest []byte) (u
 }
 
 func (l *limitFS) SetXAttr(c <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -178,7 +181,7 @@ func (l *limitFS) SetXAttr(c <-chan struct{}, in *fuse.SetXAttrIn, attr string, 
 }
 
 func (l *limitFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, h.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -186,7 +189,7 @@ func (l *limitFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) 
 }
 
 func (l *limitFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -194,7 +197,7 @@ func (l *limitFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out 
 }
 
 func (l *limitFS) Tmpfile(c <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -202,7 +205,7 @@ func (l *limitFS) Tmpfile(c <-chan struct{}, in *fuse.CreateIn, out *fuse.Create
 }
 
 func (l *limitFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -210,7 +213,7 @@ func (l *limitFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fu
 }
 
 func (l *limitFS) Read(c <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return nil, fuse.EINTR
 	}
 	defer l.exit()
@@ -218,7 +221,7 @@ func (l *limitFS) Read(c <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 }
 
 func (l *limitFS) Lseek(c <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -226,7 +229,7 @@ func (l *limitFS) Lseek(c <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut)
 }
 
 func (l *limitFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		// Interrupted releases do not exist (the kernel never interrupts
 		// them); should one come, the handle must still be dropped.
 		l.RawFileSystem.Release(c, in)
@@ -237,7 +240,7 @@ func (l *limitFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
 }
 
 func (l *limitFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -245,7 +248,7 @@ func (l *limitFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 }
 
 func (l *limitFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -253,7 +256,7 @@ func (l *limitFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (ui
 }
 
 func (l *limitFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -261,7 +264,7 @@ func (l *limitFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (ui
 }
 
 func (l *limitFS) Fsync(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -269,7 +272,7 @@ func (l *limitFS) Fsync(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 }
 
 func (l *limitFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -277,7 +280,7 @@ func (l *limitFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status
 }
 
 func (l *limitFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -285,7 +288,7 @@ func (l *limitFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 }
 
 func (l *limitFS) ReadDir(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -293,7 +296,7 @@ func (l *limitFS) ReadDir(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntry
 }
 
 func (l *limitFS) ReadDirPlus(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -301,7 +304,7 @@ func (l *limitFS) ReadDirPlus(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 }
 
 func (l *limitFS) FsyncDir(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -309,7 +312,7 @@ func (l *limitFS) FsyncDir(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 }
 
 func (l *limitFS) StatFs(c <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, h.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -317,7 +320,7 @@ func (l *limitFS) StatFs(c <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOu
 }
 
 func (l *limitFS) Statx(c <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
-	if !l.enter(c) {
+	if !l.enter(c, in.Opcode) {
 		return fuse.EINTR
 	}
 	defer l.exit()

@@ -195,13 +195,7 @@ func (f *FS) writeMeta(fd int, path string, st *unix.Statx_t, m meta) error {
 func (f *FS) canonicalize(fd int, path string, st *unix.Statx_t) error {
 	want := canonicalMode(uint32(st.Mode))
 	if uint32(st.Mode)&07777 != want {
-		var err error
-		if fd >= 0 {
-			err = unix.Fchmod(fd, want)
-		} else {
-			err = unix.Fchmodat(unix.AT_FDCWD, path, want, 0)
-		}
-		if err != nil {
+		if err := chmodEntry(fd, unix.AT_FDCWD, path, want); err != nil {
 			return err
 		}
 		st.Mode = uint16(uint32(st.Mode)&unix.S_IFMT | want)

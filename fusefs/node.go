@@ -304,13 +304,7 @@ func (c *childOp) dropLong() {
 func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
 	n.fsys.fillAttrMeta(st, -1, fdPath(d.fd, bname), &out.Attr)
 	n.fsys.space.Load().expireAttr(&out.Attr, &out.AttrValid, &out.AttrValidNsec, true)
-	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK {
-		if t, err := readlinkAt(d.fd, bname); err == nil {
-			if plain, err := k.Names.DecryptSymlink(t); err == nil {
-				out.Attr.Size = uint64(len(plain))
-			}
-		}
-	}
+	n.fsys.symlinkSize(k, st, d.fd, bname, &out.Attr)
 	return n.NewInode(ctx, &Node{fsys: n.fsys}, n.fsys.stableAttr(st))
 }
 
@@ -418,13 +412,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		return n.fsys.errno(err, "getattr", p)
 	}
 	n.fsys.fillAttrMeta(&st, -1, p, &out.Attr)
-	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK {
-		if t, err := readlinkAt(unix.AT_FDCWD, p); err == nil {
-			if plain, err := k.Names.DecryptSymlink(t); err == nil {
-				out.Attr.Size = uint64(len(plain))
-			}
-		}
-	}
+	n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, p, &out.Attr)
 	return 0
 }
 
@@ -502,13 +490,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		metaDone = handled
 	}
 	if m, ok := in.GetMode(); ok && !metaDone {
-		var err error
-		if fd >= 0 {
-			err = unix.Fchmod(fd, m)
-		} else {
-			err = unix.Fchmodat(unix.AT_FDCWD, path, m, 0)
-		}
-		if err != nil {
+		if err := chmodEntry(fd, unix.AT_FDCWD, path, m); err != nil {
 			return n.fsys.errno(err, "chmod", path)
 		}
 	}
@@ -553,12 +535,8 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		return n.fsys.errno(err, "setattr", path)
 	}
 	n.fsys.fillAttrMeta(&st, fd, path, &out.Attr)
-	if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK && k != nil {
-		if t, err := readlinkAt(unix.AT_FDCWD, path); err == nil {
-			if plain, err := k.Names.DecryptSymlink(t); err == nil {
-				out.Attr.Size = uint64(len(plain))
-			}
-		}
+	if k != nil {
+		n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, path, &out.Attr)
 	}
 	return 0
 }

@@ -42,11 +42,11 @@ func BenchmarkRoomyAccounting(b *testing.B) {
 // BenchmarkLimitEnterExit is what the request bound (limit.go) adds to
 // every request.
 func BenchmarkLimitEnterExit(b *testing.B) {
-	l := newLimitFS(nil, DefaultMaxRequests)
+	l := newLimitFS(nil, DefaultMaxRequests, new(opCounts))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if !l.enter(nil) {
+			if !l.enter(nil, 0) {
 				b.Fatal("refused")
 			}
 			l.exit()

@@ -23,24 +23,24 @@ import (
 func (s *Store) Audit(ctx context.Context, filter AuditFilter) ([]AuditRecord, error) {
 	keyID := ""
 	if filter.KeyRef != "" {
-		id, alias, err := s.parseRef(filter.KeyRef)
-		if err != nil {
-			return nil, err
-		}
-		if alias != "" {
-			err := s.read(ctx, func(st *state) error {
+		err := s.read(ctx, func(st *state) error {
+			id, alias, err := s.parseRef(st, filter.KeyRef)
+			if err != nil {
+				return err
+			}
+			if alias != "" {
 				k, err := s.resolve(st, alias)
 				if err != nil {
 					return err
 				}
 				id = k.ID
-				return nil
-			})
-			if err != nil {
-				return nil, err
 			}
+			keyID = id
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		keyID = id
 	}
 	files, err := openAuditFiles(s.dir)
 	if err != nil {

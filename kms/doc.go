@@ -5,7 +5,9 @@
 // # Keys
 //
 // A CMK has a UUID key ID, an ARN arn:aws:kms:<region>:<account>:key/<id>
-// (region "local" and account "000000000000" unless Options say otherwise),
+// (region "local" and account "000000000000" unless Options say otherwise;
+// ARNs of every identity the store was opened under keep resolving, see
+// identity.go),
 // aliases (alias/NAME; alias/aws/ is refused), a description, an origin
 // (AWS_KMS: generated material; EXTERNAL: imported material, BYOK) and a
 // state: Enabled, Disabled, PendingDeletion (7–30 days, then the key is gone
@@ -23,14 +25,21 @@
 //
 // # Principals and grants
 //
-// Every method takes the calling principal. The creator of a key owns it
-// and may do everything; LocalPrincipal ("local", the in-process caller that
-// holds the store's root secret anyway) administers every key. Other
-// principals need a grant naming the operation, optionally constrained to
-// encryption contexts (EncryptionContextEquals/Subset); administrative
-// operations are owner-only. The service key (alias/encvol/default) may be
-// used by every principal for data keys, and by nobody disabled, deleted,
-// rotated on demand or shared through grants.
+// Every method takes the calling principal by name; principals are named
+// to callers as IAM users (arn:aws:iam::<account>:user/<name>), and either
+// form is accepted where a principal is an argument. The creator of a key
+// owns it and may do everything; LocalPrincipal ("local", the in-process
+// caller that holds the store's root secret anyway) administers every key.
+// A key policy (policy.go: a documented subset of AWS's language, enforced
+// or refused, never stored unenforced) may name further administrators
+// ("kms:*") and users of cryptographic operations under encryption-context
+// conditions. Other principals need a grant naming the operation,
+// optionally constrained to encryption contexts
+// (EncryptionContextEquals/Subset); administrative operations are for
+// administrators only. The service key (alias/encvol/default) may be used
+// by every principal for data keys, and by nobody disabled, deleted,
+// rotated on demand, tagged, re-described, given a policy or shared through
+// grants.
 //
 // # Ciphertext blobs
 //

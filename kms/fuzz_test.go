@@ -46,3 +46,42 @@ func FuzzDecryptBlob(f *testing.F) {
 		}
 	})
 }
+
+// FuzzKeyPolicy hands the policy parser arbitrary documents. It refuses
+// with MalformedPolicyDocumentException or LimitExceededException, never
+// panics, and whatever it accepts keeps the owner an administrator and
+// names only principals with a name.
+func FuzzKeyPolicy(f *testing.F) {
+	s := openTest(f, f.TempDir(), nil)
+	owner := "alice"
+	f.Add(policyWith(aliceAdmin, bobDecrypt))
+	f.Add(policyWith(aliceAdmin, `{"Effect":"Allow","Principal":{"AWS":["bob","carol"]},"Action":["kms:GenerateDataKey*","kms:ReEncrypt*"],"Resource":"*",`+
+		`"Condition":{"ForAllValues:StringEquals":{"kms:EncryptionContextKeys":["a"]},"StringEquals":{"kms:EncryptionContext:a":["1","2"]}}}`))
+	f.Add(`{"Statement":{"Effect":"Allow","Principal":{"AWS":"alice"},"Action":"*","Resource":"*"}}`)
+	f.Add(`{"Statement":[]}`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, doc string) {
+		var p *policyRec
+		err := s.read(bg, func(st *state) error {
+			var err error
+			p, err = s.parsePolicy(st, &keyRec{ID: "00000000-0000-4000-8000-000000000000", Owner: owner, Manager: KeyManagerCustomer}, doc)
+			return err
+		})
+		if err != nil {
+			if code := ErrorCode(err); code != CodeMalformedPolicy && code != CodeLimitExceeded {
+				t.Fatalf("document %q: %v (code %q)", doc, err, code)
+			}
+			return
+		}
+		if !p.isAdmin(owner) {
+			t.Fatalf("accepted document %q without the owner's administration", doc)
+		}
+		for _, r := range p.Rules {
+			for _, name := range r.Principals {
+				if name == "" {
+					t.Fatalf("accepted document %q names an empty principal", doc)
+				}
+			}
+		}
+	})
+}

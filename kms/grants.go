@@ -28,11 +28,16 @@ var grantableOps = []string{
 	OpReEncryptFrom, OpReEncryptTo, OpDescribeKey, OpCreateGrant, OpRetireGrant,
 }
 
-// cryptoOps may carry encryption-context constraints; AWS refuses
-// constraints on grants for the others.
-var cryptoOps = []string{
-	OpDecrypt, OpEncrypt, OpGenerateDataKey, OpGenerateDataKeyWithoutPlaintext,
-	OpReEncryptFrom, OpReEncryptTo, OpCreateGrant, OpRetireGrant,
+// contextFreeOps take no encryption context: as in AWS, a grant's
+// constraints do not apply to them.
+var contextFreeOps = []string{OpDescribeKey, OpRetireGrant}
+
+// admits reports whether g lets its grantee perform op with encCtx.
+func (g *grantRec) admits(op string, encCtx map[string]string) bool {
+	if !slices.Contains(g.Operations, op) {
+		return false
+	}
+	return slices.Contains(contextFreeOps, op) || g.Constraints.allows(encCtx)
 }
 
 // allows reports whether a request with encCtx satisfies the constraints.
@@ -40,7 +45,7 @@ func (c *GrantConstraints) allows(encCtx map[string]string) bool {
 	if c == nil {
 		return true
 	}
-	if c.EncryptionContextEquals != nil && !maps.Equal(c.EncryptionContextEquals, encCtx) {
+	if len(c.EncryptionContextEquals) > 0 && !maps.Equal(c.EncryptionContextEquals, encCtx) {
 		return false
 	}
 	for k, v := range c.EncryptionContextSubset {
@@ -77,17 +82,17 @@ func randomToken(n int) (string, error) {
 // same name and parameters returns the existing grant. Grants on the service
 // key are refused: volumes that are shared need a customer key.
 func (s *Store) CreateGrant(ctx context.Context, principal string, in GrantInput) (grantID, grantToken string, err error) {
-	err = s.keyWrite(ctx, principal, "CreateGrant", in.KeyRef, func(_ *state, k *keyRec) error {
+	err = s.keyWrite(ctx, principal, "CreateGrant", in.KeyRef, func(st *state, k *keyRec) error {
 		if err := checkPrincipal(principal); err != nil {
 			return err
 		}
 		if k.Manager == KeyManagerAWS {
 			return s.serviceKeyRefusal(k, "be shared with grants")
 		}
-		if err := validateGrant(&in); err != nil {
+		if err := s.validateGrant(st, &in); err != nil {
 			return err
 		}
-		if !isOwner(k, principal) {
+		if !isAdmin(k, principal) {
 			if !s.mayDelegate(k, principal, in) {
 				return s.accessDenied(principal, OpCreateGrant, k)
 			}
@@ -119,10 +124,7 @@ func (s *Store) CreateGrant(ctx context.Context, principal string, in GrantInput
 			Grantee: in.GranteePrincipal, Retiring: in.RetiringPrincipal, Issuer: principal,
 			Operations: in.Operations, Created: s.now().UTC()}
 		if !in.Constraints.empty() {
-			c := *in.Constraints
-			c.EncryptionContextEquals = maps.Clone(c.EncryptionContextEquals)
-			c.EncryptionContextSubset = maps.Clone(c.EncryptionContextSubset)
-			g.Constraints = &c
+			g.Constraints = in.Constraints
 		}
 		k.Grants = append(k.Grants, g)
 		grantID, grantToken = g.ID, g.Token
@@ -131,9 +133,20 @@ func (s *Store) CreateGrant(ctx context.Context, principal string, in GrantInput
 	return grantID, grantToken, err
 }
 
-func validateGrant(in *GrantInput) error {
+// validateGrant checks in and turns its principals (names or IAM user
+// ARNs) into names.
+func (s *Store) validateGrant(st *state, in *GrantInput) error {
 	if in.GranteePrincipal == "" {
 		return validationErr("GranteePrincipal is required")
+	}
+	var err error
+	if in.GranteePrincipal, err = s.principalName(st, "GranteePrincipal", in.GranteePrincipal); err != nil {
+		return err
+	}
+	if in.RetiringPrincipal != "" {
+		if in.RetiringPrincipal, err = s.principalName(st, "RetiringPrincipal", in.RetiringPrincipal); err != nil {
+			return err
+		}
 	}
 	if len(in.Operations) == 0 {
 		return validationErr("Operations must list at least one operation")
@@ -147,15 +160,20 @@ func validateGrant(in *GrantInput) error {
 		}
 	}
 	in.Operations = ops
-	if !in.Constraints.empty() {
-		for _, op := range ops {
-			if !slices.Contains(cryptoOps, op) {
-				return validationErr("grant constraints cannot be used with the %s operation", op)
-			}
-		}
-		if len(in.Constraints.EncryptionContextEquals) > 0 && len(in.Constraints.EncryptionContextSubset) > 0 {
+	if c := in.Constraints; c != nil {
+		if len(c.EncryptionContextEquals) > 0 && len(c.EncryptionContextSubset) > 0 {
 			return validationErr("use either EncryptionContextEquals or EncryptionContextSubset, not both")
 		}
+		// An empty map constrains nothing: clients (Terraform's provider)
+		// send the constraint they were not given as {}.
+		norm := &GrantConstraints{}
+		if len(c.EncryptionContextEquals) > 0 {
+			norm.EncryptionContextEquals = maps.Clone(c.EncryptionContextEquals)
+		}
+		if len(c.EncryptionContextSubset) > 0 {
+			norm.EncryptionContextSubset = maps.Clone(c.EncryptionContextSubset)
+		}
+		in.Constraints = norm
 	}
 	if len(in.Name) > 256 {
 		return validationErr("grant Name is longer than 256 characters")
@@ -184,29 +202,78 @@ func (s *Store) mayDelegate(k *keyRec, principal string, in GrantInput) bool {
 	return false
 }
 
-// ListGrants lists the key's grants (owner only), oldest first.
+// GrantFilter selects grants; empty fields match every grant. Principals
+// may be names or IAM user ARNs.
+type GrantFilter struct {
+	GrantID          string
+	GranteePrincipal string
+}
+
+// ListGrants lists the key's grants (administrators only), oldest first.
 func (s *Store) ListGrants(ctx context.Context, principal, keyRef string) ([]Grant, error) {
+	return s.ListGrantsFiltered(ctx, principal, keyRef, GrantFilter{})
+}
+
+// ListGrantsFiltered is ListGrants keeping the grants f selects.
+func (s *Store) ListGrantsFiltered(ctx context.Context, principal, keyRef string, f GrantFilter) ([]Grant, error) {
 	var out []Grant
-	err := s.read(ctx, func(st *state) error {
-		k, err := s.resolve(st, keyRef)
-		if err != nil {
-			return err
-		}
-		if err := s.requireOwner(k, principal, "ListGrants"); err != nil {
-			return err
+	err := s.adminRead(ctx, principal, "ListGrants", keyRef, func(st *state, k *keyRec) error {
+		grantee := ""
+		if f.GranteePrincipal != "" {
+			var err error
+			if grantee, err = s.principalName(st, "GranteePrincipal", f.GranteePrincipal); err != nil {
+				return err
+			}
 		}
 		for _, g := range k.Grants {
-			out = append(out, exportGrant(k.ID, g))
+			if (f.GrantID == "" || g.ID == f.GrantID) && (grantee == "" || g.Grantee == grantee) {
+				out = append(out, s.exportGrant(k.ID, g))
+			}
 		}
 		return nil
 	})
 	return out, err
 }
 
-func exportGrant(keyID string, g *grantRec) Grant {
-	out := Grant{KeyID: keyID, GrantID: g.ID, Name: g.Name, GranteePrincipal: g.Grantee,
-		RetiringPrincipal: g.Retiring, IssuingPrincipal: g.Issuer, Operations: slices.Clone(g.Operations),
+// ListRetirableGrants lists the grants, on every key, whose retiring
+// principal is retiring: all of them when the caller is that principal,
+// else those on keys the caller administers. Sorted by key, then oldest
+// first.
+func (s *Store) ListRetirableGrants(ctx context.Context, principal, retiring string) ([]Grant, error) {
+	if err := checkPrincipal(principal); err != nil {
+		return nil, err
+	}
+	var out []Grant
+	err := s.read(ctx, func(st *state) error {
+		name, err := s.principalName(st, "RetiringPrincipal", retiring)
+		if err != nil {
+			return err
+		}
+		ids := slices.Sorted(maps.Keys(st.Keys))
+		for _, id := range ids {
+			k := st.Keys[id]
+			if s.expired(k) || (name != principal && !isAdmin(k, principal)) {
+				continue
+			}
+			for _, g := range k.Grants {
+				if g.Retiring == name {
+					out = append(out, s.exportGrant(k.ID, g))
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// exportGrant returns g as ListGrants shows it, principals as ARNs.
+func (s *Store) exportGrant(keyID string, g *grantRec) Grant {
+	out := Grant{KeyID: keyID, GrantID: g.ID, Name: g.Name, GranteePrincipal: s.PrincipalARN(g.Grantee),
+		IssuingPrincipal: s.PrincipalARN(g.Issuer), Operations: slices.Clone(g.Operations),
 		CreationDate: g.Created}
+	if g.Retiring != "" {
+		out.RetiringPrincipal = s.PrincipalARN(g.Retiring)
+	}
 	if g.Constraints != nil {
 		c := *g.Constraints
 		c.EncryptionContextEquals = maps.Clone(c.EncryptionContextEquals)
@@ -235,7 +302,7 @@ func (s *Store) RetireGrant(ctx context.Context, principal, keyRef, grantID stri
 			if g.ID != grantID {
 				continue
 			}
-			if isOwner(k, principal) || g.Retiring == principal ||
+			if isAdmin(k, principal) || g.Retiring == principal ||
 				(g.Grantee == principal && slices.Contains(g.Operations, OpRetireGrant)) {
 				return s.dropGrant(k, grantID)
 			}

@@ -83,7 +83,7 @@ func (s *Store) GetParametersForImport(ctx context.Context, principal, keyRef, w
 				return nil, err
 			}
 			keyID = k.ID
-			if err := s.requireOwner(k, principal, "GetParametersForImport"); err != nil {
+			if err := s.requireAdmin(k, principal, "GetParametersForImport"); err != nil {
 				return nil, err
 			}
 			return k, s.importableErr(k)
@@ -217,4 +217,33 @@ func (s *Store) fingerprint(keyID string, material []byte) []byte {
 	m.Write([]byte("encvol kms import fingerprint v1\x00" + keyID + "\x00"))
 	m.Write(material)
 	return m.Sum(nil)
+}
+
+// dropMaterial forgets an EXTERNAL key's imported material (expiry or
+// DeleteImportedKeyMaterial): the key waits in PendingImport for the same
+// material to be imported again, which its fingerprint recognises.
+func (k *keyRec) dropMaterial() {
+	for _, v := range k.Versions {
+		v.Sealed = nil
+	}
+	if k.State != StatePendingDeletion {
+		k.State = StatePendingImport
+	}
+}
+
+// DeleteImportedKeyMaterial deletes the material imported into an EXTERNAL
+// key at once: the key becomes PendingImport and unwraps nothing until the
+// same material is imported again. Deleting when there is none is a no-op.
+func (s *Store) DeleteImportedKeyMaterial(ctx context.Context, principal, keyRef string) error {
+	return s.adminWrite(ctx, principal, "DeleteImportedKeyMaterial", keyRef, func(_ *state, k *keyRec) error {
+		if err := s.importableErr(k); err != nil {
+			return err
+		}
+		if !k.hasMaterial() {
+			return errNoChange
+		}
+		k.dropMaterial()
+		k.ValidTo = nil
+		return nil
+	})
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -24,6 +23,7 @@ type keyRec struct {
 	DeletionDate *time.Time `json:"deletion_date,omitempty"`
 	PendingDays  int        `json:"pending_days,omitempty"`
 	Tags         []Tag      `json:"tags,omitempty"`
+	Policy       *policyRec `json:"policy,omitempty"` // nil: no policy was put
 
 	// Versions[i] is key material version i+1; the last one wraps new data.
 	Versions []*versionRec `json:"versions,omitempty"`
@@ -49,6 +49,9 @@ type versionRec struct {
 	Version uint32    `json:"version"`
 	Sealed  []byte    `json:"sealed,omitempty"`
 	Created time.Time `json:"created"`
+	// Rotation is how a version after the first came to be (RotationAutomatic
+	// or RotationOnDemand); empty in stores written before it was recorded.
+	Rotation string `json:"rotation,omitempty"`
 }
 
 type aliasRec struct {
@@ -93,8 +96,10 @@ func (s *Store) aliasARN(name string) string {
 	return fmt.Sprintf("arn:aws:kms:%s:%s:%s", s.region, s.account, name)
 }
 
-// parseRef splits a key reference into a key ID or an alias name.
-func (s *Store) parseRef(ref string) (keyID, alias string, err error) {
+// parseRef splits a key reference into a key ID or an alias name. ARNs
+// must carry an identity the store has served under (st may be nil: then
+// only the current and the default identity count).
+func (s *Store) parseRef(st *state, ref string) (keyID, alias string, err error) {
 	if ref == "" {
 		return "", "", validationErr("KeyId is required")
 	}
@@ -103,7 +108,7 @@ func (s *Store) parseRef(ref string) (keyID, alias string, err error) {
 		if len(parts) != 6 || parts[1] != "aws" || parts[2] != "kms" {
 			return "", "", newErr(CodeNotFound, "Invalid arn %s", ref)
 		}
-		if parts[3] != s.region || parts[4] != s.account {
+		if !s.knows(st, parts[3], parts[4]) {
 			return "", "", newErr(CodeNotFound, "%s does not exist in region %s, account %s", ref, s.region, s.account)
 		}
 		switch res := parts[5]; {
@@ -124,7 +129,7 @@ func (s *Store) parseRef(ref string) (keyID, alias string, err error) {
 // resolve finds the key a reference names. Keys whose deletion date passed
 // are gone even before the lazy cleanup removed them.
 func (s *Store) resolve(st *state, ref string) (*keyRec, error) {
-	id, alias, err := s.parseRef(ref)
+	id, alias, err := s.parseRef(st, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -169,15 +174,17 @@ func (s *Store) serviceKeyRefusal(k *keyRec, what string) error {
 		s.keyARN(k.ID), ServiceKeyAlias, what)
 }
 
-// isOwner reports whether principal administers k. The local principal
-// holds the root secret of the store, so it administers every key.
-func isOwner(k *keyRec, principal string) bool {
-	return principal == k.Owner || principal == LocalPrincipal
+// isAdmin reports whether principal administers k: its owner, a principal
+// its key policy allows "kms:*", or the local principal, which holds the
+// store's root secret anyway.
+func isAdmin(k *keyRec, principal string) bool {
+	return principal == k.Owner || principal == LocalPrincipal || k.Policy.isAdmin(principal)
 }
 
+// accessDenied is AWS's refusal of op on k to principal.
 func (s *Store) accessDenied(principal, op string, k *keyRec) error {
-	return newErr(CodeAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s because no grant allows it",
-		principal, op, s.keyARN(k.ID))
+	return newErr(CodeAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s because no key policy statement or grant allows the kms:%s action",
+		s.PrincipalARN(principal), op, s.keyARN(k.ID), op)
 }
 
 func checkPrincipal(principal string) error {
@@ -187,33 +194,38 @@ func checkPrincipal(principal string) error {
 	return nil
 }
 
-// requireOwner admits only the key's owner to administrative operations.
-func (s *Store) requireOwner(k *keyRec, principal, op string) error {
+// requireAdmin admits only the key's administrators to administrative
+// operations.
+func (s *Store) requireAdmin(k *keyRec, principal, op string) error {
 	if err := checkPrincipal(principal); err != nil {
 		return err
 	}
-	if isOwner(k, principal) {
+	if isAdmin(k, principal) {
 		return nil
 	}
-	return newErr(CodeAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s (only the key owner may)",
-		principal, op, s.keyARN(k.ID))
+	return newErr(CodeAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s because only the key's owner and the principals its key policy allows \"kms:*\" may",
+		s.PrincipalARN(principal), op, s.keyARN(k.ID))
 }
 
-// authorize admits principal to a grantable operation: the owner always,
-// anyone for the service key's cryptographic use and DescribeKey, others
-// through a grant whose constraints the encryption context satisfies.
+// authorize admits principal to a grantable operation: administrators
+// always, anyone for the service key's cryptographic use and DescribeKey,
+// others through a key policy statement or a grant whose conditions the
+// encryption context satisfies.
 func (s *Store) authorize(k *keyRec, principal, op string, encCtx map[string]string) error {
 	if err := checkPrincipal(principal); err != nil {
 		return err
 	}
-	if isOwner(k, principal) {
+	if isAdmin(k, principal) {
 		return nil
 	}
 	if k.Manager == KeyManagerAWS && op != OpCreateGrant && op != OpRetireGrant {
 		return nil
 	}
+	if k.Policy.allows(principal, op, encCtx) {
+		return nil
+	}
 	for _, g := range k.Grants {
-		if g.Grantee == principal && slices.Contains(g.Operations, op) && g.Constraints.allows(encCtx) {
+		if g.Grantee == principal && g.admits(op, encCtx) {
 			return nil
 		}
 	}
@@ -222,7 +234,7 @@ func (s *Store) authorize(k *keyRec, principal, op string, encCtx map[string]str
 
 // canSee reports whether principal may learn that k exists (ListKeys).
 func canSee(k *keyRec, principal string) bool {
-	if isOwner(k, principal) || k.Manager == KeyManagerAWS {
+	if isAdmin(k, principal) || k.Manager == KeyManagerAWS || k.Policy.names(principal) {
 		return true
 	}
 	for _, g := range k.Grants {
@@ -268,14 +280,15 @@ func (s *Store) metadata(st *state, k *keyRec) KeyMetadata {
 	return m
 }
 
-// newMaterial creates a fresh 32-byte key material version for k.
-func (s *Store) newMaterial(k *keyRec, now time.Time) error {
+// newMaterial creates a fresh 32-byte key material version for k; rotation
+// says why (empty for a key's first material).
+func (s *Store) newMaterial(k *keyRec, now time.Time, rotation string) error {
 	m := make([]byte, 32)
 	if _, err := rand.Read(m); err != nil {
 		return internalErr("generate key material", err)
 	}
 	v := uint32(len(k.Versions) + 1)
-	k.Versions = append(k.Versions, &versionRec{Version: v, Sealed: s.sealMaterial(m, materialAAD(k.ID, v)), Created: now})
+	k.Versions = append(k.Versions, &versionRec{Version: v, Sealed: s.sealMaterial(m, materialAAD(k.ID, v)), Created: now, Rotation: rotation})
 	clear(m)
 	return nil
 }
@@ -328,12 +341,7 @@ func validateCreate(in *CreateKeyInput) error {
 	if len(in.Description) > 8192 {
 		return validationErr("Description is %d characters; at most 8192 allowed", len(in.Description))
 	}
-	for _, t := range in.Tags {
-		if t.Key == "" || len(t.Key) > 128 || len(t.Value) > 256 {
-			return validationErr("tag key must be 1-128 characters and tag value at most 256")
-		}
-	}
-	return nil
+	return checkTags(in.Tags)
 }
 
 func (s *Store) createKeyLocked(st *state, owner string, in CreateKeyInput, manager string) (*keyRec, error) {
@@ -344,13 +352,18 @@ func (s *Store) createKeyLocked(st *state, owner string, in CreateKeyInput, mana
 	now := s.now().UTC()
 	k := &keyRec{
 		ID: id, Owner: owner, Description: in.Description, Origin: in.Origin, Manager: manager,
-		Created: now, Tags: slices.Clone(in.Tags),
+		Created: now, Tags: mergeTags(nil, in.Tags),
+	}
+	if in.Policy != "" {
+		if k.Policy, err = s.parsePolicy(st, k, in.Policy); err != nil {
+			return nil, err
+		}
 	}
 	if in.Origin == OriginExternal {
 		k.State = StatePendingImport
 	} else {
 		k.State = StateEnabled
-		if err := s.newMaterial(k, now); err != nil {
+		if err := s.newMaterial(k, now, ""); err != nil {
 			return nil, err
 		}
 	}
@@ -426,7 +439,7 @@ func (s *Store) keyWrite(ctx context.Context, principal, op, keyRef string, f fu
 // writes its audit record.
 func (s *Store) adminWrite(ctx context.Context, principal, op, keyRef string, f func(st *state, k *keyRec) error) error {
 	return s.keyWrite(ctx, principal, op, keyRef, func(st *state, k *keyRec) error {
-		if err := s.requireOwner(k, principal, op); err != nil {
+		if err := s.requireAdmin(k, principal, op); err != nil {
 			return err
 		}
 		return f(st, k)
@@ -611,7 +624,7 @@ func (s *Store) UpdateAlias(ctx context.Context, principal, alias, targetKeyRef 
 			return s.serviceKeyRefusal(st.Keys[a.Target], "have its alias moved")
 		}
 		if old, ok := st.Keys[a.Target]; ok {
-			if err := s.requireOwner(old, principal, "UpdateAlias"); err != nil {
+			if err := s.requireAdmin(old, principal, "UpdateAlias"); err != nil {
 				return err
 			}
 		}
@@ -639,7 +652,7 @@ func (s *Store) DeleteAlias(ctx context.Context, principal, alias string) error 
 			if alias == ServiceKeyAlias {
 				return s.serviceKeyRefusal(k, "lose its alias")
 			}
-			if err := s.requireOwner(k, principal, "DeleteAlias"); err != nil {
+			if err := s.requireAdmin(k, principal, "DeleteAlias"); err != nil {
 				return err
 			}
 		}
@@ -767,7 +780,7 @@ func (s *Store) RotateKeyOnDemand(ctx context.Context, principal, keyRef string)
 			return newErr(CodeLimitExceeded, "%s has reached the limit of %d on-demand rotations", s.keyARN(k.ID), MaxOnDemandRotations)
 		}
 		now := s.now().UTC()
-		if err := s.newMaterial(k, now); err != nil {
+		if err := s.newMaterial(k, now, RotationOnDemand); err != nil {
 			return err
 		}
 		k.OnDemand++
@@ -876,17 +889,12 @@ func (s *Store) applyDue(st *state) bool {
 			continue
 		}
 		if k.Origin == OriginExternal && k.ValidTo != nil && k.hasMaterial() && !now.Before(*k.ValidTo) {
-			for _, v := range k.Versions {
-				v.Sealed = nil
-			}
-			if k.State != StatePendingDeletion {
-				k.State = StatePendingImport
-			}
+			k.dropMaterial()
 			s.auditSystem("DeleteImportedKeyMaterial", id, 0, "imported key material expired")
 			changed = true
 		}
 		if k.State == StateEnabled && k.RotationEnabled && k.Origin == OriginAWSKMS && k.NextRotation != nil && !now.Before(*k.NextRotation) {
-			if err := s.newMaterial(k, now); err != nil {
+			if err := s.newMaterial(k, now, RotationAutomatic); err != nil {
 				continue // retried on the next call; the old version keeps working
 			}
 			next := now.Add(time.Duration(k.RotationDays) * 24 * time.Hour)

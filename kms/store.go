@@ -95,6 +95,9 @@ type Store struct {
 type state struct {
 	Keys    map[string]*keyRec   `json:"keys"`
 	Aliases map[string]*aliasRec `json:"aliases"`
+	// Identities are the regions and accounts the store was opened under
+	// besides the default one (see identity.go).
+	Identities []identity `json:"identities,omitempty"`
 
 	nextDue time.Time // earliest lazy event (deletion, rotation, expiry); zero = none
 }
@@ -116,6 +119,9 @@ func Open(dir string, opt Options) (_ *Store, retErr error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kms: create store dir %s: %w", dir, err)
 	}
+	if err := privateDir(dir); err != nil {
+		return nil, err
+	}
 	s := &Store{
 		dir:     dir,
 		region:  opt.Region,
@@ -124,10 +130,16 @@ func Open(dir string, opt Options) (_ *Store, retErr error) {
 		closed:  make(chan struct{}),
 	}
 	if s.region == "" {
-		s.region = "local"
+		s.region = DefaultRegion
 	}
 	if s.account == "" {
-		s.account = "000000000000"
+		s.account = DefaultAccount
+	}
+	if err := CheckRegion(s.region); err != nil {
+		return nil, fmt.Errorf("kms: open store %s: %w", dir, err)
+	}
+	if err := CheckAccount(s.account); err != nil {
+		return nil, fmt.Errorf("kms: open store %s: %w", dir, err)
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -172,8 +184,14 @@ func Open(dir string, opt Options) (_ *Store, retErr error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("kms: stat %s: %w", filepath.Join(dir, stateFile), err)
 	}
-	if _, err := s.current(lk); err != nil {
+	st, err := s.current(lk)
+	if err != nil {
 		return nil, err
+	}
+	if s.recordIdentity(st) {
+		if err := s.save(lk, st); err != nil {
+			return nil, err
+		}
 	}
 	if s.audit, err = openAuditLog(dir, opt, s.now); err != nil {
 		return nil, err

@@ -33,6 +33,10 @@ const (
 
 	ExpirationModelExpires       = "KEY_MATERIAL_EXPIRES"
 	ExpirationModelDoesNotExpire = "KEY_MATERIAL_DOES_NOT_EXPIRE"
+
+	// Rotation types (ListKeyRotations' RotationType).
+	RotationAutomatic = "AUTOMATIC"
+	RotationOnDemand  = "ON_DEMAND"
 )
 
 // Grant operations a grant may list. Operation names are AWS's.
@@ -61,7 +65,8 @@ const (
 )
 
 // Options configures a Store. The zero value is valid: root key file, real
-// clock, region "local", account "000000000000".
+// clock, region DefaultRegion ("local"), account DefaultAccount
+// ("000000000000").
 type Options struct {
 	// PassphraseFile, when set, seals key material under a key derived with
 	// Argon2id from the file's content (trailing newline stripped) instead of
@@ -69,7 +74,9 @@ type Options struct {
 	PassphraseFile string
 	// Now replaces time.Now (tests move time forward to expire keys).
 	Now func() time.Time
-	// Region and Account appear in key and alias ARNs.
+	// Region and Account appear in key and alias ARNs and in principal
+	// ARNs (arn:aws:iam::ACCOUNT:user/NAME). ARNs of every identity the
+	// store was opened under keep resolving (see identity.go).
 	Region  string
 	Account string
 	// AuditSync makes every audit record durable (fsync) before the call
@@ -107,13 +114,15 @@ type Tag struct {
 }
 
 // CreateKeyInput holds the CreateKey request. Empty KeyUsage/KeySpec/Origin
-// mean ENCRYPT_DECRYPT / SYMMETRIC_DEFAULT / AWS_KMS.
+// mean ENCRYPT_DECRYPT / SYMMETRIC_DEFAULT / AWS_KMS. Policy, when set, is
+// a key policy document (see policy.go) the key starts with.
 type CreateKeyInput struct {
 	Description string
 	KeyUsage    string
 	KeySpec     string
 	Origin      string
 	Tags        []Tag
+	Policy      string
 }
 
 // KeyMetadata describes a CMK as DescribeKey returns it.
@@ -164,6 +173,16 @@ type RotationStatus struct {
 	CurrentVersion            int
 }
 
+// KeyRotation is one ListKeyRotations row: a key material version and how
+// and when it was made. Type is empty for a key's initial material.
+type KeyRotation struct {
+	KeyID   string
+	Version int
+	Date    time.Time
+	Type    string // RotationAutomatic, RotationOnDemand or ""
+	Current bool   // the version that wraps new data
+}
+
 // ImportParams is what GetParametersForImport returns: an opaque token and a
 // DER (PKIX) RSA public key to wrap the 32-byte key material with, valid until
 // ValidTo (24 h).
@@ -181,7 +200,8 @@ type GrantConstraints struct {
 	EncryptionContextSubset map[string]string `json:"encryption_context_subset,omitempty"`
 }
 
-// GrantInput holds the CreateGrant request.
+// GrantInput holds the CreateGrant request. Principals are names or IAM
+// user ARNs (arn:aws:iam::ACCOUNT:user/NAME).
 type GrantInput struct {
 	KeyRef            string
 	GranteePrincipal  string
@@ -191,7 +211,8 @@ type GrantInput struct {
 	Constraints       *GrantConstraints
 }
 
-// Grant is one ListGrants row.
+// Grant is one ListGrants row. Principals are IAM user ARNs, as AWS
+// returns them.
 type Grant struct {
 	KeyID             string
 	GrantID           string

@@ -13,6 +13,7 @@ package kmsclient
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -52,6 +53,10 @@ type Config struct {
 	// CAFile is a PEM bundle trusted for the endpoint's TLS certificate, in
 	// addition to the system roots.
 	CAFile string `toml:"ca_file" json:"ca_file,omitempty"`
+	// InsecureHTTP allows an http:// endpoint on another machine. Without
+	// it only loopback endpoints may be plain HTTP: a mount's data key
+	// crosses the network in a Decrypt response.
+	InsecureHTTP bool `toml:"insecure_http" json:"insecure_http,omitempty"`
 	// AuditMaxSize (local) is the size at which the store's audit.jsonl
 	// is rotated, e.g. "64MiB" (default kms.DefaultAuditMaxSize).
 	AuditMaxSize string `toml:"audit_max_size" json:"audit_max_size,omitempty"`
@@ -101,6 +106,9 @@ func (c Config) Validate() error {
 		if _, err := c.storeOptions(); err != nil {
 			return err
 		}
+		if c.InsecureHTTP {
+			return fmt.Errorf("insecure_http is only valid with type = %q, not %q", TypeAWS, TypeLocal)
+		}
 		for _, kv := range [][2]string{
 			{"endpoint", c.Endpoint}, {"region", c.Region}, {"access_key_id", c.AccessKeyID},
 			{"secret_access_key", c.SecretAccessKey}, {"session_token", c.SessionToken},
@@ -118,6 +126,10 @@ func (c Config) Validate() error {
 			u, err := url.Parse(c.Endpoint)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				return fmt.Errorf("endpoint %q is not an http:// or https:// URL", c.Endpoint)
+			}
+			if u.Scheme == "http" && !loopbackHost(u.Hostname()) && !c.InsecureHTTP {
+				return fmt.Errorf("endpoint %q is plain HTTP to another machine, so data keys would cross the network in the clear: "+
+					"use https:// (with ca_file for a private CA, such as the ca.pem of `encvol kms serve --tls-self-signed`), or set insecure_http = true to accept that", c.Endpoint)
 			}
 		}
 		if (c.AccessKeyID == "") != (c.SecretAccessKey == "") {
@@ -140,4 +152,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("type = %q is unknown: want %q or %q", c.Type, TypeLocal, TypeAWS)
 	}
 	return nil
+}
+
+// loopbackHost reports whether host (a URL's host name) is this machine.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

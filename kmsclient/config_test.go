@@ -28,6 +28,14 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Type: "aws", Region: "r", AccessKeyID: "a"}, "secret_access_key"},
 		{Config{Type: "aws", Region: "r", SessionToken: "t"}, "session_token"},
 		{Config{Type: "aws", Region: "r", Path: "/x"}, "path"},
+		// Plain HTTP only to this machine, unless the config says otherwise.
+		{Config{Type: "aws", Endpoint: "http://127.0.0.1:8400"}, ""},
+		{Config{Type: "aws", Endpoint: "http://[::1]:8400"}, ""},
+		{Config{Type: "aws", Endpoint: "http://localhost:8400"}, ""},
+		{Config{Type: "aws", Endpoint: "http://10.1.2.3:8400"}, "insecure_http"},
+		{Config{Type: "aws", Endpoint: "http://kms.example:8400"}, "insecure_http"},
+		{Config{Type: "aws", Endpoint: "http://kms.example:8400", InsecureHTTP: true}, ""},
+		{Config{Type: "local", Path: "/x", InsecureHTTP: true}, "insecure_http"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate()

@@ -536,8 +536,8 @@ func TestContract(t *testing.T) {
 				if err != nil {
 					t.Fatalf("ListGrants: %v", err)
 				}
-				if len(grants) != 1 || grants[0].GrantID != id || grants[0].Grantee != "bob" || len(grants[0].Operations) != 2 {
-					t.Fatalf("ListGrants = %+v, want the one grant %s to bob", grants, id)
+				if len(grants) != 1 || grants[0].GrantID != id || grants[0].Grantee != "arn:aws:iam::000000000000:user/bob" || len(grants[0].Operations) != 2 {
+					t.Fatalf("ListGrants = %+v, want the one grant %s to arn:aws:iam::000000000000:user/bob", grants, id)
 				}
 				if err := a.RevokeGrant(ctx, k.KeyID, id); err != nil {
 					t.Fatalf("RevokeGrant: %v", err)

@@ -19,10 +19,10 @@ type VolumeUse struct {
 }
 
 // dataKeyOps are the audit operations that show a volume holding or
-// fetching its data key.
+// fetching its data key (Encrypt: a rekey from another KMS wrapped it).
 var dataKeyOps = map[string]bool{
 	"GenerateDataKey": true, "GenerateDataKeyWithoutPlaintext": true, "Decrypt": true,
-	"ReEncrypt": true, "ReEncryptFrom": true, "ReEncryptTo": true,
+	"ReEncrypt": true, "ReEncryptFrom": true, "ReEncryptTo": true, "Encrypt": true,
 }
 
 // VolumesUsingKey answers "which volumes use this key" from audit records

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench.sh — encvol side by side with gocryptfs, a FUSE loopback without kernel
-# passthrough, and the bare directory, all on the same tmpfs.
+# bench.sh — encvol side by side with securefs, gocryptfs, a FUSE loopback
+# without kernel passthrough, and the bare directory, all on the same tmpfs.
 #
 # Usage (as root, from anywhere in the repository):
 #   scripts/bench.sh                 full run, medians of RUNS (default 3) runs,
@@ -9,17 +9,22 @@
 #                                    printed only (set APPEND=1 to append anyway)
 # Environment:
 #   RUNS=N            runs per workload (median reported), default 3 (QUICK: 1)
-#   SYSTEMS="..."     subset of: encvol gocryptfs loopback bare (default: all)
+#   SYSTEMS="..."     subset of: encvol securefs gocryptfs loopback bare
+#                     (default: all)
 #   TMPFS_SIZE=3G     size of the tmpfs that holds every backing directory
 #   APPEND=0|1        append the table to docs/performance.md (default 1; QUICK: 0)
 #   KEEP=1            keep the work directory (logs) after the run
-#   PARTS="fs lifecycle"  fs: the mounted file systems side by side;
-#                     lifecycle: encvol import and copy of a ~1 GiB tree (many
-#                     small files, some large ones) against cp -a of the same
-#                     tree into a mounted encvol volume (default: both)
+#   PARTS="..."       subset of: fs (the file system comparison), fsck (encvol
+#                     fsck of a FSCK_MB volume against raw AES-GCM on every
+#                     core), lifecycle (encvol import and copy of a ~1 GiB tree
+#                     of many small and some large files against cp -a of the
+#                     same tree into a mounted encvol volume); default: all
+#   FSCK_MB=N         size of the fsck volume in MiB, default 1024 (QUICK: 128)
 #   LC_TMPFS_SIZE=5G  size of the tmpfs of the lifecycle part
 #
-# Why each system: gocryptfs is the established encrypted FUSE file system;
+# Why each system: securefs and gocryptfs are the established encrypted FUSE
+# file systems (securefs mounts with 30 s attribute and entry timeouts and
+# without default_permissions, so it is the bar on metadata work);
 # the no-passthrough loopback (scripts/nopassthrough) is the fastest any FUSE
 # file system can be when the daemon has to see every byte; bare tmpfs is the
 # floor. "Cold" means: unmount, mount again, drop the page cache. On a tmpfs
@@ -55,24 +60,25 @@ else
 	LC_LARGE=8         # 512 MiB in large ones
 	LC_LARGE_MB=64
 fi
-SYSTEMS=${SYSTEMS:-"encvol gocryptfs loopback bare"}
+SYSTEMS=${SYSTEMS:-"encvol securefs gocryptfs loopback bare"}
+PARTS=${PARTS:-"fs fsck lifecycle"}
+if [ "$QUICK" = 1 ]; then FSCK_MB=${FSCK_MB:-128}; else FSCK_MB=${FSCK_MB:-1024}; fi
 TMPFS_SIZE=${TMPFS_SIZE:-3G}
 KEEP=${KEEP:-0}
-PARTS=${PARTS:-"fs lifecycle"}
 LC_TMPFS_SIZE=${LC_TMPFS_SIZE:-5G}
 CMDLINE="$(printf '%q ' "$0" "$@")"
-ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" TMPFS_SIZE=$TMPFS_SIZE PARTS=\"$PARTS\" LC_TMPFS_SIZE=$LC_TMPFS_SIZE"
+ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" PARTS=\"$PARTS\" TMPFS_SIZE=$TMPFS_SIZE FSCK_MB=$FSCK_MB LC_TMPFS_SIZE=$LC_TMPFS_SIZE"
 
 for s in $SYSTEMS; do
-	case $s in encvol | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
+	case $s in encvol | securefs | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
 done
 
 has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 for p in $PARTS; do
-	case $p in fs | lifecycle) ;; *) die "unknown part '$p' in PARTS" ;; esac
+	case $p in fs | fsck | lifecycle) ;; *) die "unknown part '$p' in PARTS" ;; esac
 done
-part lifecycle && ! has encvol && die "PARTS=lifecycle needs encvol in SYSTEMS"
+part fs || SYSTEMS=""
 
 # --- tools -------------------------------------------------------------------
 need_pkgs=()
@@ -88,6 +94,9 @@ if has gocryptfs; then
 	# Debian's gocryptfs depends only on libfuse2 and mounts through
 	# fusermount, which the fuse3 package provides (a link to fusermount3).
 	command -v fusermount >/dev/null || need_pkgs+=(fuse3)
+fi
+if has securefs; then
+	command -v securefs >/dev/null || need_pkgs+=(securefs)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
@@ -111,6 +120,9 @@ cleanup() {
 	done
 	mountpoint -q "$T" && umount -l "$T"
 	mountpoint -q "$WORK/lc" && umount -l "$WORK/lc"
+	for d in "$WORK"/fsck-*; do
+		mountpoint -q "$d" 2>/dev/null && umount -l "$d"
+	done
 	if [ "$KEEP" = 1 ]; then
 		log "work directory kept: $WORK"
 	else
@@ -126,7 +138,7 @@ mount -t tmpfs -o size="$TMPFS_SIZE" encvol-bench "$T"
 # --- build ---------------------------------------------------------------------
 export GOEXPERIMENT=runtimesecret
 (cd "$REPO" && go build -o "$WORK/bin/nopassthrough" ./scripts/nopassthrough)
-case " $SYSTEMS " in *" encvol "*)
+if has encvol || part fsck || part lifecycle; then
 	(cd "$REPO" && go build -o "$WORK/bin/encvol" ./cmd/encvol)
 	CFG=$WORK/encvol.toml
 	cat >"$CFG" <<EOF
@@ -136,24 +148,36 @@ path = "$WORK/kms"
 EOF
 	ENCVOL=("$WORK/bin/encvol" --config "$CFG")
 	"${ENCVOL[@]}" kms create-key --alias alias/bench --description "encvol benchmark" >"$WORK/log/create-key.out"
-	"${ENCVOL[@]}" kms create-key --alias alias/bench-copy --description "encvol benchmark, copies" >>"$WORK/log/create-key.out"
+	if part lifecycle; then
+		"${ENCVOL[@]}" kms create-key --alias alias/bench-copy --description "encvol benchmark, copies" >>"$WORK/log/create-key.out"
+	fi
+fi
+if has encvol; then
 	mkdir -p "$(backing encvol)"
 	"${ENCVOL[@]}" create --backing "$(backing encvol)" --key alias/bench >"$WORK/log/create.out"
-	;;
-esac
+fi
 case " $SYSTEMS " in *" gocryptfs "*)
 	mkdir -p "$(backing gocryptfs)"
 	gocryptfs -q -init -extpass 'echo pw' "$(backing gocryptfs)" >/dev/null
 	;;
 esac
+case " $SYSTEMS " in *" securefs "*)
+	mkdir -p "$(backing securefs)"
+	securefs create --pass pw "$(backing securefs)" >/dev/null
+	;;
+esac
 mkdir -p "$(backing loopback)" "$(backing bare)"
+
+if part fsck; then
+	(cd "$REPO" && go test -c -o "$WORK/bin/sector.test" ./sector)
+fi
 
 # The Go source tree, tarred once onto the tmpfs but outside every measured
 # directory, so reading the archive never touches a disk.
 TAR=$T/gosrc.tar
-GOSRC=$(go env GOROOT)/src
 TAR_FILES=0
 if part fs; then
+	GOSRC=$(go env GOROOT)/src
 	if [ "$QUICK" = 1 ]; then
 		tar -cf "$TAR" -C "$GOSRC" net encoding
 	else
@@ -181,13 +205,14 @@ start_fs() { # SYSTEM
 	bare) return 0 ;;
 	encvol) "${ENCVOL[@]}" mount -f "$(backing encvol)" "$m" >>"$lf" 2>&1 & ;;
 	gocryptfs) gocryptfs -fg -q -nosyslog -extpass 'echo pw' "$(backing gocryptfs)" "$m" >>"$lf" 2>&1 & ;;
+	securefs) securefs mount --pass pw "$(backing securefs)" "$m" >>"$lf" 2>&1 & ;;
 	loopback) "$WORK/bin/nopassthrough" "$(backing loopback)" "$m" >>"$lf" 2>&1 & ;;
 	esac
 	PID[$s]=$!
 	wait_mounted "$m" "${PID[$s]}" "$lf"
 }
 
-stop_fs() { # SYSTEM — SIGTERM is a clean unmount for all three daemons
+stop_fs() { # SYSTEM — SIGTERM is a clean unmount for every daemon
 	local s=$1 m p deadline
 	[ "$s" = bare ] && return 0
 	m=$(mp "$s")
@@ -218,31 +243,54 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 record() { echo "$3" >>"$WORK/res/$1.$2"; } # SYSTEM WORKLOAD VALUE
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1e6 / s }'; }
 
-timed() { # SYSTEM WORKLOAD CMD... — records seconds
+timed() { # SYSTEM WORKLOAD CMD... — records seconds (and encvol's requests)
 	local s=$1 w=$2 t0
 	shift 2
+	ops_begin "$s"
 	t0=$(now)
 	"$@"
 	record "$s" "$w" "$(elapsed "$t0")"
+	ops_end "$s" "$w"
+}
+
+# encvol counts the FUSE requests it serves by opcode (encvol status --ops);
+# the difference across a workload is what that workload cost in round
+# trips. The last run's counts are reported.
+ops_begin() { # SYSTEM
+	[ "$1" = encvol ] || return 0
+	"${ENCVOL[@]}" status --ops --json "$(mp encvol)" >"$WORK/ops.before"
+}
+ops_end() { # SYSTEM WORKLOAD
+	[ "$1" = encvol ] || return 0
+	"${ENCVOL[@]}" status --ops --json "$(mp encvol)" >"$WORK/ops.after"
+	jq -r -s '.[0] as $a | .[1] | to_entries | map(.value - ($a[.key] // 0) | select(. > 0)) | add // 0' \
+		"$WORK/ops.before" "$WORK/ops.after" >"$WORK/res/encvol.ops_total.$2"
+	jq -r -s '.[0] as $a | .[1] | to_entries | map({k: .key, v: (.value - ($a[.key] // 0))} | select(.v > 0))
+		| sort_by(-.v) | map("\(.k) \(.v)") | join(", ")' \
+		"$WORK/ops.before" "$WORK/ops.after" >"$WORK/res/encvol.ops.$2"
 }
 
 timed_mbps() { # SYSTEM WORKLOAD BYTES CMD... — records MB/s (10^6 bytes)
 	local s=$1 w=$2 bytes=$3 t0 secs
 	shift 3
+	ops_begin "$s"
 	t0=$(now)
 	"$@"
 	secs=$(elapsed "$t0")
 	record "$s" "$w" "$(mbps "$bytes" "$secs")"
+	ops_end "$s" "$w"
 }
 
 fio_mbps() { # SYSTEM WORKLOAD RW DIR
 	local s=$1 w=$2 rw=$3 dir=$4 out key
 	out=$WORK/log/fio.$s.$w.json
+	ops_begin "$s"
 	fio --name="$w" --directory="$dir" --filename=fio.dat --rw="$rw" --bs=4k \
 		--ioengine=psync --direct=0 --size="$FIO_SIZE" --runtime="$FIO_SECS" --time_based \
 		--output-format=json --output="$out" >/dev/null
 	case $rw in randread) key=read ;; *) key=write ;; esac
 	record "$s" "$w" "$(jq -r ".jobs[0].$key.bw_bytes / 1e6 * 10 | floor / 10" "$out")"
+	ops_end "$s" "$w" # includes fio's untimed layout of the file
 }
 
 peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
@@ -381,6 +429,50 @@ if part lifecycle; then
 	done
 fi
 
+# --- fsck ----------------------------------------------------------------------------------
+# encvol fsck reads every stored sector of a FSCK_MB volume and authenticates
+# it, one worker per core. The reference is bare AES-GCM opening 4 KiB
+# sectors on every core (sector's BenchmarkRawGCMOpen4KParallel, one sector
+# over and over, so out of the CPU cache: the ceiling of any checker), run
+# right before and right after each fsck so that both see the same load. The
+# volume lies once on a plain tmpfs (4 KiB pages, as most page caches hold
+# files) and once on a tmpfs with huge pages: fsck reads the files out of the
+# page cache, a copy that costs less from huge pages.
+raw_gcm() {
+	"$WORK/bin/sector.test" -test.run '^$' -test.bench 'RawGCMOpen4KParallel$' -test.benchtime 1s -test.cpu "$(nproc)" |
+		awk '/MB\/s/ { for (i = 2; i <= NF; i++) if ($i == "MB/s") print $(i - 1) }'
+}
+
+fsck_bench() { # KIND: plain | huge
+	local kind=$1 dir=$WORK/fsck-$1 m=$WORK/mnt/fsck opts="size=$((FSCK_MB * 2 + 64))M" r raw1 raw2 fs i
+	[ "$kind" = huge ] && opts="$opts,huge=always"
+	mkdir -p "$dir" "$m"
+	mount -t tmpfs -o "$opts" encvol-fsck "$dir"
+	"${ENCVOL[@]}" create --backing "$dir/vol" --key alias/bench >"$WORK/log/fsck-create.$kind.out"
+	"${ENCVOL[@]}" mount "$dir/vol" "$m" >>"$WORK/log/fsck-mount.$kind.out"
+	for i in $(seq 1 16); do
+		dd if=/dev/zero of="$m/f$i" bs=1M count=$((FSCK_MB / 16)) status=none
+	done
+	"${ENCVOL[@]}" umount "$m" >>"$WORK/log/fsck-mount.$kind.out"
+	for ((r = 1; r <= RUNS; r++)); do
+		log "fsck run $r/$RUNS on $kind tmpfs"
+		raw1=$(raw_gcm)
+		"${ENCVOL[@]}" fsck "$dir/vol" --json >"$WORK/log/fsck.$kind.$r.json" 2>"$WORK/log/fsck.$kind.$r.err" ||
+			die "fsck of the benchmark volume exited $? (see $WORK/log/fsck.$kind.$r.err)"
+		raw2=$(raw_gcm)
+		fs=$(jq -r '.throughput_bytes_per_s / 1e6 * 10 | floor / 10' "$WORK/log/fsck.$kind.$r.json")
+		record fsck "$kind" "$fs"
+		record raw "$kind" "$(awk -v a="$raw1" -v b="$raw2" 'BEGIN { printf "%.1f", (a + b) / 2 }')"
+		record fsckratio "$kind" "$(awk -v f="$fs" -v a="$raw1" -v b="$raw2" 'BEGIN { printf "%.2f", 2 * f / (a + b) }')"
+	done
+	umount "$dir"
+}
+
+if part fsck; then
+	fsck_bench plain
+	fsck_bench huge
+fi
+
 # --- report ------------------------------------------------------------------------------
 median() { # FILE
 	[ -s "$1" ] || { echo "-"; return; }
@@ -411,11 +503,13 @@ TABLE=$WORK/table.md
 part fs && {
 	printf '| workload |'
 	for s in $SYSTEMS; do printf ' %s |' "$s"; done
+	has encvol && has securefs && printf ' encvol/securefs |'
 	has encvol && has gocryptfs && printf ' encvol/gocryptfs |'
 	has encvol && has loopback && printf ' encvol/loopback |'
 	echo
 	printf '|---|'
 	for s in $SYSTEMS; do printf -- '---:|'; done
+	has encvol && has securefs && printf -- '---:|'
 	has encvol && has gocryptfs && printf -- '---:|'
 	has encvol && has loopback && printf -- '---:|'
 	echo
@@ -426,6 +520,7 @@ part fs && {
 			med[$s]=$(median "$WORK/res/$s.$w")
 			printf ' %s |' "${med[$s]}"
 		done
+		has encvol && has securefs && printf ' %s |' "$(ratio "${med[encvol]}" "${med[securefs]}" "${HIB[$w]}")"
 		has encvol && has gocryptfs && printf ' %s |' "$(ratio "${med[encvol]}" "${med[gocryptfs]}" "${HIB[$w]}")"
 		has encvol && has loopback && printf ' %s |' "$(ratio "${med[encvol]}" "${med[loopback]}" "${HIB[$w]}")"
 		echo
@@ -453,6 +548,29 @@ if part lifecycle; then
 	} >>"$TABLE"
 fi
 
+if part fsck; then
+	{
+		[ -s "$TABLE" ] && echo
+		echo "| fsck of a $FSCK_MB MiB volume (16 files) | tmpfs | tmpfs huge=always |"
+		echo "|---|---:|---:|"
+		echo "| encvol fsck, $(nproc) workers (MB/s) | $(median "$WORK/res/fsck.plain") | $(median "$WORK/res/fsck.huge") |"
+		echo "| raw AES-GCM open of 4 KiB sectors, $(nproc) cores (MB/s) | $(median "$WORK/res/raw.plain") | $(median "$WORK/res/raw.huge") |"
+		echo "| fsck / raw (median of the runs' ratios) | $(median "$WORK/res/fsckratio.plain") | $(median "$WORK/res/fsckratio.huge") |"
+	} >>"$TABLE"
+fi
+
+OPS_TABLE=$WORK/ops.md
+if has encvol && part fs; then
+	{
+		echo "| workload | encvol FUSE requests (last run) | by opcode |"
+		echo "|---|---:|---|"
+		for w in $WORKLOADS; do
+			[ -s "$WORK/res/encvol.ops_total.$w" ] || continue
+			printf '| %s | %s | %s |\n' "$w" "$(cat "$WORK/res/encvol.ops_total.$w")" "$(cat "$WORK/res/encvol.ops.$w")"
+		done
+	} >"$OPS_TABLE"
+fi
+
 RSS_LINE=""
 if has encvol && part fs; then
 	RSS_LINE="encvol daemon peak RSS (VmHWM) over mount + untar: median $(median "$WORK/res/encvol.rss_kib") KiB, max $(sort -g "$WORK/res/encvol.rss_kib" | tail -1) KiB ($(sort -g "$WORK/res/encvol.rss_kib" | tr '\n' ' ')KiB per run)."
@@ -465,6 +583,7 @@ REPORT=$WORK/report.md
 	echo
 	echo "- Kernel: $(uname -r); CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1) ($(nproc) cores); Go: $(go env GOVERSION)"
 	if has gocryptfs; then echo "- gocryptfs: $(gocryptfs -version | head -1)"; fi
+	if has securefs; then echo "- securefs: Debian $(dpkg-query -W -f '${Version}' securefs 2>/dev/null || echo '?') (default options: 30 s attribute and entry timeouts, no default_permissions)"; fi
 	echo "- Command: \`$ENVLINE $CMDLINE\`"
 	echo "- Load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) — other work on the machine skews every column alike."
 	echo "- CPU time stolen by the hypervisor during the run: $(awk -v t="$(($(steal_ticks) - STEAL_START))" -v hz="$(getconf CLK_TCK)" -v s="$(($(date +%s) - RUN_START))" -v n="$(nproc)" 'BEGIN { printf "%.1f s of %d s × %d CPUs", t / hz, s, n }')."
@@ -472,12 +591,19 @@ REPORT=$WORK/report.md
 		echo "- Backing: one tmpfs ($TMPFS_SIZE) for all systems; medians of $RUNS run(s), each run starting with the next system; MB/s = 10^6 bytes/s."
 		echo "- Ratios are speed ratios: > 1 means encvol is faster (for seconds rows: other time / encvol time)."
 	fi
+	if part fsck; then
+		echo "- fsck: \`encvol fsck --json\` throughput (bytes authenticated / run time) on a volume of $FSCK_MB MiB written through the mount, against sector's BenchmarkRawGCMOpen4KParallel run right before and after each check; medians of $RUNS run(s)."
+	fi
 	if part lifecycle; then
 		echo "- Import and copy: the tree ($LC_SMALL files of 1 to 64 KiB in 700 directories, $LC_LARGE of $LC_LARGE_MB MiB) and every volume on a tmpfs of their own ($LC_TMPFS_SIZE); medians of $RUNS run(s); MB/s = 10^6 bytes of file content per second; cores busy = user + system CPU seconds of every process involved (for cp -a: cp and the mount daemon) per second; peak RSS of the encvol process (for cp -a: the daemon); speed vs cp -a = cp -a time / time."
 	fi
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
 	echo
 	cat "$TABLE"
+	if [ -s "$OPS_TABLE" ]; then
+		echo
+		cat "$OPS_TABLE"
+	fi
 } >"$REPORT"
 
 cat "$REPORT"

@@ -2,7 +2,8 @@
 # The one test entry point (README's test command; .ci/run calls it).
 # Installs what it needs on a fresh Debian machine, then runs formatting,
 # vet, staticcheck, the whole Go test suite under the race detector (real
-# FUSE mounts, real KMS round trips) and the awscli interop test.
+# FUSE mounts, real KMS round trips) and the interop tests with awscli and
+# (where terraform is installed) Terraform's AWS provider.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 [ -x /usr/bin/aws ] || need_apt+=(awscli)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	log "installing ${need_apt[*]}"
@@ -52,5 +54,8 @@ go test -race -count=1 -timeout 20m ./...
 
 log "awscli interop"
 bash scripts/kms-awscli-test.sh
+
+log "terraform interop"
+bash scripts/kms-terraform-test.sh
 
 log "all tests passed"

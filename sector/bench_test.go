@@ -94,6 +94,29 @@ func BenchmarkRawGCMOpen4K(b *testing.B) {
 	}
 }
 
+// BenchmarkRawGCMOpen4KParallel is RawGCMOpen4K on every core at once (one
+// AEAD per goroutine, as fsck has one per file): the machine's raw AES-GCM
+// decryption rate, which fsck's throughput is measured against
+// (scripts/bench.sh). Run with -cpu N for N cores.
+func BenchmarkRawGCMOpen4KParallel(b *testing.B) {
+	b.SetBytes(DefaultSectorSize)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		g := rawGCM(b)
+		nonce := make([]byte, NonceSize)
+		aad := make([]byte, aadSize)
+		sealed := g.Seal(nil, nonce, benchPlain(), aad)
+		out := make([]byte, 0, DefaultSectorSize)
+		for pb.Next() {
+			var err error
+			if out, err = g.Open(out[:0], nonce, sealed, aad); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkWrite1MiB writes 1 MiB sequentially through File (wrapping inside
 // a 64 MiB file); allocs/op is per MiB written.
 func BenchmarkWrite1MiB(b *testing.B) {
@@ -209,5 +232,31 @@ func ratioBench(b *testing.B, sector, raw func()) {
 	if len(ratios) > 0 {
 		slices.Sort(ratios)
 		b.ReportMetric(ratios[len(ratios)/2], "sector/raw")
+	}
+}
+
+// BenchmarkCheck64MiB authenticates a 64 MiB file with CheckSectors on one
+// goroutine (what one fsck worker does); compare with RawGCMOpen4K.
+func BenchmarkCheck64MiB(b *testing.B) {
+	const span = 64 << 20
+	c := newTestCipher(b, fixedKey(8), DefaultSectorSize)
+	f, _ := tempBacking(b, DefaultSectorSize)
+	p := make([]byte, 1<<20)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	for off := int64(0); off < span; off += int64(len(p)) {
+		mustWrite(b, f, c, p, off)
+	}
+	n, err := f.StoredSectors()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(span)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.CheckSectors(c, 0, n, func(e *AuthError) { b.Fatal(e) }); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -152,6 +153,10 @@ func (s *BackingSource) readTarget(e *Entry, dirfd int, name string) {
 		e.addErr(PartTarget, "", err)
 		return
 	}
+	if stored, err = s.loadLink(stored); err != nil {
+		e.addErr(PartTarget, "", err)
+		return
+	}
 	t, err := s.keys.Names.DecryptSymlink(stored)
 	if err != nil {
 		e.addErr(PartTarget, "", err)
@@ -247,20 +252,17 @@ func openBackingFile(root, rel string) (*os.File, error) {
 		}
 		return os.NewFile(uintptr(fd), root+"/"+rel), nil
 	}
-	dfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	rfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: root, Err: err}
 	}
-	parts := strings.Split(rel, "/")
-	for _, p := range parts[:len(parts)-1] {
-		next, err := unix.Openat(dfd, p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(dfd)
-		if err != nil {
-			return nil, &os.PathError{Op: "open", Path: root + "/" + rel, Err: err}
-		}
-		dfd = next
+	dir, name := path.Split(rel)
+	dfd, err := openDirRel(rfd, strings.TrimSuffix(dir, "/"))
+	unix.Close(rfd)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: root + "/" + rel, Err: err}
 	}
-	fd, err := fusefs.OpenatNoAtime(dfd, parts[len(parts)-1], flags)
+	fd, err := fusefs.OpenatNoAtime(dfd, name, flags)
 	unix.Close(dfd)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: root + "/" + rel, Err: err}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -30,6 +31,9 @@ type BackingSource struct {
 	sectorSize int
 	plaintext  bool // plaintext-names volume
 	onStray    func(*Stray) error
+
+	linksMu sync.Mutex
+	links   map[string]bool // long symlink targets the walk has met (longlinks.go)
 }
 
 var _ Source = (*BackingSource)(nil)
@@ -119,7 +123,10 @@ func (s *BackingSource) Walk(ctx context.Context, fn func(*Entry) error) error {
 	if err := fn(e); err != nil {
 		return err
 	}
-	return s.walkDir(ctx, &backingDir{fd: fd, pathKnown: true}, fn)
+	if err := s.walkDir(ctx, &backingDir{fd: fd, pathKnown: true}, fn); err != nil {
+		return err
+	}
+	return s.orphanLinks(fd)
 }
 
 // backingDir is a backing directory being walked.

@@ -76,15 +76,22 @@ type Defaults struct {
 	// OnKeyEvent is a shell command run on every key gate transition, with
 	// the details in ENCVOL_* environment variables.
 	OnKeyEvent string `toml:"on_key_event" json:"on_key_event,omitempty"`
+	// KnownVolumes is the file that pins each backing directory's volume
+	// ID and key (pin.go); default known-volumes.json beside the
+	// configuration file (DefaultKnownVolumesPath without one).
+	KnownVolumes string `toml:"known_volumes" json:"known_volumes,omitempty"`
 }
 
 // VolumeConfig is one [volumes.NAME] table. Zero values inherit from
 // [defaults].
 type VolumeConfig struct {
-	Backing          string   `toml:"backing" json:"backing"`
-	Mountpoint       string   `toml:"mountpoint" json:"mountpoint,omitempty"`
-	KMS              string   `toml:"kms" json:"kms,omitempty"`
-	Key              string   `toml:"key" json:"key,omitempty"`
+	Backing    string `toml:"backing" json:"backing"`
+	Mountpoint string `toml:"mountpoint" json:"mountpoint,omitempty"`
+	KMS        string `toml:"kms" json:"kms,omitempty"`
+	Key        string `toml:"key" json:"key,omitempty"`
+	// VolumeID pins the volume: a mount whose header names another volume
+	// ID (or, when Key is an ARN, another key) is refused.
+	VolumeID         string   `toml:"volume_id" json:"volume_id,omitempty"`
 	SectorSize       int      `toml:"sector_size" json:"sector_size,omitempty"`
 	PlaintextNames   bool     `toml:"plaintext_names" json:"plaintext_names,omitempty"`
 	AllowOther       bool     `toml:"allow_other" json:"allow_other,omitempty"`
@@ -108,6 +115,7 @@ type Config struct {
 	KMS      map[string]kmsclient.Config `toml:"kms" json:"kms"`
 	Defaults Defaults                    `toml:"defaults" json:"defaults"`
 	Volumes  map[string]VolumeConfig     `toml:"volumes" json:"volumes,omitempty"`
+	Policy   Policy                      `toml:"policy" json:"policy"`
 	// Path is the file the configuration came from, "" for the built-in one.
 	Path string `toml:"-" json:"path"`
 }
@@ -265,6 +273,7 @@ func (c *Config) resolvePaths(base string) {
 		k.CAFile = abs(k.CAFile)
 		c.KMS[name] = k
 	}
+	c.Defaults.KnownVolumes = abs(c.Defaults.KnownVolumes)
 	for name, v := range c.Volumes {
 		v.Backing = abs(v.Backing)
 		v.Mountpoint = abs(v.Mountpoint)

@@ -30,6 +30,9 @@ func TestConfigExampleParses(t *testing.T) {
 	if name, _, err := c.KMSFor("corp"); err != nil || name != "corp" {
 		t.Errorf("KMSFor(corp) = %q %v", name, err)
 	}
+	if c.Policy.RequireCustomerKey || c.KeyInUseWindow() != DefaultKeyInUseWindow {
+		t.Errorf("[policy] = %+v", c.Policy)
+	}
 }
 
 func TestDefaultConfig(t *testing.T) {

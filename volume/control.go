@@ -27,10 +27,13 @@ import (
 const (
 	OpStatus  = "status"
 	OpUnmount = "unmount"
+	// OpRekey tells a mount that its header was rewrapped (rekeyfollow.go).
+	OpRekey = "rekey"
 )
 
 type controlRequest struct {
-	Op string `json:"op"`
+	Op    string       `json:"op"`
+	Rekey *RekeyNotice `json:"rekey,omitempty"`
 }
 
 type controlResponse struct {
@@ -61,10 +64,12 @@ type Status struct {
 	OnRevoke         string          `json:"on_revoke"`
 	ReadOnly         bool            `json:"read_only"`
 	IO               fusefs.Counters `json:"io"`
-	PID              int             `json:"pid"`
-	Started          time.Time       `json:"started"`
-	Socket           string          `json:"socket"`
-	LogFile          string          `json:"log_file,omitempty"`
+	// Ops counts the FUSE requests served, by opcode.
+	Ops     map[string]uint64 `json:"ops,omitempty"`
+	PID     int               `json:"pid"`
+	Started time.Time         `json:"started"`
+	Socket  string            `json:"socket"`
+	LogFile string            `json:"log_file,omitempty"`
 	// Orphaned marks a mount whose daemon is gone (killed, crashed): the
 	// kernel still lists it, but it answers every call with ENOTCONN until
 	// it is unmounted. Only Mountpoint, Backing and Gate ("gone") are set.
@@ -144,6 +149,7 @@ type controlServer struct {
 	ln       net.Listener
 	status   func() Status
 	unmount  func() error
+	rekey    func(*RekeyNotice) (*Status, error)
 	log      zerolog.Logger
 	finished chan struct{}
 	// handlers counts requests in progress; close waits for them so an
@@ -153,7 +159,7 @@ type controlServer struct {
 
 // listenControl creates the control socket; an existing socket that still
 // answers means the mountpoint is already served.
-func listenControl(path string, status func() Status, unmount func() error, log zerolog.Logger) (*controlServer, error) {
+func listenControl(path string, status func() Status, unmount func() error, rekey func(*RekeyNotice) (*Status, error), log zerolog.Logger) (*controlServer, error) {
 	if _, err := EnsureSocketDir(); err != nil {
 		return nil, err
 	}
@@ -169,7 +175,7 @@ func listenControl(path string, status func() Status, unmount func() error, log 
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	s := &controlServer{path: path, ln: ln, status: status, unmount: unmount, log: log, finished: make(chan struct{})}
+	s := &controlServer{path: path, ln: ln, status: status, unmount: unmount, rekey: rekey, log: log, finished: make(chan struct{})}
 	go s.serve()
 	return s, nil
 }
@@ -215,6 +221,12 @@ func (s *controlServer) handle(c net.Conn) {
 			} else {
 				resp.OK = true
 			}
+		case OpRekey:
+			if st, err := s.rekey(req.Rekey); err != nil {
+				resp.Error = err.Error()
+			} else {
+				resp.OK, resp.Status = true, st
+			}
 		default:
 			resp.Error = fmt.Sprintf("unknown op %q", req.Op)
 		}
@@ -233,6 +245,10 @@ func (s *controlServer) close() {
 }
 
 func call(ctx context.Context, path string, op string, timeout time.Duration) (*controlResponse, error) {
+	return callRequest(ctx, path, controlRequest{Op: op}, timeout)
+}
+
+func callRequest(ctx context.Context, path string, req controlRequest, timeout time.Duration) (*controlResponse, error) {
 	d := net.Dialer{Timeout: 2 * time.Second}
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -240,7 +256,7 @@ func call(ctx context.Context, path string, op string, timeout time.Duration) (*
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(timeout))
-	b, _ := json.Marshal(controlRequest{Op: op})
+	b, _ := json.Marshal(req)
 	if _, err := c.Write(append(b, '\n')); err != nil {
 		return nil, err
 	}

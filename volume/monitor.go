@@ -87,8 +87,17 @@ type Monitor struct {
 	// which then audits the ones that repeat a result as periodic summaries.
 	mountID string
 
+	// checkMu serialises key checks with Follow, so a check never applies
+	// the answer about a key the monitor no longer watches.
+	checkMu sync.Mutex
+
 	// mu guards everything below and serialises gate transitions.
-	mu          sync.Mutex
+	mu sync.Mutex
+	// header, client and kms are what the monitor checks: those of the
+	// mount until a rekey makes it Follow another key.
+	header      *keywrap.Header
+	client      kmsclient.Client
+	kms         string
 	open        bool // the gate holds keys from us
 	state       string
 	gateCause   string
@@ -127,7 +136,7 @@ func NewMonitor(opt MonitorOptions, u *Unlocked) (*Monitor, error) {
 	}
 	now := opt.Now()
 	m := &Monitor{opt: opt, mountID: kmsclient.NewMountID(), open: true, state: "Enabled", gateReported: true,
-		lastCheck: now, lastSuccess: now, lastResult: "ok"}
+		lastCheck: now, lastSuccess: now, lastResult: "ok", header: opt.Header, client: opt.Client, kms: opt.KMS}
 	opt.Gate.Open(keys)
 	opt.Log.Info().Str("volume", opt.Header.VolumeID).Str("key_id", opt.Header.KeyID).Str("mountpoint", opt.Mountpoint).
 		Str("key_check_mount", m.mountID).Dur("key_check_interval", opt.Interval).Msg("key monitor started")
@@ -157,10 +166,12 @@ func (m *Monitor) checkTimeout() time.Duration {
 
 // Check performs one key check and applies its outcome to the gate.
 func (m *Monitor) Check(ctx context.Context) {
-	h := m.opt.Header
+	m.checkMu.Lock()
+	defer m.checkMu.Unlock()
+	h, client, kmsName := m.watched()
 	cctx, cancel := context.WithTimeout(kmsclient.WithKeyCheck(ctx, kmsclient.KeyCheck{Mount: m.mountID}), m.checkTimeout())
 	start := time.Now()
-	dk, err := m.opt.Client.Decrypt(cctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
+	dk, err := client.Decrypt(cctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
 	latency := time.Since(start)
 	cancel()
 	if ctx.Err() != nil {
@@ -217,10 +228,10 @@ func (m *Monitor) Check(ctx context.Context) {
 	}
 	// Unreachable (or an error that says nothing about the key): serve
 	// until the grace period since the last success runs out.
-	cause := fmt.Sprintf("KMS %q unreachable (%s)", m.opt.KMS, errSummary(err))
+	cause := fmt.Sprintf("KMS %q unreachable (%s)", kmsName, errSummary(err))
 	if m.open && now.Sub(m.lastSuccess) >= m.opt.Grace {
 		cause = fmt.Sprintf("KMS %q unreachable for %s, longer than offline_grace %s (%s)",
-			m.opt.KMS, now.Sub(m.lastSuccess).Round(time.Millisecond), m.opt.Grace, errSummary(err))
+			kmsName, now.Sub(m.lastSuccess).Round(time.Millisecond), m.opt.Grace, errSummary(err))
 		m.closeGate(cause)
 	}
 	m.setState("Unreachable", m.open, cause, latency)
@@ -251,7 +262,7 @@ func (m *Monitor) setState(state string, gateOpen bool, cause string, latency ti
 	m.gateReported = gateOpen
 	m.transitions++
 	tr := Transition{
-		Volume: m.opt.Header.VolumeID, KeyID: m.opt.Header.KeyID, Mountpoint: m.opt.Mountpoint,
+		Volume: m.header.VolumeID, KeyID: m.header.KeyID, Mountpoint: m.opt.Mountpoint,
 		OldState: old, NewState: state, GateOpen: gateOpen, Cause: cause, Latency: latency, Time: m.opt.Now(),
 	}
 	ev := m.opt.Log.Info()
@@ -364,10 +375,12 @@ func (m *Monitor) Stop(cause string) {
 
 // finalCheck makes the last, marked key check of a stopped monitor.
 func (m *Monitor) finalCheck(cause string) {
-	h := m.opt.Header
+	m.checkMu.Lock()
+	defer m.checkMu.Unlock()
+	h, client, _ := m.watched()
 	ctx, cancel := context.WithTimeout(context.Background(), lastCheckTimeout)
 	defer cancel()
-	dk, err := m.opt.Client.Decrypt(kmsclient.WithKeyCheck(ctx, kmsclient.KeyCheck{Mount: m.mountID, Last: true}),
+	dk, err := client.Decrypt(kmsclient.WithKeyCheck(ctx, kmsclient.KeyCheck{Mount: m.mountID, Last: true}),
 		h.KeyID, h.WrappedDK, h.EncryptionContext)
 	dk.Close() // the mount is over: the key is not needed
 	m.mu.Lock()

@@ -40,6 +40,7 @@ type MountSpec struct {
 	OfflineGrace     time.Duration
 	OnKeyEvent       string
 	NonEmpty         bool       // mount over a directory that holds files
+	AllowSwap        bool       // mount even if the keys cannot be locked in memory
 	Flags            MountFlags // noexec, noatime, ... (nosuid and nodev always)
 	// OwnProcess: the caller is a daemon that serves nothing but this
 	// mount, so the file system may tune process-wide settings.
@@ -94,11 +95,18 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 		if _, derr := os.Stat(spec.Backing); derr != nil {
 			return spec, fmt.Errorf("backing directory %s: %w", spec.Backing, derr)
 		}
+		if lostHeader(spec.Backing) {
+			return spec, withKind(keywrap.ErrHeaderCorrupt, fmt.Errorf("the header of the volume in %s is missing (no %s, but its directory ID is there); %s",
+				spec.Backing, keywrap.HeaderFile, restoreHint(spec.Backing)))
+		}
 		return spec, fmt.Errorf("%s is not an encvol volume (no %s); create one with `encvol create --backing %s`", spec.Backing, keywrap.HeaderFile, spec.Backing)
 	}
 	h, err := keywrap.ReadHeader(spec.Backing)
 	if err != nil {
-		return spec, fmt.Errorf("volume %s: %w", spec.Backing, err)
+		return spec, fmt.Errorf("volume %s: %w; %s", spec.Backing, err, restoreHint(spec.Backing))
+	}
+	if err := c.CheckPin(spec.Name, vc, spec.Backing, h); err != nil {
+		return spec, err
 	}
 	spec.Header = h
 
@@ -127,7 +135,7 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 		spec.ReadOnly = *o.ReadOnly
 	}
 	spec.Debug, spec.Foreground = o.Debug, o.Foreground
-	spec.NonEmpty, spec.Flags = o.NonEmpty, o.Flags
+	spec.NonEmpty, spec.Flags, spec.AllowSwap = o.NonEmpty, o.Flags, o.AllowSwap
 	spec.OnRevoke = firstString(o.OnRevoke, vc.OnRevoke, c.Defaults.OnRevoke, DefaultOnRevoke)
 	spec.KeyCheckInterval = firstDuration(o.KeyCheckInterval, vc.KeyCheckInterval.D(), c.Defaults.KeyCheckInterval.D(), DefaultKeyCheckInterval)
 	spec.OfflineGrace = c.Defaults.OfflineGrace.D()
@@ -314,6 +322,12 @@ type Mount struct {
 	unmountMu sync.Mutex
 	done      chan struct{}
 	cleanOnce sync.Once
+
+	// followMu serialises rekeys the mount follows (rekeyfollow.go);
+	// specMu guards spec.KMS and spec.KMSConfig, which a rekey to another
+	// KMS changes.
+	followMu sync.Mutex
+	specMu   sync.Mutex
 }
 
 // MountVolume mounts spec with the keys of u (taking ownership of u) and
@@ -331,6 +345,10 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 // mountVolume is MountVolume without the refusal of an unfinished copy:
 // the copy itself mounts its result once, before it declares it complete.
 func mountVolume(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
+	if err := CheckKeyMemory(u, spec.AllowSwap, log); err != nil {
+		u.Close()
+		return nil, err
+	}
 	if err := CheckMountTarget(spec.Backing, spec.Mountpoint, spec.NonEmpty); err != nil {
 		u.Close()
 		return nil, err
@@ -338,6 +356,11 @@ func mountVolume(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	lock, err := LockVolume(spec.Backing)
 	if err != nil {
 		u.Close()
+		return nil, err
+	}
+	if err := headerUnchanged(spec.Backing, spec.Header); err != nil {
+		u.Close()
+		lock.Release()
 		return nil, err
 	}
 	m, err := mountLocked(spec, client, u, log, logFile, lock)
@@ -372,7 +395,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	}
 	// The socket comes first: it also detects a second daemon for the
 	// same mountpoint before we mount over anything.
-	m.control, err = listenControl(SocketPath(spec.Mountpoint), m.Status, m.Unmount, log)
+	m.control, err = listenControl(SocketPath(spec.Mountpoint), m.Status, m.Unmount, m.followRekey, log)
 	if err != nil {
 		m.monitor.Stop("mount failed")
 		return nil, err
@@ -419,7 +442,8 @@ func (m *Mount) cleanup(cause string) {
 		<-m.monDone
 		m.monitor.Stop(cause)
 		m.control.close()
-		if err := m.client.Close(); err != nil {
+		// The monitor's client: a rekey to another KMS replaced the first.
+		if err := m.monitor.Client().Close(); err != nil {
 			m.log.Warn().Err(err).Msg("closing the KMS client failed")
 		}
 		if err := m.lock.Release(); err != nil {
@@ -459,13 +483,14 @@ func (m *Mount) Monitor() *Monitor { return m.monitor }
 // Status reports the mount's state for `encvol status`.
 func (m *Mount) Status() Status {
 	ms := m.monitor.Status()
+	h, _, kmsName := m.monitor.watched() // a rekey the mount followed changes both
 	return Status{
-		VolumeID: m.spec.Header.VolumeID, Name: m.spec.Name, Backing: m.spec.Backing, Mountpoint: m.spec.Mountpoint,
-		KMS: m.spec.KMS, KeyID: m.spec.Header.KeyID, KeyState: ms.KeyState, Gate: gateName(m.gate.IsOpen()), GateCause: ms.GateCause,
+		VolumeID: h.VolumeID, Name: m.spec.Name, Backing: m.spec.Backing, Mountpoint: m.spec.Mountpoint,
+		KMS: kmsName, KeyID: h.KeyID, KeyState: ms.KeyState, Gate: gateName(m.gate.IsOpen()), GateCause: ms.GateCause,
 		LastCheck: ms.LastCheck, LastSuccess: ms.LastSuccess, LastResult: ms.LastResult, LastLatencyMS: ms.LastLatency,
 		Checks: ms.Checks, Transitions: ms.Transitions,
 		KeyCheckInterval: m.spec.KeyCheckInterval.String(), OfflineGrace: m.spec.OfflineGrace.String(),
-		OnRevoke: m.spec.OnRevoke, ReadOnly: m.spec.ReadOnly, IO: m.fs.Counters(),
+		OnRevoke: m.spec.OnRevoke, ReadOnly: m.spec.ReadOnly, IO: m.fs.Counters(), Ops: m.fs.Ops(),
 		PID: os.Getpid(), Started: m.started, Socket: m.control.path, LogFile: m.logFile,
 	}
 }

@@ -43,23 +43,6 @@ func openRel(rootfd int, rel string, flags int) (int, error) {
 	return unix.Openat(dfd, name, flags, 0)
 }
 
-// openDirRel opens the directory rel below rootfd one component at a time.
-func openDirRel(rootfd int, rel string) (int, error) {
-	fd, err := unix.Openat(rootfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil || rel == "" {
-		return fd, err
-	}
-	for part := range strings.SplitSeq(rel, "/") {
-		next, err := unix.Openat(fd, part, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(fd)
-		if err != nil {
-			return -1, err
-		}
-		fd = next
-	}
-	return fd, nil
-}
-
 // splitRel splits a relative path into its directory ("" for the root)
 // and last name.
 func splitRel(rel string) (dir, name string) {

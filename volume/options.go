@@ -20,6 +20,7 @@ type MountOptionSet struct {
 	Debug            bool
 	Foreground       bool // "foreground": like -f, handy in fstab for debugging
 	NonEmpty         bool // "nonempty": mount over a directory that holds files
+	AllowSwap        bool // "allow_swap": mount even if the keys cannot be locked in memory
 	Flags            MountFlags
 }
 
@@ -106,7 +107,7 @@ var refusedMountOptions = map[string]string{
 // knownMountOptions lists what the refusal of an unknown option suggests.
 const knownMountOptions = "config=, kms=, key_check_interval=, offline_grace=, on_revoke=, ro, rw, allow_other, " +
 	"noexec, exec, noatime, atime, nodiratime, diratime, sync, async, nosymfollow, symfollow, nonempty, " +
-	"debug, foreground"
+	"allow_swap, debug, foreground"
 
 // ParseMountOptions parses a comma-separated option string as given to
 // `encvol mount -o` or found in fstab. Unknown options are an error, so a
@@ -188,6 +189,8 @@ func (o *MountOptionSet) mergeFlag(key string) error {
 		o.Foreground = true
 	case "nonempty":
 		o.NonEmpty = true
+	case "allow_swap":
+		o.AllowSwap = true
 	default:
 		if fo, ok := flagOptions[key]; ok {
 			o.Flags.put(fo.flag, fo.on)

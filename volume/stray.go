@@ -18,6 +18,9 @@ const (
 	// StrayTemp is a temporary file (keywrap.TempPrefix) left by an
 	// atomic write that was interrupted before its rename.
 	StrayTemp StrayKind = "temp-file"
+	// StrayOrphanLongLink is the side file of a long symlink target that no
+	// symlink refers to any more: a removal was interrupted.
+	StrayOrphanLongLink StrayKind = "orphan-long-link"
 	// StrayOrphanLongName is a long-name side file whose entry is gone:
 	// a removal interrupted between the entry and its side file.
 	StrayOrphanLongName StrayKind = "orphan-long-name"
@@ -55,10 +58,7 @@ type Stray struct {
 // Where names the directory of a stray in messages.
 func (s *Stray) Where() string {
 	if s.PathKnown {
-		if s.DirPath == "" {
-			return "/"
-		}
-		return s.DirPath
+		return "/" + s.DirPath
 	}
 	return "backing directory " + s.Dir
 }
@@ -80,6 +80,7 @@ var leftoverPrefixes = []struct {
 var rootFiles = map[string]bool{
 	keywrap.HeaderFile: true,
 	names.DirIDFile:    true,
+	names.LongLinkDir:  true, // checked after the walk (longlinks.go)
 }
 
 const dirIDName = names.DirIDFile

@@ -162,14 +162,17 @@ func (t *target) lookup(d *dirRec, bname string) (st unix.Stat_t, ok bool, err e
 // remove deletes the backing entry bname of d (a directory with all it
 // holds), for an entry that an earlier run left different from the source.
 func (t *target) remove(d *dirRec, bname string) error {
-	err := unix.Unlinkat(d.fd, bname, 0)
-	if errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.EPERM) {
+	var st unix.Stat_t
+	err := unix.Fstatat(d.fd, bname, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return nil
+	case err != nil:
+		return err
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		return os.RemoveAll(fdName(d.fd, bname))
 	}
-	if errors.Is(err, syscall.ENOENT) {
-		return nil
-	}
-	return err
+	return t.removeEntry(d.fd, bname)
 }
 
 // mkdir makes (or, resuming, finds) the directory e named bname in d and
@@ -302,14 +305,21 @@ func (t *target) special(d *dirRec, e *Entry, bname, long string) error {
 		return err
 	}
 	if e.Type == unix.S_IFLNK {
-		stored, err := t.names.EncryptSymlink(e.Target)
+		enc, err := t.names.EncryptSymlink(e.Target)
 		if errors.Is(err, names.ErrNameTooLong) {
 			return fmt.Errorf("the symlink target is %d bytes long, more than a volume stores (%s)", len(e.Target), err)
 		}
 		if err != nil {
 			return err
 		}
+		// A target too long for a backing symlink goes to a side file
+		// under names.LongLinkDir, written first.
+		stored, err := names.StoreLink(t.rootfd, enc)
+		if err != nil {
+			return err
+		}
 		if err := unix.Symlinkat(stored, d.fd, tmp); err != nil {
+			_ = names.RemoveLink(t.rootfd, stored)
 			return fmt.Errorf("symlink: %w", err)
 		}
 	} else if err := unix.Mknodat(d.fd, tmp, e.Type|e.Mode&0o777, int(e.Rdev)); err != nil {
@@ -323,9 +333,23 @@ func (t *target) special(d *dirRec, e *Entry, bname, long string) error {
 		err = t.place(d, tmp, bname, long, false)
 	}
 	if err != nil {
-		_ = unix.Unlinkat(d.fd, tmp, 0)
+		_ = t.removeEntry(d.fd, tmp)
 	}
 	return err
+}
+
+// removeEntry unlinks the non-directory name of dirfd, and the side file
+// of its symlink target when that was its last link.
+func (t *target) removeEntry(dirfd int, name string) error {
+	var st unix.Stat_t
+	target := ""
+	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK && st.Nlink == 1 {
+		target, _ = fusefs.ReadlinkAt(dirfd, name)
+	}
+	if err := unix.Unlinkat(dirfd, name, 0); err != nil {
+		return err
+	}
+	return names.RemoveLink(t.rootfd, target)
 }
 
 func (t *target) finishSpecial(dirfd int, tmp string, e *Entry) error {

@@ -128,7 +128,7 @@ func Transfer(ctx context.Context, client kmsclient.Client, opt TransferOptions)
 	defer t.Close()
 	if b.resumed {
 		dropDeadCheckMounts(backing, opt.Log)
-		if err := removeTemps(backing); err != nil {
+		if err := t.removeTemps(); err != nil {
 			return nil, fmt.Errorf("resume %s: remove unfinished entries: %w", backing, err)
 		}
 	}
@@ -337,21 +337,28 @@ func clearExcept(dir, keep string) error {
 }
 
 // removeTemps deletes what a stopped run left under temporary names: they
-// are never complete.
-func removeTemps(backing string) error {
-	return filepath.WalkDir(backing, func(p string, d os.DirEntry, err error) error {
+// are never complete. A temporary symlink takes the side file of its long
+// target along.
+func (t *target) removeTemps() error {
+	return filepath.WalkDir(t.backing, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if strings.HasPrefix(d.Name(), keywrap.TempPrefix) {
+		if !strings.HasPrefix(d.Name(), keywrap.TempPrefix) {
+			return nil
+		}
+		if d.IsDir() {
 			if err := os.RemoveAll(p); err != nil {
 				return err
 			}
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
+			return filepath.SkipDir
 		}
-		return nil
+		dfd, err := unix.Open(filepath.Dir(p), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dfd)
+		return t.removeEntry(dfd, d.Name())
 	})
 }
 

@@ -219,8 +219,8 @@ func unlockWithDK(backing string, h *keywrap.Header, dk *keywrap.Key) (*Unlocked
 		sub.Close()
 		dk.Close()
 		if errors.Is(err, keywrap.ErrHeaderMAC) {
-			return nil, fmt.Errorf("header of volume %s (%s) failed its MAC check: the header was modified or belongs to another key: %w",
-				h.VolumeID, filepath.Join(backing, keywrap.HeaderFile), err)
+			return nil, fmt.Errorf("header of volume %s (%s) failed its MAC check: the header was modified or belongs to another key (%s): %w",
+				h.VolumeID, filepath.Join(backing, keywrap.HeaderFile), restoreHint(backing), err)
 		}
 		return nil, fmt.Errorf("unlock volume %s: %w", backing, err)
 	}

@@ -300,7 +300,7 @@ func TestExitCodes(t *testing.T) {
 	e.must("create", "--backing", d("vol2"), "--key", "alias/k")
 	e.must("create", "--backing", d("svc")) // makes the service key
 	e.must("create", "--backing", d("offvol"), "--key", "alias/off")
-	e.must("kms", "disable-key", "alias/off")
+	e.must("kms", "disable-key", "alias/off", "--force") // offvol is under it
 	e.must("create", "--backing", d("damaged"), "--key", "alias/k")
 	hdr, _ := os.ReadFile(filepath.Join(d("damaged"), keywrap.HeaderFile))
 	flipWrappedDK(t, d("damaged"), hdr, 5)
@@ -393,6 +393,8 @@ func TestMissingConfigEveryCommand(t *testing.T) {
 		"verify":                    {"b"},
 		"import":                    {"p", "--backing", "b"},
 		"copy":                      {"v", "--backing", "b"},
+		"trust":                     {"b"},
+		"fsck":                      {"b"},
 		"kms":                       nil,
 		"kms create-key":            nil,
 		"kms describe-key":          {"k"},
@@ -410,6 +412,11 @@ func TestMissingConfigEveryCommand(t *testing.T) {
 		"kms revoke-grant":          {"k", "g"},
 		"kms import-key-material":   {"k", "--material", "f"},
 		"kms serve":                 {"--store", "s", "--principals", "p"},
+		"kms key-usage":             {"k"},
+		"rekey":                     {"b", "--key", "k"},
+		"header":                    nil,
+		"header backup":             {"b", "f"},
+		"header restore":            {"b", "f"},
 	}
 	missing := filepath.Join(t.TempDir(), "missing.toml")
 	for key, c := range leafCommands(false) {
@@ -423,8 +430,12 @@ func TestMissingConfigEveryCommand(t *testing.T) {
 		}
 		argv := append([]string{"--config", missing}, strings.Fields(key)...)
 		r := runBin(t, nil, append(argv, a...)...)
-		if r.code != exitUsage || !strings.Contains(r.stderr, missing+" does not exist") {
-			t.Errorf("encvol %s with a missing --config: want exit %d naming the file: %v", key, exitUsage, r)
+		want := exitUsage
+		if key == "fsck" {
+			want = volume.FsckUsage // e2fsck's code, fsck's own table
+		}
+		if r.code != want || !strings.Contains(r.stderr, missing+" does not exist") {
+			t.Errorf("encvol %s with a missing --config: want exit %d naming the file: %v", key, want, r)
 		}
 	}
 }
@@ -506,7 +517,7 @@ func TestReadmeGettingStarted(t *testing.T) {
 			t.Errorf("README shows `mount -t fuse.encvol` before %q", step)
 		}
 	}
-	for _, code := range []int{exitOK, exitFailure, exitUsage, exitKeyState, exitKMSDown, exitNotMounted, exitMounted} {
+	for _, code := range []int{exitOK, exitFailure, exitUsage, exitKeyState, exitKMSDown, exitNotMounted, exitMounted, exitRefused} {
 		if !strings.Contains(readme, fmt.Sprintf("\n| %d | ", code)) {
 			t.Errorf("README's exit code table lacks %d", code)
 		}

@@ -39,12 +39,18 @@ NAME refers to a [volumes.NAME] table of the configuration.`,
 			if err != nil {
 				return withCode(exitUsage, err)
 			}
+			if err := cfg.CheckCustomerKey(opt.KMSName, opt.KeyRef); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			client, err := kmsclient.New(ctx, opt.KMSName, kc)
 			if err != nil {
 				return fmt.Errorf("KMS %q: %w", opt.KMSName, err)
 			}
 			defer client.Close()
+			if err := cfg.CheckKeyWithKMS(ctx, client, opt.KMSName, opt.KeyRef); err != nil {
+				return a.withRemedy(err, opt.KeyRef, opt.KMSName)
+			}
 			h, err := volume.Create(ctx, client, opt)
 			if err != nil {
 				return a.withRemedy(err, opt.KeyRef, opt.KMSName)

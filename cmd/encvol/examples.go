@@ -74,11 +74,45 @@ var examples = map[string]string{
   # finish a copy that was killed or ran out of space (rerunning it does too)
   encvol copy /srv/enc/data --backing /srv/enc/data-b --key alias/other --resume`,
 
+	"fsck": `  # check an unmounted volume: every sector, name and attribute (exit 0: clean)
+  encvol fsck /srv/enc/data
+
+  # move what cannot be read into lost+found, remove leftovers, report each action
+  encvol fsck data --repair
+
+  # the findings, actions and throughput as JSON; 4 means errors were left
+  encvol fsck /srv/enc/data --json > fsck.json || [ $? -eq 4 ]`,
+
 	"verify": `  # canary and randomness checks through the running mount (or a temporary one)
   encvol verify /srv/enc/data
 
   # also disable the key for a moment and measure how fast I/O stops and resumes
   encvol verify data --drill --json`,
+
+	"trust": `  # a mount was refused because the header changed, and you changed it yourself
+  encvol trust /srv/enc/data
+  encvol trust data`,
+
+	"rekey": `  # move a volume to another key in the same KMS (mounted or not): seconds at any size
+  encvol rekey /srv/enc/data --key alias/data-2027
+
+  # to a key of another configured KMS, then retire the old key
+  encvol rekey data --key alias/data --kms corp
+  encvol kms disable-key alias/data-2026
+
+  # a fresh header backup: an old one opens the volume with the old key
+  encvol header backup data /root/data.header`,
+
+	"header": `  encvol header backup /srv/enc/data /root/data.header
+  encvol header restore /srv/enc/data /root/data.header`,
+
+	"header backup": `  # after create and after every rekey; the file holds no plaintext key
+  encvol header backup /srv/enc/data /root/data.header
+  encvol header backup data /mnt/usb/data.header --json`,
+
+	"header restore": `  # the header was destroyed: mounting fails until it is restored
+  encvol header restore /srv/enc/data /root/data.header
+  encvol mount /srv/enc/data /mnt/data`,
 
 	"kms": `  encvol kms create-key --alias alias/data
   encvol kms list-keys
@@ -102,12 +136,20 @@ var examples = map[string]string{
 	"kms disable-key": `  # mounts under the key refuse I/O within their key_check_interval
   encvol kms disable-key alias/data
 
+  # refused (exit 7) while the key protects volumes: look, then insist
+  encvol kms key-usage alias/data
+  encvol kms disable-key alias/data --force
+
   # undo
   encvol kms enable-key alias/data`,
 
 	"kms rotate-key": `  encvol kms rotate-key alias/data`,
 
 	"kms schedule-key-deletion": `  encvol kms schedule-key-deletion alias/data --days 30
+
+  # refused (exit 7) while volumes use the key: move them first, or insist
+  encvol rekey data --key alias/data-2027
+  encvol kms schedule-key-deletion alias/data --days 30 --force
 
   # changed your mind within the window: cancel, then enable
   encvol kms cancel-key-deletion alias/data
@@ -124,6 +166,10 @@ var examples = map[string]string{
 
   # which volumes used the key, as JSON
   encvol kms audit --key alias/data --volumes --json`,
+
+	"kms key-usage": `  # the volumes disable-key and schedule-key-deletion would refuse to cut off
+  encvol kms key-usage alias/data
+  encvol kms key-usage alias/data --kms corp --json`,
 
 	"kms create-alias": `  encvol kms create-alias alias/data-2026 1234abcd-12ab-34cd-56ef-1234567890ab`,
 
@@ -151,7 +197,11 @@ var examples = map[string]string{
 
   # HTTPS for other hosts
   encvol kms serve --listen 0.0.0.0:8400 --store /var/lib/encvol/kms --principals /etc/encvol/principals.toml \
-    --tls-cert /etc/encvol/kms.pem --tls-key /etc/encvol/kms-key.pem`,
+    --tls-cert /etc/encvol/kms.pem --tls-key /etc/encvol/kms-key.pem
+
+  # ARNs of region eu-west-2 and account 210987654321, as Terraform's AWS provider expects
+  encvol kms serve --listen 127.0.0.1:8400 --store /var/lib/encvol/kms --principals /etc/encvol/principals.toml \
+    --region eu-west-2 --account-id 210987654321`,
 
 	"help": `  encvol help mount
   encvol help kms create-key`,

@@ -258,14 +258,7 @@ func exited(pid int) bool {
 // daemonPID asks the daemon serving mnt for its process ID.
 func daemonPID(t *testing.T, mnt string) int {
 	t.Helper()
-	mp, err := volume.CanonicalMountpoint(mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := volume.QueryStatus(context.Background(), volume.SocketPath(mp))
-	if err != nil {
-		t.Fatalf("status of %s: %v", mnt, err)
-	}
+	st := mountStatus(t, mnt)
 	if st.PID <= 0 {
 		t.Fatalf("status of %s has no pid", mnt)
 	}

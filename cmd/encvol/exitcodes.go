@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"strings"
@@ -23,7 +24,27 @@ const (
 	exitKMSDown    = 4 // the KMS cannot be reached
 	exitNotMounted = 5 // nothing is mounted at the mountpoint given
 	exitMounted    = 6 // the mountpoint is already a mount, or the volume is mounted (or locked) by another process
+	exitRefused    = 7 // a safeguard refused: [policy] require_customer_key, or the key protects volumes in use (--force overrides)
 )
+
+// fsck has e2fsck's exit codes (volume.FsckClean ... volume.FsckCancelled):
+// 0 clean, 1 errors corrected, 4 errors left uncorrected, 8 operational
+// error, 16 usage, 32 cancelled; a run that corrected some errors and left
+// others exits 5. Its report sets 0, 1 and 4; fsckError maps the failures
+// that keep it from checking.
+
+// fsckError gives a failure that kept fsck from checking fsck's own exit
+// code: 16 for what the command line must change, 32 for a cancel, 8 for
+// the rest.
+func fsckError(err error) error {
+	switch {
+	case errors.Is(err, volume.ErrFsckCancelled), errors.Is(err, context.Canceled):
+		return withCode(volume.FsckCancelled, err)
+	case exitCode(err) == exitUsage:
+		return withCode(volume.FsckUsage, err)
+	}
+	return withCode(volume.FsckOperational, err)
+}
 
 // exitCode maps an error to the table above. An explicit code (withCode)
 // wins; otherwise the kind of the error decides.
@@ -49,8 +70,11 @@ func kindExitCode(err error) int {
 	switch {
 	case errors.Is(err, keywrap.ErrHeaderCorrupt):
 		return exitFailure
-	case errors.Is(err, volume.ErrBackingUnusable), errors.Is(err, volume.ErrSourceUnusable), errors.Is(err, volume.ErrIncomplete):
+	case errors.Is(err, volume.ErrBackingUnusable), errors.Is(err, volume.ErrRekeyTarget), errors.Is(err, volume.ErrForeignHeader),
+		errors.Is(err, volume.ErrBackupFile), errors.Is(err, volume.ErrSourceUnusable), errors.Is(err, volume.ErrIncomplete):
 		return exitUsage
+	case errors.Is(err, volume.ErrPolicy), errors.Is(err, volume.ErrKeyInUse):
+		return exitRefused
 	case errors.As(err, new(*volume.InUseError)), errors.Is(err, volume.ErrMountpointBusy):
 		return exitMounted
 	case errors.Is(err, volume.ErrMountTarget):

@@ -16,6 +16,7 @@ import (
 
 	"github.com/encvol/encvol/kms"
 	"github.com/encvol/encvol/kmsclient"
+	"github.com/encvol/encvol/volume"
 )
 
 func init() { subcommands = append(subcommands, newKMSCommand) }
@@ -43,6 +44,7 @@ the configuration (default: [defaults] kms, or the only one configured).`,
 		kmsCancelDeletionCommand(a),
 		kmsListKeysCommand(a),
 		kmsAuditCommand(a),
+		kmsKeyUsageCommand(a),
 		kmsCreateAliasCommand(a),
 		kmsListAliasesCommand(a),
 		kmsCreateGrantCommand(a),
@@ -268,13 +270,13 @@ func kmsDescribeKeyCommand(a *app) *cobra.Command {
 
 // stateChange is the report of enable/disable/rotate/cancel.
 type stateChange struct {
-	KeyID     string                `json:"key_id"`
-	Arn       string                `json:"arn"`
-	Operation string                `json:"operation"`
-	State     string                `json:"state"`
-	Deletion  *time.Time            `json:"deletion_date,omitempty"`
-	Volumes   []kmsclient.VolumeUse `json:"volumes,omitempty"`
-	Note      string                `json:"note,omitempty"`
+	KeyID     string          `json:"key_id"`
+	Arn       string          `json:"arn"`
+	Operation string          `json:"operation"`
+	State     string          `json:"state"`
+	Deletion  *time.Time      `json:"deletion_date,omitempty"`
+	Volumes   []volume.KeyUse `json:"volumes,omitempty"`
+	Note      string          `json:"note,omitempty"`
 }
 
 // changeKey runs change on key and returns the key as it is afterwards.
@@ -361,33 +363,6 @@ func kmsCancelDeletionCommand(a *app) *cobra.Command {
 		})
 }
 
-// volumesUsing answers "which volumes use this key" for the warnings of
-// disable-key and schedule-key-deletion. A remote KMS keeps its audit log
-// on its own host, so the answer is a note instead.
-func volumesUsing(ctx context.Context, adm kmsclient.Admin, key, name string) ([]kmsclient.VolumeUse, string) {
-	recs, err := adm.Audit(ctx, kmsclient.AuditFilter{KeyRef: key})
-	if errors.Is(err, kmsclient.ErrUnsupported) {
-		return nil, fmt.Sprintf("KMS %q is remote: run `encvol kms audit --key %s` on the KMS server host to see which volumes use this key.", name, key)
-	}
-	if err != nil {
-		return nil, fmt.Sprintf("Could not read the audit log to list volumes using this key: %v.", err)
-	}
-	return kmsclient.VolumesUsingKey(recs, time.Time{}), ""
-}
-
-func (a *app) warnVolumes(uses []kmsclient.VolumeUse, key, effect string) {
-	if len(uses) == 0 {
-		return
-	}
-	fmt.Fprintf(a.stderr, "warning: key %s wraps the data key of %d volume(s); %s:\n", key, len(uses), effect)
-	tw := newTable(a.stderr)
-	fmt.Fprintln(tw, "  VOLUME\tLAST USED\tLAST OPERATION\tPRINCIPAL")
-	for _, u := range uses {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", u.VolumeID, fmtTime(u.LastUsed), u.LastOp, u.Principal)
-	}
-	_ = tw.Flush()
-}
-
 // refuseKMSManaged refuses, before any warning about the volumes a key
 // protects, a change that the KMS would refuse anyway because it manages
 // the key itself (the service key alias/encvol/default). what completes
@@ -414,13 +389,15 @@ func (a *app) refuseKMSManaged(ctx context.Context, adm kmsclient.Admin, key, na
 
 func kmsDisableKeyCommand(a *app) *cobra.Command {
 	var o kmsOpts
+	var force bool
 	cmd := &cobra.Command{
-		Use:   "disable-key KEY [--kms NAME] [--json]",
+		Use:   "disable-key KEY [--kms NAME] [--force] [--json]",
 		Short: "Disable a key: mounted volumes under it stop serving I/O at their next key check",
 		Long: `Disable a key. Volumes whose data key it wraps can no longer be mounted,
-and running mounts refuse I/O within their key_check_interval. The volumes
-that used the key (from the audit log) are listed first as a warning.
-enable-key undoes it.`,
+and running mounts refuse I/O within their key_check_interval. enable-key
+undoes it.
+
+` + keyGuardHelp,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
@@ -428,8 +405,10 @@ enable-key undoes it.`,
 				if err := a.refuseKMSManaged(ctx, adm, key, name, "disabled"); err != nil {
 					return err
 				}
-				uses, note := volumesUsing(ctx, adm, key, name)
-				a.warnVolumes(uses, key, "their mounts will refuse I/O and they cannot be mounted until the key is enabled again")
+				uses, note, err := a.guardKeyChange(ctx, adm, key, name, volume.GuardDisable, force)
+				if err != nil {
+					return err
+				}
 				k, err := a.changeKey(ctx, adm, key, name, func() error { return adm.DisableKey(ctx, key) })
 				if err != nil {
 					return err
@@ -441,18 +420,22 @@ enable-key undoes it.`,
 		},
 	}
 	o.register(cmd)
+	cmd.Flags().BoolVar(&force, "force", false, "disable the key although it protects volumes in use")
 	return cmd
 }
 
 func kmsScheduleDeletionCommand(a *app) *cobra.Command {
 	var o kmsOpts
 	var days int
+	var force bool
 	cmd := &cobra.Command{
-		Use:   "schedule-key-deletion KEY --days N [--kms NAME] [--json]",
+		Use:   "schedule-key-deletion KEY --days N [--kms NAME] [--force] [--json]",
 		Short: "Schedule a key for deletion after 7 to 30 days (it is unusable from now on)",
 		Long: `Schedule a key for deletion after a waiting period of 7 to 30 days. From
 now on the key cannot wrap or unwrap data keys; when the period ends, every
-volume under it is lost for good. cancel-key-deletion undoes it until then.`,
+volume under it is lost for good. cancel-key-deletion undoes it until then.
+
+` + keyGuardHelp,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("days") {
@@ -466,8 +449,10 @@ volume under it is lost for good. cancel-key-deletion undoes it until then.`,
 				if err := a.refuseKMSManaged(ctx, adm, key, name, "scheduled for deletion"); err != nil {
 					return err
 				}
-				uses, note := volumesUsing(ctx, adm, key, name)
-				a.warnVolumes(uses, key, "they become unreadable now and are lost for good when the key is deleted")
+				uses, note, err := a.guardKeyChange(ctx, adm, key, name, volume.GuardDeletion, force)
+				if err != nil {
+					return err
+				}
 				var when time.Time
 				k, err := a.changeKey(ctx, adm, key, name, func() (err error) {
 					when, err = adm.ScheduleKeyDeletion(ctx, key, days)
@@ -484,6 +469,7 @@ volume under it is lost for good. cancel-key-deletion undoes it until then.`,
 	}
 	o.register(cmd)
 	cmd.Flags().IntVar(&days, "days", 0, "waiting period in days before the key is deleted (7 to 30)")
+	cmd.Flags().BoolVar(&force, "force", false, "schedule the deletion although the key protects volumes in use")
 	return cmd
 }
 

@@ -158,7 +158,7 @@ func TestKMSGrants(t *testing.T) {
 		t.Fatalf("create-grant --json = %v, want a grant_id", g)
 	}
 	grants := decodeJSON[[]kmsclient.GrantInfo](t, e.ok("kms", "list-grants", k.KeyID, "--json"))
-	if len(grants) != 1 || grants[0].GrantID != id || grants[0].Grantee != "bob" || strings.Join(grants[0].Operations, ",") != "Decrypt,DescribeKey" {
+	if len(grants) != 1 || grants[0].GrantID != id || grants[0].Grantee != "arn:aws:iam::000000000000:user/bob" || strings.Join(grants[0].Operations, ",") != "Decrypt,DescribeKey" {
 		t.Fatalf("list-grants --json = %+v", grants)
 	}
 	if out := e.ok("kms", "list-grants", k.KeyID); !strings.Contains(out, id) || !strings.Contains(out, "bob") {

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,6 +28,9 @@ type app struct {
 	configPath string
 	logLevel   string
 	logFormat  string
+	// readableConfig accepts a configuration with secrets that other
+	// users can read (--allow-readable-config).
+	readableConfig bool
 
 	log    zerolog.Logger
 	cfg    *volume.Config
@@ -55,6 +59,10 @@ func withCode(code int, err error) error {
 	return &codedError{code: code, err: err}
 }
 
+// errQuiet ends a command with its exit code (withCode) and no message:
+// the command's report already said everything.
+var errQuiet = errors.New("")
+
 // usageError reports bad arguments or configuration (exit 2).
 func usageError(format string, args ...any) error {
 	return withCode(exitUsage, fmt.Errorf(format, args...))
@@ -76,7 +84,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "encvol: %v\n", err)
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintf(stderr, "encvol: %s\n", msg)
+	}
 	return exitCode(err)
 }
 
@@ -105,6 +115,7 @@ func (a *app) rootCommand() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configPath, "config", "", "configuration file (default /etc/encvol/encvol.toml, then $XDG_CONFIG_HOME/encvol/encvol.toml)")
+	pf.BoolVar(&a.readableConfig, "allow-readable-config", false, "use a configuration file that holds secret access keys although other users can read it")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&a.logFormat, "log-format", "console", "log format: console or json")
 	for _, sub := range subcommands {
@@ -157,6 +168,11 @@ func (a *app) config() (*volume.Config, error) {
 	cfg, err := volume.LoadConfig(path)
 	if err != nil {
 		return nil, withCode(exitUsage, err)
+	}
+	if !a.readableConfig {
+		if err := cfg.CheckPrivate(); err != nil {
+			return nil, withCode(exitUsage, err)
+		}
 	}
 	a.cfg = cfg
 	return cfg, nil

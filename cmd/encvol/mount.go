@@ -38,7 +38,7 @@ const readyTimeout = 2 * time.Minute
 func init() { subcommands = append(subcommands, newMountCommand) }
 
 func newMountCommand(a *app) *cobra.Command {
-	var foreground bool
+	var foreground, allowSwap bool
 	var opts []string
 	cmd := &cobra.Command{
 		Use:   "mount (NAME | BACKING MOUNTPOINT) [-f] [-o OPTS]",
@@ -54,7 +54,9 @@ Options (-o, comma separated, repeatable): config=FILE, kms=NAME,
 key_check_interval=DUR, offline_grace=DUR, on_revoke=eio|hang, ro, rw,
 allow_other, debug, foreground; the mount flags noexec, noatime, nodiratime,
 nosymfollow, sync (and exec, atime, diratime, relatime, symfollow, async);
-nonempty to mount over a directory that holds files (refused otherwise).
+nonempty to mount over a directory that holds files (refused otherwise);
+allow_swap (or --allow-swap) to mount although the keys cannot be locked in
+memory (refused otherwise: they could be written to swap).
 Mounts are always nosuid,nodev: suid and dev are refused, since a
 set-user-ID file or device node in a volume others can write would grant
 whoever planted it its rights. What mount(8), fstab and systemd pass for
@@ -63,11 +65,15 @@ accepted; any other option, or one encvol cannot honour (strictatime,
 dirsync, lazytime, ...), is refused by name.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if allowSwap {
+				opts = append(opts, "allow_swap")
+			}
 			return a.runMount(cmd.Context(), args, strings.Join(opts, ","), foreground)
 		},
 	}
 	cmd.Flags().BoolVarP(&foreground, "foreground", "f", false, "stay in the foreground")
 	cmd.Flags().StringArrayVarP(&opts, "options", "o", nil, "mount options (see above)")
+	cmd.Flags().BoolVar(&allowSwap, "allow-swap", false, "mount even if the keys cannot be locked in memory (they could be written to swap)")
 	return cmd
 }
 
@@ -133,7 +139,13 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 		if err != nil {
 			return err
 		}
+		a.recordPin(spec)
+		// Reported here once; the daemon logs its own allow_swap warning.
+		err = volume.CheckKeyMemory(u, spec.AllowSwap, zerolog.Nop())
 		u.Close()
+		if err != nil {
+			return err
+		}
 		if err := volume.CheckNotInUse(spec.Backing); err != nil {
 			return err
 		}
@@ -181,6 +193,7 @@ func (a *app) serve(ctx context.Context, spec volume.MountSpec, ready *os.File) 
 		client.Close()
 		return a.withRemedy(err, spec.Header.KeyID, spec.KMS)
 	}
+	a.recordPin(spec)
 	// Opt-in (ENCVOL_CPUPROFILE / ENCVOL_MEMPROFILE): for tuning the daemon.
 	stopProfiling := fusefs.StartProfiling(log)
 	defer stopProfiling()
@@ -253,6 +266,9 @@ func (a *app) daemonize(spec volume.MountSpec, args []string, optString string) 
 			return err
 		}
 		childArgs = append(childArgs, "--config", abs)
+	}
+	if a.readableConfig {
+		childArgs = append(childArgs, "--allow-readable-config")
 	}
 	childArgs = append(childArgs, "--log-level", a.logLevel, "mount")
 	if len(args) == 1 {
@@ -355,3 +371,16 @@ func (r *reworded) Unwrap() error { return r.err }
 
 // explain is the text the parent prints for a daemon failure.
 func (a *app) explain(err error) string { return err.Error() }
+
+// recordPin pins the volume's ID and key for its backing directory once
+// its header has passed the MAC check (see volume/pin.go). A pin that
+// cannot be written weakens a later check but must not stop the mount.
+func (a *app) recordPin(spec volume.MountSpec) {
+	cfg, err := a.config()
+	if err == nil {
+		err = cfg.RecordPin(spec.Backing, spec.Header)
+	}
+	if err != nil {
+		a.log.Warn().Err(err).Str("backing", spec.Backing).Msg("cannot record the volume's pin; a replaced header will not be noticed at the next mount")
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/kms"
 	"github.com/encvol/encvol/kms/server"
 )
@@ -33,6 +34,10 @@ func newKMSServeCommand(a *app) *cobra.Command {
 	var (
 		listen, storeDir, principalsPath string
 		tlsCert, tlsKey, region          string
+		tlsSelfSigned                    string
+		tlsHosts                         []string
+		insecureHTTP                     bool
+		accountID                        string
 		passphraseFile                   string
 		maxBody                          int64
 		auditMaxSize                     string
@@ -40,14 +45,23 @@ func newKMSServeCommand(a *app) *cobra.Command {
 		auditSummary                     time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --listen ADDR --store DIR --principals FILE [--tls-cert F --tls-key F]",
+		Use:   "serve --listen ADDR --store DIR --principals FILE [--region R --account-id N] [--tls-cert F --tls-key F | --tls-self-signed DIR] [--insecure-http]",
 		Short: "Serve a key store over the AWS KMS JSON API (SigV4-authenticated)",
-		Long: `Serve the key store in --store over HTTP (HTTPS with --tls-cert/--tls-key),
+		Long: `Serve the key store in --store over HTTPS (--tls-cert/--tls-key, or
+--tls-self-signed DIR for a CA of its own whose DIR/ca.pem clients trust) or,
+on a loopback address (or with --insecure-http), plain HTTP,
 speaking the AWS KMS JSON protocol, so AWS SDKs, awscli and encvol's own
 "aws" KMS type can use it. Every request must be signed (SigV4) with an
 access key from the principals file. A key belongs to the principal that
-created it; others need a grant. A principal named "local" acts as the owner
-of keys that encvol's local KMS created in the same store.
+created it; others need a key policy statement or a grant. A principal named
+"local" administers every key, as encvol's local KMS does in the same store.
+
+Identity: key ARNs read arn:aws:kms:REGION:ACCOUNT:key/ID and principals are
+arn:aws:iam::ACCOUNT:user/NAME, with --region (default "` + kms.DefaultRegion + `", requests
+signed for any region accepted) and --account-id (default ` + kms.DefaultAccount + `,
+the local KMS's). With --region, only requests signed for that region are
+accepted, as on AWS. ARNs the store handed out under an earlier region or
+account keep resolving, so volumes keep mounting after a change.
 
 Stops gracefully on SIGINT or SIGTERM.
 
@@ -58,7 +72,7 @@ Rules, checked at start: at least one [[principal]]; name not empty, without
 control characters, unique; access_key_id 4 to 128 characters of
 A-Z a-z 0-9 _ . - and unique; secret_access_key at least ` + strconv.Itoa(server.MinSecretLen) + ` bytes
 long (shorter ones are refused); no other keys. The file holds every secret:
-keep it mode 0600 (the server warns otherwise). A client uses the pair as
+keep it mode 0600 (a file that other users can read is refused). A client uses the pair as
 access_key_id/secret_access_key in its [kms.NAME] table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -70,6 +84,29 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return usageError("--tls-cert and --tls-key go together: give both for HTTPS, or neither for plain HTTP")
+			}
+			if tlsSelfSigned != "" && tlsCert != "" {
+				return usageError("--tls-self-signed makes its own certificate: leave out --tls-cert and --tls-key, or --tls-self-signed")
+			}
+			plain := tlsCert == "" && tlsSelfSigned == ""
+			if plain && !server.IsLoopback(listen) {
+				if !insecureHTTP {
+					return usageError("--listen %s accepts connections from other machines, and without TLS the data keys would cross the network in the clear: "+
+						"add --tls-self-signed DIR (clients then name DIR/%s as ca_file) or --tls-cert/--tls-key, listen on 127.0.0.1, or pass --insecure-http to accept that", listen, server.CAFile)
+				}
+				a.log.Warn().Str("listen", listen).Msg("serving plain HTTP on a non-loopback address (--insecure-http): data keys and credentials cross the network unencrypted")
+			}
+			if err := kms.CheckRegion(region); err != nil {
+				return usageError("--region: %v", err)
+			}
+			if err := kms.CheckAccount(accountID); err != nil {
+				return usageError("--account-id: %v", err)
+			}
+			// Without --region any signing region is accepted, as before
+			// the flag named the ARNs' region too.
+			signRegion := ""
+			if cmd.Flags().Changed("region") {
+				signRegion = region
 			}
 			maxSize, err := kms.ParseByteSize(auditMaxSize)
 			if err != nil || maxSize < kms.MinAuditMaxSize {
@@ -85,32 +122,51 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 			if err != nil {
 				return usageError("%v", err)
 			}
-			if bad, mode, err := server.InsecurePermissions(principalsPath); err != nil {
+			if open, mode, err := kms.ReadableByOthers(principalsPath); err != nil {
 				return usageError("%v", err)
-			} else if bad {
-				a.log.Warn().Str("path", principalsPath).Str("mode", fmt.Sprintf("%04o", mode)).
-					Msg("principals file is accessible to other users; it holds secret access keys: chmod 600 it")
+			} else if open {
+				return usageError("principals file %s (mode %04o) can be read by other users, and it holds every secret access key: chmod 600 %s", principalsPath, mode, principalsPath)
+			}
+			// The server holds every key store secret in memory.
+			if err := keywrap.DisableCoreDumps(); err != nil {
+				a.log.Warn().Err(err).Msg("cannot disable core dumps")
+			}
+			if !keywrap.SecretMemory {
+				a.log.Warn().Msg("encvol was built without GOEXPERIMENT=runtimesecret: AES key schedules and other temporaries of key computations are not erased from memory; rebuild with GOEXPERIMENT=runtimesecret")
 			}
 
 			// A long-running server with a small heap: collect less often
 			// (GOGC in the environment still wins).
 			defer server.TuneGC()()
 
-			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile,
+			store, err := kms.Open(storeDir, kms.Options{PassphraseFile: passphraseFile, Region: region, Account: accountID,
 				AuditMaxSize: maxSize, AuditKeep: auditKeep, KeyCheckSummaryInterval: auditSummary})
 			if err != nil {
 				return fmt.Errorf("open key store %s: %w", storeDir, err)
 			}
 			defer store.Close()
 
-			srv := server.New(store, principals, a.log, server.Options{Region: region, MaxBody: maxBody})
+			if tlsSelfSigned != "" {
+				ss, err := server.EnsureSelfSigned(tlsSelfSigned, server.TLSHosts(listen, tlsHosts))
+				if err != nil {
+					return err
+				}
+				tlsCert, tlsKey = ss.CertFile, ss.KeyFile
+				ev := a.log.Info().Str("ca_file", ss.CAFile)
+				if ss.Issued != "" {
+					ev = ev.Str("issued", ss.Issued)
+				}
+				ev.Msg("self-signed TLS: clients name this ca_file")
+			}
+			srv := server.New(store, principals, a.log, server.Options{Region: signRegion, MaxBody: maxBody})
 			scheme := "http"
 			if tlsCert != "" {
 				scheme = "https"
 			}
 			err = srv.ListenAndServe(cmd.Context(), listen, tlsCert, tlsKey, func(addr net.Addr) {
 				a.log.Info().Str("op", "serve").Str("addr", addr.String()).Str("endpoint", scheme+"://"+addr.String()).
-					Str("store", storeDir).Int("principals", len(principals)).Msg("kms server listening")
+					Str("store", storeDir).Str("region", region).Str("account_id", accountID).
+					Int("principals", len(principals)).Msg("kms server listening")
 			})
 			if err != nil {
 				if errors.Is(err, syscall.EADDRINUSE) {
@@ -128,7 +184,11 @@ access_key_id/secret_access_key in its [kms.NAME] table.`,
 	f.StringVar(&principalsPath, "principals", "", "TOML file of [[principal]] tables: name, access_key_id, secret_access_key")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate file; serves HTTPS together with --tls-key")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
-	f.StringVar(&region, "region", "", "accept only requests signed for this region (default: any region)")
+	f.StringVar(&tlsSelfSigned, "tls-self-signed", "", "serve HTTPS with a CA and certificate of its own kept in this directory (made on first start, reused after); clients name DIR/"+server.CAFile+" as ca_file")
+	f.StringArrayVar(&tlsHosts, "tls-host", nil, "another name or address the self-signed certificate covers (repeatable; the --listen host and loopback are always in)")
+	f.BoolVar(&insecureHTTP, "insecure-http", false, "allow plain HTTP on an address other machines can reach (logs a warning)")
+	f.StringVar(&region, "region", kms.DefaultRegion, "region of the key ARNs; when given, only requests signed for it are accepted (default: any signing region)")
+	f.StringVar(&accountID, "account-id", kms.DefaultAccount, "12-digit account ID of the key and principal ARNs")
 	f.StringVar(&passphraseFile, "passphrase-file", "", "seal the key store under a passphrase read from this file instead of a root key file")
 	f.Int64Var(&maxBody, "max-body", server.DefaultMaxBody, "largest accepted request body in bytes")
 	f.StringVar(&auditMaxSize, "audit-max-size", fmt.Sprintf("%dMiB", kms.DefaultAuditMaxSize>>20), "rotate the store's audit.jsonl to audit.jsonl.1 at this size")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,14 +14,17 @@ import (
 func init() { subcommands = append(subcommands, newStatusCommand) }
 
 func newStatusCommand(a *app) *cobra.Command {
-	var asJSON bool
+	var asJSON, ops bool
 	cmd := &cobra.Command{
-		Use:   "status [MOUNTPOINT] [--json]",
+		Use:   "status [MOUNTPOINT] [--json] [--ops]",
 		Short: "Show mounted volumes: key, key state, gate, last key check, I/O counters",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			var list []*volume.Status
+			if ops && len(args) == 0 {
+				return withCode(exitUsage, fmt.Errorf("--ops needs a MOUNTPOINT: encvol status --ops MOUNTPOINT"))
+			}
 			if len(args) == 1 {
 				mp, err := volume.CanonicalMountpoint(args[0])
 				if err != nil {
@@ -33,7 +37,12 @@ func newStatusCommand(a *app) *cobra.Command {
 					}
 					return fmt.Errorf("status of %s: %w", mp, err)
 				}
-				if asJSON {
+				switch {
+				case ops && asJSON:
+					return printJSON(a.stdout, st.Ops)
+				case ops:
+					return printOps(a, st.Ops)
+				case asJSON:
 					return printJSON(a.stdout, st)
 				}
 				printStatusLong(a, st)
@@ -99,7 +108,32 @@ func newStatusCommand(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&ops, "ops", false, "print the FUSE requests the mount has served, by opcode (with --json: an object opcode -> count)")
 	return cmd
+}
+
+// printOps prints request counts, most frequent first: what a workload
+// costs in round trips to the daemon.
+func printOps(a *app, ops map[string]uint64) error {
+	names := make([]string, 0, len(ops))
+	var total uint64
+	for k, v := range ops {
+		names = append(names, k)
+		total += v
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if ops[names[i]] != ops[names[j]] {
+			return ops[names[i]] > ops[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	tw := newTable(a.stdout)
+	fmt.Fprintln(tw, "OPCODE\tREQUESTS")
+	for _, k := range names {
+		fmt.Fprintf(tw, "%s\t%d\n", k, ops[k])
+	}
+	fmt.Fprintf(tw, "total\t%d\n", total)
+	return tw.Flush()
 }
 
 // staleStatusError explains a mountpoint without a daemon: an encvol mount

@@ -64,6 +64,9 @@ func IsReserved(backingName string) bool {
 	if b, ok := strings.CutSuffix(backingName, LongNameSuffix); ok && IsLongName(b) {
 		return true
 	}
+	if backingName == LongLinkDir {
+		return true
+	}
 	return false
 }
 

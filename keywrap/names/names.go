@@ -431,9 +431,11 @@ func clip(s string) string {
 	return s
 }
 
-// EncryptSymlink returns the string to store as the backing symlink target:
+// EncryptSymlink returns the encrypted form of a symlink target:
 // base64url(nonce || AES-256-GCM(target)), randomized. In plaintext mode the
-// target is returned unchanged.
+// target is returned unchanged. Targets up to 4095 bytes (PATH_MAX - 1)
+// are accepted; an encrypted form longer than a backing symlink can hold is
+// stored in a side file (StoreLink).
 func (c *Codec) EncryptSymlink(target string) (string, error) {
 	if target == "" || strings.IndexByte(target, 0) >= 0 {
 		return "", wrap(ErrInvalidName, "symlink target empty or contains NUL")
@@ -449,8 +451,8 @@ func (c *Codec) EncryptSymlink(target string) (string, error) {
 		}
 		return target, nil
 	}
-	if n := b64.EncodedLen(gcmNonceLen + len(target) + gcmTagLen); n > symlinkMax {
-		return "", wrap(ErrNameTooLong, "symlink target of %d bytes encodes to %d (max %d)", len(target), n, symlinkMax)
+	if len(target) > symlinkMax {
+		return "", wrap(ErrNameTooLong, "symlink target of %d bytes (max %d)", len(target), symlinkMax)
 	}
 	sealed, err := seal(c.symGCM, []byte(target), nil)
 	if err != nil {
@@ -469,7 +471,7 @@ func (c *Codec) DecryptSymlink(stored string) (string, error) {
 	if c.plaintext {
 		return stored, nil
 	}
-	if len(stored) > symlinkMax {
+	if len(stored) > maxStoredLink {
 		return "", wrap(ErrNameAuth, "stored symlink target of %d bytes", len(stored))
 	}
 	raw, err := decodeB64(stored)

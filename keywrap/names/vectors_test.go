@@ -1,9 +1,14 @@
 package names
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"flag"
+	"strconv"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/keywrap/internal/vectors"
@@ -17,7 +22,7 @@ func loadVectors(t *testing.T) map[string]map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"subkeys", "names-keys", "name-short", "name-unicode", "name-long", "symlink", "xattr"} {
+	for _, n := range []string{"subkeys", "names-keys", "name-short", "name-unicode", "name-long", "symlink", "symlink-long", "xattr"} {
 		if _, ok := all[n]; !ok {
 			t.Fatalf("%s: no vector %q", *formatDoc, n)
 		}
@@ -99,6 +104,29 @@ func TestVectorSymlinkXattr(t *testing.T) {
 	}
 	if got, err := c.DecryptSymlink(s["stored"]); err != nil || got != s["target"] {
 		t.Errorf("symlink decrypt: %q %v", got, err)
+	}
+	sl := all["symlink-long"]
+	n, _ := strconv.Atoi(sl["target_len"])
+	long := b64.EncodeToString(sealNonce(c.symGCM, unhex(t, sl["nonce"]), []byte(strings.Repeat("x", n)), nil))
+	sum := sha256.Sum256([]byte(long))
+	if strconv.Itoa(len(long)) != sl["stored_len"] || hex.EncodeToString(sum[:]) != sl["stored_sha256"] {
+		t.Errorf("symlink-long: stored %d bytes, sha256 %x; document says %s bytes, %s", len(long), sum, sl["stored_len"], sl["stored_sha256"])
+	}
+	dir := t.TempDir()
+	rootfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rootfd)
+	ref, err := StoreLink(rootfd, long)
+	if err != nil || ref != sl["backing"] || !IsLongLink(ref) {
+		t.Errorf("symlink-long: backing target %q %v, document says %s", ref, err, sl["backing"])
+	}
+	if back, err := LoadLink(rootfd, ref); err != nil || back != long {
+		t.Errorf("symlink-long: side file read back %d bytes, %v", len(back), err)
+	}
+	if got, err := c.DecryptSymlink(long); err != nil || len(got) != n {
+		t.Errorf("symlink-long decrypt: %d bytes %v", len(got), err)
 	}
 	x := all["xattr"]
 	bn, err := c.EncryptXattrName(x["name"])

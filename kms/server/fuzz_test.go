@@ -66,6 +66,14 @@ func FuzzOperations(f *testing.F) {
 		"ListKeys":            {`{"Limit":1000}`, `{"Marker":"!"}`},
 		"GenerateRandom":      {`{"NumberOfBytes":32}`},
 		"ImportKeyMaterial":   {`{"KeyId":` + key + `,"ImportToken":"AA==","EncryptedKeyMaterial":"AA==","ExpirationModel":"KEY_MATERIAL_DOES_NOT_EXPIRE"}`},
+		"PutKeyPolicy": {`{"KeyId":` + key + `,"PolicyName":"default","Policy":"{\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"admin\"},\"Action\":\"kms:*\",\"Resource\":\"*\"},` +
+			`{\"Effect\":\"Allow\",\"Principal\":{\"AWS\":[\"reader\"]},\"Action\":[\"kms:Decrypt\"],\"Resource\":\"*\",\"Condition\":{\"StringEquals\":{\"kms:EncryptionContext:a\":\"b\"}}}]}"}`},
+		"GetKeyPolicy":         {`{"KeyId":` + key + `,"PolicyName":"default"}`},
+		"TagResource":          {`{"KeyId":` + key + `,"Tags":[{"TagKey":"k","TagValue":"v"}]}`},
+		"UntagResource":        {`{"KeyId":` + key + `,"TagKeys":["k"]}`},
+		"UpdateKeyDescription": {`{"KeyId":` + key + `,"Description":"d"}`},
+		"ListRetirableGrants":  {`{"RetiringPrincipal":"arn:aws:iam::000000000000:user/reader"}`},
+		"ListKeyRotations":     {`{"KeyId":` + key + `,"IncludeKeyMaterial":"ALL_KEY_MATERIAL"}`},
 	}
 	for i, name := range names {
 		bodies := append([]string{``, `{}`, `null`, `[]`, `{"KeyId":` + key + `}`}, seeds[name]...)

@@ -84,17 +84,6 @@ secret_access_key = "readerSecretReaderSecret00000001"
 		t.Errorf("missing file: %v", err)
 	}
 
-	priv := writeFile(t, dir, "priv.toml", good, 0o600)
-	open := writeFile(t, dir, "open.toml", good, 0o644)
-	if err := os.Chmod(open, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if bad, _, err := InsecurePermissions(priv); err != nil || bad {
-		t.Errorf("0600 file: insecure=%v err=%v", bad, err)
-	}
-	if bad, mode, err := InsecurePermissions(open); err != nil || !bad || mode != 0o644 {
-		t.Errorf("0644 file: insecure=%v mode=%o err=%v", bad, mode, err)
-	}
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and returns the paths and a

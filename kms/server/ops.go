@@ -106,6 +106,16 @@ func (s *Server) operations() map[string]opFunc {
 		"RevokeGrant":                     op(s.revokeGrant),
 		"RetireGrant":                     op(s.retireGrant),
 		"GenerateRandom":                  op(s.generateRandom),
+		"GetKeyPolicy":                    op(s.getKeyPolicy),
+		"PutKeyPolicy":                    op(s.putKeyPolicy),
+		"ListKeyPolicies":                 op(s.listKeyPolicies),
+		"TagResource":                     op(s.tagResource),
+		"UntagResource":                   op(s.untagResource),
+		"ListResourceTags":                op(s.listResourceTags),
+		"UpdateKeyDescription":            op(s.updateKeyDescription),
+		"ListRetirableGrants":             op(s.listRetirableGrants),
+		"ListKeyRotations":                op(s.listKeyRotations),
+		"DeleteImportedKeyMaterial":       op(s.deleteImportedKeyMaterial),
 	}
 }
 
@@ -260,10 +270,6 @@ func (s *Server) createKey(ctx context.Context, p string, in *createKeyInput, rl
 		return nil, unsupported("multi-Region keys are not supported by this server")
 	case in.CustomKeyStoreId != "" || in.XksKeyId != "":
 		return nil, unsupported("custom key stores are not supported by this server")
-	case in.Policy != "":
-		// Silently ignoring a policy would leave the caller believing the
-		// key is restricted when it is not.
-		return nil, unsupported("key policies are not supported by this server: the key owner and grants decide who may use a key")
 	}
 	spec := in.KeySpec
 	if in.CustomerMasterKeySpec != "" {
@@ -272,12 +278,12 @@ func (s *Server) createKey(ctx context.Context, p string, in *createKeyInput, rl
 		}
 		spec = in.CustomerMasterKeySpec
 	}
-	tags := make([]kms.Tag, 0, len(in.Tags))
-	for _, t := range in.Tags {
-		tags = append(tags, kms.Tag{Key: t.TagKey, Value: t.TagValue})
-	}
+	// BypassPolicyLockoutSafetyCheck needs no handling: the rule that a
+	// policy keeps the owner's administration is not a safety check that
+	// can be bypassed (see kms/policy.go).
 	m, err := s.store.CreateKey(ctx, p, kms.CreateKeyInput{
-		Description: in.Description, KeyUsage: in.KeyUsage, KeySpec: spec, Origin: in.Origin, Tags: tags,
+		Description: in.Description, KeyUsage: in.KeyUsage, KeySpec: spec, Origin: in.Origin,
+		Tags: fromTagJSON(in.Tags), Policy: in.Policy,
 	})
 	if err != nil {
 		return nil, err
@@ -888,17 +894,16 @@ func (s *Server) listGrants(ctx context.Context, p string, in *listInput, rl *re
 		return nil, required("keyId")
 	}
 	rl.keyID = in.KeyId
-	grants, err := s.store.ListGrants(ctx, p, in.KeyId)
+	grants, err := s.store.ListGrantsFiltered(ctx, p, in.KeyId, kms.GrantFilter{GrantID: in.GrantId, GranteePrincipal: in.GranteePrincipal})
 	if err != nil {
 		return nil, err
 	}
-	filtered := grants[:0:0]
-	for _, g := range grants {
-		if (in.GrantId == "" || g.GrantID == in.GrantId) && (in.GranteePrincipal == "" || g.GranteePrincipal == in.GranteePrincipal) {
-			filtered = append(filtered, g)
-		}
-	}
-	pg, next, err := page(filtered, in.Limit, in.Marker, 50)
+	return s.grantList(grants, in.Limit, in.Marker)
+}
+
+// grantList is the page of grants Limit and Marker select, in AWS's shape.
+func (s *Server) grantList(grants []kms.Grant, limit *int, marker string) (any, error) {
+	pg, next, err := page(grants, limit, marker, 50)
 	if err != nil {
 		return nil, err
 	}
@@ -907,9 +912,7 @@ func (s *Server) listGrants(ctx context.Context, p string, in *listInput, rl *re
 		gj := grantJSON{
 			KeyId: g.KeyID, GrantId: g.GrantID, Name: g.Name, CreationDate: epoch(g.CreationDate),
 			GranteePrincipal: g.GranteePrincipal, RetiringPrincipal: g.RetiringPrincipal,
-			// Principals here are names, not IAM ARNs: the issuer's name is
-			// the closest thing to AWS's issuing account.
-			IssuingAccount: g.IssuingPrincipal,
+			IssuingAccount: s.store.AccountRootARN(),
 			Operations:     g.Operations,
 		}
 		if g.Constraints != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"regexp"
 	"strings"
 
@@ -38,7 +37,7 @@ const MinSecretLen = 16
 // result is non-empty, that names and access key IDs are unique, and that
 // every secret is at least MinSecretLen bytes; unknown keys are an error naming
 // the key, so a typo cannot silently drop a principal. It does not judge the
-// file's permissions: see InsecurePermissions.
+// file's permissions: see kms.ReadableByOthers.
 func LoadPrincipals(path string) ([]Principal, error) {
 	var f principalsFile
 	md, err := toml.DecodeFile(path, &f)
@@ -83,17 +82,4 @@ func LoadPrincipals(path string) ([]Principal, error) {
 		keys[p.AccessKeyID] = true
 	}
 	return f.Principal, nil
-}
-
-// InsecurePermissions reports whether the principals file at path can be
-// read or written by users other than its owner (any group/other bit set),
-// returning the file's mode for the message. The file holds every secret
-// access key, so callers should at least warn.
-func InsecurePermissions(path string) (bool, fs.FileMode, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return false, 0, fmt.Errorf("stat principals file %s: %w", path, err)
-	}
-	mode := fi.Mode().Perm()
-	return mode&0o077 != 0, mode, nil
 }

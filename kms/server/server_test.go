@@ -61,7 +61,13 @@ type testEnv struct {
 // startServer runs a real server on a loopback port until the test ends.
 func startServer(t testing.TB, opt Options) *testEnv {
 	t.Helper()
-	store, err := kms.Open(t.TempDir(), kms.Options{})
+	return startServerWith(t, opt, kms.Options{})
+}
+
+// startServerWith is startServer over a store opened with storeOpt.
+func startServerWith(t testing.TB, opt Options, storeOpt kms.Options) *testEnv {
+	t.Helper()
+	store, err := kms.Open(t.TempDir(), storeOpt)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -381,7 +387,7 @@ func TestGrants(t *testing.T) {
 	}
 	lg, err := owner.ListGrants(ctx, &awskms.ListGrantsInput{KeyId: md.KeyId})
 	if err != nil || len(lg.Grants) != 1 || aws.ToString(lg.Grants[0].GrantId) != aws.ToString(g.GrantId) ||
-		aws.ToString(lg.Grants[0].GranteePrincipal) != reader.Name || len(lg.Grants[0].Operations) != 2 {
+		aws.ToString(lg.Grants[0].GranteePrincipal) != "arn:aws:iam::000000000000:user/"+reader.Name || len(lg.Grants[0].Operations) != 2 {
 		t.Fatalf("ListGrants: %v %+v", err, lg)
 	}
 	if _, err := owner.RevokeGrant(ctx, &awskms.RevokeGrantInput{KeyId: md.KeyId, GrantId: g.GrantId}); err != nil {
