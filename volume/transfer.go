@@ -242,9 +242,9 @@ func beginTarget(ctx context.Context, client kmsclient.Client, opt TransferOptio
 		if fresh {
 			// Nothing of value was written: leave no half volume behind.
 			_ = os.Remove(filepath.Join(backing, keywrap.IncompleteFile))
-			if made {
-				_ = os.Remove(backing)
-			}
+		}
+		if made {
+			_ = os.Remove(backing) // only when empty
 		}
 		lock.Release()
 	}()

@@ -72,7 +72,7 @@ func (a *app) runCopy(ctx context.Context, source, name string, f *targetFlags) 
 	}
 	defer client.Close()
 	rep, err := volume.CopyVolume(ctx, client, volume.CopyOptions{Source: src.Backing, SourceClient: srcClient, TargetOptions: volume.TargetOptions{
-		Target: opt, KMSConfig: kc, Resume: f.resume, Progress: a.transferProgress(), Log: a.log,
+		Target: opt, KMSConfig: kc, KeyPolicy: keyPolicy(cfg, client, kmsName), Resume: f.resume, Progress: a.transferProgress(), Log: a.log,
 	}})
 	if err != nil {
 		return a.withRemedy(err, opt.KeyRef, kmsName)

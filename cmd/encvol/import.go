@@ -96,7 +96,7 @@ func (a *app) importOne(ctx context.Context, cfg *volume.Config, plainDir string
 	}
 	defer client.Close()
 	rep, err := volume.Import(ctx, client, volume.ImportOptions{PlainDir: plainDir, TargetOptions: volume.TargetOptions{
-		Target: opt, KMSConfig: kc, Resume: resume, Progress: prog, Log: a.log,
+		Target: opt, KMSConfig: kc, KeyPolicy: keyPolicy(cfg, client, kmsName), Resume: resume, Progress: prog, Log: a.log,
 	}})
 	if err != nil {
 		return rep, a.withRemedy(err, opt.KeyRef, kmsName)

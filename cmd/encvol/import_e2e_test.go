@@ -296,6 +296,26 @@ func TestImportRefusals(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(nonEmpty, keywrap.IncompleteFile)); !os.IsNotExist(err) {
 		t.Error("refused import wrote into a non-empty directory")
 	}
+
+	// [policy] require_customer_key refuses the service key before any
+	// data key is made, and leaves no target behind.
+	cfg, err := os.ReadFile(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := filepath.Join(e.dir, "policy.toml")
+	if err := os.WriteFile(policy, append(cfg, "\n[policy]\nrequire_customer_key = true\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(e.dir, "v3")
+	r := e.runWith(policy, "import", plain, "--backing", target)
+	if r.code != exitRefused || !strings.Contains(r.stderr, "require_customer_key") || !strings.Contains(r.stderr, "--key") {
+		t.Errorf("import under the service key with require_customer_key: %v", r)
+	}
+	oneLine(t, "import refused by the policy", r.stderr)
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Errorf("import refused by the policy left %s behind", target)
+	}
 }
 
 // TestImportAll: `import --all` converts every configured volume with

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/encvol/encvol/fusefs"
+	"github.com/encvol/encvol/kmsclient"
 	"github.com/encvol/encvol/volume"
 )
 
@@ -75,4 +77,10 @@ func mountHint(name, backing string) string {
 		return "encvol mount " + name
 	}
 	return "encvol mount " + backing + " MOUNTPOINT"
+}
+
+// keyPolicy applies [policy] require_customer_key to the key of a new
+// volume, before a data key is generated under it.
+func keyPolicy(cfg *volume.Config, client kmsclient.Client, kmsName string) func(context.Context, string) error {
+	return func(ctx context.Context, key string) error { return cfg.CheckKeyWithKMS(ctx, client, kmsName, key) }
 }
