@@ -394,8 +394,8 @@ timed_cmd() { # NAME CMD... — records seconds, cores busy and peak RSS (KiB) o
 	record lc "$n.cores" "$(awk -v u="$usr" -v s="$sys" -v e="$secs" 'BEGIN { printf "%.2f", (u + s) / e }')"
 	record lc "$n.rss" "$rss"
 }
-lc_run() {
-	local b=$LC/cpa m=$WORK/mnt/lc pid t0 secs cpu lf=$WORK/log/lc-mount.log
+lc_run() { # RUN — a new backing path each run: the first mount of a path pins its volume
+	local b=$LC/cpa-$1 m=$WORK/mnt/lc pid t0 secs cpu lf=$WORK/log/lc-mount.log
 	"${ENCVOL[@]}" create --backing "$b" --key alias/bench >/dev/null
 	mkdir -p "$m"
 	"${ENCVOL[@]}" mount -f "$b" "$m" >>"$lf" 2>&1 &
@@ -425,7 +425,7 @@ if part lifecycle; then
 	LC_BYTES=$(find "$LC/plain" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
 	for ((r = 1; r <= RUNS; r++)); do
 		log "run $r/$RUNS: lifecycle"
-		lc_run
+		lc_run "$r"
 	done
 fi
 

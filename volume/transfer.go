@@ -117,7 +117,7 @@ func Transfer(ctx context.Context, client kmsclient.Client, opt TransferOptions)
 	if err != nil {
 		return nil, err
 	}
-	defer b.lock.Release()
+	defer func() { b.lock.Release() }() // the lock is taken again after the check
 	rep := &TransferReport{Operation: opt.Operation, Source: opt.SourcePath, Backing: backing, Resumed: b.resumed,
 		VolumeID: b.u.Header.VolumeID, KMS: b.u.Header.KMS, KeyID: b.u.Header.KeyID}
 	header := b.u.Header

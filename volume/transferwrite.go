@@ -30,7 +30,6 @@ type writer struct {
 	stack []frame // directories from the root down to the walk's position
 
 	// Directory times are set last, after everything inside them.
-	root     *dirRec
 	rootTime [2]time.Time
 	dirTimes []dirTime
 
@@ -207,7 +206,6 @@ func (w *writer) visitRoot(e *Entry) error {
 	if err != nil {
 		return err
 	}
-	w.root = d
 	w.rootTime = [2]time.Time{e.Atime, e.Mtime}
 	w.stack = append(w.stack, frame{plain: "", d: d})
 	if err := w.t.setAttrs(d.fd, e, true); err != nil {
