@@ -62,20 +62,14 @@ func (a *app) runCopy(ctx context.Context, source, name string, f *targetFlags) 
 		return a.withRemedy(fmt.Errorf("KMS %q of %s: %w", src.KMS, src.Backing, err), src.Header.KeyID, src.KMS)
 	}
 	defer srcClient.Close()
-	kmsName, kc, err := cfg.KMSFor(opt.KMSName)
+	client, topt, err := a.targetOptions(ctx, cfg, opt, f.resume, a.transferProgress())
 	if err != nil {
-		return withCode(exitUsage, err)
-	}
-	client, err := kmsclient.New(ctx, kmsName, kc)
-	if err != nil {
-		return a.withRemedy(fmt.Errorf("KMS %q: %w", kmsName, err), opt.KeyRef, kmsName)
+		return err
 	}
 	defer client.Close()
-	rep, err := volume.CopyVolume(ctx, client, volume.CopyOptions{Source: src.Backing, SourceClient: srcClient, TargetOptions: volume.TargetOptions{
-		Target: opt, KMSConfig: kc, KeyPolicy: keyPolicy(cfg, client, kmsName), Resume: f.resume, Progress: a.transferProgress(), Log: a.log,
-	}})
+	rep, err := volume.CopyVolume(ctx, client, volume.CopyOptions{Source: src.Backing, SourceClient: srcClient, TargetOptions: topt})
 	if err != nil {
-		return a.withRemedy(err, opt.KeyRef, kmsName)
+		return a.withRemedy(err, opt.KeyRef, topt.Target.KMSName)
 	}
 	if f.asJSON {
 		return printJSON(a.stdout, rep)

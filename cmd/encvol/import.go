@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/encvol/encvol/kmsclient"
 	"github.com/encvol/encvol/volume"
 )
 
@@ -86,20 +85,14 @@ func (a *app) runImport(ctx context.Context, plainDir, name string, f *targetFla
 
 // importOne runs one import with a KMS client for the target.
 func (a *app) importOne(ctx context.Context, cfg *volume.Config, plainDir string, opt volume.CreateOptions, resume bool, prog volume.Progress) (*volume.TransferReport, error) {
-	kmsName, kc, err := cfg.KMSFor(opt.KMSName)
+	client, topt, err := a.targetOptions(ctx, cfg, opt, resume, prog)
 	if err != nil {
-		return nil, withCode(exitUsage, err)
-	}
-	client, err := kmsclient.New(ctx, kmsName, kc)
-	if err != nil {
-		return nil, a.withRemedy(fmt.Errorf("KMS %q: %w", kmsName, err), opt.KeyRef, kmsName)
+		return nil, err
 	}
 	defer client.Close()
-	rep, err := volume.Import(ctx, client, volume.ImportOptions{PlainDir: plainDir, TargetOptions: volume.TargetOptions{
-		Target: opt, KMSConfig: kc, KeyPolicy: keyPolicy(cfg, client, kmsName), Resume: resume, Progress: prog, Log: a.log,
-	}})
+	rep, err := volume.Import(ctx, client, volume.ImportOptions{PlainDir: plainDir, TargetOptions: topt})
 	if err != nil {
-		return rep, a.withRemedy(err, opt.KeyRef, kmsName)
+		return rep, a.withRemedy(err, opt.KeyRef, topt.Target.KMSName)
 	}
 	return rep, nil
 }

@@ -84,3 +84,20 @@ func mountHint(name, backing string) string {
 func keyPolicy(cfg *volume.Config, client kmsclient.Client, kmsName string) func(context.Context, string) error {
 	return func(ctx context.Context, key string) error { return cfg.CheckKeyWithKMS(ctx, client, kmsName, key) }
 }
+
+// targetOptions opens a client for the KMS of the new volume (the caller
+// closes it) and fills the options every transfer shares.
+func (a *app) targetOptions(ctx context.Context, cfg *volume.Config, opt volume.CreateOptions, resume bool, prog volume.Progress) (kmsclient.Client, volume.TargetOptions, error) {
+	kmsName, kc, err := cfg.KMSFor(opt.KMSName)
+	if err != nil {
+		return nil, volume.TargetOptions{}, withCode(exitUsage, err)
+	}
+	client, err := kmsclient.New(ctx, kmsName, kc)
+	if err != nil {
+		return nil, volume.TargetOptions{}, a.withRemedy(fmt.Errorf("KMS %q: %w", kmsName, err), opt.KeyRef, kmsName)
+	}
+	opt.KMSName = kmsName
+	return client, volume.TargetOptions{
+		Target: opt, KMSConfig: kc, KeyPolicy: keyPolicy(cfg, client, kmsName), Resume: resume, Progress: prog, Log: a.log,
+	}, nil
+}
