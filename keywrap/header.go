@@ -22,6 +22,12 @@ import (
 // HeaderFile is the name of the volume header in the backing directory.
 const HeaderFile = "encvol.volume"
 
+// IncompleteFile marks a backing directory whose volume is still being
+// written by a copy or an import: while it exists the volume is not
+// complete and must not be mounted. Its format belongs to package volume.
+const IncompleteFile = "encvol.incomplete"
+
+
 // Header format versions. Version 1 has no key-check blob; version 2 adds
 // key_check (Header.KeyCheck), which lets a mount check its access to the
 // key without the KMS sending the data key again. Both are read and

@@ -107,6 +107,9 @@ type VolumeConfig struct {
 	// Snapshots is the directory that holds the volume's snapshots;
 	// default: the backing directory's path plus ".snapshots".
 	Snapshots string `toml:"snapshots" json:"snapshots,omitempty"`
+	// ImportFrom is a plaintext directory that `encvol import --all`
+	// converts into this volume.
+	ImportFrom string `toml:"import_from" json:"import_from,omitempty"`
 }
 
 // Config is a loaded, validated configuration file. Relative paths in it
@@ -278,6 +281,7 @@ func (c *Config) resolvePaths(base string) {
 		v.Backing = abs(v.Backing)
 		v.Mountpoint = abs(v.Mountpoint)
 		v.Snapshots = abs(v.Snapshots)
+		v.ImportFrom = abs(v.ImportFrom)
 		c.Volumes[name] = v
 	}
 }

@@ -111,6 +111,9 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 		o.Flags.put(FlagNoDirAtime, true)
 		spec.Snapshot, spec.Backing = spec.Backing, SnapshotBacking(spec.Backing)
 	}
+	if err := CheckComplete(spec.Backing); err != nil {
+		return spec, err
+	}
 	if _, err := os.Stat(filepath.Join(spec.Backing, keywrap.HeaderFile)); errors.Is(err, os.ErrNotExist) {
 		if _, derr := os.Stat(spec.Backing); derr != nil {
 			return spec, fmt.Errorf("backing directory %s: %w", spec.Backing, derr)
@@ -355,6 +358,16 @@ type Mount struct {
 // mount answers. client stays in use until the mount ends (it is closed
 // by Wait). logFile is only reported in the status.
 func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
+	if err := CheckComplete(spec.Backing); err != nil {
+		u.Close()
+		return nil, err
+	}
+	return mountVolume(spec, client, u, log, logFile)
+}
+
+// mountVolume is MountVolume without the refusal of an unfinished copy:
+// the copy itself mounts its result once, before it declares it complete.
+func mountVolume(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
 	if err := CheckKeyMemory(u, spec.AllowSwap, log); err != nil {
 		u.Close()
 		return nil, err

@@ -175,7 +175,7 @@ func prepareFromSnapshot(dir string) (bool, error) {
 	if _, err := os.Lstat(filepath.Join(dir, fromSnapshotMarker)); err == nil {
 		clearBacking(dir, false)
 	}
-	return prepareBacking(dir)
+	return prepareBacking(dir, "")
 }
 
 // clearBacking removes what a failed creation put into dir: dir itself when

@@ -336,6 +336,15 @@ func (c *Config) TemporaryMountSpec(t VerifyTarget, mountpoint string) (MountSpe
 // MountTemporary unlocks and mounts spec in this process. The caller
 // unmounts with UnmountTemporary.
 func MountTemporary(ctx context.Context, spec MountSpec, log zerolog.Logger) (*Mount, error) {
+	if err := CheckComplete(spec.Backing); err != nil {
+		return nil, err
+	}
+	return mountTemporary(ctx, spec, log)
+}
+
+// mountTemporary is MountTemporary for a volume that may still carry the
+// marker of its unfinished copy (which mounts it before it removes that).
+func mountTemporary(ctx context.Context, spec MountSpec, log zerolog.Logger) (*Mount, error) {
 	uctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	client, err := kmsclient.New(uctx, spec.KMS, spec.KMSConfig)
@@ -347,7 +356,7 @@ func MountTemporary(ctx context.Context, spec MountSpec, log zerolog.Logger) (*M
 		client.Close()
 		return nil, err
 	}
-	m, err := MountVolume(ctx, spec, client, u, log, "")
+	m, err := mountVolume(spec, client, u, log, "")
 	if err != nil {
 		client.Close()
 		return nil, err

@@ -391,6 +391,8 @@ func TestMissingConfigEveryCommand(t *testing.T) {
 		"umount":                    {"m"},
 		"status":                    nil,
 		"verify":                    {"b"},
+		"import":                    {"p", "--backing", "b"},
+		"copy":                      {"v", "--backing", "b"},
 		"trust":                     {"b"},
 		"fsck":                      {"b"},
 		"snapshot create":           {"b"},

@@ -84,6 +84,27 @@ var examples = map[string]string{
   encvol status /mnt/data
   encvol status /mnt/data --json`,
 
+	"import": `  # convert a plaintext directory into a new volume under a customer key
+  encvol import /srv/plain/data --backing /srv/enc/data --key alias/data
+
+  # into the [volumes.data] table's backing directory, key and KMS, as JSON
+  encvol import /srv/plain/data data --json
+
+  # finish an import that was killed or ran out of space (rerunning it does too)
+  encvol import /srv/plain/data --backing /srv/enc/data --key alias/data --resume
+
+  # every [volumes.NAME] with import_from = "DIR", with a summary table
+  encvol --config /etc/encvol/encvol.toml import --all`,
+
+	"copy": `  # copy an unmounted volume into a new one under another key
+  encvol copy /srv/enc/data --backing /srv/enc/data-b --key alias/other
+
+  # from a snapshot, into the [volumes.archive] table's backing, KMS and key
+  encvol copy /srv/enc/data.snapshots/snap-1 archive --json
+
+  # finish a copy that was killed or ran out of space (rerunning it does too)
+  encvol copy /srv/enc/data --backing /srv/enc/data-b --key alias/other --resume`,
+
 	"fsck": `  # check an unmounted volume: every sector, name and attribute (exit 0: clean)
   encvol fsck /srv/enc/data
 
