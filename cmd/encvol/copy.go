@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -68,6 +69,10 @@ func (a *app) runCopy(ctx context.Context, source, name string, f *targetFlags) 
 	}
 	defer client.Close()
 	rep, err := volume.CopyVolume(ctx, client, volume.CopyOptions{Source: src.Backing, SourceClient: srcClient, TargetOptions: topt})
+	var inUse *volume.InUseError
+	if errors.As(err, &inUse) && inUse.Mountpoint != "" {
+		rep, err = a.copyMounted(ctx, cfg, source, srcClient, client, topt)
+	}
 	if err != nil {
 		return a.withRemedy(err, opt.KeyRef, topt.Target.KMSName)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -76,6 +77,9 @@ and name mode are the snapshot's.`,
 			var h *keywrap.Header
 			if snap != nil {
 				h, err = volume.CreateFromSnapshot(ctx, client, opt, snap, a.copyBar(asJSON))
+				if errors.Is(err, volume.ErrNeedsCopy) {
+					h, err = a.reencryptSnapshot(ctx, cfg, snap, opt, false)
+				}
 			} else {
 				h, err = volume.Create(ctx, client, opt)
 			}
