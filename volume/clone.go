@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/fusefs"
 )
 
 // A tree clone copies a directory tree (a backing directory: ciphertext,
@@ -160,7 +162,9 @@ func (c *TreeClone) walk() (*treeEntry, []*treeEntry, error) {
 	var walkDir func(rel string) error
 	walkDir = func(rel string) error {
 		dir := filepath.Join(c.src, rel)
-		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		// O_NOATIME: a snapshot changes nothing in its source, not even
+		// the access times of the directories it lists.
+		fd, err := fusefs.OpenatNoAtime(unix.AT_FDCWD, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 		if err != nil {
 			if c.opt.Live && errors.Is(err, unix.ENOENT) {
 				return nil
