@@ -123,6 +123,9 @@ type FS struct {
 	// space tracks free backing space (space.go); nil until mounted
 	// read-write.
 	space atomic.Pointer[space]
+	// pause holds back changes while a snapshot copies the backing
+	// (pause.go).
+	pause *pauser
 	// fileNoAtime, dirNoAtime: O_NOATIME or 0, ORed into the flags of
 	// backing file opens and directory listings (set by Mount before it
 	// serves).
@@ -185,6 +188,7 @@ func New(opts Options) (*FS, error) {
 		euid:       uint32(os.Geteuid()),
 		egid:       uint32(os.Getegid()),
 		open:       make(map[*Node]struct{}),
+		pause:      newPauser(),
 	}
 	f.metaOK.Store(true)
 	if _, err := unix.Getxattr(abs, metaXattr, nil); isNotSupported(err) {
@@ -254,7 +258,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	// Files created on a nearly full backing use direct I/O (space.go);
 	// without this, mmap of them would fail.
 	opts.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
-	raw := newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests, &f.ops)
+	raw := newPauseFS(newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests, &f.ops), f)
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		hint := ""
@@ -290,6 +294,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	go func() {
 		srv.Wait()
+		f.endPause()
 		if sp := f.space.Swap(nil); sp != nil {
 			sp.close()
 		}
@@ -323,24 +328,40 @@ func (f *FS) flushDirty() {
 	if f.server.Load() == nil {
 		return
 	}
-	var files []string
+	f.fsyncInodes(f.regularInodes())
+}
+
+// regularInodes lists the regular files the kernel knows on the mount.
+func (f *FS) regularInodes() []*fs.Inode {
+	var out []*fs.Inode
 	f.eachInode(func(in *fs.Inode) {
 		if in.StableAttr().Mode == unix.S_IFREG {
-			if p := in.Path(nil); p != "" {
-				files = append(files, p)
-			}
+			out = append(out, in)
 		}
 	})
-	for _, p := range files {
+	return out
+}
+
+// fsyncInodes fsyncs each file of list through the mount, by its name at
+// that moment, and returns those it could not open: renamed meanwhile (or
+// removed, which leaves nothing of them to wait for).
+func (f *FS) fsyncInodes(list []*fs.Inode) (missed []*fs.Inode) {
+	for _, in := range list {
+		p := in.Path(nil)
+		if p == "" {
+			continue // no name: nothing of it reaches a copy of the backing
+		}
 		fd, err := unix.Open(filepath.Join(f.mountpoint, p), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
-			continue // gone or renamed since: nothing of it to wait for here
+			missed = append(missed, in)
+			continue
 		}
 		if err := unix.Fsync(fd); err != nil {
 			f.log.Warn().Str("op", "flush").Err(err).Msg("writing cached data back failed")
 		}
 		unix.Close(fd)
 	}
+	return missed
 }
 
 // setMountFlags puts the mount flags of mo where the mount takes them:

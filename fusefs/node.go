@@ -303,7 +303,7 @@ func (c *childOp) dropLong() {
 // child node and fills out.
 func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
 	n.fsys.fillAttrMeta(st, -1, fdPath(d.fd, bname), &out.Attr)
-	n.fsys.space.Load().expireAttr(&out.Attr, &out.AttrValid, &out.AttrValidNsec, true)
+	n.fsys.expireAttr(&out.Attr, &out.AttrValid, &out.AttrValidNsec, true)
 	n.fsys.symlinkSize(k, st, d.fd, bname, &out.Attr)
 	return n.NewInode(ctx, &Node{fsys: n.fsys}, n.fsys.stableAttr(st))
 }
@@ -431,7 +431,6 @@ func (n *Node) setattrNameless(in *fuse.SetAttrIn, out *fuse.AttrOut) (bool, sys
 	if of == nil {
 		return true, syscall.ENOENT
 	}
-	const timesOnly = fuse.FATTR_MTIME | fuse.FATTR_CTIME | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER
 	if in.Valid&^timesOnly != 0 || !n.fsys.writeback.Load() {
 		return false, 0
 	}

@@ -22,8 +22,20 @@ import (
 // HeaderFile is the name of the volume header in the backing directory.
 const HeaderFile = "encvol.volume"
 
-// HeaderVersion is the only header format version this package reads and writes.
-const HeaderVersion = 1
+// IncompleteFile marks a backing directory whose volume is still being
+// written by a copy or an import: while it exists the volume is not
+// complete and must not be mounted. Its format belongs to package volume.
+const IncompleteFile = "encvol.incomplete"
+
+
+// Header format versions. Version 1 has no key-check blob; version 2 adds
+// key_check (Header.KeyCheck), which lets a mount check its access to the
+// key without the KMS sending the data key again. Both are read and
+// written: a version 1 header stays version 1 until SetKeyCheck.
+const (
+	HeaderVersion         = 1
+	HeaderVersionKeyCheck = 2
+)
 
 // MaxHeaderSize bounds the header file; anything larger is corrupt.
 const MaxHeaderSize = 64 << 10
@@ -37,7 +49,6 @@ const (
 	MinSectorSize      = 512
 	MaxSectorSize      = 65536
 	headerMagicPrefix  = "encvol-volume v"
-	headerMagicLine    = "encvol-volume v1\n"
 	headerMACPrefix    = "mac: "
 	createdLayout      = "2006-01-02T15:04:05Z"
 	maxWrappedDKLen    = 8 << 10
@@ -59,11 +70,16 @@ var (
 // stored; the header is authenticated with HMAC-SHA256 under the HeaderMAC
 // subkey, so it can be checked only after the KMS unwrapped the DK.
 type Header struct {
-	Version           int               // HeaderVersion
-	VolumeID          string            // "vol-" + 32 lowercase hex digits
-	KMS               string            // name of the configured KMS ([kms.NAME]) used at create
-	KeyID             string            // key ARN as returned by the KMS at create
-	WrappedDK         []byte            // KMS ciphertext blob of the DK
+	Version   int    // HeaderVersion
+	VolumeID  string // "vol-" + 32 lowercase hex digits
+	KMS       string // name of the configured KMS ([kms.NAME]) used at create
+	KeyID     string // key ARN as returned by the KMS at create
+	WrappedDK []byte // KMS ciphertext blob of the DK
+	// KeyCheck (version 2) is a KMS ciphertext blob, under the same key
+	// and encryption context as WrappedDK, of KeyCheckPlaintext(VolumeID):
+	// what a mount decrypts to check its access, so routine checks never
+	// carry the DK.
+	KeyCheck          []byte
 	EncryptionContext map[string]string // at least {ContextVolumeID: VolumeID}
 	Cipher            string            // CipherAES256GCM
 	SectorSize        int               // power of two MinSectorSize..MaxSectorSize
@@ -80,6 +96,7 @@ type headerJSON struct {
 	KMS               string            `json:"kms"`
 	KeyID             string            `json:"key_id"`
 	WrappedDK         string            `json:"wrapped_dk"`
+	KeyCheck          string            `json:"key_check,omitempty"`
 	EncryptionContext map[string]string `json:"encryption_context"`
 	Cipher            string            `json:"cipher"`
 	SectorSize        int               `json:"sector_size"`
@@ -105,8 +122,17 @@ func corrupt(format string, a ...any) error {
 // Validate checks every field for sanity. Errors wrap ErrHeaderVersion for a
 // version other than HeaderVersion and ErrHeaderCorrupt otherwise.
 func (h *Header) Validate() error {
-	if h.Version != HeaderVersion {
-		return fmt.Errorf("%w: version %d (this build reads version %d)", ErrHeaderVersion, h.Version, HeaderVersion)
+	switch h.Version {
+	case HeaderVersion:
+		if len(h.KeyCheck) != 0 {
+			return corrupt("key_check in a version %d header", HeaderVersion)
+		}
+	case HeaderVersionKeyCheck:
+		if len(h.KeyCheck) == 0 || len(h.KeyCheck) > maxWrappedDKLen {
+			return corrupt("key_check has %d bytes (want 1..%d)", len(h.KeyCheck), maxWrappedDKLen)
+		}
+	default:
+		return fmt.Errorf("%w: version %d (this build reads versions %d and %d)", ErrHeaderVersion, h.Version, HeaderVersion, HeaderVersionKeyCheck)
 	}
 	if !volumeIDRe.MatchString(h.VolumeID) {
 		return corrupt("volume_id %q is not vol-<32 lowercase hex digits>", h.VolumeID)
@@ -170,6 +196,7 @@ func (h *Header) body() ([]byte, error) {
 		KMS:               h.KMS,
 		KeyID:             h.KeyID,
 		WrappedDK:         base64.StdEncoding.EncodeToString(h.WrappedDK),
+		KeyCheck:          base64.StdEncoding.EncodeToString(h.KeyCheck),
 		EncryptionContext: h.EncryptionContext,
 		Cipher:            h.Cipher,
 		SectorSize:        h.SectorSize,
@@ -185,13 +212,33 @@ func (h *Header) body() ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
+// magicLine is the first line of a header of version v.
+func magicLine(v int) string { return headerMagicPrefix + strconv.Itoa(v) + "\n" }
+
 // macInput is the byte string the MAC covers: the magic line, the body and the
 // newline that ends the body.
-func macInput(body []byte) []byte {
-	in := make([]byte, 0, len(headerMagicLine)+len(body)+1)
-	in = append(in, headerMagicLine...)
+func macInput(version int, body []byte) []byte {
+	magic := magicLine(version)
+	in := make([]byte, 0, len(magic)+len(body)+1)
+	in = append(in, magic...)
 	in = append(in, body...)
 	return append(in, '\n')
+}
+
+// KeyCheckPlaintext is what Header.KeyCheck decrypts to: SHA-256 of
+// "encvol key check v1 " and the volume ID, 32 bytes like a data key (what
+// KMS clients expect a volume's Decrypt to return). It is no secret: the
+// blob proves only that the KMS lets the caller decrypt under the key and
+// the volume's encryption context, as the data key needs.
+func KeyCheckPlaintext(volumeID string) []byte {
+	sum := sha256.Sum256([]byte("encvol key check v1 " + volumeID))
+	return sum[:]
+}
+
+// SetKeyCheck stores the key-check blob and makes h a version 2 header.
+func (h *Header) SetKeyCheck(blob []byte) {
+	h.KeyCheck = bytes.Clone(blob)
+	h.Version = HeaderVersionKeyCheck
 }
 
 func computeMAC(macKey *Key, msg []byte) ([]byte, error) {
@@ -220,7 +267,7 @@ func (h *Header) Encode(macKey *Key) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := macInput(body)
+	in := macInput(h.Version, body)
 	mac, err := computeMAC(macKey, in)
 	if err != nil {
 		return nil, err
@@ -242,7 +289,7 @@ func (h *Header) VerifyMAC(macKey *Key) error {
 	if err != nil {
 		return err
 	}
-	want, err := computeMAC(macKey, macInput(body))
+	want, err := computeMAC(macKey, macInput(h.Version, body))
 	if err != nil {
 		return err
 	}
@@ -267,11 +314,12 @@ func ParseHeader(data []byte) (*Header, error) {
 	if !bytes.HasPrefix(magic, []byte(headerMagicPrefix)) {
 		return nil, corrupt("not an encvol volume header (first line %q)", clip(magic))
 	}
-	if v := string(magic[len(headerMagicPrefix):]); v != strconv.Itoa(HeaderVersion) {
-		if n, err := strconv.Atoi(v); err == nil && n > 0 && strconv.Itoa(n) == v {
-			return nil, fmt.Errorf("%w: format version %d (this build reads version %d)", ErrHeaderVersion, n, HeaderVersion)
-		}
+	magicVersion, err := strconv.Atoi(string(magic[len(headerMagicPrefix):]))
+	if err != nil || magicVersion <= 0 || strconv.Itoa(magicVersion) != string(magic[len(headerMagicPrefix):]) {
 		return nil, corrupt("bad magic line %q", clip(magic))
+	}
+	if magicVersion != HeaderVersion && magicVersion != HeaderVersionKeyCheck {
+		return nil, fmt.Errorf("%w: format version %d (this build reads versions %d and %d)", ErrHeaderVersion, magicVersion, HeaderVersion, HeaderVersionKeyCheck)
 	}
 	body, rest, ok := bytes.Cut(rest, []byte("\n"))
 	if !ok {
@@ -299,6 +347,9 @@ func ParseHeader(data []byte) (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.Version != magicVersion {
+		return nil, corrupt("magic line says version %d, the body %d", magicVersion, h.Version)
+	}
 	h.mac = mac
 	return h, nil
 }
@@ -323,8 +374,8 @@ func parseBody(body []byte) (*Header, error) {
 	if err != nil || strconv.Itoa(v) != string(probe.Version) {
 		return nil, corrupt("version %s is not a plain integer", clip(probe.Version))
 	}
-	if v != HeaderVersion {
-		return nil, fmt.Errorf("%w: body version %d (this build reads version %d)", ErrHeaderVersion, v, HeaderVersion)
+	if v != HeaderVersion && v != HeaderVersionKeyCheck {
+		return nil, fmt.Errorf("%w: body version %d (this build reads versions %d and %d)", ErrHeaderVersion, v, HeaderVersion, HeaderVersionKeyCheck)
 	}
 	var w headerJSON
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -339,6 +390,10 @@ func parseBody(body []byte) (*Header, error) {
 	if err != nil {
 		return nil, corrupt("wrapped_dk is not padded standard base64: %v", err)
 	}
+	check, err := base64.StdEncoding.Strict().DecodeString(w.KeyCheck)
+	if err != nil {
+		return nil, corrupt("key_check is not padded standard base64: %v", err)
+	}
 	created, err := time.Parse(createdLayout, w.Created)
 	if err != nil {
 		return nil, corrupt("created %q is not YYYY-MM-DDTHH:MM:SSZ: %v", clip([]byte(w.Created)), err)
@@ -349,6 +404,7 @@ func parseBody(body []byte) (*Header, error) {
 		KMS:               w.KMS,
 		KeyID:             w.KeyID,
 		WrappedDK:         dk,
+		KeyCheck:          check,
 		EncryptionContext: w.EncryptionContext,
 		Cipher:            w.Cipher,
 		SectorSize:        w.SectorSize,

@@ -111,7 +111,7 @@ func TestHeaderFieldTamper(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			forged := append(macInput(body), macLine...)
+			forged := append(macInput(HeaderVersion, body), macLine...)
 			p, err := ParseHeader(forged)
 			if err != nil {
 				t.Fatalf("forged header does not parse: %v", err)
@@ -176,9 +176,12 @@ func TestParseHeaderStrict(t *testing.T) {
 		msg  string
 	}{
 		{"magic", []byte(strings.Replace(s, "encvol-volume", "encvol-volumes", 1)), ErrHeaderCorrupt, "not an encvol volume header"},
-		{"magic version", []byte(strings.Replace(s, "encvol-volume v1", "encvol-volume v2", 1)), ErrHeaderVersion, "format version 2"},
+		{"magic version", []byte(strings.Replace(s, "encvol-volume v1", "encvol-volume v3", 1)), ErrHeaderVersion, "format version 3"},
 		{"magic version garbage", []byte(strings.Replace(s, "encvol-volume v1", "encvol-volume v01", 1)), ErrHeaderCorrupt, "bad magic"},
-		{"body version", withBody(strings.Replace(body, `"version":1`, `"version":2`, 1)), ErrHeaderVersion, "body version 2"},
+		{"body version", withBody(strings.Replace(body, `"version":1`, `"version":3`, 1)), ErrHeaderVersion, "body version 3"},
+		{"key_check in version 1", withBody(strings.Replace(body, `"encryption_context"`, `"key_check":"QUJD","encryption_context"`, 1)), ErrHeaderCorrupt, "key_check in a version 1"},
+		{"version 2 without key_check", []byte(strings.Replace(strings.Replace(s, "encvol-volume v1", "encvol-volume v2", 1), `"version":1`, `"version":2`, 1)), ErrHeaderCorrupt, "key_check has 0 bytes"},
+		{"magic and body versions differ", []byte(strings.Replace(s, "encvol-volume v1", "encvol-volume v2", 1)), ErrHeaderCorrupt, "magic line says version 2"},
 		{"body version float", withBody(strings.Replace(body, `"version":1`, `"version":1.0`, 1)), ErrHeaderCorrupt, "not a plain integer"},
 		{"body version string", withBody(strings.Replace(body, `"version":1`, `"version":"1"`, 1)), ErrHeaderCorrupt, "not a plain integer"},
 		{"unknown field", withBody(strings.Replace(body, `"version":1,`, `"version":1,"x":1,`, 1)), ErrHeaderCorrupt, "unknown field"},

@@ -12,6 +12,9 @@ const (
 	LabelContent   = "encvol v1 content"
 	LabelNames     = "encvol v1 names"
 	LabelHeaderMAC = "encvol v1 header-mac"
+	// LabelSnapshotManifest derives the HMAC-SHA256 key of a snapshot's
+	// manifest (docs/format.md, "Snapshots").
+	LabelSnapshotManifest = "encvol v1 snapshot-manifest"
 )
 
 // SubkeyLen is the length of every subkey in Subkeys. The names subkey is 32

@@ -54,7 +54,12 @@ func TestVectorSubkeys(t *testing.T) {
 }
 
 func TestVectorHeader(t *testing.T) {
-	v := loadVector(t, "header")
+	for _, name := range []string{"header", "header-v2"} {
+		t.Run(name, func(t *testing.T) { checkHeaderVector(t, loadVector(t, name)) })
+	}
+}
+
+func checkHeaderVector(t *testing.T, v map[string]string) {
 	dk, err := NewKey(unhex(t, v["dk"]))
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +80,12 @@ func TestVectorHeader(t *testing.T) {
 	}
 	if !bytes.Equal(h.WrappedDK, unhex(t, v["wrapped_dk_hex"])) {
 		t.Fatalf("wrapped_dk = %x", h.WrappedDK)
+	}
+	if !bytes.Equal(h.KeyCheck, unhex(t, v["key_check_hex"])) {
+		t.Fatalf("key_check = %x", h.KeyCheck)
+	}
+	if want := v["key_check_plaintext"]; want != "" && !bytes.Equal(KeyCheckPlaintext(h.VolumeID), unhex(t, want)) {
+		t.Fatalf("key check plaintext = %x, document says %s", KeyCheckPlaintext(h.VolumeID), want)
 	}
 	// Writing the same fields reproduces the document byte for byte.
 	again, err := h.Encode(mk)

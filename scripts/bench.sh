@@ -14,10 +14,18 @@
 #   TMPFS_SIZE=3G     size of the tmpfs that holds every backing directory
 #   APPEND=0|1        append the table to docs/performance.md (default 1; QUICK: 0)
 #   KEEP=1            keep the work directory (logs) after the run
-#   PARTS="..."       subset of: fs (the file system comparison) fsck (encvol
+#   PARTS="..."       subset of: fs (the file system comparison), fsck (encvol
 #                     fsck of a FSCK_MB volume against raw AES-GCM on every
-#                     core); default: both
+#                     core), snapshot (snapshot of a volume while fio writes
+#                     to it, once on the tmpfs (copy) and once on a
+#                     loop-mounted XFS with reflink=1 (reflink) when mkfs.xfs
+#                     and a loop device work), lifecycle (encvol import and
+#                     copy of a ~1 GiB tree of many small and some large files
+#                     against cp -a of the same tree into a mounted encvol
+#                     volume); default: all
 #   FSCK_MB=N         size of the fsck volume in MiB, default 1024 (QUICK: 128)
+#   SNAP_MB=N         size of the snapshot volume in MiB (default 1024; QUICK: 128)
+#   LC_TMPFS_SIZE=5G  size of the tmpfs of the lifecycle part
 #
 # Why each system: securefs and gocryptfs are the established encrypted FUSE
 # file systems (securefs mounts with 30 s attribute and entry timeouts and
@@ -43,6 +51,9 @@ if [ "$QUICK" = 1 ]; then
 	SMALL_COUNT=4096   # 512-byte writes (2 MiB)
 	FIO_SECS=2
 	FIO_SIZE=32M
+	LC_SMALL=2000      # lifecycle tree: small files of 1..64 KiB (~64 MiB)
+	LC_LARGE=2         # and large files of LC_LARGE_MB MiB each
+	LC_LARGE_MB=32
 else
 	RUNS=${RUNS:-3}
 	APPEND=${APPEND:-1}
@@ -50,14 +61,19 @@ else
 	SMALL_COUNT=65536  # 32 MiB
 	FIO_SECS=10
 	FIO_SIZE=256M
+	LC_SMALL=16000     # ~512 MiB in small files
+	LC_LARGE=8         # 512 MiB in large ones
+	LC_LARGE_MB=64
 fi
 SYSTEMS=${SYSTEMS:-"encvol securefs gocryptfs loopback bare"}
-PARTS=${PARTS:-"fs fsck"}
+PARTS=${PARTS:-"fs fsck snapshot lifecycle"}
 if [ "$QUICK" = 1 ]; then FSCK_MB=${FSCK_MB:-128}; else FSCK_MB=${FSCK_MB:-1024}; fi
+if [ "$QUICK" = 1 ]; then SNAP_MB=${SNAP_MB:-128}; else SNAP_MB=${SNAP_MB:-1024}; fi
 TMPFS_SIZE=${TMPFS_SIZE:-3G}
 KEEP=${KEEP:-0}
+LC_TMPFS_SIZE=${LC_TMPFS_SIZE:-5G}
 CMDLINE="$(printf '%q ' "$0" "$@")"
-ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" PARTS=\"$PARTS\" TMPFS_SIZE=$TMPFS_SIZE FSCK_MB=$FSCK_MB"
+ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" PARTS=\"$PARTS\" TMPFS_SIZE=$TMPFS_SIZE FSCK_MB=$FSCK_MB SNAP_MB=$SNAP_MB LC_TMPFS_SIZE=$LC_TMPFS_SIZE"
 
 for s in $SYSTEMS; do
 	case $s in encvol | securefs | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
@@ -66,7 +82,7 @@ done
 has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 for p in $PARTS; do
-	case $p in fs | fsck) ;; *) die "unknown part '$p' in PARTS" ;; esac
+	case $p in fs | fsck | lifecycle) ;; *) die "unknown part '$p' in PARTS" ;; esac
 done
 part fs || SYSTEMS=""
 
@@ -75,6 +91,10 @@ need_pkgs=()
 command -v fio >/dev/null || need_pkgs+=(fio)
 command -v jq >/dev/null || need_pkgs+=(jq)
 command -v mountpoint >/dev/null || need_pkgs+=(util-linux)
+if part lifecycle; then
+	[ -x /usr/bin/time ] || need_pkgs+=(time)
+	command -v python3 >/dev/null || need_pkgs+=(python3)
+fi
 if has gocryptfs; then
 	command -v gocryptfs >/dev/null || need_pkgs+=(gocryptfs)
 	# Debian's gocryptfs depends only on libfuse2 and mounts through
@@ -98,16 +118,20 @@ declare -A PID=()  # daemon pid per FUSE system
 mp() { echo "$WORK/mnt/$1"; }
 backing() { echo "$T/$1"; }
 
+SNAP_FIO=""
 cleanup() {
 	set +e
+	[ -z "$SNAP_FIO" ] || { kill "$SNAP_FIO" 2>/dev/null; wait "$SNAP_FIO" 2>/dev/null; }
 	for s in "${!PID[@]}"; do stop_fs "$s" 2>/dev/null; done
 	for m in "$WORK"/mnt/*; do
 		mountpoint -q "$m" 2>/dev/null && umount -l "$m"
 	done
 	mountpoint -q "$T" && umount -l "$T"
+	mountpoint -q "$WORK/lc" && umount -l "$WORK/lc"
 	for d in "$WORK"/fsck-*; do
 		mountpoint -q "$d" 2>/dev/null && umount -l "$d"
 	done
+	mountpoint -q "$WORK/xfs" 2>/dev/null && umount -l "$WORK/xfs"
 	if [ "$KEEP" = 1 ]; then
 		log "work directory kept: $WORK"
 	else
@@ -123,7 +147,7 @@ mount -t tmpfs -o size="$TMPFS_SIZE" encvol-bench "$T"
 # --- build ---------------------------------------------------------------------
 export GOEXPERIMENT=runtimesecret
 (cd "$REPO" && go build -o "$WORK/bin/nopassthrough" ./scripts/nopassthrough)
-if has encvol || part fsck; then
+if has encvol || part fsck || part snapshot || part lifecycle; then
 	(cd "$REPO" && go build -o "$WORK/bin/encvol" ./cmd/encvol)
 	CFG=$WORK/encvol.toml
 	cat >"$CFG" <<EOF
@@ -133,6 +157,9 @@ path = "$WORK/kms"
 EOF
 	ENCVOL=("$WORK/bin/encvol" --config "$CFG")
 	"${ENCVOL[@]}" kms create-key --alias alias/bench --description "encvol benchmark" >"$WORK/log/create-key.out"
+	if part lifecycle; then
+		"${ENCVOL[@]}" kms create-key --alias alias/bench-copy --description "encvol benchmark, copies" >>"$WORK/log/create-key.out"
+	fi
 fi
 if has encvol; then
 	mkdir -p "$(backing encvol)"
@@ -332,13 +359,84 @@ log "work directory $WORK; sizes: seq ${SEQ_MB} MiB, small $SMALL_COUNT x 512 B,
 # rm -rf pays for memory the host took back (see docs/performance.md), and
 # a fixed order would charge that to one system every time.
 read -ra SYS_ORDER <<<"$SYSTEMS"
-for ((r = 1; r <= RUNS; r++)); do
-	for ((i = 0; i < ${#SYS_ORDER[@]}; i++)); do
-		s=${SYS_ORDER[$(((i + r - 1) % ${#SYS_ORDER[@]}))]}
-		log "run $r/$RUNS: $s"
-		run_system "$s"
+if part fs; then
+	for ((r = 1; r <= RUNS; r++)); do
+		for ((i = 0; i < ${#SYS_ORDER[@]}; i++)); do
+			s=${SYS_ORDER[$(((i + r - 1) % ${#SYS_ORDER[@]}))]}
+			log "run $r/$RUNS: $s"
+			run_system "$s"
+		done
 	done
-done
+fi
+
+# --- lifecycle: import and copy against cp -a into a mounted volume ----------------------
+# The tree and all three volumes share a tmpfs of their own. cp -a is timed
+# until `encvol umount` returns, which writes back what the kernel still
+# held; import and copy are timed to their end, which includes their check
+# (every file read back and compared, one mount). CPU is user + system time
+# of every process involved, as cores kept busy on average.
+LC=$WORK/lc
+lc_tree() { # DIR
+	python3 - "$1" "$LC_SMALL" "$LC_LARGE" "$LC_LARGE_MB" <<'PY'
+import os, random, sys
+root, small, large, large_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rnd = random.Random(1)
+for i in range(small):
+    d = os.path.join(root, "d%03d" % (i % 100), "e%d" % (i % 7))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(os.urandom(rnd.randint(1, 64 << 10)))
+os.makedirs(os.path.join(root, "large"), exist_ok=True)
+for i in range(large):
+    with open(os.path.join(root, "large", "big%d" % i), "wb") as f:
+        for _ in range(large_mb):
+            f.write(os.urandom(1 << 20))
+PY
+}
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; } # PID
+timed_cmd() { # NAME CMD... — records seconds, cores busy and peak RSS (KiB) of one process
+	local n=$1 out=$WORK/log/lc-time.$1
+	shift
+	/usr/bin/time -f '%e %U %S %M' -o "$out" "$@" >>"$WORK/log/lc-$n.log" 2>&1
+	read -r secs usr sys rss <"$out"
+	record lc "$n.secs" "$secs"
+	record lc "$n.cores" "$(awk -v u="$usr" -v s="$sys" -v e="$secs" 'BEGIN { printf "%.2f", (u + s) / e }')"
+	record lc "$n.rss" "$rss"
+}
+lc_run() { # RUN — a new backing path each run: the first mount of a path pins its volume
+	local b=$LC/cpa-$1 m=$WORK/mnt/lc pid t0 secs cpu lf=$WORK/log/lc-mount.log
+	"${ENCVOL[@]}" create --backing "$b" --key alias/bench >/dev/null
+	mkdir -p "$m"
+	"${ENCVOL[@]}" mount -f "$b" "$m" >>"$lf" 2>&1 &
+	pid=$!
+	wait_mounted "$m" "$pid" "$lf"
+	t0=$(now)
+	/usr/bin/time -f '%U %S' -o "$WORK/log/lc-time.cp" cp -a "$LC/plain/." "$m/"
+	cpu=$(cpu_secs "$pid")
+	record lc cpa.rss "$(peak_rss_kib "$pid")"
+	"${ENCVOL[@]}" umount "$m" >/dev/null
+	wait "$pid" 2>/dev/null || true
+	secs=$(elapsed "$t0")
+	record lc cpa.secs "$secs"
+	record lc cpa.cores "$(awk -v d="$cpu" -v e="$secs" '{ printf "%.2f", ($1 + $2 + d) / e }' "$WORK/log/lc-time.cp")"
+	rm -rf "$b"
+
+	timed_cmd import "${ENCVOL[@]}" import "$LC/plain" --backing "$LC/imp" --key alias/bench
+	timed_cmd copy "${ENCVOL[@]}" copy "$LC/imp" --backing "$LC/cpy" --key alias/bench-copy
+	rm -rf "$LC/imp" "$LC/cpy"
+}
+if part lifecycle; then
+	mkdir -p "$LC"
+	mount -t tmpfs -o size="$LC_TMPFS_SIZE" encvol-bench-lc "$LC"
+	log "lifecycle: writing the tree ($LC_SMALL small files, $LC_LARGE x $LC_LARGE_MB MiB)"
+	lc_tree "$LC/plain"
+	LC_FILES=$(find "$LC/plain" -type f | wc -l)
+	LC_BYTES=$(find "$LC/plain" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
+	for ((r = 1; r <= RUNS; r++)); do
+		log "run $r/$RUNS: lifecycle"
+		lc_run "$r"
+	done
+fi
 
 # --- fsck ----------------------------------------------------------------------------------
 # encvol fsck reads every stored sector of a FSCK_MB volume and authenticates
@@ -382,6 +480,79 @@ fsck_bench() { # KIND: plain | huge
 if part fsck; then
 	fsck_bench plain
 	fsck_bench huge
+fi
+
+# --- snapshot while a writer runs ------------------------------------------------------------
+# A volume of SNAP_MB MiB (16 files) on the file system under test is
+# mounted, a writer runs in it, and `encvol snapshot create --json` runs
+# RUNS times; paused_ms is how long the mount's writes waited, the snapshot
+# time is the whole command. Each snapshot is deleted before the next, so
+# every run copies everything again. Two writers (fio, psync, through the
+# writeback cache): "random" rewrites 4 KiB blocks of a 256 MiB file as fast
+# as it can, the worst case for the last pass (the file changes all over
+# while the first pass runs); "append" writes 1 MiB blocks sequentially at
+# 20 MB/s (around a 256 MiB file), like a log or a recorder.
+SNAP_TABLE=$WORK/snapshot.md
+XFS_NOTE=""
+declare -A WRITER=(
+	[random]="--rw=randwrite --bs=4k --size=256M"
+	[append]="--rw=write --bs=1M --size=256M --rate=20m"
+)
+snapshot_bench() { # FSLABEL DIR
+	local fsl=$1 dir=$2 b m fpid i out w
+	b=$dir/snapvol
+	m=$WORK/mnt/snap
+	mkdir -p "$m"
+	"${ENCVOL[@]}" create --backing "$b" --key alias/bench >/dev/null
+	"${ENCVOL[@]}" mount "$b" "$m" >/dev/null
+	for ((i = 0; i < 16; i++)); do
+		dd if=/dev/urandom of="$m/data$i" bs=1M count=$((SNAP_MB / 16)) status=none
+	done
+	sync
+	for w in random append; do
+		# shellcheck disable=SC2086 # WRITER holds several options
+		fio --name=snapwriter --directory="$m" --filename="writer-$w.dat" ${WRITER[$w]} \
+			--ioengine=psync --time_based --runtime=3600 --output=/dev/null >/dev/null 2>&1 &
+		fpid=$!
+		SNAP_FIO=$fpid
+		sleep 3 # let fio lay out its file and reach its pace
+		for ((i = 1; i <= RUNS; i++)); do
+			out=$WORK/log/snapshot.$fsl.$w.$i.json
+			"${ENCVOL[@]}" snapshot create "$b" --name "bench$i" --json >"$out"
+			record "$fsl-$w" snap_paused "$(jq -r .paused_ms "$out")"
+			record "$fsl-$w" snap_secs "$(jq -r '.duration_ms / 1000 * 100 | floor / 100' "$out")"
+			jq -r .method "$out" >"$WORK/res/$fsl-$w.snap_method"
+			"${ENCVOL[@]}" snapshot delete "$b" "bench$i" >/dev/null
+		done
+		kill "$fpid" 2>/dev/null
+		wait "$fpid" 2>/dev/null || true
+		rm -f "$m/writer-$w.dat"
+	done
+	"${ENCVOL[@]}" umount "$m" >/dev/null
+	rm -rf "$b" "$b.snapshots"
+}
+xfs_mount() { # sets XFS to the mountpoint of a loop XFS with reflinks, or XFS_NOTE to why not
+	command -v mkfs.xfs >/dev/null || {
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null 2>&1 || true
+	}
+	command -v mkfs.xfs >/dev/null || { XFS_NOTE="mkfs.xfs is not installed and apt-get could not install xfsprogs"; return 1; }
+	local img=$WORK/xfs.img
+	XFS=$WORK/xfs
+	truncate -s $((SNAP_MB * 3 + 1024))M "$img"
+	mkfs.xfs -q -m reflink=1 "$img" >/dev/null 2>&1 || { XFS_NOTE="mkfs.xfs -m reflink=1 failed"; return 1; }
+	mkdir -p "$XFS"
+	mount -o loop "$img" "$XFS" 2>/dev/null || { XFS_NOTE="no loop device could mount the XFS image"; return 1; }
+}
+if part snapshot; then
+	log "snapshot of a ${SNAP_MB} MiB volume while fio writes: tmpfs (copy)"
+	snapshot_bench tmpfs "$T"
+	if xfs_mount; then
+		log "snapshot of a ${SNAP_MB} MiB volume while fio writes: XFS with reflink=1"
+		snapshot_bench xfs "$XFS"
+		umount "$XFS"
+	else
+		log "no reflink row: $XFS_NOTE"
+	fi
 fi
 
 # --- report ------------------------------------------------------------------------------
@@ -439,6 +610,26 @@ part fs && {
 	done
 } >"$TABLE"
 
+if part lifecycle; then
+	mib() { awk -v k="$1" 'BEGIN { if (k == "-") print "-"; else printf "%.0f", k / 1024 }'; }
+	{
+		[ -s "$TABLE" ] && echo
+		echo "| $LC_FILES files, $((LC_BYTES >> 20)) MiB on tmpfs | time (s) | MB/s | cores busy | peak RSS (MiB) | speed vs cp -a |"
+		echo "|---|---:|---:|---:|---:|---:|"
+		for w in cpa import copy; do
+			case $w in
+			cpa) label="cp -a into a mounted encvol volume, until umount returns" ;;
+			import) label="encvol import into a new volume (with its check)" ;;
+			copy) label="encvol copy under another key (with its check)" ;;
+			esac
+			secs=$(median "$WORK/res/lc.$w.secs")
+			printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$secs" "$(mbps "$LC_BYTES" "$secs")" \
+				"$(median "$WORK/res/lc.$w.cores")" "$(mib "$(median "$WORK/res/lc.$w.rss")")" \
+				"$(ratio "$secs" "$(median "$WORK/res/lc.cpa.secs")" 0)"
+		done
+	} >>"$TABLE"
+fi
+
 if part fsck; then
 	{
 		[ -s "$TABLE" ] && echo
@@ -463,8 +654,33 @@ if has encvol && part fs; then
 fi
 
 RSS_LINE=""
-if has encvol; then
+if has encvol && part fs && [ -s "$WORK/res/encvol.rss_kib" ]; then
 	RSS_LINE="encvol daemon peak RSS (VmHWM) over mount + untar: median $(median "$WORK/res/encvol.rss_kib") KiB, max $(sort -g "$WORK/res/encvol.rss_kib" | tail -1) KiB ($(sort -g "$WORK/res/encvol.rss_kib" | tr '\n' ' ')KiB per run)."
+fi
+
+if ls "$WORK"/res/*.snap_paused >/dev/null 2>&1; then
+	{
+		echo
+		echo "Snapshot of a ${SNAP_MB} MiB volume while a writer runs in it (medians of $RUNS, each snapshot deleted before the next; writers: random = fio 4 KiB random rewrites of a 256 MiB file at full speed, append = fio 1 MiB sequential writes at 20 MB/s into a 256 MiB file):"
+		echo
+		echo "| backing file system | writer | method | writes paused (ms), median | max | snapshot time (s), median |"
+		echo "|---|---|---|---:|---:|---:|"
+		for fsl in tmpfs xfs; do
+			case $fsl in tmpfs) name="tmpfs" ;; xfs) name="XFS on a loop device, reflink=1" ;; esac
+			for w in random append; do
+				k=$fsl-$w
+				if [ -s "$WORK/res/$k.snap_paused" ]; then
+					echo "| $name | $w | $(cat "$WORK/res/$k.snap_method") | $(median "$WORK/res/$k.snap_paused") | $(sort -g "$WORK/res/$k.snap_paused" | tail -1) | $(median "$WORK/res/$k.snap_secs") |"
+				else
+					echo "| $name | $w | - | - | - | - |"
+				fi
+			done
+		done
+		if [ -n "$XFS_NOTE" ]; then
+			echo
+			echo "No reflink rows in this run: $XFS_NOTE."
+		fi
+	} >"$SNAP_TABLE"
 fi
 
 REPORT=$WORK/report.md
@@ -485,6 +701,9 @@ REPORT=$WORK/report.md
 	if part fsck; then
 		echo "- fsck: \`encvol fsck --json\` throughput (bytes authenticated / run time) on a volume of $FSCK_MB MiB written through the mount, against sector's BenchmarkRawGCMOpen4KParallel run right before and after each check; medians of $RUNS run(s)."
 	fi
+	if part lifecycle; then
+		echo "- Import and copy: the tree ($LC_SMALL files of 1 to 64 KiB in 700 directories, $LC_LARGE of $LC_LARGE_MB MiB) and every volume on a tmpfs of their own ($LC_TMPFS_SIZE); medians of $RUNS run(s); MB/s = 10^6 bytes of file content per second; cores busy = user + system CPU seconds of every process involved (for cp -a: cp and the mount daemon) per second; peak RSS of the encvol process (for cp -a: the daemon); speed vs cp -a = cp -a time / time."
+	fi
 	if [ -n "$RSS_LINE" ]; then echo "- $RSS_LINE"; fi
 	echo
 	cat "$TABLE"
@@ -492,6 +711,7 @@ REPORT=$WORK/report.md
 		echo
 		cat "$OPS_TABLE"
 	fi
+	if [ -s "$SNAP_TABLE" ]; then echo; cat "$SNAP_TABLE"; fi
 } >"$REPORT"
 
 cat "$REPORT"

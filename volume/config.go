@@ -104,6 +104,12 @@ type VolumeConfig struct {
 	// Options is a mount option string as for `encvol mount -o`, applied
 	// before the command line's own -o.
 	Options string `toml:"options" json:"options,omitempty"`
+	// Snapshots is the directory that holds the volume's snapshots;
+	// default: the backing directory's path plus ".snapshots".
+	Snapshots string `toml:"snapshots" json:"snapshots,omitempty"`
+	// ImportFrom is a plaintext directory that `encvol import --all`
+	// converts into this volume.
+	ImportFrom string `toml:"import_from" json:"import_from,omitempty"`
 }
 
 // Config is a loaded, validated configuration file. Relative paths in it
@@ -274,6 +280,8 @@ func (c *Config) resolvePaths(base string) {
 	for name, v := range c.Volumes {
 		v.Backing = abs(v.Backing)
 		v.Mountpoint = abs(v.Mountpoint)
+		v.Snapshots = abs(v.Snapshots)
+		v.ImportFrom = abs(v.ImportFrom)
 		c.Volumes[name] = v
 	}
 }

@@ -70,6 +70,7 @@ offline_grace = "0s"
 backing = "b"
 mountpoint = "/mnt/v"
 sector_size = 512
+import_from = "plain"
 `)
 	c, err := LoadConfig(p)
 	if err != nil {
@@ -81,6 +82,10 @@ sector_size = 512
 	}
 	if c.Volumes["v"].Backing != filepath.Join(dir, "b") {
 		t.Errorf("relative backing not resolved: %q", c.Volumes["v"].Backing)
+	}
+	jobs, err := c.ImportJobs()
+	if err != nil || len(jobs) != 1 || jobs[0].Name != "v" || jobs[0].PlainDir != filepath.Join(dir, "plain") || jobs[0].Target.Backing != filepath.Join(dir, "b") || jobs[0].Target.KMSName != "a" {
+		t.Errorf("import jobs %+v %v (import_from resolved against the file's directory)", jobs, err)
 	}
 	if c.Defaults.KeyCheckInterval.D() != 500*time.Millisecond || c.Defaults.OfflineGrace.D() != 0 || c.Defaults.OnRevoke != "eio" {
 		t.Errorf("defaults = %+v", c.Defaults)

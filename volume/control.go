@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,19 +26,29 @@ import (
 const (
 	OpStatus  = "status"
 	OpUnmount = "unmount"
+	// OpPause holds the mount's writes for a snapshot (control_pause.go);
+	// the connection then carries OpRenew and OpResume.
+	OpPause  = "pause"
+	OpRenew  = "renew"
+	OpResume = "resume"
 	// OpRekey tells a mount that its header was rewrapped (rekeyfollow.go).
 	OpRekey = "rekey"
 )
 
 type controlRequest struct {
-	Op    string       `json:"op"`
-	Rekey *RekeyNotice `json:"rekey,omitempty"`
+	Op string `json:"op"`
+	// LeaseMS (OpPause): the pause ends by itself when no request comes
+	// on the connection for this long.
+	LeaseMS int64        `json:"lease_ms,omitempty"`
+	Rekey   *RekeyNotice `json:"rekey,omitempty"`
 }
 
 type controlResponse struct {
-	OK     bool    `json:"ok"`
-	Error  string  `json:"error,omitempty"`
-	Status *Status `json:"status,omitempty"`
+	OK     bool        `json:"ok"`
+	Error  string      `json:"error,omitempty"`
+	Status *Status     `json:"status,omitempty"`
+	Pause  *PauseInfo  `json:"pause,omitempty"`
+	Resume *ResumeInfo `json:"resume,omitempty"`
 }
 
 // Status is what a running mount reports through its control socket.
@@ -64,12 +73,14 @@ type Status struct {
 	OnRevoke         string          `json:"on_revoke"`
 	ReadOnly         bool            `json:"read_only"`
 	IO               fusefs.Counters `json:"io"`
+	PID              int             `json:"pid"`
+	Started          time.Time       `json:"started"`
+	Socket           string          `json:"socket"`
+	LogFile          string          `json:"log_file,omitempty"`
 	// Ops counts the FUSE requests served, by opcode.
-	Ops     map[string]uint64 `json:"ops,omitempty"`
-	PID     int               `json:"pid"`
-	Started time.Time         `json:"started"`
-	Socket  string            `json:"socket"`
-	LogFile string            `json:"log_file,omitempty"`
+	Ops map[string]uint64 `json:"ops,omitempty"`
+	// Snapshot is the snapshot directory when the mount serves a snapshot.
+	Snapshot string `json:"snapshot,omitempty"`
 	// Orphaned marks a mount whose daemon is gone (killed, crashed): the
 	// kernel still lists it, but it answers every call with ENOTCONN until
 	// it is unmounted. Only Mountpoint, Backing and Gate ("gone") are set.
@@ -144,22 +155,35 @@ func EnsureSocketDir() (string, error) {
 	return dir, nil
 }
 
+// controlOps are what the daemon does for the control socket's requests.
+type controlOps struct {
+	status  func() Status
+	unmount func() error
+	// pause and resume hold and release the mount's writes; nil on a
+	// mount that cannot pause.
+	pause  func(ctx context.Context) (PauseInfo, error)
+	resume func(gen uint64) ResumeInfo
+	// rekey makes the mount follow a rewrapped header (rekeyfollow.go).
+	rekey func(*RekeyNotice) (*Status, error)
+}
+
 type controlServer struct {
+	controlOps
 	path     string
 	ln       net.Listener
-	status   func() Status
-	unmount  func() error
-	rekey    func(*RekeyNotice) (*Status, error)
 	log      zerolog.Logger
 	finished chan struct{}
 	// handlers counts requests in progress; close waits for them so an
 	// unmount request gets its answer before the daemon exits.
 	handlers sync.WaitGroup
+
+	mu       sync.Mutex
+	sessions map[net.Conn]struct{} // GUARDED_BY(mu): connections holding a pause
 }
 
 // listenControl creates the control socket; an existing socket that still
 // answers means the mountpoint is already served.
-func listenControl(path string, status func() Status, unmount func() error, rekey func(*RekeyNotice) (*Status, error), log zerolog.Logger) (*controlServer, error) {
+func listenControl(path string, ops controlOps, log zerolog.Logger) (*controlServer, error) {
 	if _, err := EnsureSocketDir(); err != nil {
 		return nil, err
 	}
@@ -175,7 +199,7 @@ func listenControl(path string, status func() Status, unmount func() error, reke
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	s := &controlServer{path: path, ln: ln, status: status, unmount: unmount, rekey: rekey, log: log, finished: make(chan struct{})}
+	s := &controlServer{controlOps: ops, path: path, ln: ln, log: log, finished: make(chan struct{}), sessions: map[net.Conn]struct{}{}}
 	go s.serve()
 	return s, nil
 }
@@ -198,48 +222,84 @@ func (s *controlServer) serve() {
 	}
 }
 
+// maxRequestLine bounds one request line.
+const maxRequestLine = 4096
+
 func (s *controlServer) handle(c net.Conn) {
 	defer c.Close()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	line, err := bufio.NewReader(io.LimitReader(c, 4096)).ReadBytes('\n')
-	if err != nil && len(line) == 0 {
+	br := bufio.NewReaderSize(c, maxRequestLine)
+	req, err := readRequest(br)
+	if errors.Is(err, errRequestSyntax) {
+		s.reply(c, controlResponse{Error: err.Error()})
 		return
 	}
-	var req controlRequest
-	var resp controlResponse
-	if err := json.Unmarshal(line, &req); err != nil {
-		resp.Error = "bad request: " + err.Error()
-	} else {
-		switch req.Op {
-		case OpStatus:
-			st := s.status()
-			resp.OK, resp.Status = true, &st
-		case OpUnmount:
-			s.log.Info().Str("op", "unmount").Msg("unmount requested through the control socket")
-			if err := s.unmount(); err != nil {
-				resp.Error = err.Error()
-			} else {
-				resp.OK = true
-			}
-		case OpRekey:
-			if st, err := s.rekey(req.Rekey); err != nil {
-				resp.Error = err.Error()
-			} else {
-				resp.OK, resp.Status = true, st
-			}
-		default:
-			resp.Error = fmt.Sprintf("unknown op %q", req.Op)
-		}
+	if err != nil {
+		return
 	}
+	var resp controlResponse
+	switch req.Op {
+	case OpPause:
+		s.pauseSession(c, br, req)
+		return
+	case OpStatus:
+		st := s.status()
+		resp.OK, resp.Status = true, &st
+	case OpUnmount:
+		s.log.Info().Str("op", "unmount").Msg("unmount requested through the control socket")
+		if err := s.unmount(); err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.OK = true
+		}
+	case OpRekey:
+		if s.rekey == nil {
+			resp.Error = "this mount cannot follow a rekey"
+		} else if st, err := s.rekey(req.Rekey); err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.OK, resp.Status = true, st
+		}
+	default:
+		resp.Error = fmt.Sprintf("unknown op %q", req.Op)
+	}
+	s.reply(c, resp)
+}
+
+var errRequestSyntax = errors.New("bad request")
+
+// readRequest reads one request line.
+func readRequest(br *bufio.Reader) (controlRequest, error) {
+	var req controlRequest
+	line, err := br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return req, fmt.Errorf("%w: longer than %d bytes", errRequestSyntax, maxRequestLine)
+	}
+	if err != nil && len(line) == 0 {
+		return req, err
+	}
+	if err := json.Unmarshal(line, &req); err != nil {
+		return req, fmt.Errorf("%w: %v", errRequestSyntax, err)
+	}
+	return req, nil
+}
+
+func (s *controlServer) reply(c net.Conn, resp controlResponse) {
 	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	b, _ := json.Marshal(resp)
 	_, _ = c.Write(append(b, '\n'))
 }
 
-// close stops accepting requests and removes the socket.
+// close stops accepting requests, ends the pause sessions (their pauses
+// end with them) and removes the socket.
 func (s *controlServer) close() {
 	s.ln.Close()
 	<-s.finished
+	s.mu.Lock()
+	for c := range s.sessions {
+		c.Close()
+	}
+	s.mu.Unlock()
 	s.handlers.Wait()
 	_ = os.Remove(s.path)
 }

@@ -50,6 +50,13 @@ type CreateOptions struct {
 // created when a step fails. The plaintext data key never leaves locked
 // memory and is zeroized before Create returns.
 func Create(ctx context.Context, client kmsclient.Client, opt CreateOptions) (*keywrap.Header, error) {
+	return create(ctx, client, opt, "")
+}
+
+// create is Create, except that a backing directory whose only entry is
+// named keep counts as empty (a copy writes its marker first) and keep
+// survives a failure.
+func create(ctx context.Context, client kmsclient.Client, opt CreateOptions, keep string) (*keywrap.Header, error) {
 	if opt.Backing == "" {
 		return nil, errors.New("create volume: no backing directory given")
 	}
@@ -68,7 +75,7 @@ func Create(ctx context.Context, client kmsclient.Client, opt CreateOptions) (*k
 		return nil, fmt.Errorf("create volume: sector size %w", err)
 	}
 
-	madeDir, err := prepareBacking(backing)
+	madeDir, err := prepareBacking(backing, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -138,21 +145,27 @@ func Create(ctx context.Context, client kmsclient.Client, opt CreateOptions) (*k
 		NameMode:          nameMode,
 		Created:           time.Now().UTC().Truncate(time.Second),
 	}
+	// Test doubles of the KMS cannot encrypt; every real backend can.
+	if rw, ok := client.(kmsclient.Rewrapper); ok {
+		if err := AddKeyCheck(ctx, rw, h); err != nil {
+			return nil, fmt.Errorf("create volume %s: %w", backing, err)
+		}
+	}
 	if err := h.Validate(); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", backing, err)
 	}
 
-	if !opt.PlaintextNames {
-		dfd, err := unix.Open(backing, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("create volume %s: open backing directory: %w", backing, err)
-		}
-		written = append(written, filepath.Join(backing, names.DirIDFile))
-		_, err = names.CreateDirID(dfd)
-		unix.Close(dfd)
-		if err != nil {
-			return nil, fmt.Errorf("create volume %s: root directory ID: %w", backing, err)
-		}
+	// Plaintext-names volumes need the root's ID file too: the mount
+	// reads it, and mkdir gives every directory one whatever the mode.
+	dfd, err := unix.Open(backing, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("create volume %s: open backing directory: %w", backing, err)
+	}
+	written = append(written, filepath.Join(backing, names.DirIDFile))
+	_, err = names.CreateDirID(dfd)
+	unix.Close(dfd)
+	if err != nil {
+		return nil, fmt.Errorf("create volume %s: root directory ID: %w", backing, err)
 	}
 	// The header goes last: a directory without one is not a volume, so a
 	// crash in between leaves nothing that looks usable.
@@ -164,9 +177,9 @@ func Create(ctx context.Context, client kmsclient.Client, opt CreateOptions) (*k
 	return h, nil
 }
 
-// prepareBacking makes sure dir exists and is empty; it reports whether it
-// created dir.
-func prepareBacking(dir string) (bool, error) {
+// prepareBacking makes sure dir exists and is empty but for an entry
+// named keep; it reports whether it created dir.
+func prepareBacking(dir, keep string) (bool, error) {
 	st, err := os.Stat(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -180,21 +193,40 @@ func prepareBacking(dir string) (bool, error) {
 	if !st.IsDir() {
 		return false, refusedBacking(fmt.Errorf("create volume: %s is not a directory", dir))
 	}
-	f, err := os.Open(dir)
+	empty, err := isEmptyDir(dir, keep)
 	if err != nil {
 		return false, fmt.Errorf("create volume: %w", err)
 	}
-	defer f.Close()
-	if _, err := f.Readdirnames(1); err != io.EOF {
-		if err == nil {
-			if _, herr := os.Stat(filepath.Join(dir, keywrap.HeaderFile)); herr == nil {
-				return false, refusedBacking(fmt.Errorf("create volume: %s already holds a volume (%s exists); choose another directory", dir, keywrap.HeaderFile))
-			}
-			return false, refusedBacking(fmt.Errorf("create volume: backing directory %s is not empty; give a new or empty directory", dir))
+	if !empty {
+		if _, herr := os.Stat(filepath.Join(dir, keywrap.HeaderFile)); herr == nil {
+			return false, refusedBacking(fmt.Errorf("create volume: %s already holds a volume (%s exists); choose another directory", dir, keywrap.HeaderFile))
 		}
-		return false, fmt.Errorf("create volume: read %s: %w", dir, err)
+		return false, refusedBacking(fmt.Errorf("create volume: backing directory %s is not empty; give a new or empty directory", dir))
 	}
 	return false, nil
+}
+
+// isEmptyDir reports whether dir holds no entry other than one named keep.
+func isEmptyDir(dir, keep string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	for {
+		names, err := f.Readdirnames(16)
+		for _, n := range names {
+			if n != keep {
+				return false, nil
+			}
+		}
+		if err == io.EOF {
+			return true, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("read %s: %w", dir, err)
+		}
+	}
 }
 
 // ResolveCreate fills a CreateOptions from `encvol create` arguments: name

@@ -64,6 +64,10 @@ func TestCreateMissingDirIsPrivate(t *testing.T) {
 	if h.SectorSize != 512 || h.NameMode != NameModePlaintext {
 		t.Errorf("header %+v", h)
 	}
+	// The mount reads the root's directory ID in every name mode.
+	if _, err := os.Stat(filepath.Join(dir, names.DirIDFile)); err != nil {
+		t.Errorf("plaintext-names volume without a root directory ID: %v", err)
+	}
 }
 
 func TestCreateRefuses(t *testing.T) {

@@ -33,3 +33,7 @@ type kindError struct{ kind, err error }
 
 func (e *kindError) Error() string   { return e.err.Error() }
 func (e *kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+// ErrSourceUnusable is matched by the refusal of a copy or import source
+// that cannot be read as one: missing, not a directory, not a volume.
+var ErrSourceUnusable = errors.New("source cannot be copied or imported")

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/encvol/encvol/fusefs"
 	"github.com/encvol/encvol/keywrap/names"
 )
 
@@ -44,7 +45,9 @@ func (s *BackingSource) orphanLinks(rootfd int) error {
 	if s.plaintext {
 		return nil
 	}
-	dfd, err := unix.Openat(rootfd, names.LongLinkDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	// Listed without moving its access time, as the walk leaves every
+	// other directory: a copy must not change its source at all.
+	dfd, err := fusefs.OpenatNoAtime(rootfd, names.LongLinkDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -116,6 +117,10 @@ type Monitor struct {
 	gateReported bool
 
 	hooks sync.WaitGroup
+
+	// warnedNoCheck: the log has said once that this volume's header has
+	// no key-check blob, so each check carries the data key.
+	warnedNoCheck atomic.Bool
 }
 
 // NewMonitor opens the gate with the keys of u (taking ownership of u) and
@@ -177,11 +182,25 @@ func (m *Monitor) Check(ctx context.Context) {
 	m.checkMu.Lock()
 	defer m.checkMu.Unlock()
 	h, client, kmsName := m.watched()
+	m.mu.Lock()
+	open := m.open
+	m.mu.Unlock()
 	cctx, cancel := context.WithTimeout(kmsclient.WithKeyCheck(ctx, kmsclient.KeyCheck{Mount: m.mountID}), m.checkTimeout())
 	var acc kmsclient.DecryptAccess
 	cctx = kmsclient.WithDecryptAccess(cctx, &acc)
 	start := time.Now()
-	dk, err := client.Decrypt(cctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
+	var dk *keywrap.Key
+	var err error
+	if open && len(h.KeyCheck) > 0 {
+		// The gate holds the keys: only access is in question, and the
+		// key-check blob answers it without the data key on the wire.
+		err = checkKey(cctx, client, h)
+	} else {
+		// A closed gate needs the data key to reopen (and a version 1
+		// header has nothing else to decrypt).
+		m.noteNoKeyCheck(h)
+		dk, err = client.Decrypt(cctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
+	}
 	latency := time.Since(start)
 	cancel()
 	if ctx.Err() != nil {
@@ -201,6 +220,11 @@ func (m *Monitor) Check(ctx context.Context) {
 	m.lastCheck = now
 	m.lastLatency = latency
 
+	if err == nil && dk == nil && !m.open {
+		// The gate closed while the check ran (a Follow, a stop): the
+		// next check unwraps the data key to reopen it.
+		return
+	}
 	if err == nil && !m.opt.ReadOnly && SharedReadOnly(acc, h.VolumeID) {
 		dk.Close()
 		m.lastSuccess = now
@@ -238,6 +262,12 @@ func (m *Monitor) Check(ctx context.Context) {
 	}
 
 	m.lastResult = err.Error()
+	if errors.Is(err, errKeyCheckMismatch) {
+		cause := fmt.Sprintf("KMS %q: %v", kmsName, err)
+		m.closeGate(cause)
+		m.setState("Error", false, cause, latency)
+		return
+	}
 	st := KeyState(err)
 	if isRevocation(err) {
 		cause := fmt.Sprintf("key is %s (%s)", st, errSummary(err))
@@ -399,9 +429,15 @@ func (m *Monitor) finalCheck(cause string) {
 	h, client, _ := m.watched()
 	ctx, cancel := context.WithTimeout(context.Background(), lastCheckTimeout)
 	defer cancel()
-	dk, err := client.Decrypt(kmsclient.WithKeyCheck(ctx, kmsclient.KeyCheck{Mount: m.mountID, Last: true}),
-		h.KeyID, h.WrappedDK, h.EncryptionContext)
-	dk.Close() // the mount is over: the key is not needed
+	ctx = kmsclient.WithKeyCheck(ctx, kmsclient.KeyCheck{Mount: m.mountID, Last: true})
+	var err error
+	if len(h.KeyCheck) > 0 {
+		err = checkKey(ctx, client, h)
+	} else {
+		var dk *keywrap.Key
+		dk, err = client.Decrypt(ctx, h.KeyID, h.WrappedDK, h.EncryptionContext)
+		dk.Close() // the mount is over: the key is not needed
+	}
 	m.mu.Lock()
 	m.checks++
 	checks := m.checks
@@ -412,4 +448,14 @@ func (m *Monitor) finalCheck(cause string) {
 	}
 	ev.Str("volume", h.VolumeID).Str("key_id", h.KeyID).Str("mountpoint", m.opt.Mountpoint).
 		Str("key_check_mount", m.mountID).Uint64("checks", checks).Str("cause", cause).Msg("key monitor stopped")
+}
+
+// noteNoKeyCheck logs once that h, a version 1 header, makes every key
+// check carry the data key, and what adds a key-check blob.
+func (m *Monitor) noteNoKeyCheck(h *keywrap.Header) {
+	if len(h.KeyCheck) > 0 || m.warnedNoCheck.Swap(true) {
+		return
+	}
+	m.opt.Log.Warn().Str("volume", h.VolumeID).
+		Msg("the volume header has no key-check blob (format version 1): every key check has the KMS send the data key; `encvol rekey VOLUME --key KEY` with the same key adds one")
 }

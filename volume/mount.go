@@ -24,7 +24,10 @@ import (
 // MountSpec is everything a mount needs, resolved from the configuration,
 // the volume's header and the command line.
 type MountSpec struct {
-	Name       string // [volumes.NAME] when mounted by name
+	Name string // [volumes.NAME] when mounted by name
+	// Snapshot is the snapshot directory when a snapshot is mounted
+	// (always read-only); Backing is then its backing copy.
+	Snapshot   string
 	Backing    string
 	Mountpoint string // canonical (absolute, parent symlinks resolved)
 	Header     *keywrap.Header
@@ -45,6 +48,14 @@ type MountSpec struct {
 	// OwnProcess: the caller is a daemon that serves nothing but this
 	// mount, so the file system may tune process-wide settings.
 	OwnProcess bool
+}
+
+// Source names what spec mounts, for messages.
+func (s MountSpec) Source() string {
+	if s.Snapshot != "" {
+		return "snapshot " + s.Snapshot
+	}
+	return s.Backing
 }
 
 // ResolveMount turns `encvol mount` arguments (NAME, or BACKING
@@ -86,6 +97,21 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 		return spec, err
 	}
 	if spec.Mountpoint, err = CanonicalMountpoint(spec.Mountpoint); err != nil {
+		return spec, err
+	}
+	if snap := snapshotOf(spec.Backing); spec.Name == "" && snap != "" {
+		spec.Backing = snap
+		if o.ReadOnly != nil && !*o.ReadOnly {
+			return spec, fmt.Errorf("%s is a snapshot, which mounts read-only only: leave out -o rw (to change it, make a volume from it with `encvol create --backing DIR --from-snapshot %s`)", spec.Backing, spec.Backing)
+		}
+		ro := true
+		o.ReadOnly = &ro
+		// Reading a snapshot changes nothing in it, not even access times.
+		o.Flags.put(FlagNoAtime, true)
+		o.Flags.put(FlagNoDirAtime, true)
+		spec.Snapshot, spec.Backing = spec.Backing, SnapshotBacking(spec.Backing)
+	}
+	if err := CheckComplete(spec.Backing); err != nil {
 		return spec, err
 	}
 	if _, err := os.Stat(filepath.Join(spec.Backing, keywrap.HeaderFile)); errors.Is(err, os.ErrNotExist) {
@@ -332,6 +358,16 @@ type Mount struct {
 // mount answers. client stays in use until the mount ends (it is closed
 // by Wait). logFile is only reported in the status.
 func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
+	if err := CheckComplete(spec.Backing); err != nil {
+		u.Close()
+		return nil, err
+	}
+	return mountVolume(spec, client, u, log, logFile)
+}
+
+// mountVolume is MountVolume without the refusal of an unfinished copy:
+// the copy itself mounts its result once, before it declares it complete.
+func mountVolume(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerolog.Logger, logFile string) (*Mount, error) {
 	if err := CheckKeyMemory(u, spec.AllowSwap, log); err != nil {
 		u.Close()
 		return nil, err
@@ -339,6 +375,12 @@ func MountVolume(ctx context.Context, spec MountSpec, client kmsclient.Client, u
 	if err := CheckMountTarget(spec.Backing, spec.Mountpoint, spec.NonEmpty); err != nil {
 		u.Close()
 		return nil, err
+	}
+	if spec.Snapshot != "" {
+		if err := checkSnapshotMount(spec, u); err != nil {
+			u.Close()
+			return nil, err
+		}
 	}
 	lock, err := LockVolume(spec.Backing)
 	if err != nil {
@@ -387,7 +429,11 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	}
 	// The socket comes first: it also detects a second daemon for the
 	// same mountpoint before we mount over anything.
-	m.control, err = listenControl(SocketPath(spec.Mountpoint), m.Status, m.Unmount, m.followRekey, log)
+	ops := controlOps{status: m.Status, unmount: m.Unmount, rekey: m.followRekey}
+	if !spec.ReadOnly {
+		ops.pause, ops.resume = m.pauseWrites, m.resumeWrites
+	}
+	m.control, err = listenControl(SocketPath(spec.Mountpoint), ops, log)
 	if err != nil {
 		m.monitor.Stop("mount failed")
 		return nil, err
@@ -482,7 +528,7 @@ func (m *Mount) Status() Status {
 		LastCheck: ms.LastCheck, LastSuccess: ms.LastSuccess, LastResult: ms.LastResult, LastLatencyMS: ms.LastLatency,
 		Checks: ms.Checks, Transitions: ms.Transitions,
 		KeyCheckInterval: m.spec.KeyCheckInterval.String(), OfflineGrace: m.spec.OfflineGrace.String(),
-		OnRevoke: m.spec.OnRevoke, ReadOnly: m.spec.ReadOnly, IO: m.fs.Counters(), Ops: m.fs.Ops(),
+		OnRevoke: m.spec.OnRevoke, ReadOnly: m.spec.ReadOnly, IO: m.fs.Counters(), Ops: m.fs.Ops(), Snapshot: m.spec.Snapshot,
 		PID: os.Getpid(), Started: m.started, Socket: m.control.path, LogFile: m.logFile,
 	}
 }

@@ -113,7 +113,7 @@ func Rekey(ctx context.Context, opt RekeyOptions) (*RekeyResult, error) {
 	}
 	res := &RekeyResult{VolumeID: h.VolumeID, Backing: backing, OldKMS: h.KMS, OldKeyID: h.KeyID,
 		KMS: opt.DstKMS, KeyID: info.Arn, Mountpoint: mountpoint}
-	if opt.SrcKMS == opt.DstKMS && h.KeyID == info.Arn {
+	if opt.SrcKMS == opt.DstKMS && h.KeyID == info.Arn && len(h.KeyCheck) > 0 {
 		res.Unchanged = true
 	} else if res.Method, err = rewrapHeader(ctx, backing, h, opt, info); err != nil {
 		return nil, err
@@ -201,6 +201,11 @@ func rewrapHeader(ctx context.Context, backing string, h *keywrap.Header, opt Re
 	}
 	nh := *h
 	nh.KMS, nh.KeyID, nh.WrappedDK = opt.DstKMS, arn, blob
+	// A new key-check blob under the new key (a version 1 header gets its
+	// first one here).
+	if err := AddKeyCheck(ctx, opt.Dst, &nh); err != nil {
+		return "", fmt.Errorf("rekey volume %s: %w", backing, err)
+	}
 	if err := keywrap.WriteHeader(backing, &nh, u.Subkeys.HeaderMAC); err != nil {
 		return "", fmt.Errorf("rekey volume %s: %w", backing, err)
 	}

@@ -37,8 +37,9 @@ type Entry struct {
 	Atime    time.Time
 	Mtime    time.Time
 	Nlink    uint32
-	// Inode identifies the entry within its source: regular files with
-	// Nlink > 1 and the same Inode are one file under several names.
+	// Inode identifies the entry within its source: entries other than
+	// directories with Nlink > 1 and the same Inode are one file (or
+	// symlink, FIFO, ...) under several names.
 	Inode  uint64
 	Target string  // plaintext symlink target
 	Xattrs []Xattr // user.* attributes, plaintext, sorted by name

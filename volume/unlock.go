@@ -144,26 +144,7 @@ func UnlockHeader(ctx context.Context, client kmsclient.Client, kmsName, backing
 	var acc kmsclient.DecryptAccess
 	dk, err := client.Decrypt(kmsclient.WithDecryptAccess(ctx, &acc), h.KeyID, h.WrappedDK, h.EncryptionContext)
 	if err != nil {
-		// DescribeKey answers in every key state: it tells a damaged
-		// header from a key problem, and an alias makes the message and
-		// the suggested command readable.
-		var info kmsclient.KeyInfo
-		var derr error
-		invalid := errors.Is(err, kmsclient.ErrInvalidCiphertext)
-		if invalid || isRevocation(err) {
-			info, derr = client.DescribeKey(ctx, h.KeyID)
-		}
-		if damaged := damagedWrappedKey(kmsName, backing, h, err, invalid, info, derr); damaged != nil {
-			return nil, damaged
-		}
-		if st := KeyState(err); st != "Error" {
-			ke := &KeyError{Backing: backing, KMS: kmsName, KeyID: h.KeyID, State: st, Err: err}
-			if derr == nil && len(info.Aliases) > 0 {
-				ke.Alias = info.Aliases[0]
-			}
-			return nil, ke
-		}
-		return nil, fmt.Errorf("unlock volume %s: unwrap data key with key %s: %w", backing, h.KeyID, err)
+		return nil, unwrapError(ctx, client, kmsName, backing, h, err)
 	}
 	u, err := unlockWithDK(backing, h, dk)
 	if err != nil {
@@ -171,6 +152,31 @@ func UnlockHeader(ctx context.Context, client kmsclient.Client, kmsName, backing
 	}
 	u.SharedReadOnly = SharedReadOnly(acc, h.VolumeID)
 	return u, nil
+}
+
+// unwrapError turns the KMS's refusal to decrypt h's data key (or its
+// key-check blob) into the error a user can act on.
+func unwrapError(ctx context.Context, client kmsclient.Client, kmsName, backing string, h *keywrap.Header, err error) error {
+	// DescribeKey answers in every key state: it tells a damaged header
+	// from a key problem, and an alias makes the message and the
+	// suggested command readable.
+	var info kmsclient.KeyInfo
+	var derr error
+	invalid := errors.Is(err, kmsclient.ErrInvalidCiphertext)
+	if invalid || isRevocation(err) {
+		info, derr = client.DescribeKey(ctx, h.KeyID)
+	}
+	if damaged := damagedWrappedKey(kmsName, backing, h, err, invalid, info, derr); damaged != nil {
+		return damaged
+	}
+	if st := KeyState(err); st != "Error" {
+		ke := &KeyError{Backing: backing, KMS: kmsName, KeyID: h.KeyID, State: st, Err: err}
+		if derr == nil && len(info.Aliases) > 0 {
+			ke.Alias = info.Aliases[0]
+		}
+		return ke
+	}
+	return fmt.Errorf("unlock volume %s: unwrap data key with key %s: %w", backing, h.KeyID, err)
 }
 
 // DamagedKeyError says that the header's wrapped data key (wrapped_dk, or

@@ -255,6 +255,7 @@ func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/1
 // resolved against the configuration.
 type VerifyTarget struct {
 	Name      string // [volumes.NAME], "" when given as a backing directory
+	Snapshot  string // the snapshot directory when given one; Backing is its copy
 	Backing   string
 	Header    *keywrap.Header
 	KMS       string
@@ -274,6 +275,9 @@ func (c *Config) ResolveVerify(arg string) (VerifyTarget, error) {
 	abs, err := filepath.Abs(t.Backing)
 	if err != nil {
 		return t, err
+	}
+	if snap := snapshotOf(abs); t.Name == "" && snap != "" {
+		t.Snapshot, abs = snap, SnapshotBacking(snap)
 	}
 	t.Backing = abs
 	if _, err := os.Stat(filepath.Join(abs, keywrap.HeaderFile)); err != nil {
@@ -306,21 +310,25 @@ func (c *Config) ResolveVerify(arg string) (VerifyTarget, error) {
 }
 
 // TemporaryMountSpec is the MountSpec `encvol mount BACKING mountpoint`
-// would use for t, with the volume table's settings applied; it is always
-// read-write (the canary is written through it).
+// would use for t, with the volume table's settings applied; it is
+// read-write (the canary is written through it), except for a snapshot.
 func (c *Config) TemporaryMountSpec(t VerifyTarget, mountpoint string) (MountSpec, error) {
 	o := MountOptionSet{KMS: t.KMS, KeyCheckInterval: t.volume.KeyCheckInterval.D(), OnRevoke: t.volume.OnRevoke}
 	if t.volume.OfflineGrace != nil {
 		g := t.volume.OfflineGrace.D()
 		o.OfflineGrace = &g
 	}
-	spec, err := c.ResolveMount([]string{t.Backing, mountpoint}, o)
+	src := t.Backing
+	if t.Snapshot != "" {
+		src = t.Snapshot // mounted read-only, as every snapshot
+	}
+	spec, err := c.ResolveMount([]string{src, mountpoint}, o)
 	if err != nil {
 		return spec, err
 	}
 	spec.Name = t.Name
 	spec.AllowOther = false
-	spec.ReadOnly = false
+	spec.ReadOnly = t.Snapshot != ""
 	spec.OnKeyEvent = firstString(t.volume.OnKeyEvent, c.Defaults.OnKeyEvent)
 	return spec, nil
 }
@@ -328,6 +336,15 @@ func (c *Config) TemporaryMountSpec(t VerifyTarget, mountpoint string) (MountSpe
 // MountTemporary unlocks and mounts spec in this process. The caller
 // unmounts with UnmountTemporary.
 func MountTemporary(ctx context.Context, spec MountSpec, log zerolog.Logger) (*Mount, error) {
+	if err := CheckComplete(spec.Backing); err != nil {
+		return nil, err
+	}
+	return mountTemporary(ctx, spec, log)
+}
+
+// mountTemporary is MountTemporary for a volume that may still carry the
+// marker of its unfinished copy (which mounts it before it removes that).
+func mountTemporary(ctx context.Context, spec MountSpec, log zerolog.Logger) (*Mount, error) {
 	uctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	client, err := kmsclient.New(uctx, spec.KMS, spec.KMSConfig)
@@ -339,7 +356,7 @@ func MountTemporary(ctx context.Context, spec MountSpec, log zerolog.Logger) (*M
 		client.Close()
 		return nil, err
 	}
-	m, err := MountVolume(ctx, spec, client, u, log, "")
+	m, err := mountVolume(spec, client, u, log, "")
 	if err != nil {
 		client.Close()
 		return nil, err
@@ -367,6 +384,12 @@ func UnmountTemporary(m *Mount) error {
 // FindMount returns the status of the running mount of volume volumeID,
 // or nil when no encvol daemon serves it.
 func FindMount(ctx context.Context, volumeID string) (*Status, error) {
+	return findMount(ctx, func(st *Status) bool { return st.VolumeID == volumeID })
+}
+
+// findMount returns the status of the first daemon that answers on its
+// control socket and matches, or nil.
+func findMount(ctx context.Context, match func(*Status) bool) (*Status, error) {
 	socks, err := ListSockets()
 	if err != nil {
 		return nil, err
@@ -376,7 +399,7 @@ func FindMount(ctx context.Context, volumeID string) (*Status, error) {
 		if err != nil {
 			continue // stale or busy sockets belong to other volumes or dead daemons
 		}
-		if st.VolumeID == volumeID {
+		if match(st) {
 			return st, nil
 		}
 	}
@@ -841,60 +864,84 @@ func scanBacking(ctx context.Context, backing string, c *canary, sectorSize int,
 	m.add([]byte(c.name), "name")
 	rep.Probes = len(m.pats)
 
-	type entry struct {
-		path   string
-		size   int64
-		sector bool
+	nameHit := func(name string) bool {
+		return strings.Contains(name, c.name) || strings.Contains(strings.ToLower(name), c.nameRnd)
 	}
-	var files []entry
+	targetHit := func(target string) bool { return strings.Contains(target, c.nameRnd) }
+	rnd, err := scanTree(ctx, backing, m, nameHit, targetHit, sectorSize, prog, &rep)
+	if err != nil {
+		return rep, RandomnessReport{}, err
+	}
+	rep.DurationMS = ms(time.Since(start))
+	return rep, rnd, nil
+}
+
+// hit counts h by its kind and keeps the first few.
+func (rep *ScanReport) hit(h Hit) {
+	switch h.Kind {
+	case "content":
+		rep.ContentHits++
+	case "marker":
+		rep.MarkerHits++
+	case "name":
+		rep.NameHits++
+	case "file name":
+		rep.FileNameHits++
+	}
+	if len(rep.Hits) < maxReportedHits {
+		rep.Hits = append(rep.Hits, h)
+	}
+}
+
+// scanTree walks backing: entry names that nameHit accepts and symlink
+// targets that targetHit accepts are "file name" hits; every file is
+// searched for the patterns of m (scanFiles).
+func scanTree(ctx context.Context, backing string, m *matcher, nameHit, targetHit func(string) bool, sectorSize int, prog Progress, rep *ScanReport) (RandomnessReport, error) {
+	var files []scanEntry
 	var total int64
-	hit := func(h Hit) {
-		switch h.Kind {
-		case "content":
-			rep.ContentHits++
-		case "marker":
-			rep.MarkerHits++
-		case "name":
-			rep.NameHits++
-		case "file name":
-			rep.FileNameHits++
-		}
-		if len(rep.Hits) < maxReportedHits {
-			rep.Hits = append(rep.Hits, h)
-		}
-	}
 	err := filepath.WalkDir(backing, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("scan %s: %w", path, err)
 		}
-		if path != backing && (strings.Contains(d.Name(), c.name) || strings.Contains(strings.ToLower(d.Name()), c.nameRnd)) {
-			hit(Hit{Path: path, Offset: -1, Kind: "file name"})
+		if path != backing && nameHit(d.Name()) {
+			rep.hit(Hit{Path: path, Offset: -1, Kind: "file name"})
 		}
 		switch {
 		case d.IsDir():
 			rep.Dirs++
 		case d.Type()&fs.ModeSymlink != 0:
-			if target, err := os.Readlink(path); err == nil && strings.Contains(target, c.nameRnd) {
-				hit(Hit{Path: path, Offset: -1, Kind: "file name"})
+			if target, err := os.Readlink(path); err == nil && targetHit(target) {
+				rep.hit(Hit{Path: path, Offset: -1, Kind: "file name"})
 			}
 		case d.Type().IsRegular():
 			info, err := d.Info()
 			if err != nil {
 				return fmt.Errorf("scan %s: %w", path, err)
 			}
-			name := d.Name()
-			files = append(files, entry{path: path, size: info.Size(), sector: !names.IsReserved(name) && info.Size() >= sector.HeaderSize})
+			files = append(files, scanEntry{path: path, sector: !names.IsReserved(d.Name()) && info.Size() >= sector.HeaderSize})
 			total += info.Size()
 		}
 		return nil
 	})
 	if err != nil {
-		return rep, RandomnessReport{}, err
+		return RandomnessReport{}, err
 	}
+	return scanFiles(ctx, files, total, m, sectorSize, prog, rep)
+}
+
+// scanEntry is a backing file to scan; sector: a sector file, whose payload
+// counts for the randomness statistics.
+type scanEntry struct {
+	path   string
+	sector bool
+}
+
+// scanFiles searches files (total bytes) for the patterns of m and gathers
+// the randomness statistics of their sector payload.
+func scanFiles(ctx context.Context, files []scanEntry, total int64, m *matcher, sectorSize int, prog Progress, rep *ScanReport) (RandomnessReport, error) {
 	prog = progressOr(prog)
 	prog.Start("scanning backing files", int64(len(files)), total)
 	defer prog.Done()
-
 	var hist histogram
 	recSize := sector.Overhead + sectorSize
 	chunkRecs := max(1, (1<<20)/recSize)
@@ -902,19 +949,18 @@ func scanBacking(ctx context.Context, backing string, c *canary, sectorSize int,
 	s := &stream{m: m}
 	for _, e := range files {
 		if err := ctx.Err(); err != nil {
-			return rep, RandomnessReport{}, err
+			return RandomnessReport{}, err
 		}
 		rep.Files++
 		prog.AddFiles(1)
 		if e.sector {
 			hist.files++
 		}
-		if err := scanFile(e.path, e.sector, s, &hist, buf, recSize, prog, &rep, hit); err != nil {
-			return rep, RandomnessReport{}, err
+		if err := scanFile(e.path, e.sector, s, &hist, buf, recSize, prog, rep, rep.hit); err != nil {
+			return RandomnessReport{}, err
 		}
 	}
-	rep.DurationMS = ms(time.Since(start))
-	return rep, hist.report(), nil
+	return hist.report(), nil
 }
 
 func scanFile(path string, isSector bool, s *stream, hist *histogram, buf []byte, recSize int, prog Progress, rep *ScanReport, hit func(Hit)) error {

@@ -26,7 +26,10 @@ var examples = map[string]string{
   encvol create --backing /srv/enc/data --key alias/data --sector-size 16384 --json
 
   # the [volumes.data] table of the configuration names backing, KMS and key
-  encvol --config /etc/encvol/encvol.toml create data`,
+  encvol --config /etc/encvol/encvol.toml create data
+
+  # a new volume (its own volume ID) from a snapshot, under the snapshot's key
+  encvol create --backing /srv/enc/test --from-snapshot /srv/enc/data.snapshots/nightly`,
 
 	"mount": `  # mount in the background; returns once the mount answers
   encvol mount /srv/enc/data /mnt/data
@@ -37,9 +40,37 @@ var examples = map[string]string{
   # read-only, blocking I/O instead of failing while the key is revoked
   encvol mount /srv/enc/data /mnt/data -o ro,on_revoke=hang
 
+  # a snapshot: always read-only, beside the volume's own mount
+  encvol mount /srv/enc/data.snapshots/nightly /mnt/snap
+
   # through mount(8) and /etc/fstab (needs /sbin/mount.fuse.encvol, see README)
   mount -t fuse.encvol /srv/enc/data /mnt/data -o config=/etc/encvol/encvol.toml
   # /etc/fstab: /srv/enc/data /mnt/data fuse.encvol config=/etc/encvol/encvol.toml,nofail,_netdev 0 0`,
+
+	"snapshot": `  # take, list, mount read-only, restore and delete snapshots of a volume
+  encvol snapshot create /srv/enc/data --name before-upgrade
+  encvol snapshot list /srv/enc/data
+  encvol mount /srv/enc/data.snapshots/before-upgrade /mnt/snap
+  encvol snapshot restore /srv/enc/data before-upgrade
+  encvol snapshot delete /srv/enc/data before-upgrade`,
+
+	"snapshot create": `  # a snapshot of a mounted volume: writes pause only for the last pass
+  encvol snapshot create /srv/enc/data --name nightly-2026-01-02
+
+  # by [volumes.data], as JSON: id, path, method (reflink|copy), paused_ms
+  encvol snapshot create data --json`,
+
+	"snapshot list": `  encvol snapshot list /srv/enc/data
+  encvol snapshot list data --json`,
+
+	"snapshot delete": `  # by name in the volume's snapshot directory, or by path
+  encvol snapshot delete /srv/enc/data nightly-2026-01-02
+  encvol snapshot delete data /srv/enc/data.snapshots/nightly-2026-01-02`,
+
+	"snapshot restore": `  # the volume must be unmounted
+  encvol umount /mnt/data
+  encvol snapshot restore /srv/enc/data before-upgrade
+  encvol mount /srv/enc/data /mnt/data`,
 
 	"umount": `  encvol umount /mnt/data
 
@@ -52,6 +83,27 @@ var examples = map[string]string{
   # one mount in detail, or as JSON for scripts
   encvol status /mnt/data
   encvol status /mnt/data --json`,
+
+	"import": `  # convert a plaintext directory into a new volume under a customer key
+  encvol import /srv/plain/data --backing /srv/enc/data --key alias/data
+
+  # into the [volumes.data] table's backing directory, key and KMS, as JSON
+  encvol import /srv/plain/data data --json
+
+  # finish an import that was killed or ran out of space (rerunning it does too)
+  encvol import /srv/plain/data --backing /srv/enc/data --key alias/data --resume
+
+  # every [volumes.NAME] with import_from = "DIR", with a summary table
+  encvol --config /etc/encvol/encvol.toml import --all`,
+
+	"copy": `  # copy an unmounted volume into a new one under another key
+  encvol copy /srv/enc/data --backing /srv/enc/data-b --key alias/other
+
+  # from a snapshot, into the [volumes.archive] table's backing, KMS and key
+  encvol copy /srv/enc/data.snapshots/snap-1 archive --json
+
+  # finish a copy that was killed or ran out of space (rerunning it does too)
+  encvol copy /srv/enc/data --backing /srv/enc/data-b --key alias/other --resume`,
 
 	"fsck": `  # check an unmounted volume: every sector, name and attribute (exit 0: clean)
   encvol fsck /srv/enc/data
@@ -66,7 +118,10 @@ var examples = map[string]string{
   encvol verify /srv/enc/data
 
   # also disable the key for a moment and measure how fast I/O stops and resumes
-  encvol verify data --drill --json`,
+  encvol verify data --drill --json
+
+  # a snapshot: read back through a read-only mount, searched for its own plaintext
+  encvol verify /srv/enc/data.snapshots/nightly`,
 
 	"trust": `  # a mount was refused because the header changed, and you changed it yourself
   encvol trust /srv/enc/data

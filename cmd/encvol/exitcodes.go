@@ -72,7 +72,7 @@ func kindExitCode(err error) int {
 	case errors.Is(err, keywrap.ErrHeaderCorrupt):
 		return exitFailure
 	case errors.Is(err, volume.ErrBackingUnusable), errors.Is(err, volume.ErrRekeyTarget), errors.Is(err, volume.ErrForeignHeader),
-		errors.Is(err, volume.ErrBackupFile):
+		errors.Is(err, volume.ErrBackupFile), errors.Is(err, volume.ErrSnapshotName), errors.Is(err, volume.ErrSourceUnusable), errors.Is(err, volume.ErrIncomplete):
 		return exitUsage
 	case errors.Is(err, volume.ErrPolicy), errors.Is(err, volume.ErrKeyInUse), errors.Is(err, volume.ErrNotShareable):
 		return exitRefused

@@ -44,7 +44,8 @@ func newMountCommand(a *app) *cobra.Command {
 		Use:   "mount (NAME | BACKING MOUNTPOINT) [-f] [-o OPTS]",
 		Short: "Unlock a volume with its KMS key and mount it",
 		Long: `Mount a volume: NAME is a [volumes.NAME] table of the configuration, or give
-the backing directory and the mountpoint. The data key is unwrapped before
+the backing directory and the mountpoint. A snapshot directory (encvol
+snapshot create) mounts read-only in place of a backing directory. The data key is unwrapped before
 anything is mounted; an unusable key fails at once (exit 3, or 4 when the
 KMS cannot be reached). By default the mount runs as a background daemon and
 this command returns once the mount answers; -f keeps it in the foreground
@@ -132,18 +133,13 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 	if ready == nil && !spec.Foreground {
 		// Parent: prove the key works before starting anything, so the
 		// common failures are reported here, promptly, with the right
-		// exit code. The daemon unwraps again for itself. A disabled key
-		// is news even when the volume is mounted elsewhere, so the lock
-		// is tried after it.
-		u, err := a.unlock(ctx, spec)
-		if err != nil {
-			return err
-		}
-		a.recordPin(spec)
-		// Reported here once; the daemon logs its own allow_swap warning.
-		err = volume.CheckKeyMemory(u, spec.AllowSwap, zerolog.Nop())
-		u.Close()
-		if err != nil {
+		// exit code. A disabled key is news even when the volume is
+		// mounted elsewhere, so the lock is tried after it. With a
+		// key-check blob the KMS is asked without sending the data key,
+		// which then crosses the network once, to the daemon (whose
+		// errors, a tampered header included, come back through the
+		// ready pipe); a version 1 header is unlocked here as well.
+		if err := a.probeKey(ctx, spec); err != nil {
 			return err
 		}
 		if err := volume.CheckNotInUse(spec.Backing); err != nil {
@@ -154,20 +150,31 @@ func (a *app) mount(ctx context.Context, args []string, optString string, foregr
 	return a.serve(ctx, spec, ready)
 }
 
-// unlock builds the KMS client and unwraps the volume key.
-func (a *app) unlock(ctx context.Context, spec volume.MountSpec) (*volume.Unlocked, error) {
+// probeKey asks the volume's KMS whether the mount could unwrap its key
+// (volume.ProbeKey). A version 1 header is unlocked for that, so its MAC,
+// pin and key memory are checked here too.
+func (a *app) probeKey(ctx context.Context, spec volume.MountSpec) error {
 	ctx, cancel := context.WithTimeout(ctx, unlockTimeout)
 	defer cancel()
 	client, err := kmsclient.New(ctx, spec.KMS, spec.KMSConfig)
 	if err != nil {
-		return nil, fmt.Errorf("KMS %q: %w", spec.KMS, err)
+		return fmt.Errorf("KMS %q: %w", spec.KMS, err)
 	}
 	defer client.Close()
+	if len(spec.Header.KeyCheck) > 0 {
+		if err := volume.ProbeKey(ctx, client, spec.KMS, spec.Backing, spec.Header); err != nil {
+			return a.withRemedy(err, spec.Header.KeyID, spec.KMS)
+		}
+		return nil
+	}
 	u, err := volume.UnlockHeader(ctx, client, spec.KMS, spec.Backing, spec.Header)
 	if err != nil {
-		return nil, a.withRemedy(err, spec.Header.KeyID, spec.KMS)
+		return a.withRemedy(err, spec.Header.KeyID, spec.KMS)
 	}
-	return u, nil
+	defer u.Close()
+	a.recordPin(spec)
+	// Reported here once; the daemon logs its own allow_swap warning.
+	return volume.CheckKeyMemory(u, spec.AllowSwap, zerolog.Nop())
 }
 
 // serve mounts in this process and serves until unmounted.
@@ -211,7 +218,7 @@ func (a *app) serve(ctx context.Context, spec volume.MountSpec, ready *os.File) 
 		ready.Close()
 	} else {
 		fmt.Fprintf(a.stderr, "mounted %s on %s (volume %s); Ctrl-C or `encvol umount %s` unmounts\n",
-			spec.Backing, spec.Mountpoint, spec.Header.VolumeID, spec.Mountpoint)
+			spec.Source(), spec.Mountpoint, spec.Header.VolumeID, spec.Mountpoint)
 	}
 	for {
 		select {
@@ -271,9 +278,12 @@ func (a *app) daemonize(spec volume.MountSpec, args []string, optString string) 
 		childArgs = append(childArgs, "--allow-readable-config")
 	}
 	childArgs = append(childArgs, "--log-level", a.logLevel, "mount")
-	if len(args) == 1 {
+	switch {
+	case len(args) == 1:
 		childArgs = append(childArgs, args[0])
-	} else {
+	case spec.Snapshot != "":
+		childArgs = append(childArgs, spec.Snapshot, spec.Mountpoint)
+	default:
 		childArgs = append(childArgs, spec.Backing, spec.Mountpoint)
 	}
 	if optString != "" {
@@ -318,7 +328,7 @@ func (a *app) daemonize(spec volume.MountSpec, args []string, optString string) 
 		if len(r.lines) > 1 {
 			id = r.lines[1]
 		}
-		fmt.Fprintf(a.stdout, "mounted %s on %s (volume %s, daemon pid %d, log %s)\n", spec.Backing, spec.Mountpoint, id, pid, logPath)
+		fmt.Fprintf(a.stdout, "mounted %s on %s (volume %s, daemon pid %d, log %s)\n", spec.Source(), spec.Mountpoint, id, pid, logPath)
 		return nil
 	case len(r.lines) > 1 && strings.HasPrefix(r.lines[0], "err "):
 		code, _ := strconv.Atoi(strings.TrimPrefix(r.lines[0], "err "))

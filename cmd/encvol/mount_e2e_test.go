@@ -25,6 +25,9 @@ import (
 var encvolBin string // built once by TestMain
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(envSnapshotWriter); dir != "" {
+		os.Exit(snapshotWriter(dir)) // a child process of TestSnapshotWhileWriting
+	}
 	dir, err := os.MkdirTemp("", "encvol-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

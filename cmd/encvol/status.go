@@ -153,6 +153,9 @@ func printStatusLong(a *app, st *volume.Status) {
 		row("name", st.Name)
 	}
 	row("volume", st.VolumeID)
+	if st.Snapshot != "" {
+		row("snapshot", st.Snapshot+" (read-only)")
+	}
 	row("backing", st.Backing)
 	row("kms", st.KMS)
 	row("key", st.KeyID)

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -74,9 +76,17 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 	if err := keywrap.DisableCoreDumps(); err != nil {
 		a.log.Warn().Err(err).Msg("cannot disable core dumps")
 	}
+	if target.Snapshot != "" {
+		if drill {
+			return usageError("%s is a snapshot: the drill needs a volume that takes writes; run it on the volume (`encvol verify VOLUME --drill`)", target.Snapshot)
+		}
+		return a.verifySnapshot(ctx, cfg, target, asJSON)
+	}
 
 	opt := volume.VerifyOptions{Backing: target.Backing, Header: h, KMS: target.KMS, Drill: drill, Log: a.log}
-	st, err := volume.FindMount(ctx, h.VolumeID)
+	// By backing directory, not volume ID: a snapshot of the volume, which
+	// carries the same ID, may be mounted too.
+	st, err := volume.FindMountOf(ctx, target.Backing)
 	if err != nil {
 		return err
 	}
@@ -99,30 +109,11 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 			}
 		}
 	} else {
-		mnt, err := os.MkdirTemp("", "encvol-verify-")
-		if err != nil {
-			return fmt.Errorf("temporary mountpoint: %w", err)
-		}
-		defer os.Remove(mnt)
-		spec, err := cfg.TemporaryMountSpec(target, mnt)
+		spec, m, done, err := a.temporaryMount(ctx, cfg, target)
 		if err != nil {
 			return err
 		}
-		// The mount's own transition lines would interleave with the
-		// report; they are warnings only at debug level.
-		mlog := a.log
-		if a.log.GetLevel() > zerolog.DebugLevel {
-			mlog = a.log.Level(zerolog.ErrorLevel)
-		}
-		m, err := volume.MountTemporary(ctx, spec, mlog)
-		if err != nil {
-			return a.withRemedy(err, h.KeyID, spec.KMS)
-		}
-		defer func() {
-			if err := volume.UnmountTemporary(m); err != nil {
-				a.log.Error().Err(err).Str("path", mnt).Msg("temporary mount could not be unmounted")
-			}
-		}()
+		defer done()
 		opt.Mountpoint, opt.Temporary = spec.Mountpoint, true
 		opt.OnRevoke, opt.KeyCheckInterval = spec.OnRevoke, spec.KeyCheckInterval
 		opt.Status = func(context.Context) (*volume.Status, error) { s := m.Status(); return &s, nil }
@@ -150,6 +141,11 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 		}
 		return a.withRemedy(err, h.KeyID, kmsName)
 	}
+	return a.printVerify(rep, asJSON)
+}
+
+// printVerify prints a report and fails when a check failed.
+func (a *app) printVerify(rep *volume.VerifyReport, asJSON bool) error {
 	if asJSON {
 		if err := printJSON(a.stdout, rep); err != nil {
 			return err
@@ -161,6 +157,78 @@ func (a *app) runVerify(ctx context.Context, arg string, drill, asJSON bool) err
 		return withCode(exitFailure, fmt.Errorf("verification of volume %s failed: %s", rep.VolumeID, strings.Join(rep.Failed(), ", ")))
 	}
 	return nil
+}
+
+// verifySnapshot verifies a snapshot through a temporary read-only mount.
+func (a *app) verifySnapshot(ctx context.Context, cfg *volume.Config, target volume.VerifyTarget, asJSON bool) error {
+	snap, err := volume.OpenSnapshot(target.Snapshot)
+	if err != nil {
+		return targetError(err)
+	}
+	st, err := volume.FindMountOf(ctx, target.Backing)
+	if err != nil {
+		return err
+	}
+	var opt volume.SnapshotVerifyOptions
+	if st != nil {
+		// Mounted already (read-only, as every snapshot): check that mount.
+		opt = volume.SnapshotVerifyOptions{Mountpoint: st.Mountpoint, KMS: st.KMS,
+			OnRevoke: st.OnRevoke, KeyCheckInterval: parseDuration(st.KeyCheckInterval)}
+	} else {
+		spec, _, done, err := a.temporaryMount(ctx, cfg, target)
+		if err != nil {
+			return err
+		}
+		defer done()
+		opt = volume.SnapshotVerifyOptions{Mountpoint: spec.Mountpoint, Temporary: true, KMS: spec.KMS,
+			OnRevoke: spec.OnRevoke, KeyCheckInterval: spec.KeyCheckInterval}
+	}
+	opt.Snapshot = snap
+	if !asJSON && isTerminal(a.stdout) {
+		opt.Progress = newProgress(a.stderr)
+	}
+	rep, err := volume.VerifySnapshot(ctx, opt)
+	if err != nil {
+		return err
+	}
+	return a.printVerify(rep, asJSON)
+}
+
+// temporaryMount mounts target on a new temporary directory in this
+// process; done unmounts it and removes the directory.
+func (a *app) temporaryMount(ctx context.Context, cfg *volume.Config, target volume.VerifyTarget) (volume.MountSpec, *volume.Mount, func(), error) {
+	mnt, err := os.MkdirTemp("", "encvol-verify-")
+	if err != nil {
+		return volume.MountSpec{}, nil, nil, fmt.Errorf("temporary mountpoint: %w", err)
+	}
+	spec, err := cfg.TemporaryMountSpec(target, mnt)
+	if err != nil {
+		os.Remove(mnt)
+		return spec, nil, nil, err
+	}
+	// The mount's own transition lines would interleave with the report;
+	// they are warnings only at debug level.
+	mlog := a.log
+	if a.log.GetLevel() > zerolog.DebugLevel {
+		mlog = a.log.Level(zerolog.ErrorLevel)
+	}
+	m, err := volume.MountTemporary(ctx, spec, mlog)
+	if err != nil {
+		os.Remove(mnt)
+		return spec, nil, nil, a.withRemedy(err, target.Header.KeyID, spec.KMS)
+	}
+	done := func() {
+		if err := volume.UnmountTemporary(m); err != nil {
+			a.log.Error().Err(err).Str("path", mnt).Msg("temporary mount could not be unmounted")
+		}
+		os.Remove(mnt)
+	}
+	return spec, m, done, nil
+}
+
+func parseDuration(s string) time.Duration {
+	d, _ := time.ParseDuration(s)
+	return d
 }
 
 // freshMount runs `encvol mount BACKING TMP` as a separate process, exactly
@@ -224,8 +292,13 @@ func printVerifyReport(w io.Writer, r *volume.VerifyReport) {
 	fmt.Fprintf(tw, "key\t%s (KMS %q)\n", r.KeyID, r.KMS)
 	fmt.Fprintf(tw, "format\t%s, %d-byte sectors, %s names\n", r.Cipher, r.SectorSize, r.NameMode)
 	fmt.Fprintf(tw, "gate\ton_revoke %s, key_check_interval %s\n", r.OnRevoke, time.Duration(r.KeyCheckInterval*float64(time.Millisecond)))
+	for _, k := range slices.Sorted(maps.Keys(r.Extra)) {
+		fmt.Fprintf(tw, "%s\t%s\n", k, r.Extra[k])
+	}
 	c := r.Canary
-	fmt.Fprintf(tw, "canary\t%s, %d bytes, marker %s, sha256 %.16s…, written + fsynced in %.0f ms\n", c.Name, c.Size, c.Marker, c.SHA256, c.WriteMS)
+	if c.Name != "" {
+		fmt.Fprintf(tw, "canary\t%s, %d bytes, marker %s, sha256 %.16s…, written + fsynced in %.0f ms\n", c.Name, c.Size, c.Marker, c.SHA256, c.WriteMS)
+	}
 	if c.BackingFile != "" {
 		fmt.Fprintf(tw, "stored as\t%s (%d bytes)\n", c.BackingFile, c.BackingSize)
 	}

@@ -71,10 +71,11 @@ func IsReserved(backingName string) bool {
 }
 
 // IsReservedPlaintext reports whether a name is reserved in a
-// plaintext-names volume: the header, the directory ID file and temporary
-// files (names starting with keywrap.TempPrefix). Users cannot create these.
+// plaintext-names volume: the header, the directory ID file, the marker of
+// an unfinished copy and temporary files (names starting with
+// keywrap.TempPrefix). Users cannot create these.
 func IsReservedPlaintext(name string) bool {
-	return name == keywrap.HeaderFile || name == DirIDFile || strings.HasPrefix(name, keywrap.TempPrefix)
+	return name == keywrap.HeaderFile || name == DirIDFile || name == keywrap.IncompleteFile || strings.HasPrefix(name, keywrap.TempPrefix)
 }
 
 // IsReserved is the mode-aware variant that readdir should use.
@@ -154,8 +155,15 @@ func writeAtomicAt(dirfd int, name string, data []byte, noReplace bool) (err err
 	return nil
 }
 
+// readSmallAt reads a small metadata file without updating its access
+// time where the caller may ask for that (its owner, or root): copies,
+// snapshots and checks read volumes that they must leave as they were.
 func readSmallAt(dirfd int, name string, limit int) ([]byte, error) {
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	const flags = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	fd, err := unix.Openat(dirfd, name, flags|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		fd, err = unix.Openat(dirfd, name, flags, 0)
+	}
 	if err != nil {
 		return nil, err
 	}

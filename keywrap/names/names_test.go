@@ -164,7 +164,7 @@ func TestPlaintextMode(t *testing.T) {
 			t.Fatalf("%q: decrypt %q %v", name, got, err)
 		}
 	}
-	for _, name := range []string{keywrap.HeaderFile, DirIDFile, keywrap.TempPrefix + "x"} {
+	for _, name := range []string{keywrap.HeaderFile, DirIDFile, keywrap.IncompleteFile, keywrap.TempPrefix + "x"} {
 		if _, _, err := c.EncryptName(nil, name); !errors.Is(err, ErrReservedName) || !errors.Is(err, syscall.EINVAL) {
 			t.Fatalf("%q: %v, want ErrReservedName/EINVAL", name, err)
 		}
