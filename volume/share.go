@@ -102,7 +102,7 @@ func (c *Config) ResolveShare(arg string) (ShareTarget, error) {
 	if err != nil {
 		return ShareTarget{}, err
 	}
-	return ShareTarget{Arg: arg, Name: vt.Name, Backing: vt.Backing, Header: vt.Header, KMS: vt.KMS, KMSConfig: vt.KMSConfig}, nil
+	return ShareTarget{Arg: arg, Name: vt.Name, Backing: vt.Backing, Snapshot: vt.Snapshot, Header: vt.Header, KMS: vt.KMS, KMSConfig: vt.KMSConfig}, nil
 }
 
 // Share is one principal's (or group's) access to a volume through a
