@@ -64,7 +64,7 @@ func (e *KeyError) Error() string {
 	case "AccessDenied":
 		what = fmt.Sprintf("key %s of volume %s refuses access to this principal (no grant, grant revoked or wrong credentials)", key, e.Backing)
 		// The volume may be someone else's: say how they share it.
-		return fmt.Sprintf("%s: if it is another principal's volume, ask its owner to share it with you (`encvol share VOLUME --with YOUR_PRINCIPAL`; a share may also have been revoked), else check the credentials of KMS %q (%s)",
+		return fmt.Sprintf("%s: if it is another principal's volume, ask its owner to share it with you (the owner runs \"encvol share VOLUME --with YOUR_PRINCIPAL\"; a share may also have been revoked), else check the credentials of KMS %q (%s)",
 			what, e.KMS, errSummary(e.Err))
 	case "InvalidCiphertext":
 		what = fmt.Sprintf("key %s cannot unwrap the data key of volume %s: the wrapped key or its encryption context does not match", key, e.Backing)
