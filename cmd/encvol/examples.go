@@ -233,9 +233,63 @@ var examples = map[string]string{
   encvol kms serve --listen 0.0.0.0:8400 --store /var/lib/encvol/kms --principals /etc/encvol/principals.toml \
     --tls-cert /etc/encvol/kms.pem --tls-key /etc/encvol/kms-key.pem
 
+  # HTTPS with a CA of its own: clients name /etc/encvol/kms-tls/ca.pem as ca_file
+  encvol kms serve --listen 0.0.0.0:8400 --store /var/lib/encvol/kms --principals /etc/encvol/principals.toml \
+    --tls-self-signed /etc/encvol/kms-tls --tls-host kms.example.internal
+
+  # after editing the principals file by hand (it is also watched)
+  kill -HUP "$(pgrep -f 'encvol kms serve')"
+
   # ARNs of region eu-west-2 and account 210987654321, as Terraform's AWS provider expects
   encvol kms serve --listen 127.0.0.1:8400 --store /var/lib/encvol/kms --principals /etc/encvol/principals.toml \
     --region eu-west-2 --account-id 210987654321`,
+
+	"share": `  # bob (a principal of the KMS server) may mount this volume, and no other under its key
+  encvol share /srv/enc/data --with bob
+
+  # a snapshot, read-only, for every member of the [[group]] "auditors" of the principals file
+  encvol snapshot create data --name q3 --json
+  encvol share /srv/enc/data.snapshots/q3 --with group:auditors --read-only
+
+  # bob's side: his own [kms.team] (type "aws", endpoint, ca_file, his access key), a copy of the snapshot
+  rsync -a alice@host:/srv/enc/data.snapshots/q3/ /srv/shared/q3/
+  encvol --config /etc/encvol/bob.toml mount /srv/shared/q3 /mnt/q3`,
+
+	"unshare": `  # bob's mounts refuse I/O within their key_check_interval; the owner's go on
+  encvol unshare /srv/enc/data --with bob
+  encvol unshare data --with group:auditors --json`,
+
+	"shares": `  encvol shares /srv/enc/data
+  encvol shares data --json`,
+
+	"kms principal": `  encvol kms principal add bob --principals /etc/encvol/principals.toml
+  encvol kms principal list --principals /etc/encvol/principals.toml
+  encvol kms principal remove bob --principals /etc/encvol/principals.toml`,
+
+	"kms principal add": `  # prints the new access key once; the running server accepts it within a second
+  encvol kms principal add bob --principals /etc/encvol/principals.toml
+
+  # for scripts
+  encvol kms principal add bob --principals /etc/encvol/principals.toml --json
+
+  # straight into an AWS credentials file (name it as credentials_file, profile = "bob")
+  encvol kms principal add bob --principals /etc/encvol/principals.toml --credentials-file /etc/encvol/bob.credentials`,
+
+	"kms principal list": `  encvol kms principal list --principals /etc/encvol/principals.toml
+  encvol kms principal list --principals /etc/encvol/principals.toml --json`,
+
+	"kms principal remove": `  # refused by the running server from its next request on
+  encvol kms principal remove bob --principals /etc/encvol/principals.toml`,
+
+	"kms principal rotate-secret": `  encvol kms principal rotate-secret bob --principals /etc/encvol/principals.toml --json`,
+
+	"kms group": `  encvol kms group set auditors --members bob,carol --principals /etc/encvol/principals.toml
+  encvol share /srv/enc/data --with group:auditors --read-only`,
+
+	"kms group set": `  # create the group, or replace its members; grants to group:auditors follow at once
+  encvol kms group set auditors --members bob,carol --principals /etc/encvol/principals.toml`,
+
+	"kms group remove": `  encvol kms group remove auditors --principals /etc/encvol/principals.toml`,
 
 	"help": `  encvol help mount
   encvol help kms create-key`,

@@ -29,6 +29,10 @@ const samplePrincipals = `  [[principal]]
   name = "backup"
   access_key_id = "AKIDBACKUP0000000001"
   secret_access_key = "Wm5tPz8Hc2Qv7Lr4Xn9Bd3Fk6Sg1Ja0Y"
+
+  [[group]]
+  name = "ops"
+  members = ["alice", "backup"]
 `
 
 // newKMSServeCommand builds `encvol kms serve`, which the `encvol kms`
@@ -71,12 +75,20 @@ Stops gracefully on SIGINT or SIGTERM.
 Principals file (--principals), TOML, one [[principal]] table per identity:
 
 ` + samplePrincipals + `
-Rules, checked at start: at least one [[principal]]; name not empty, without
-control characters, unique; access_key_id 4 to 128 characters of
-A-Z a-z 0-9 _ . - and unique; secret_access_key at least ` + strconv.Itoa(server.MinSecretLen) + ` bytes
-long (shorter ones are refused); no other keys. The file holds every secret:
-keep it mode 0600 (a file that other users can read is refused). A client uses the pair as
-access_key_id/secret_access_key in its [kms.NAME] table.`,
+Rules, checked at start and at every reload: at least one [[principal]];
+name not empty, without control characters, ':' or '/', unique;
+access_key_id 4 to 128 characters of A-Z a-z 0-9 _ . - and unique;
+secret_access_key at least ` + strconv.Itoa(server.MinSecretLen) + ` bytes long (shorter ones are refused);
+[[group]] names unique, members principals of the file; no other keys. The
+file holds every secret: keep it mode 0600 (a file that other users can
+read is refused). A client uses the pair as access_key_id/secret_access_key
+in its [kms.NAME] table. A grant to group:NAME (an IAM group ARN on the
+wire) admits the group's members as it is at each request.
+
+The server watches the file and reloads it within a second of a change
+(encvol kms principal / group edit it atomically), and at once on SIGHUP: a
+removed principal is refused from its next request. A file that does not
+load keeps the principals loaded before in force, with an error in the log.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if storeDir == "" {
