@@ -55,6 +55,9 @@ go test -race -count=1 -timeout 20m ./...
 log "awscli interop"
 bash scripts/kms-awscli-test.sh
 
+log "awscli interop: sharing over TLS"
+bash scripts/kms-awscli-share-test.sh
+
 log "terraform interop"
 bash scripts/kms-terraform-test.sh
 
