@@ -101,7 +101,19 @@ func newBenchClients(n int, url, accessKeyID, secret string, blob []byte, encCtx
 }
 
 // runDecryptLoad sends n Decrypt requests in total from the clients and
-// returns every request's latency and the wall time of the whole run.
+// returns every request's latency and the wall time of the whole run (see
+// runLoad).
+func runDecryptLoad(cs []*awskms.Client, n int, rate float64, blob []byte, encCtx map[string]string) ([]time.Duration, time.Duration, error) {
+	ctx := context.Background()
+	return runLoad(len(cs), n, rate, func(i int) error {
+		_, err := cs[i].Decrypt(ctx, &awskms.DecryptInput{CiphertextBlob: blob, EncryptionContext: encCtx})
+		return err
+	})
+}
+
+// runLoad makes n calls in total, call(i) from client i of clients
+// running concurrently, and returns every call's latency and the wall time
+// of the whole run.
 //
 // With rate 0 the load is a closed loop: each client sends its next
 // request as soon as the previous one returned, so the server is saturated
@@ -109,14 +121,13 @@ func newBenchClients(n int, url, accessKeyID, secret string, blob []byte, encCtx
 // the load is open: request j is due at start + j/rate whichever client
 // sends it, and its latency counts from when it was due, so a server that
 // falls behind is charged for the wait rather than slowing the load down.
-func runDecryptLoad(cs []*awskms.Client, n int, rate float64, blob []byte, encCtx map[string]string) ([]time.Duration, time.Duration, error) {
-	ctx := context.Background()
-	latencies := make([][]time.Duration, len(cs))
+func runLoad(clients, n int, rate float64, call func(i int) error) ([]time.Duration, time.Duration, error) {
+	latencies := make([][]time.Duration, clients)
 	var next atomic.Int64
 	var failed atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
-	for i := range cs {
+	for i := range clients {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
@@ -130,7 +141,7 @@ func runDecryptLoad(cs []*awskms.Client, n int, rate float64, blob []byte, encCt
 					t0 = start.Add(time.Duration(float64(j) / rate * float64(time.Second)))
 					time.Sleep(time.Until(t0))
 				}
-				_, err := cs[i].Decrypt(ctx, &awskms.DecryptInput{CiphertextBlob: blob, EncryptionContext: encCtx})
+				err := call(i)
 				latencies[i] = append(latencies[i], time.Since(t0))
 				if err != nil {
 					failed.Store(err)
