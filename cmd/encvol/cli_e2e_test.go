@@ -538,3 +538,28 @@ func TestReadmeGettingStarted(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeListsEveryCommand: the README's command table names every
+// command of the tree (cobra's own help and completion aside).
+func TestReadmeListsEveryCommand(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := strings.Index(string(b), "\n## Commands\n")
+	if start < 0 {
+		t.Fatal("README has no ## Commands section")
+	}
+	table := string(b)[start:]
+	table = table[:strings.Index(table[1:], "\n## ")+1]
+	for key := range leafCommands(false) {
+		if key == "" {
+			continue
+		}
+		words := strings.Fields(key)
+		name := words[len(words)-1]
+		if !regexp.MustCompile("[`| \\\\]" + regexp.QuoteMeta(name) + "[`| \\\\]").MatchString(table) {
+			t.Errorf("README's command table does not name %q", key)
+		}
+	}
+}
