@@ -37,11 +37,12 @@ func (g *grantRec) admits(op string, encCtx map[string]string) bool {
 	if !slices.Contains(g.Operations, op) {
 		return false
 	}
-	return slices.Contains(contextFreeOps, op) || g.Constraints.allows(encCtx)
+	return slices.Contains(contextFreeOps, op) || g.Constraints.Allows(encCtx)
 }
 
-// allows reports whether a request with encCtx satisfies the constraints.
-func (c *GrantConstraints) allows(encCtx map[string]string) bool {
+// Allows reports whether a request with encCtx satisfies the constraints
+// (nil constrains nothing).
+func (c *GrantConstraints) Allows(encCtx map[string]string) bool {
 	if c == nil {
 		return true
 	}

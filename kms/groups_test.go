@@ -6,11 +6,10 @@ import (
 	"testing"
 )
 
-// TestGroupGrants: a grant to a group admits its members as they are when
-// the request arrives; membership changes need no change of the grant.
-// Grants to groups are listed with IAM group ARNs, and a group the store
-// does not know is refused.
-func TestGroupGrants(t *testing.T) {
+// aliceVolumeKey is a store with a key of alice's and the blob of a data
+// key wrapped under it with volume vol-1's encryption context.
+func aliceVolumeKey(t *testing.T) (*Store, KeyMetadata, map[string]string, []byte) {
+	t.Helper()
 	s := openTest(t, t.TempDir(), nil)
 	md := mustKey(t, s, "alice")
 	ectx := map[string]string{"encvol:volume-id": "vol-1"}
@@ -18,9 +17,18 @@ func TestGroupGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, md, ectx, blob
+}
+
+// TestGroupGrants: a grant to a group admits its members as they are when
+// the request arrives; membership changes need no change of the grant.
+// Grants to groups are listed with IAM group ARNs, and a group the store
+// does not know is refused.
+func TestGroupGrants(t *testing.T) {
+	s, md, ectx, blob := aliceVolumeKey(t)
 	grant := GrantInput{KeyRef: md.KeyID, GranteePrincipal: "group:team", Operations: []string{OpDecrypt, OpDescribeKey},
 		Constraints: &GrantConstraints{EncryptionContextEquals: ectx}, Name: "share"}
-	_, _, err = s.CreateGrant(bg, "alice", grant)
+	_, _, err := s.CreateGrant(bg, "alice", grant)
 	wantCode(t, err, CodeNotFound)
 	if !strings.Contains(err.Error(), "no groups") {
 		t.Fatalf("grant to a group of a store without groups: %v", err)
@@ -81,13 +89,7 @@ func TestGroupGrants(t *testing.T) {
 // without a grant (nil); a grantee hears every grant that admits the call,
 // and an unnamed one as UnnamedGrant.
 func TestDecryptVia(t *testing.T) {
-	s := openTest(t, t.TempDir(), nil)
-	md := mustKey(t, s, "alice")
-	ectx := map[string]string{"encvol:volume-id": "vol-1"}
-	_, blob, _, err := s.GenerateDataKey(bg, "alice", md.KeyID, 32, ectx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, md, ectx, blob := aliceVolumeKey(t)
 	if _, _, via, err := s.DecryptVia(bg, "alice", blob, ectx, "", nil); err != nil || via != nil {
 		t.Fatalf("owner: %v, %v; want no grants", via, err)
 	}

@@ -73,20 +73,25 @@ secret_access_key = "$AWS_SECRET_ACCESS_KEY"
 EOF
 chmod 600 "$W/principals.toml"
 
+# serve LOG ARGS...: start `encvol kms serve` on a free loopback port with
+# ARGS, logging to LOG; sets SRV_PID and EP (the endpoint it reports).
 # The server logs every request at info level, as a deployment would, to a
 # file on the same machine.
-"$W/encvol" --log-format json kms serve --listen 127.0.0.1:0 --store "$W/store" \
-	--principals "$W/principals.toml" --audit-keep -1 >"$W/server.log" 2>&1 &
-SRV_PID=$!
-EP=""
-for _ in $(seq 200); do
-	EP=$(sed -n 's/.*"endpoint":"\([^"]*\)".*/\1/p' "$W/server.log" | head -1)
-	[ -n "$EP" ] && break
-	kill -0 "$SRV_PID" 2>/dev/null || { cat "$W/server.log" >&2; die "encvol kms serve exited early"; }
-	sleep 0.1
-done
-[ -n "$EP" ] || die "encvol kms serve did not report its address (log: $(cat "$W/server.log"))"
-log "server at $EP"
+serve() {
+	local logf=$1; shift
+	"$W/encvol" --log-format json kms serve --listen 127.0.0.1:0 "$@" >"$logf" 2>&1 &
+	SRV_PID=$!
+	EP=""
+	for _ in $(seq 200); do
+		EP=$(sed -n 's/.*"endpoint":"\([^"]*\)".*/\1/p' "$logf" | head -1)
+		[ -n "$EP" ] && break
+		kill -0 "$SRV_PID" 2>/dev/null || { cat "$logf" >&2; die "encvol kms serve exited early"; }
+		sleep 0.1
+	done
+	[ -n "$EP" ] || die "encvol kms serve did not report its address (log: $(cat "$logf"))"
+	log "server at $EP"
+}
+serve "$W/server.log" --store "$W/store" --principals "$W/principals.toml" --audit-keep -1
 
 # to_ms converts wrk's latency figures (123.00us, 1.23ms, 1.02s) to ms.
 to_ms() {
@@ -155,18 +160,9 @@ if [ "$SHARE" = 1 ]; then
 		done
 	} >"$W/share-principals.toml"
 	chmod 600 "$W/share-principals.toml"
-	"$W/encvol" --log-format json kms serve --listen 127.0.0.1:0 --store "$W/share-store" \
-		--principals "$W/share-principals.toml" --tls-self-signed "$W/tls" >"$W/share-server.log" 2>&1 &
-	SRV_PID=$!
-	SEP=""
-	for _ in $(seq 200); do
-		SEP=$(sed -n 's/.*"endpoint":"\([^"]*\)".*/\1/p' "$W/share-server.log" | head -1)
-		[ -n "$SEP" ] && break
-		kill -0 "$SRV_PID" 2>/dev/null || { cat "$W/share-server.log" >&2; die "encvol kms serve --tls-self-signed exited early"; }
-		sleep 0.1
-	done
-	case "$SEP" in https://*) ;; *) die "the sharing server did not report an https endpoint (log: $(cat "$W/share-server.log"))" ;; esac
-	(cd "$REPO" && ENCVOL_KMS_BENCH_ENDPOINT="$SEP" ENCVOL_KMS_BENCH_CA="$W/tls/ca.pem" go test -run '^$' \
+	serve "$W/share-server.log" --store "$W/share-store" --principals "$W/share-principals.toml" --tls-self-signed "$W/tls"
+	case "$EP" in https://*) ;; *) die "the sharing server did not report an https endpoint (log: $(cat "$W/share-server.log"))" ;; esac
+	(cd "$REPO" && ENCVOL_KMS_BENCH_ENDPOINT="$EP" ENCVOL_KMS_BENCH_CA="$W/tls/ca.pem" go test -run '^$' \
 		-bench 'BenchmarkShareMonitorsTLSAt2000$|BenchmarkShareMonitorsTLS$' -benchtime 20000x ./kms/server/) >"$W/sharebench" 2>&1 ||
 		{ cat "$W/sharebench" >&2; die "sharing benchmarks failed"; }
 	SHARE_ROWS=$(awk '/^BenchmarkShareMonitors/ {

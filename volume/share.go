@@ -153,8 +153,8 @@ func granteeRef(s string) string {
 	return s
 }
 
-// checkGrantee refuses what cannot name a principal or a group.
-func checkGrantee(with string) error {
+// CheckGrantee refuses what cannot name a principal or a group.
+func CheckGrantee(with string) error {
 	ref := granteeRef(strings.TrimSpace(with))
 	name := strings.TrimPrefix(ref, kms.GroupPrefix)
 	if name == "" || strings.ContainsAny(name, "\x00\n\r\t:/ ") {
@@ -222,15 +222,7 @@ func IsServiceKey(ctx context.Context, client kmsclient.Client, info kmsclient.K
 // is reported unchanged; a share of the other mode is replaced (the new
 // grant is made before the old one is revoked, so access never lapses).
 func (c *Config) ShareVolume(ctx context.Context, adm kmsclient.Admin, t ShareTarget, with string, readOnly bool) (ShareReport, error) {
-	if err := checkGrantee(with); err != nil {
-		return ShareReport{}, err
-	}
-	info, err := c.CheckShareable(ctx, adm, t)
-	if err != nil {
-		return ShareReport{}, err
-	}
-	rep := t.report(info)
-	current, err := listShares(ctx, adm, t, info)
+	info, rep, current, err := c.shareState(ctx, adm, t, with)
 	if err != nil {
 		return rep, err
 	}
@@ -270,15 +262,7 @@ func (c *Config) ShareVolume(ctx context.Context, adm kmsclient.Admin, t ShareTa
 // Nothing to revoke is no error (the report lists nothing revoked): a
 // rerun after an interruption finishes the job.
 func (c *Config) UnshareVolume(ctx context.Context, adm kmsclient.Admin, t ShareTarget, with string) (ShareReport, error) {
-	if err := checkGrantee(with); err != nil {
-		return ShareReport{}, err
-	}
-	info, err := c.CheckShareable(ctx, adm, t)
-	if err != nil {
-		return ShareReport{}, err
-	}
-	rep := t.report(info)
-	current, err := listShares(ctx, adm, t, info)
+	info, rep, current, err := c.shareState(ctx, adm, t, with)
 	if err != nil {
 		return rep, err
 	}
@@ -294,6 +278,21 @@ func (c *Config) UnshareVolume(ctx context.Context, adm kmsclient.Admin, t Share
 		rep.Revoked = append(rep.Revoked, s)
 	}
 	return rep, nil
+}
+
+// shareState is where share and unshare start: the grantee checked, the
+// target shareable, its key's description and the shares of its volume.
+func (c *Config) shareState(ctx context.Context, adm kmsclient.Admin, t ShareTarget, with string) (kmsclient.KeyInfo, ShareReport, []Share, error) {
+	if err := CheckGrantee(with); err != nil {
+		return kmsclient.KeyInfo{}, ShareReport{}, nil, err
+	}
+	info, err := c.CheckShareable(ctx, adm, t)
+	if err != nil {
+		return info, ShareReport{}, nil, err
+	}
+	rep := t.report(info)
+	current, err := listShares(ctx, adm, t, info)
+	return info, rep, current, err
 }
 
 // ListShares lists who may unwrap t's data key through grants: the share
@@ -332,7 +331,7 @@ func listShares(ctx context.Context, adm kmsclient.Admin, t ShareTarget, info km
 			s.ReadOnly = ro
 		case isShare:
 			continue // another volume's share
-		case slices.Contains(g.Operations, kms.OpDecrypt) && admitsContext(g.Constraints, t.Header.EncryptionContext):
+		case slices.Contains(g.Operations, kms.OpDecrypt) && g.Constraints.Allows(t.Header.EncryptionContext):
 			s.Other = true
 		default:
 			continue
@@ -341,20 +340,4 @@ func listShares(ctx context.Context, adm kmsclient.Admin, t ShareTarget, info km
 	}
 	slices.SortStableFunc(out, func(a, b Share) int { return strings.Compare(a.Grantee, b.Grantee) })
 	return out, nil
-}
-
-// admitsContext reports whether a grant's constraints admit encCtx.
-func admitsContext(c *kmsclient.GrantConstraints, encCtx map[string]string) bool {
-	if c == nil {
-		return true
-	}
-	if len(c.EncryptionContextEquals) > 0 && !maps.Equal(c.EncryptionContextEquals, encCtx) {
-		return false
-	}
-	for k, v := range c.EncryptionContextSubset {
-		if got, ok := encCtx[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }

@@ -113,12 +113,12 @@ func TestShareRefusals(t *testing.T) {
 		t.Fatalf("service key refusal %q lacks %s", err, want)
 	}
 	for _, with := range []string{"", "group:", "a b", "arn:aws:iam::000000000000:user/", "x/y"} {
-		if checkGrantee(with) == nil {
+		if CheckGrantee(with) == nil {
 			t.Errorf("--with %q accepted", with)
 		}
 	}
 	for _, with := range []string{"bob", "group:team", "arn:aws:iam::000000000000:user/bob", "arn:aws:iam::000000000000:group/team"} {
-		if err := checkGrantee(with); err != nil {
+		if err := CheckGrantee(with); err != nil {
 			t.Errorf("--with %q: %v", with, err)
 		}
 	}

@@ -58,6 +58,9 @@ its key store with encvol kms serve. Sharing again is harmless.
 			if with == "" {
 				return usageError("--with is required: the principal (bob) or group (group:team) to share with")
 			}
+			if err := volume.CheckGrantee(with); err != nil {
+				return withCode(exitUsage, err)
+			}
 			return a.runShare(cmd.Context(), args[0], asJSON, func(ctx context.Context, cfg *volume.Config, adm kmsclient.Admin, t volume.ShareTarget) (volume.ShareReport, error) {
 				return cfg.ShareVolume(ctx, adm, t, with, readOnly)
 			}, func(r volume.ShareReport) { a.printShare(r, with, readOnly) })
@@ -87,6 +90,9 @@ Nothing to revoke is no error.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if with == "" {
 				return usageError("--with is required: the principal (bob) or group (group:team) to unshare from")
+			}
+			if err := volume.CheckGrantee(with); err != nil {
+				return withCode(exitUsage, err)
 			}
 			return a.runShare(cmd.Context(), args[0], asJSON, func(ctx context.Context, cfg *volume.Config, adm kmsclient.Admin, t volume.ShareTarget) (volume.ShareReport, error) {
 				return cfg.UnshareVolume(ctx, adm, t, with)

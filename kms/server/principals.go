@@ -98,10 +98,7 @@ func (f *Principals) check() error {
 	names := map[string]bool{}
 	keys := map[string]bool{}
 	for i, p := range f.Principal {
-		where := fmt.Sprintf("principal #%d", i+1)
-		if p.Name != "" {
-			where += fmt.Sprintf(" (%q)", p.Name)
-		}
+		where := entryName("principal", i, p.Name)
 		switch {
 		case strings.TrimSpace(p.Name) == "":
 			return fmt.Errorf("%s: name is empty", where)
@@ -123,10 +120,7 @@ func (f *Principals) check() error {
 	}
 	groups := map[string]bool{}
 	for i, g := range f.Group {
-		where := fmt.Sprintf("group #%d", i+1)
-		if g.Name != "" {
-			where += fmt.Sprintf(" (%q)", g.Name)
-		}
+		where := entryName("group", i, g.Name)
 		switch {
 		case strings.TrimSpace(g.Name) == "":
 			return fmt.Errorf("%s: name is empty", where)
@@ -148,4 +142,12 @@ func (f *Principals) check() error {
 		}
 	}
 	return nil
+}
+
+// entryName names the i-th table of a kind in messages: `principal #2 ("bob")`.
+func entryName(kind string, i int, name string) string {
+	if name == "" {
+		return fmt.Sprintf("%s #%d", kind, i+1)
+	}
+	return fmt.Sprintf("%s #%d (%q)", kind, i+1, name)
 }
