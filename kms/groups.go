@@ -14,42 +14,64 @@ import (
 // group ARNs (arn:aws:iam::ACCOUNT:group/NAME).
 const GroupPrefix = "group:"
 
-// groupSet maps a group name to its members.
-type groupSet map[string]map[string]bool
+// identities are the principals and groups a store's grants may name.
+type identities struct {
+	principals map[string]bool            // nil: any principal name
+	groups     map[string]map[string]bool // group → its members
+}
 
-// SetGroups replaces the groups that grants may name, as group name →
-// member principal names. `encvol kms serve` sets them from its principals
-// file (and again on every reload); a store without groups refuses grants
-// to groups.
-func (s *Store) SetGroups(groups map[string][]string) {
-	gs := make(groupSet, len(groups))
+// SetIdentities tells the store which principals and groups exist, as
+// `encvol kms serve` reads them from its principals file (again on every
+// reload): grants may then name only those, so a mistyped grantee is
+// refused instead of granting a name nobody has. groups maps a group name
+// to its member principals. A store never told accepts any principal name
+// and no group.
+func (s *Store) SetIdentities(principals []string, groups map[string][]string) {
+	id := &identities{groups: make(map[string]map[string]bool, len(groups))}
+	if principals != nil {
+		id.principals = make(map[string]bool, len(principals))
+		for _, p := range principals {
+			id.principals[p] = true
+		}
+	}
 	for name, members := range groups {
 		set := make(map[string]bool, len(members))
 		for _, m := range members {
 			set[m] = true
 		}
-		gs[name] = set
+		id.groups[name] = set
 	}
-	s.groups.Store(&gs)
+	s.idents.Store(id)
 }
 
-// Groups returns the group names SetGroups set, sorted.
+// SetGroups is SetIdentities with groups only: any principal name stays
+// acceptable.
+func (s *Store) SetGroups(groups map[string][]string) { s.SetIdentities(nil, groups) }
+
+// Groups returns the names of the groups set, sorted.
 func (s *Store) Groups() []string {
-	gs := s.groups.Load()
-	if gs == nil {
+	id := s.idents.Load()
+	if id == nil {
 		return nil
 	}
-	return slices.Sorted(maps.Keys(*gs))
+	return slices.Sorted(maps.Keys(id.groups))
 }
 
 // hasGroup reports whether name is a group of this store.
 func (s *Store) hasGroup(name string) bool {
-	gs := s.groups.Load()
-	if gs == nil {
+	id := s.idents.Load()
+	if id == nil {
 		return false
 	}
-	_, ok := (*gs)[name]
+	_, ok := id.groups[name]
 	return ok
+}
+
+// knownPrincipal reports whether grants may name principal: any name
+// unless SetIdentities gave a list.
+func (s *Store) knownPrincipal(name string) bool {
+	id := s.idents.Load()
+	return id == nil || id.principals == nil || id.principals[name]
 }
 
 // isGrantee reports whether a grant to grantee applies to principal: the
@@ -62,14 +84,14 @@ func (s *Store) isGrantee(grantee, principal string) bool {
 	if !ok {
 		return false
 	}
-	gs := s.groups.Load()
-	return gs != nil && (*gs)[group][principal]
+	id := s.idents.Load()
+	return id != nil && id.groups[group][principal]
 }
 
 // granteeName turns a grantee reference into the form grants store: a
 // principal as principalName does, or a group as "group:NAME" from
 // "group:NAME" or arn:aws:iam::ACCOUNT:group/NAME. With mustExist, a group
-// this store does not know is refused.
+// or principal this store does not know is refused.
 func (s *Store) granteeName(st *state, what, ref string, mustExist bool) (string, error) {
 	group, isGroup := strings.CutPrefix(ref, GroupPrefix)
 	if !isGroup && strings.HasPrefix(ref, "arn:") {
@@ -82,7 +104,11 @@ func (s *Store) granteeName(st *state, what, ref string, mustExist bool) (string
 		}
 	}
 	if !isGroup {
-		return s.principalName(st, what, ref)
+		name, err := s.principalName(st, what, ref)
+		if err == nil && mustExist && !s.knownPrincipal(name) {
+			return "", newErr(CodeNotFound, "%s %s: no principal %q in the principals file of this KMS", what, ref, name)
+		}
+		return name, err
 	}
 	if strings.TrimSpace(group) == "" || strings.ContainsAny(group, "\x00\n\r\t:/") {
 		return "", validationErr("%s %q is not a group name", what, ref)

@@ -118,3 +118,25 @@ func TestGrantsHeaderRoundTrip(t *testing.T) {
 		t.Fatalf("malformed elements: %q", got)
 	}
 }
+
+// TestGrantsNameKnownPrincipals: once the store knows its principals (the
+// server's principals file), a grant to a name nobody has is refused.
+func TestGrantsNameKnownPrincipals(t *testing.T) {
+	s, md, ectx, _ := aliceVolumeKey(t)
+	in := GrantInput{KeyRef: md.KeyID, GranteePrincipal: "bbo", Operations: []string{OpDecrypt},
+		Constraints: &GrantConstraints{EncryptionContextEquals: ectx}}
+	if _, _, err := s.CreateGrant(bg, "alice", in); err != nil {
+		t.Fatalf("a store without a principal list accepts any name: %v", err)
+	}
+	s.SetIdentities([]string{"alice", "bob"}, nil)
+	in.Name = "second"
+	_, _, err := s.CreateGrant(bg, "alice", in)
+	wantCode(t, err, CodeNotFound)
+	if !strings.Contains(err.Error(), `no principal "bbo"`) {
+		t.Fatalf("grant to an unknown principal: %v", err)
+	}
+	in.GranteePrincipal = "arn:aws:iam::" + DefaultAccount + ":user/bob"
+	if _, _, err := s.CreateGrant(bg, "alice", in); err != nil {
+		t.Fatalf("grant to a known principal: %v", err)
+	}
+}

@@ -84,8 +84,9 @@ type Store struct {
 	audit  *auditLog
 	checks *checkSummaries
 
-	// groups are the groups grants may name (SetGroups); nil: none.
-	groups atomic.Pointer[groupSet]
+	// idents are the principals and groups grants may name
+	// (SetIdentities); nil: any principal, no group.
+	idents atomic.Pointer[identities]
 
 	fdMu     sync.Mutex
 	fdPool   []*lockFDs // idle lock descriptors, see storeLock

@@ -27,6 +27,10 @@ import (
 // KMS is the embedded local key store.
 var ErrNotShareable = errors.New("volume cannot be shared")
 
+// ErrUnknownGrantee is matched by the refusal of a grantee the KMS does
+// not know (a principal or group not in its principals file).
+var ErrUnknownGrantee = errors.New("no such principal or group")
+
 // shareGrantPrefix starts the name of every grant made by Share. Grant
 // names on AWS are [a-zA-Z0-9:/_-]+, which volume IDs fit.
 const (
@@ -242,6 +246,10 @@ func (c *Config) ShareVolume(ctx context.Context, adm kmsclient.Admin, t ShareTa
 		name := ShareGrantName(t.Header.VolumeID, readOnly)
 		id, err := adm.CreateGrant(ctx, kmsclient.GrantInput{KeyRef: info.Arn, Grantee: with, Operations: ShareOperations, Name: name,
 			Constraints: &kmsclient.GrantConstraints{EncryptionContextEquals: maps.Clone(t.Header.EncryptionContext)}})
+		if errors.Is(err, kmsclient.ErrNotFound) {
+			// The key was just described: the KMS does not know the grantee.
+			return rep, withKind(ErrUnknownGrantee, fmt.Errorf("share %s with %s: %w", t.what(), who, err))
+		}
 		if err != nil {
 			return rep, fmt.Errorf("share %s with %s: %w", t.what(), who, err)
 		}

@@ -76,7 +76,7 @@ func kindExitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, volume.ErrPolicy), errors.Is(err, volume.ErrKeyInUse), errors.Is(err, volume.ErrNotShareable):
 		return exitRefused
-	case errors.Is(err, server.ErrPrincipalsEdit):
+	case errors.Is(err, server.ErrPrincipalsEdit), errors.Is(err, volume.ErrUnknownGrantee):
 		return exitUsage
 	case errors.As(err, new(*volume.InUseError)), errors.Is(err, volume.ErrMountpointBusy):
 		return exitMounted

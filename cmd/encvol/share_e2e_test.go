@@ -325,6 +325,18 @@ func TestShareRefusals(t *testing.T) {
 		t.Fatalf("sharing a service-key volume: want exit %d with %s: %v", exitRefused, want, r)
 	}
 	oneLine(t, "service key refusal", r.stderr)
+	// A grantee the server does not know (a typo) is an argument to change.
+	s.createKey("alias/other")
+	ov := s.newVolume("ov", "alias/other")
+	if r := s.runWith(s.cfg["alice"], "share", ov, "--with", "bbo"); r.code != exitUsage || !strings.Contains(r.stderr, `no principal "bbo"`) {
+		t.Fatalf("share with an unknown principal: %v", r)
+	}
+	if r := s.runWith(s.cfg["alice"], "share", ov, "--with", "group:nobody"); r.code != exitUsage || !strings.Contains(r.stderr, "group") {
+		t.Fatalf("share with an unknown group: %v", r)
+	}
+	if r := s.runWith(s.cfg["alice"], "share", ov, "--with", "a/b"); r.code != exitUsage {
+		t.Fatalf("share with a malformed grantee: %v", r)
+	}
 	// The command it gives works, and the copy can be shared.
 	s.createKey("alias/shared")
 	s.must("copy", sv, "--backing", sv+"-shared", "--key", "alias/shared")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -30,6 +31,16 @@ type Group struct {
 type Principals struct {
 	Principal []Principal `toml:"principal"`
 	Group     []Group     `toml:"group"`
+}
+
+// Names returns the principals' names, sorted.
+func (p *Principals) Names() []string {
+	names := make([]string, len(p.Principal))
+	for i, pr := range p.Principal {
+		names[i] = pr.Name
+	}
+	slices.Sort(names)
+	return names
 }
 
 // GroupMap returns the groups as name → members, what kms.Store.SetGroups takes.

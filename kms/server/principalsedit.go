@@ -204,11 +204,7 @@ func RemoveGroup(path, name string) error {
 }
 
 func (p *Principals) unknown(path, name string) error {
-	names := make([]string, len(p.Principal))
-	for i, x := range p.Principal {
-		names[i] = x.Name
-	}
-	return editRefusal("no principal %q in %s (principals: %s)", name, path, listOrNone(names))
+	return editRefusal("no principal %q in %s (principals: %s)", name, path, listOrNone(p.Names()))
 }
 
 func (p *Principals) groupNames() string {

@@ -77,7 +77,7 @@ func (s *Server) WatchPrincipals(ctx context.Context, path string, interval time
 			continue
 		}
 		s.SetPrincipals(p)
-		next := namesOf(p)
+		next := p.Names()
 		added, removed := diffNames(current, next)
 		current = next
 		s.log.Info().Str("op", "reload").Str("principals", path).Int("count", len(next)).Int("groups", len(p.Group)).
@@ -108,15 +108,6 @@ func (s *Server) principalNames() []string {
 	names := make([]string, 0, len(v.byKey))
 	for _, p := range v.byKey {
 		names = append(names, p.Name)
-	}
-	slices.Sort(names)
-	return names
-}
-
-func namesOf(p *Principals) []string {
-	names := make([]string, len(p.Principal))
-	for i, pr := range p.Principal {
-		names[i] = pr.Name
 	}
 	slices.Sort(names)
 	return names

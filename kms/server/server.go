@@ -113,7 +113,7 @@ func (s *Server) SetPrincipals(p *Principals) {
 	// mutex held by value).
 	v := *s.verify.Load()
 	v.byKey = principalsByKey(p.Principal)
-	s.store.SetGroups(p.GroupMap())
+	s.store.SetIdentities(p.Names(), p.GroupMap())
 	s.verify.Store(&v)
 }
 
