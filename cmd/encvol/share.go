@@ -63,7 +63,7 @@ its key store with encvol kms serve. Sharing again is harmless.
 			}
 			return a.runShare(cmd.Context(), args[0], asJSON, func(ctx context.Context, cfg *volume.Config, adm kmsclient.Admin, t volume.ShareTarget) (volume.ShareReport, error) {
 				return cfg.ShareVolume(ctx, adm, t, with, readOnly)
-			}, func(r volume.ShareReport) { a.printShare(r, with, readOnly) })
+			}, func(r volume.ShareReport) { a.printShare(r, readOnly) })
 		},
 	}
 	cmd.Flags().StringVar(&with, "with", "", "principal of the KMS server, or group:NAME")
@@ -170,7 +170,7 @@ func shareMode(readOnly bool) string {
 	return "read-write"
 }
 
-func (a *app) printShare(r volume.ShareReport, with string, readOnly bool) {
+func (a *app) printShare(r volume.ShareReport, readOnly bool) {
 	what := "volume " + r.VolumeID
 	if r.Snapshot != "" {
 		what = "snapshot " + r.Snapshot + " of volume " + r.VolumeID
@@ -185,8 +185,11 @@ func (a *app) printShare(r volume.ShareReport, with string, readOnly bool) {
 	for _, old := range r.Revoked {
 		fmt.Fprintf(a.stdout, "replaced the %s share (grant %s revoked)\n", shareMode(old.ReadOnly), old.GrantID)
 	}
-	fmt.Fprintf(a.stdout, "%s mounts it with a [kms.NAME] of type \"aws\" for KMS %q's endpoint and its own access key: `encvol mount BACKING MOUNTPOINT`\n",
-		strings.TrimPrefix(with, "group:"), r.KMS)
+	who := s.Grantee + " mounts"
+	if group, ok := strings.CutPrefix(s.Grantee, "group:"); ok {
+		who = "every member of group " + group + " mounts"
+	}
+	fmt.Fprintf(a.stdout, "%s it with a [kms.NAME] of type \"aws\" for KMS %q's endpoint and its own access key: `encvol mount BACKING MOUNTPOINT`\n", who, r.KMS)
 }
 
 func (a *app) printUnshare(r volume.ShareReport, with string) {

@@ -44,8 +44,11 @@ func (s *Server) WatchPrincipals(ctx context.Context, path string, interval time
 	if interval <= 0 {
 		interval = DefaultWatchInterval
 	}
-	last, _ := statSig(path)
+	// The zero signature makes the first look a reload: a change made
+	// between the server's first load and this watcher is not missed.
+	var last fileSig
 	current := s.principalNames()
+	first := true
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -80,7 +83,13 @@ func (s *Server) WatchPrincipals(ctx context.Context, path string, interval time
 		next := p.Names()
 		added, removed := diffNames(current, next)
 		current = next
-		s.log.Info().Str("op", "reload").Str("principals", path).Int("count", len(next)).Int("groups", len(p.Group)).
+		ev := s.log.Info()
+		if first && len(added)+len(removed) == 0 {
+			// The first look found what the server started with.
+			ev = s.log.Debug()
+		}
+		first = false
+		ev.Str("op", "reload").Str("principals", path).Int("count", len(next)).Int("groups", len(p.Group)).
 			Strs("added", added).Strs("removed", removed).Bool("signal", forced).Msg("principals reloaded")
 	}
 }
