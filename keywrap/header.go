@@ -27,7 +27,6 @@ const HeaderFile = "encvol.volume"
 // complete and must not be mounted. Its format belongs to package volume.
 const IncompleteFile = "encvol.incomplete"
 
-
 // Header format versions. Version 1 has no key-check blob; version 2 adds
 // key_check (Header.KeyCheck), which lets a mount check its access to the
 // key without the KMS sending the data key again. Both are read and
