@@ -65,6 +65,16 @@ the local KMS's). With --region, only requests signed for that region are
 accepted, as on AWS. ARNs the store handed out under an earlier region or
 account keep resolving, so volumes keep mounting after a change.
 
+Requests: the signature must cover X-Amz-Target, Content-Type and
+X-Amz-Date (AWS SDKs and awscli sign them); the key, date and signed headers
+are checked before the body is read. A signed state-changing request
+(CreateKey, DisableKey, grants, aliases, ...) is accepted once: a replay
+inside the 5-minute clock-skew window is refused. Reads and data key
+operations may repeat. Each principal may send --rate-limit requests per
+second (and as many at once); the server accepts --max-conns connections,
+--max-conns-per-addr from one IP address. Beyond a limit the answer is
+ThrottlingException, which AWS SDKs retry with backoff.
+
 Stops gracefully on SIGINT or SIGTERM.
 
 Principals file (--principals), TOML, one [[principal]] table per identity:

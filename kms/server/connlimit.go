@@ -59,9 +59,9 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		var refusal *apiError
 		switch {
 		case l.maxTotal > 0 && l.total >= l.maxTotal:
-			refusal = errThrottling(fmt.Sprintf("Rate exceeded: the server has %d connections open, its limit (kms serve --max-conns); retry later, reusing connections", l.total))
+			refusal = errThrottling(fmt.Sprintf("Rate exceeded: the server already has %d open connections, its limit (kms serve --max-conns); retry later and reuse connections", l.total))
 		case l.maxPerAddr > 0 && l.perAddr[ip] >= l.maxPerAddr:
-			refusal = errThrottling(fmt.Sprintf("Rate exceeded: %s has %d connections open to this server, its limit per address (kms serve --max-conns-per-addr); reuse connections", ip, l.perAddr[ip]))
+			refusal = errThrottling(fmt.Sprintf("Rate exceeded: %s already has %d open connections to this server, its limit per address (kms serve --max-conns-per-addr); close idle ones or reuse them", ip, l.perAddr[ip]))
 		}
 		l.total++
 		l.perAddr[ip]++
