@@ -2,8 +2,6 @@ package main
 
 import (
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,21 +34,5 @@ func TestServeConnectionLimit(t *testing.T) {
 			t.Fatalf("list-keys after the other connection closed: %v", r)
 		}
 		time.Sleep(50 * time.Millisecond) // poll interval
-	}
-}
-
-// TestServeLimitFlags: a negative limit is a usage error naming the flags.
-func TestServeLimitFlags(t *testing.T) {
-	dir := t.TempDir()
-	principals := filepath.Join(dir, "p.toml")
-	body := "[[principal]]\nname = \"a\"\naccess_key_id = \"AKIDFLAGS0001\"\nsecret_access_key = \"flagsSecretFlagsSecret01\"\n"
-	if err := os.WriteFile(principals, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, flag := range []string{"--rate-limit", "--max-conns", "--max-conns-per-addr"} {
-		r := runBin(t, nil, "kms", "serve", "--listen", "127.0.0.1:0", "--store", filepath.Join(dir, "s"), "--principals", principals, flag, "-1")
-		if r.code != exitUsage || !strings.Contains(r.stderr, flag) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
-			t.Errorf("kms serve %s -1: %v", flag, r)
-		}
 	}
 }
