@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/rs/zerolog"
 )
 
 func TestReplayedStateChange(t *testing.T) {
@@ -79,5 +80,16 @@ func TestReplayGuardBounds(t *testing.T) {
 	}
 	if e := g.admit("alice", "EnableKey", "ahead", ahead, later.Add(2*window-time.Second)); e == nil {
 		t.Fatalf("a replay of a signature dated ahead, inside its window, was admitted")
+	}
+}
+
+// A misspelt name in repeatableOps would make an operation state-changing
+// without anyone noticing; every name must be an operation.
+func TestRepeatableOpsAreOperations(t *testing.T) {
+	ops := New(nil, nil, zerolog.Nop(), Options{}).ops
+	for name := range repeatableOps {
+		if ops[name] == nil {
+			t.Errorf("repeatableOps names %s, which is not an operation of the server", name)
+		}
 	}
 }

@@ -5,7 +5,9 @@
 //
 // Every request is authenticated against a fixed set of principals (access
 // key ID + secret → principal name); the store then authorizes that
-// principal by key ownership and grants. Errors carry AWS's exception
+// principal by key ownership and grants. A signed state-changing request
+// is accepted once, and requests are throttled per principal and per
+// connection (see Options). Errors carry AWS's exception
 // names and HTTP statuses. Request logs name the operation, principal, key,
 // status and latency; they never contain key material, plaintext or
 // ciphertext blobs. A Decrypt whose signed kms.KeyCheckHeader marks it as a
