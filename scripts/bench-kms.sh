@@ -62,9 +62,10 @@ EOF
 chmod 600 "$W/principals.toml"
 
 # The server logs every request at info level, as a deployment would, to a
-# file on the same machine.
+# file on the same machine. The closed loops measure its capacity, which is
+# above the default --rate-limit of one principal, so that limit is off.
 "$W/encvol" --log-format json kms serve --listen 127.0.0.1:0 --store "$W/store" \
-	--principals "$W/principals.toml" --audit-keep -1 >"$W/server.log" 2>&1 &
+	--principals "$W/principals.toml" --audit-keep -1 --rate-limit 0 >"$W/server.log" 2>&1 &
 SRV_PID=$!
 EP=""
 for _ in $(seq 200); do
