@@ -76,7 +76,8 @@ chmod 600 "$W/principals.toml"
 # serve LOG ARGS...: start `encvol kms serve` on a free loopback port with
 # ARGS, logging to LOG; sets SRV_PID and EP (the endpoint it reports).
 # The server logs every request at info level, as a deployment would, to a
-# file on the same machine.
+# file on the same machine. The closed loops measure its capacity, which is
+# above the default --rate-limit of one principal, so that limit is off.
 serve() {
 	local logf=$1; shift
 	"$W/encvol" --log-format json kms serve --listen 127.0.0.1:0 "$@" >"$logf" 2>&1 &
@@ -91,7 +92,7 @@ serve() {
 	[ -n "$EP" ] || die "encvol kms serve did not report its address (log: $(cat "$logf"))"
 	log "server at $EP"
 }
-serve "$W/server.log" --store "$W/store" --principals "$W/principals.toml" --audit-keep -1
+serve "$W/server.log" --store "$W/store" --principals "$W/principals.toml" --audit-keep -1 --rate-limit 0
 
 # to_ms converts wrk's latency figures (123.00us, 1.23ms, 1.02s) to ms.
 to_ms() {

@@ -1,5 +1,7 @@
 package volume
 
+import "fmt"
+
 // Progress receives the progress of a long operation (scan, snapshot,
 // copy, import, fsck). Every long operation reports through it, so the
 // command line shows them all the same way: one bar on a terminal, plain
@@ -31,4 +33,19 @@ func progressOr(p Progress) Progress {
 		return NoProgress{}
 	}
 	return p
+}
+
+// HumanBytes renders a byte count in binary units with one decimal
+// ("512 B", "1.5 KiB", "3.0 GiB").
+func HumanBytes[N ~int64 | ~uint64](n N) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := N(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -12,7 +12,12 @@ import (
 // a volume made from a snapshot under another key is re-encrypted and
 // stays readable once the snapshot's key is disabled.
 func TestCopyMountedAndFromSnapshotUnderAnotherKey(t *testing.T) {
-	e := newGXEnv(t, "local", "")
+	for _, backend := range gxBackends {
+		t.Run(backend, func(t *testing.T) { copyMountedAndFromSnapshot(t, newGXEnv(t, backend, "")) })
+	}
+}
+
+func copyMountedAndFromSnapshot(t *testing.T, e *gxEnv) {
 	keyA, keyB := e.createKey("alias/cs-a"), e.createKey("alias/cs-b")
 	backing := filepath.Join(e.dir, "src")
 	e.must("create", "--backing", backing, "--key", keyA)

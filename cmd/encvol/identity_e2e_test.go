@@ -64,8 +64,8 @@ func TestServedIdentityChangeKeepsVolumesMounting(t *testing.T) {
 	}
 }
 
-// TestServeIdentityFlags: a region or account that cannot stand in an ARN
-// is a usage error naming the flag.
+// TestServeIdentityFlags: a region or account that cannot stand in an ARN,
+// or a negative limit, is a usage error naming the flag.
 func TestServeIdentityFlags(t *testing.T) {
 	dir := t.TempDir()
 	principals := filepath.Join(dir, "p.toml")
@@ -73,7 +73,8 @@ func TestServeIdentityFlags(t *testing.T) {
 	if err := os.WriteFile(principals, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for flag, val := range map[string]string{"--region": "US East", "--account-id": "1234"} {
+	for flag, val := range map[string]string{"--region": "US East", "--account-id": "1234",
+		"--rate-limit": "-1", "--max-conns": "-1", "--max-conns-per-addr": "-1"} {
 		r := runBin(t, nil, "kms", "serve", "--listen", "127.0.0.1:0", "--store", filepath.Join(dir, "s"), "--principals", principals, flag, val)
 		if r.code != exitUsage || !strings.Contains(r.stderr, flag) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 			t.Errorf("kms serve %s %q: %v", flag, val, r)

@@ -50,6 +50,8 @@ func newKMSServeCommand(a *app) *cobra.Command {
 		auditMaxSize                     string
 		auditKeep                        int
 		auditSummary                     time.Duration
+		rateLimit                        float64
+		maxConns, maxConnsPerAddr        int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --listen ADDR --store DIR --principals FILE [--region R --account-id N] [--tls-cert F --tls-key F | --tls-self-signed DIR] [--insecure-http]",
@@ -69,6 +71,16 @@ signed for any region accepted) and --account-id (default ` + kms.DefaultAccount
 the local KMS's). With --region, only requests signed for that region are
 accepted, as on AWS. ARNs the store handed out under an earlier region or
 account keep resolving, so volumes keep mounting after a change.
+
+Requests: the signature must cover X-Amz-Target, Content-Type and
+X-Amz-Date (AWS SDKs and awscli sign them); the key, date and signed headers
+are checked before the body is read. A signed state-changing request
+(CreateKey, DisableKey, grants, aliases, ...) is accepted once: a replay
+inside the 5-minute clock-skew window is refused. Reads and data key
+operations may repeat. Each principal may send --rate-limit requests per
+second (and as many at once); the server accepts --max-conns connections,
+--max-conns-per-addr from one IP address. Beyond a limit the answer is
+ThrottlingException, which AWS SDKs retry with backoff.
 
 Stops gracefully on SIGINT or SIGTERM.
 
@@ -133,6 +145,9 @@ load keeps the principals loaded before in force, with an error in the log.`,
 			if auditSummary <= 0 {
 				return usageError("--audit-summary-interval %s: want a positive duration such as 1h", auditSummary)
 			}
+			if rateLimit < 0 || maxConns < 0 || maxConnsPerAddr < 0 {
+				return usageError("--rate-limit, --max-conns and --max-conns-per-addr take a number of at least 0 (0 turns the limit off)")
+			}
 			principals, err := server.LoadPrivatePrincipals(principalsPath)
 			if err != nil {
 				return usageError("%v", err)
@@ -168,7 +183,8 @@ load keeps the principals loaded before in force, with an error in the log.`,
 				}
 				ev.Msg("self-signed TLS: clients name this ca_file")
 			}
-			srv := server.New(store, principals.Principal, a.log, server.Options{Region: signRegion, MaxBody: maxBody})
+			srv := server.New(store, principals.Principal, a.log, server.Options{Region: signRegion, MaxBody: maxBody,
+				RateLimit: offIfZero(rateLimit), MaxConns: offIfZero(maxConns), MaxConnsPerAddr: offIfZero(maxConnsPerAddr)})
 			srv.SetPrincipals(principals)
 			// The principals file is edited while the server runs (`encvol
 			// kms principal ...`, or by hand followed by SIGHUP).
@@ -210,8 +226,20 @@ load keeps the principals loaded before in force, with an error in the log.`,
 	f.StringVar(&accountID, "account-id", kms.DefaultAccount, "12-digit account ID of the key and principal ARNs")
 	f.StringVar(&passphraseFile, "passphrase-file", "", "seal the key store under a passphrase read from this file instead of a root key file")
 	f.Int64Var(&maxBody, "max-body", server.DefaultMaxBody, "largest accepted request body in bytes")
+	f.Float64Var(&rateLimit, "rate-limit", server.DefaultRateLimit, "requests per second each principal may send on average, and at once (ThrottlingException beyond; 0: no limit)")
+	f.IntVar(&maxConns, "max-conns", server.DefaultMaxConns, "open connections the server accepts (ThrottlingException beyond; 0: no limit)")
+	f.IntVar(&maxConnsPerAddr, "max-conns-per-addr", server.DefaultMaxConnsPerAddr, "open connections from one remote IP address (ThrottlingException beyond; 0: no limit)")
 	f.StringVar(&auditMaxSize, "audit-max-size", fmt.Sprintf("%dMiB", kms.DefaultAuditMaxSize>>20), "rotate the store's audit.jsonl to audit.jsonl.1 at this size")
 	f.IntVar(&auditKeep, "audit-keep", kms.DefaultAuditKeep, "rotated audit files to keep (-1: all)")
 	f.DurationVar(&auditSummary, "audit-summary-interval", kms.DefaultKeyCheckSummaryInterval, "write a mount's routine key checks as one audit record per this interval")
 	return cmd
+}
+
+// offIfZero maps a limit flag, where 0 means "no limit", to server.Options,
+// where 0 means the default and a negative value no limit.
+func offIfZero[T int | float64](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
 }

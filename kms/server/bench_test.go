@@ -52,7 +52,11 @@ type decryptBench struct {
 	encCtx map[string]string
 }
 
-func setupDecryptBench(b *testing.B) decryptBench {
+// setupDecryptBench prepares a Decrypt benchmark offering rate requests per
+// second (0: as fast as the server answers). A closed loop measures the
+// server's capacity, so its server has no rate limit; an offered rate runs
+// against the default limits, which must not throttle it.
+func setupDecryptBench(b *testing.B, rate float64) decryptBench {
 	b.Helper()
 	d := decryptBench{p: admin}
 	if ep := os.Getenv(benchEndpointEnv); ep != "" {
@@ -62,7 +66,11 @@ func setupDecryptBench(b *testing.B) decryptBench {
 			b.Fatalf("%s is set: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must name a principal of that server", benchEndpointEnv)
 		}
 	} else {
-		d.url = startServer(b, Options{}).url
+		opt := Options{}
+		if rate == 0 {
+			opt.RateLimit = -1
+		}
+		d.url = startServer(b, opt).url
 	}
 	ctx := context.Background()
 	setup := newClient(d.url, d.p)
@@ -207,7 +215,7 @@ func histogram(sorted []time.Duration) string {
 // collector) with the server, so the latencies include client overhead that
 // BenchmarkDecryptHTTPOutOfProcess keeps apart.
 func BenchmarkDecryptHTTP(b *testing.B) {
-	d := setupDecryptBench(b)
+	d := setupDecryptBench(b, 0)
 	cs, err := newBenchClients(benchClients, d.url, d.p.AccessKeyID, d.p.SecretAccessKey, d.blob, d.encCtx)
 	if err != nil {
 		b.Fatal(err)
@@ -298,7 +306,7 @@ func BenchmarkDecryptHTTPOutOfProcessAt2000(b *testing.B) { benchDecryptOutOfPro
 // BenchmarkDecryptHTTPAt2000 is BenchmarkDecryptHTTPOutOfProcessAt2000 with
 // the clients in this process.
 func BenchmarkDecryptHTTPAt2000(b *testing.B) {
-	d := setupDecryptBench(b)
+	d := setupDecryptBench(b, 2000)
 	cs, err := newBenchClients(benchClients, d.url, d.p.AccessKeyID, d.p.SecretAccessKey, d.blob, d.encCtx)
 	if err != nil {
 		b.Fatal(err)
@@ -314,7 +322,7 @@ func BenchmarkDecryptHTTPAt2000(b *testing.B) {
 
 func benchDecryptOutOfProcess(b *testing.B, rate float64) {
 	defer TuneGC()()
-	d := setupDecryptBench(b)
+	d := setupDecryptBench(b, rate)
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatalf("find the test binary: %v", err)

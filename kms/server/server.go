@@ -5,7 +5,9 @@
 //
 // Every request is authenticated against a fixed set of principals (access
 // key ID + secret → principal name); the store then authorizes that
-// principal by key ownership and grants. Errors carry AWS's exception
+// principal by key ownership and grants. A signed state-changing request
+// is accepted once, and requests are throttled per principal and per
+// connection (see Options). Errors carry AWS's exception
 // names and HTTP statuses. Request logs name the operation, principal, key,
 // status and latency; they never contain key material, plaintext or
 // ciphertext blobs. A Decrypt whose signed kms.KeyCheckHeader marks it as a
@@ -59,8 +61,19 @@ type Options struct {
 	MaxBody int64
 	// MaxSkew is how far a request's X-Amz-Date may be from Now (DefaultMaxSkew if 0).
 	MaxSkew time.Duration
-	// Now is the clock used to check signature freshness (time.Now if nil).
+	// Now is the clock used to check signature freshness, to expire
+	// remembered signatures and to refill rate limits (time.Now if nil).
 	Now func() time.Time
+	// RateLimit is the requests per second each principal may send on
+	// average, and in a burst (DefaultRateLimit if 0; no limit if negative).
+	RateLimit float64
+	// MaxConns caps open connections (DefaultMaxConns if 0; no limit if
+	// negative), MaxConnsPerAddr those from one remote IP address
+	// (DefaultMaxConnsPerAddr if 0; no limit if negative).
+	MaxConns, MaxConnsPerAddr int
+	// MaxReplayEntries is how many signatures of state-changing requests
+	// are remembered per principal (DefaultMaxReplayEntries if 0).
+	MaxReplayEntries int
 }
 
 // Server is an http.Handler for the AWS KMS JSON API backed by a kms.Store.
@@ -72,6 +85,8 @@ type Server struct {
 	// verify is replaced as a whole when the principals change
 	// (SetPrincipals), so a request sees one set of principals throughout.
 	verify atomic.Pointer[verifier]
+	rates  *principalRates // nil: no rate limit
+	replay *replayGuard
 	ops    map[string]opFunc
 }
 
@@ -87,7 +102,25 @@ func New(store *kms.Store, principals []Principal, log zerolog.Logger, opt Optio
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	s := &Server{store: store, log: log, opt: opt}
+	if opt.RateLimit == 0 {
+		opt.RateLimit = DefaultRateLimit
+	}
+	if opt.MaxConns == 0 {
+		opt.MaxConns = DefaultMaxConns
+	}
+	if opt.MaxConnsPerAddr == 0 {
+		opt.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
+	if opt.MaxReplayEntries <= 0 {
+		opt.MaxReplayEntries = DefaultMaxReplayEntries
+	}
+	s := &Server{
+		store:  store,
+		log:    log,
+		opt:    opt,
+		rates:  newPrincipalRates(opt.RateLimit, opt.Now),
+		replay: newReplayGuard(opt.MaxSkew, opt.MaxReplayEntries),
+	}
 	s.verify.Store(&verifier{
 		byKey: principalsByKey(principals), region: opt.Region, maxSkew: opt.MaxSkew, now: opt.Now,
 		signer: v4.NewSigner(),
@@ -203,17 +236,20 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rl *reqLog) (int
 		writeError(w, e)
 		return e.Status, e.Code
 	}
+	// A refusal before the body is read closes the connection, so that
+	// net/http does not read (drain) the body either.
+	refuse := func(e *apiError) (int, string) {
+		w.Header().Set("Connection", "close")
+		return fail(e)
+	}
 	if r.Method != http.MethodPost || r.URL.Path != "/" {
 		w.Header().Set("Allow", http.MethodPost)
-		return fail(&apiError{Code: "UnknownOperationException", Status: http.StatusMethodNotAllowed,
+		return refuse(&apiError{Code: "UnknownOperationException", Status: http.StatusMethodNotAllowed,
 			Message: "the KMS API is served by POST / with an X-Amz-Target header"})
 	}
-	body, aerr := s.readBody(w, r)
-	if aerr != nil {
-		return fail(aerr)
+	if e := connRefusal(r.Context()); e != nil {
+		return refuse(e)
 	}
-	// The body may carry plaintext (Encrypt) or wrapped key material.
-	defer clear(body)
 
 	// The operation is named in the log even when authentication fails.
 	target := r.Header.Get("X-Amz-Target")
@@ -223,14 +259,32 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rl *reqLog) (int
 		rl.op = target
 	}
 
-	principal, aerr := s.verify.Load().verify(r.Context(), r, body)
+	// Everything but the signature is checked before the body is read, so
+	// an unknown key or a stale date costs the server no body. One set of
+	// principals serves the whole request.
+	verify := s.verify.Load()
+	pending, aerr := verify.checkHeaders(r)
 	if aerr != nil {
 		if a, perr := parseAuthorization(r.Header.Get("Authorization")); perr == nil {
 			rl.accessKeyID = a.accessKeyID
 		}
+		return refuse(aerr)
+	}
+	body, aerr := s.readBody(w, r)
+	if aerr != nil {
+		return refuse(aerr)
+	}
+	// The body may carry plaintext (Encrypt) or wrapped key material.
+	defer clear(body)
+	principal, aerr := verify.checkSignature(r.Context(), pending, body)
+	if aerr != nil {
+		rl.accessKeyID = pending.auth.accessKeyID
 		return fail(aerr)
 	}
 	rl.principal = principal.Name
+	if aerr := s.rates.allow(principal.Name); aerr != nil {
+		return fail(aerr)
+	}
 
 	if !ok {
 		return fail(&apiError{Code: "UnknownOperationException", Status: http.StatusBadRequest,
@@ -244,6 +298,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rl *reqLog) (int
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/x-amz-json-1.") {
 		return fail(&apiError{Code: "SerializationException", Status: http.StatusBadRequest,
 			Message: fmt.Sprintf("Content-Type %q is not supported; send %s", ct, contentType)})
+	}
+	if !repeatableOps[op] {
+		if aerr := s.replay.admit(principal.Name, op, pending.auth.signature, pending.signedAt, s.opt.Now()); aerr != nil {
+			return fail(aerr)
+		}
 	}
 	if op == "Decrypt" {
 		if rl.keyCheck, aerr = keyCheckOf(r); aerr != nil {
@@ -386,6 +445,8 @@ func (s *Server) ListenAndServe(ctx context.Context, addr, tlsCert, tlsKey strin
 	if err != nil {
 		return fmt.Errorf("start the KMS server: %w", err)
 	}
+	// Inside TLS, so that http.Server still sees the *tls.Conn it needs.
+	ln = newConnLimiter(ln, s.opt.MaxConns, s.opt.MaxConnsPerAddr)
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
@@ -399,6 +460,7 @@ func (s *Server) ListenAndServe(ctx context.Context, addr, tlsCert, tlsKey strin
 		TLSConfig:         tlsConfig,
 		ErrorLog:          newStdLogger(s.log),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext:       connContext,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -424,7 +424,9 @@ type rawCall struct {
 	region, service string
 	at              time.Time
 	unsigned        bool
+	prepare         func(*http.Request) // applied before signing
 	mutate          func(*http.Request) // applied after signing
+	client          *http.Client        // http.DefaultClient if nil
 }
 
 func (rc rawCall) do(t *testing.T, url string) (int, string, string) {
@@ -454,13 +456,20 @@ func (rc rawCall) do(t *testing.T, url string) (int, string, string) {
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("X-Amz-Target", rc.target)
+	if rc.prepare != nil {
+		rc.prepare(req)
+	}
 	if !rc.unsigned {
 		sign(t, req, rc.body, signer, rc.service, rc.region, rc.at)
 	}
 	if rc.mutate != nil {
 		rc.mutate(req)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := rc.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("POST: %v", err)
 	}
@@ -540,7 +549,7 @@ func TestBodyLimit(t *testing.T) {
 		t.Fatalf("oversize body: status %d __type %q (%s); want 413 ValidationException", status, code, body)
 	}
 	// Without Content-Length (chunked) the limit still holds.
-	status, code, _ = rawCall{target: "TrentService.DescribeKey", body: big, mutate: func(r *http.Request) {
+	status, code, _ = rawCall{target: "TrentService.DescribeKey", body: big, prepare: func(r *http.Request) {
 		r.ContentLength = -1
 		r.Body = io.NopCloser(strings.NewReader(big))
 	}}.do(t, env.url)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,54 +90,83 @@ func parseAuthorization(h string) (*authHeader, *apiError) {
 	return a, nil
 }
 
-// verify authenticates r (whose body has already been read into body) and
+// requiredSignedHeaders must be covered by every signature. The target
+// names the operation, so a signature that did not cover it could be
+// replayed as another operation with the same body (a DescribeKey as a
+// DisableKey); the content type selects the body's protocol and the date
+// bounds the replay window. AWS SDKs and awscli sign all of them.
+var requiredSignedHeaders = []string{"host", "content-type", "x-amz-date", "x-amz-target"}
+
+// pendingAuth is a request whose Authorization header passed every check
+// that needs no body: the access key is known, the date is fresh, and the
+// signed headers are complete. Only its signature, which covers the body's
+// hash, remains to be checked.
+type pendingAuth struct {
+	auth      *authHeader
+	principal Principal
+	signedAt  time.Time
+	clone     *http.Request // the request as signed, without its body
+}
+
+// verify authenticates r, whose body has already been read into body, and
 // returns the principal that signed it.
 func (v *verifier) verify(ctx context.Context, r *http.Request, body []byte) (Principal, *apiError) {
-	vals := r.Header.Values("Authorization")
-	if len(vals) == 0 {
-		return Principal{}, &apiError{Code: "MissingAuthenticationTokenException", Status: http.StatusBadRequest,
-			Message: "Request is missing Authentication Token: sign it with AWS Signature Version 4"}
-	}
-	if len(vals) > 1 {
-		return Principal{}, errIncompleteSignature("more than one Authorization header")
-	}
-	a, aerr := parseAuthorization(vals[0])
+	pa, aerr := v.checkHeaders(r)
 	if aerr != nil {
 		return Principal{}, aerr
 	}
+	return v.checkSignature(ctx, pa, body)
+}
+
+// checkHeaders runs every authentication check that needs no body, so that
+// a request from an unknown key, with a stale date or with incomplete
+// signed headers is refused before the server reads its body.
+func (v *verifier) checkHeaders(r *http.Request) (*pendingAuth, *apiError) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return nil, &apiError{Code: "MissingAuthenticationTokenException", Status: http.StatusBadRequest,
+			Message: "Request is missing Authentication Token: sign it with AWS Signature Version 4"}
+	}
+	if len(vals) > 1 {
+		return nil, errIncompleteSignature("more than one Authorization header")
+	}
+	a, aerr := parseAuthorization(vals[0])
+	if aerr != nil {
+		return nil, aerr
+	}
 	p, ok := v.byKey[a.accessKeyID]
 	if !ok {
-		return Principal{}, &apiError{Code: "UnrecognizedClientException", Status: http.StatusBadRequest,
+		return nil, &apiError{Code: "UnrecognizedClientException", Status: http.StatusBadRequest,
 			Message: "The security token included in the request is invalid: unknown access key ID " + a.accessKeyID}
 	}
 	if a.service != signingService {
-		return Principal{}, errInvalidSignature("Credential should be scoped to correct service: 'kms'.")
+		return nil, errInvalidSignature("Credential should be scoped to correct service: 'kms'.")
 	}
 	if v.region != "" && a.region != v.region {
-		return Principal{}, errInvalidSignature(fmt.Sprintf("Credential should be scoped to a valid region, not '%s': this server serves region '%s'.", a.region, v.region))
+		return nil, errInvalidSignature(fmt.Sprintf("Credential should be scoped to a valid region, not '%s': this server serves region '%s'.", a.region, v.region))
 	}
 	if tok := r.Header.Get("X-Amz-Security-Token"); tok != "" {
-		return Principal{}, &apiError{Code: "UnrecognizedClientException", Status: http.StatusBadRequest,
+		return nil, &apiError{Code: "UnrecognizedClientException", Status: http.StatusBadRequest,
 			Message: "The security token included in the request is invalid: this server accepts only long-term access keys, unset the session token"}
 	}
 	dateStr := r.Header.Get("X-Amz-Date")
 	if dateStr == "" {
-		return Principal{}, errIncompleteSignature("Authorization header requires existence of a 'X-Amz-Date' header")
+		return nil, errIncompleteSignature("Authorization header requires existence of a 'X-Amz-Date' header")
 	}
 	signedAt, err := time.Parse(amzDateFormat, dateStr)
 	if err != nil {
-		return Principal{}, errIncompleteSignature("X-Amz-Date must have the form YYYYMMDDTHHMMSSZ")
+		return nil, errIncompleteSignature("X-Amz-Date must have the form YYYYMMDDTHHMMSSZ")
 	}
 	if signedAt.Format(scopeDate) != a.date {
-		return Principal{}, errInvalidSignature("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP")
+		return nil, errInvalidSignature("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP")
 	}
 	now := v.now()
 	switch {
 	case signedAt.Before(now.Add(-v.maxSkew)):
-		return Principal{}, errInvalidSignature(fmt.Sprintf("Signature expired: %s is now earlier than %s (%s - %s.)",
+		return nil, errInvalidSignature(fmt.Sprintf("Signature expired: %s is now earlier than %s (%s - %s.)",
 			dateStr, now.Add(-v.maxSkew).UTC().Format(amzDateFormat), now.UTC().Format(amzDateFormat), v.maxSkew))
 	case signedAt.After(now.Add(v.maxSkew)):
-		return Principal{}, errInvalidSignature(fmt.Sprintf("Signature not yet current: %s is still later than %s (%s + %s.)",
+		return nil, errInvalidSignature(fmt.Sprintf("Signature not yet current: %s is still later than %s (%s + %s.)",
 			dateStr, now.Add(v.maxSkew).UTC().Format(amzDateFormat), now.UTC().Format(amzDateFormat), v.maxSkew))
 	}
 
@@ -150,40 +180,50 @@ func (v *verifier) verify(ctx context.Context, r *http.Request, body []byte) (Pr
 	if r.TLS != nil {
 		clone.URL.Scheme = "https"
 	}
-	var sawHost, sawDate bool
 	for _, h := range a.signedHeaders {
 		switch {
 		case h == "host":
-			sawHost = true
 			continue
 		case h == "content-length":
 			if r.ContentLength < 0 {
-				return Principal{}, errInvalidSignature("content-length is signed but the request has no Content-Length header")
+				return nil, errInvalidSignature("content-length is signed but the request has no Content-Length header")
 			}
 			clone.ContentLength = r.ContentLength
 			continue
-		case h == "x-amz-date":
-			sawDate = true
 		case h != strings.ToLower(h) || h == "":
-			return Principal{}, errIncompleteSignature("SignedHeaders must be lower-case header names separated by ';'")
+			return nil, errIncompleteSignature("SignedHeaders must be lower-case header names separated by ';'")
 		case unsignableHeaders[h]:
-			return Principal{}, errInvalidSignature("header " + h + " must not be signed")
+			return nil, errInvalidSignature("header " + h + " must not be signed")
 		}
 		hv := r.Header.Values(h)
 		if len(hv) == 0 {
-			return Principal{}, errInvalidSignature("signed header " + h + " is missing from the request")
+			return nil, errInvalidSignature("signed header " + h + " is missing from the request")
 		}
 		clone.Header[textproto.CanonicalMIMEHeaderKey(h)] = hv
 	}
-	if !sawHost || !sawDate {
-		return Principal{}, errInvalidSignature("SignedHeaders must include host and x-amz-date")
+	var missing []string
+	for _, h := range requiredSignedHeaders {
+		if !slices.Contains(a.signedHeaders, h) {
+			missing = append(missing, h)
+		}
 	}
+	if len(missing) > 0 {
+		return nil, errIncompleteSignature(fmt.Sprintf("SignedHeaders must include %s (it has %s): sign the request with an AWS SDK or awscli, which sign them",
+			strings.Join(missing, ", "), a.signedRaw))
+	}
+	return &pendingAuth{auth: a, principal: p, signedAt: signedAt, clone: clone}, nil
+}
+
+// checkSignature signs the request pa stands for again, with body, and
+// compares the result with the signature the client sent.
+func (v *verifier) checkSignature(ctx context.Context, pa *pendingAuth, body []byte) (Principal, *apiError) {
+	a, p := pa.auth, pa.principal
 	sum := sha256.Sum256(body)
 	creds := aws.Credentials{AccessKeyID: p.AccessKeyID, SecretAccessKey: p.SecretAccessKey}
-	if err := v.signer.SignHTTP(ctx, creds, clone, hex.EncodeToString(sum[:]), a.service, a.region, signedAt); err != nil {
+	if err := v.signer.SignHTTP(ctx, creds, pa.clone, hex.EncodeToString(sum[:]), a.service, a.region, pa.signedAt); err != nil {
 		return Principal{}, &apiError{Code: "KMSInternalException", Status: http.StatusInternalServerError, Message: "cannot compute the request signature"}
 	}
-	want, perr := parseAuthorization(clone.Header.Get("Authorization"))
+	want, perr := parseAuthorization(pa.clone.Header.Get("Authorization"))
 	if perr != nil {
 		return Principal{}, &apiError{Code: "KMSInternalException", Status: http.StatusInternalServerError, Message: "cannot compute the request signature"}
 	}
