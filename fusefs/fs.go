@@ -117,6 +117,9 @@ type FS struct {
 	// file system turns out not to support user xattrs.
 	metaOK   atomic.Bool
 	metaWarn sync.Once
+	// metaReads counts reads of metaXattr from the backing (the node
+	// cache answers the rest; metacache.go).
+	metaReads atomic.Uint64
 
 	// writeback: mounted with the kernel writeback cache (set by Mount).
 	writeback atomic.Bool
