@@ -653,7 +653,12 @@ func (n *Node) truncateLocked(k *Keys, path string, size int64) syscall.Errno {
 			return n.fsys.errno(err, "truncate", path)
 		}
 	}
-	if err := f.Truncate(k.Content, size); err != nil {
+	err := f.Truncate(k.Content, size)
+	if n.of != nil && f != n.of.f {
+		// The shared file is read-only here and remembers its size.
+		n.of.f.ForgetSize()
+	}
+	if err != nil {
 		return n.fsys.errno(err, "truncate", path)
 	}
 	return 0
