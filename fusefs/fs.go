@@ -79,6 +79,9 @@ type MountOptions struct {
 	// process (procs.go). Only a process that does nothing but serve this
 	// mount should ask for it.
 	AdaptiveProcs bool
+	// MemoryTarget lets the file system set the soft memory limit of the
+	// whole process (memlimit.go); the same caveat applies.
+	MemoryTarget bool
 	// MaxRequests bounds the requests served at once (limit.go); 0 means
 	// DefaultMaxRequests.
 	MaxRequests int
@@ -295,8 +298,13 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	if mo.AdaptiveProcs {
 		startGovernor()
 	}
+	served := make(chan struct{})
+	if mo.MemoryTarget {
+		startMemoryTarget(served)
+	}
 	go func() {
 		srv.Wait()
+		close(served)
 		f.endPause()
 		if sp := f.space.Swap(nil); sp != nil {
 			sp.close()
