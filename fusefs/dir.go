@@ -59,12 +59,14 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, n.fsys.errno(err, "create", name)
 	}
+	var seed *meta
 	if !existed {
 		// The kernel holds the parent directory locked during create, so
 		// no lookup through the mount sees the file before its mode and
 		// owner are stored.
 		o := n.newOwner(ctx, &c.d)
-		if err := n.initMeta(fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid}); err != nil {
+		m := meta{mode: mode & 07777, uid: o.uid, gid: o.gid}
+		if err := n.initMeta(fd, &st, m); err != nil {
 			unix.Close(fd)
 			_ = unix.Unlinkat(c.d.fd, c.bname, 0)
 			if newLong {
@@ -72,8 +74,9 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			}
 			return nil, nil, 0, n.fsys.errno(err, "create", name)
 		}
+		seed = &m
 	}
-	ch := n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
+	ch := n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, seed, nil)
 	cn := ch.Operations().(*Node)
 	// The path names the file in the sector layer's errors and log lines.
 	h, errno := cn.attach(c.k, c.d.path()+"/"+c.bname, fd, flags)
@@ -142,7 +145,8 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		// A local file system passes set-group-ID on to subdirectories.
 		dmode |= unix.S_ISGID
 	}
-	if err := n.initMeta(cfd, &st, meta{mode: dmode, uid: o.uid, gid: o.gid}); err != nil {
+	dm := meta{mode: dmode, uid: o.uid, gid: o.gid}
+	if err := n.initMeta(cfd, &st, dm); err != nil {
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
@@ -150,7 +154,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
-	ch := n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
+	ch := n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, &dm, nil)
 	ch.Operations().(*Node).dirID.Store(&id)
 	return ch, 0
 }

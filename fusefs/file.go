@@ -102,6 +102,9 @@ func (n *Node) setBackingLocked(fd int, rw bool, name string) error {
 		unix.Close(fd)
 		return err
 	}
+	// Every change of the backing size goes through the node's one
+	// shared file (truncateLocked says when not), so reads need no fstat.
+	sf.SoleWriter()
 	of := &openFile{f: sf, fd: fd, rw: rw}
 	old := n.of
 	if old != nil {

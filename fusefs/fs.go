@@ -79,6 +79,9 @@ type MountOptions struct {
 	// process (procs.go). Only a process that does nothing but serve this
 	// mount should ask for it.
 	AdaptiveProcs bool
+	// MemoryTarget lets the file system set the soft memory limit of the
+	// whole process (memlimit.go); the same caveat applies.
+	MemoryTarget bool
 	// MaxRequests bounds the requests served at once (limit.go); 0 means
 	// DefaultMaxRequests.
 	MaxRequests int
@@ -117,6 +120,9 @@ type FS struct {
 	// file system turns out not to support user xattrs.
 	metaOK   atomic.Bool
 	metaWarn sync.Once
+	// metaReads counts reads of metaXattr from the backing (the node
+	// cache answers the rest; metacache.go).
+	metaReads atomic.Uint64
 
 	// writeback: mounted with the kernel writeback cache (set by Mount).
 	writeback atomic.Bool
@@ -292,8 +298,13 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	if mo.AdaptiveProcs {
 		startGovernor()
 	}
+	served := make(chan struct{})
+	if mo.MemoryTarget {
+		startMemoryTarget(served)
+	}
 	go func() {
 		srv.Wait()
+		close(served)
 		f.endPause()
 		if sp := f.space.Swap(nil); sp != nil {
 			sp.close()

@@ -123,6 +123,7 @@ func isNotSupported(err error) bool {
 // back to its backing mode (0600/0700, the daemon's user), which is never
 // more permissive than what was stored.
 func (f *FS) readMeta(fd int, path string) (m meta, ok bool) {
+	f.metaReads.Add(1)
 	var buf [metaLen + 1]byte
 	var n int
 	var err error
@@ -143,20 +144,6 @@ func (f *FS) readMeta(fd int, path string) (m meta, ok bool) {
 		return meta{}, false
 	}
 	return m, true
-}
-
-// fillAttrMeta is fillAttr plus the plaintext mode and owner: from
-// metaXattr of a regular file or directory (through fd when >= 0, else
-// path), otherwise the backing stat's.
-func (f *FS) fillAttrMeta(st *unix.Statx_t, fd int, path string, a *fuse.Attr) {
-	f.fillAttr(st, a)
-	if !hasMeta(uint32(st.Mode)) || !f.metaEnabled() {
-		return
-	}
-	if m, ok := f.readMeta(fd, path); ok {
-		a.Mode = uint32(st.Mode)&unix.S_IFMT | m.mode
-		a.Owner = fuse.Owner{Uid: m.uid, Gid: m.gid}
-	}
 }
 
 // writeMeta stores m in metaXattr of the backing regular file or directory
@@ -220,15 +207,16 @@ func (f *FS) canonicalize(fd int, path string, st *unix.Statx_t) error {
 // the backing file system turned out not to support user xattrs; the
 // caller then changes the backing entry itself.
 func (n *Node) setMetaAttr(in *fuse.SetAttrIn, fd int, path string) (handled bool, errno syscall.Errno) {
-	var st unix.Statx_t
-	err := statxFdOrPath(fd, path, &st)
-	if err != nil {
-		return true, n.fsys.errno(err, "setattr", path)
+	st, known := n.canonicalStat()
+	if !known {
+		if err := statxFdOrPath(fd, path, &st); err != nil {
+			return true, n.fsys.errno(err, "setattr", path)
+		}
 	}
 	if !hasMeta(uint32(st.Mode)) {
 		return false, 0
 	}
-	m, ok := n.fsys.readMeta(fd, path)
+	m, ok := n.storedMeta(fd, path, &st)
 	if !ok {
 		m = statMeta(&st)
 	}
@@ -255,7 +243,7 @@ func (n *Node) setMetaAttr(in *fuse.SetAttrIn, fd int, path string) (handled boo
 		// system (the backing chown did it when modes were mirrored).
 		m.mode = killSUIDBits(m.mode)
 	}
-	if err := n.fsys.writeMeta(fd, path, &st, m); err != nil {
+	if err := n.writeNodeMeta(fd, path, &st, m); err != nil {
 		if isNotSupported(err) {
 			n.fsys.metaUnsupported(err)
 			return false, 0
@@ -298,7 +286,7 @@ func (n *Node) newOwner(ctx context.Context, d *dirRef) owner {
 			o.uid, o.gid = caller.Uid, caller.Gid
 		}
 	}
-	pm, ok := n.fsys.readMeta(d.fd, d.path())
+	pm, ok := n.storedMeta(d.fd, "", nil)
 	if !ok {
 		var st unix.Statx_t
 		if err := statxFd(d.fd, &st); err != nil {
@@ -356,7 +344,7 @@ func (n *Node) killSUIDMeta(fd int, path string) (done bool, err error) {
 	if !n.fsys.metaEnabled() || n.StableAttr().Mode != unix.S_IFREG {
 		return false, nil
 	}
-	m, ok := n.fsys.readMeta(fd, path)
+	m, ok := n.storedMeta(fd, path, nil)
 	if !ok {
 		return false, nil
 	}
@@ -364,11 +352,12 @@ func (n *Node) killSUIDMeta(fd int, path string) (done bool, err error) {
 	if keep == m.mode {
 		return true, nil
 	}
-	var st unix.Statx_t
-	err = statxFdOrPath(fd, path, &st)
-	if err != nil {
-		return true, err
+	st, known := n.canonicalStat()
+	if !known {
+		if err := statxFdOrPath(fd, path, &st); err != nil {
+			return true, err
+		}
 	}
 	m.mode = keep
-	return true, n.fsys.writeMeta(fd, path, &st, m)
+	return true, n.writeNodeMeta(fd, path, &st, m)
 }

@@ -9,3 +9,7 @@ var errTestNoXattr = errorString("user xattrs disabled by the test")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// MetaReads reports how often f read a stored mode and owner from the
+// backing directory.
+func MetaReads(f *FS) uint64 { return f.metaReads.Load() }

@@ -38,6 +38,9 @@ type Node struct {
 	// guards of.
 	content sync.RWMutex
 	of      *openFile // GUARDED_BY(content); the backing file, open from first use until forgotten or evicted
+
+	// meta caches the stored mode and owner (metacache.go); nil: not read yet.
+	meta atomic.Pointer[metaEntry]
 }
 
 // openFile is the backing file shared by every open handle of a node. One
@@ -302,10 +305,31 @@ func (c *childOp) dropLong() {
 // newChild registers the backing entry bname of d (stat'ed into st) as a
 // child node and fills out.
 func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
-	n.fsys.fillAttrMeta(st, -1, fdPath(d.fd, bname), &out.Attr)
+	return n.newChildMeta(ctx, k, d, bname, st, out, nil, nil)
+}
+
+// newChildMeta is newChild for an entry whose stored mode and owner the
+// caller has just written (seed), so they need not be read back, or that
+// the kernel already knows as the node known (whose cache answers).
+//
+// The kernel looks a known inode up again whenever its entry expires, and
+// go-fuse then keeps the node it has and drops the new one. The new node
+// therefore never inherits known's cache: should known be forgotten before
+// the new node is registered, a copy could miss a change made through
+// known in between.
+func (n *Node) newChildMeta(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut, seed *meta, known *Node) *fs.Inode {
+	cn := &Node{fsys: n.fsys}
+	if seed != nil && n.fsys.metaEnabled() {
+		cn.meta.Store(&metaEntry{m: *seed, ok: true, canonical: true})
+	}
+	from := cn
+	if known != nil {
+		from = known
+	}
+	from.fillAttrMeta(st, -1, fdPath(d.fd, bname), &out.Attr)
 	n.fsys.expireAttr(&out.Attr, &out.AttrValid, &out.AttrValidNsec, true)
 	n.fsys.symlinkSize(k, st, d.fd, bname, &out.Attr)
-	return n.NewInode(ctx, &Node{fsys: n.fsys}, n.fsys.stableAttr(st))
+	return n.NewInode(ctx, cn, n.fsys.stableAttr(st))
 }
 
 // setOwner gives a new backing symlink or special file (which mirror
@@ -342,7 +366,11 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if err := statxAt(c.d.fd, c.bname, &st); err != nil {
 		return nil, n.fsys.errno(err, "lookup", name)
 	}
-	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out), 0
+	var known *Node
+	if old := n.GetChild(name); old != nil && old.StableAttr() == n.fsys.stableAttr(&st) {
+		known, _ = old.Operations().(*Node)
+	}
+	return n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, nil, known), 0
 }
 
 // Getattr reports the attributes with the plaintext size. An open file is
@@ -358,7 +386,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		if err := statxAt(unix.AT_FDCWD, n.fsys.backing, &st); err != nil {
 			return n.fsys.errno(err, "getattr", "/")
 		}
-		n.fsys.fillAttrMeta(&st, -1, n.fsys.backing, &out.Attr)
+		n.fillAttrMeta(&st, -1, n.fsys.backing, &out.Attr)
 		return 0
 	}
 	if sp := n.fsys.careful(); sp != nil && n.StableAttr().Mode == unix.S_IFREG {
@@ -371,7 +399,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		var st unix.Statx_t
 		err := statxFd(n.of.fd, &st)
 		if err == nil {
-			n.fsys.fillAttrMeta(&st, n.of.fd, "", &out.Attr)
+			n.fillAttrMeta(&st, n.of.fd, "", &out.Attr)
 		}
 		n.content.RUnlock()
 		if err != nil {
@@ -393,7 +421,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 			var st unix.Statx_t
 			err := statxFd(e.fd, &st)
 			if err == nil {
-				n.fsys.fillAttrMeta(&st, e.fd, "", &out.Attr)
+				n.fillAttrMeta(&st, e.fd, "", &out.Attr)
 			}
 			n.fsys.dirs.release(e)
 			if err != nil {
@@ -411,7 +439,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	if err := statxAt(unix.AT_FDCWD, p, &st); err != nil {
 		return n.fsys.errno(err, "getattr", p)
 	}
-	n.fsys.fillAttrMeta(&st, -1, p, &out.Attr)
+	n.fillAttrMeta(&st, -1, p, &out.Attr)
 	n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, p, &out.Attr)
 	return 0
 }
@@ -438,7 +466,7 @@ func (n *Node) setattrNameless(in *fuse.SetAttrIn, out *fuse.AttrOut) (bool, sys
 	if err := statxFd(of.fd, &st); err != nil {
 		return true, n.fsys.errno(err, "setattr", "")
 	}
-	n.fsys.fillAttrMeta(&st, of.fd, "", &out.Attr)
+	n.fillAttrMeta(&st, of.fd, "", &out.Attr)
 	return true, 0
 }
 
@@ -533,7 +561,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	if err != nil {
 		return n.fsys.errno(err, "setattr", path)
 	}
-	n.fsys.fillAttrMeta(&st, fd, path, &out.Attr)
+	n.fillAttrMeta(&st, fd, path, &out.Attr)
 	if k != nil {
 		n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, path, &out.Attr)
 	}
@@ -625,7 +653,12 @@ func (n *Node) truncateLocked(k *Keys, path string, size int64) syscall.Errno {
 			return n.fsys.errno(err, "truncate", path)
 		}
 	}
-	if err := f.Truncate(k.Content, size); err != nil {
+	err := f.Truncate(k.Content, size)
+	if n.of != nil && f != n.of.f {
+		// The shared file is read-only here and remembers its size.
+		n.of.f.ForgetSize()
+	}
+	if err != nil {
 		return n.fsys.errno(err, "truncate", path)
 	}
 	return 0

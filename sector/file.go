@@ -51,6 +51,13 @@ type File struct {
 	rsv         reservation        // GUARDED_BY(writers run alone)
 	rsvFn       func(uintptr)      // reserveFd, made once
 	noFallocate atomic.Bool        // the backing file system has no fallocate (reserve)
+	// soleWriter: nothing but this File changes the backing file's size
+	// (SoleWriter), so size may remember it.
+	soleWriter atomic.Bool
+	// size is the backing file's size while soleWriter holds, -1 when not
+	// known. Every call that can change the size resets it (writers run
+	// alone, so no reader stores an older size after the reset).
+	size atomic.Int64
 	// dense: backing bytes below it are allocated (no holes), so
 	// overwriting them takes no space; -1 until first needed. Only
 	// WriteAt and Truncate change it, and they run alone; Growth reads it.
@@ -88,10 +95,21 @@ func NewFile(f *os.File, sectorSize int) (*File, error) {
 		maxPlain:   MaxPlainSize(sectorSize),
 		dense:      -1,
 	}
+	sf.size.Store(-1)
 	sf.pwFn = sf.pw.write
 	sf.rsvFn = sf.reserveFd
 	return sf, nil
 }
+
+// SoleWriter declares that, while f is open, nothing but f changes the
+// backing file's size (other descriptors of it may read, and change its
+// attributes). f then remembers the size instead of asking the kernel on
+// every read. A caller that changes the size by other means anyway calls
+// ForgetSize afterwards.
+func (f *File) SoleWriter() { f.soleWriter.Store(true) }
+
+// ForgetSize drops the remembered backing size (see SoleWriter).
+func (f *File) ForgetSize() { f.size.Store(-1) }
 
 // OS returns the backing file.
 func (f *File) OS() *os.File { return f.f }
@@ -788,6 +806,7 @@ func (f *File) pwrite(b []byte, off int64) (int, error) {
 	if cerr := f.rc.Write(f.pwFn); cerr != nil && w.err == nil {
 		w.err = cerr
 	}
+	f.size.Store(-1)
 	n, err := w.n, w.err
 	*w = pwriter{}
 	if err != nil {
@@ -836,7 +855,9 @@ func (f *File) preadStored(buf []byte, i int64) error {
 func (f *File) ftruncate(n int64) error {
 	// Cutting frees what lay beyond n; growing adds a hole.
 	f.dense = min(f.dense, n)
-	if err := f.f.Truncate(n); err != nil {
+	err := f.f.Truncate(n)
+	f.size.Store(-1)
+	if err != nil {
 		return fmt.Errorf("sector: truncate %s backing to %d: %w", f.path, n, err)
 	}
 	return nil
@@ -857,9 +878,18 @@ func (f *File) checkCipher(c *Cipher) error {
 }
 
 func (f *File) backingSize() (int64, error) {
+	sole := f.soleWriter.Load()
+	if sole {
+		if b := f.size.Load(); b >= 0 {
+			return b, nil
+		}
+	}
 	fi, err := f.f.Stat()
 	if err != nil {
 		return 0, fmt.Errorf("sector: stat %s: %w", f.path, err)
+	}
+	if sole {
+		f.size.Store(fi.Size())
 	}
 	return fi.Size(), nil
 }
@@ -903,7 +933,9 @@ func (f *File) header(backing int64, create bool) (*header, error) {
 				return nil, fmt.Errorf("sector: new file ID for %s: %w", f.path, err)
 			}
 		}
-		if _, err := f.f.WriteAt(h.marshal(), 0); err != nil {
+		_, err := f.f.WriteAt(h.marshal(), 0)
+		f.size.Store(-1)
+		if err != nil {
 			err = fmt.Errorf("sector: write header %s: %w", f.path, err)
 			// A partial header would make the file unreadable; the file
 			// was empty, so it goes back to empty.

@@ -37,10 +37,16 @@ func TestModel(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
 				t.Logf("seed %d (replay: ENCVOL_SECTOR_SEED=%d go test -run 'TestModel/ss=%d/' ./sector/)", seed, seed, ss)
-				runModel(t, ss, seed, modelOpsPerSize/len(seeds))
+				runModel(t, ss, seed, modelOpsPerSize/len(seeds), false)
 			})
 		}
 	}
+	// The same with a File that remembers its backing size (SoleWriter).
+	t.Run("sole", func(t *testing.T) {
+		t.Parallel()
+		t.Logf("seed %d (replay: ENCVOL_SECTOR_SEED=%d go test -run 'TestModel/sole' ./sector/)", randomSeed, randomSeed)
+		runModel(t, 4096, randomSeed, modelOpsPerSize/len(seeds), true)
+	})
 }
 
 type modelRun struct {
@@ -55,10 +61,12 @@ type modelRun struct {
 	model []byte
 	data  []byte // random bytes that writes take slices of
 	op    int
+	sole  bool // Files remember their size (SoleWriter)
 }
 
-func runModel(t *testing.T, sectorSize int, seed uint64, ops int) {
+func runModel(t *testing.T, sectorSize int, seed uint64, ops int, sole bool) {
 	m := &modelRun{
+		sole: sole,
 		t:    t,
 		rng:  rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		ss:   int64(sectorSize),
@@ -77,6 +85,9 @@ func runModel(t *testing.T, sectorSize int, seed uint64, ops int) {
 	rand.NewChaCha8(cs).Read(m.data)
 	m.c = newTestCipher(t, m.key, sectorSize)
 	m.f = openBacking(t, m.path, sectorSize)
+	if sole {
+		m.f.SoleWriter()
+	}
 	counts := map[string]int{}
 	for m.op = 0; m.op < ops; m.op++ {
 		r := m.rng.IntN(100)
@@ -216,6 +227,9 @@ func (m *modelRun) reopen() {
 	m.t.Cleanup(func() { osf.Close() })
 	if m.f, err = NewFile(osf, int(m.ss)); err != nil {
 		m.fail("NewFile: %v", err)
+	}
+	if m.sole {
+		m.f.SoleWriter()
 	}
 }
 

@@ -440,7 +440,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	}
 	m.server, err = fsys.Mount(spec.Mountpoint, fusefs.MountOptions{
 		AllowOther: spec.AllowOther, Debug: spec.Debug, FsName: spec.Backing, Name: "encvol",
-		DirectMount: os.Geteuid() == 0, ReadOnly: spec.ReadOnly, AdaptiveProcs: spec.OwnProcess,
+		DirectMount: os.Geteuid() == 0, ReadOnly: spec.ReadOnly, AdaptiveProcs: spec.OwnProcess, MemoryTarget: spec.OwnProcess,
 		NoExec: spec.Flags.Has(FlagNoExec), NoAtime: spec.Flags.Has(FlagNoAtime), NoDirAtime: spec.Flags.Has(FlagNoDirAtime),
 		Sync: spec.Flags.Has(FlagSync), NoSymFollow: spec.Flags.Has(FlagNoSymFollow),
 	})

@@ -1,0 +1,103 @@
+package fusefs
+
+import (
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Why each node remembers its stored mode and owner: the kernel asks for
+// attributes after nearly every change (a tar extraction sends four
+// SETATTRs and a GETATTR per file), and reading metaXattr again each time
+// cost one getxattr per answer and a statx plus a getxattr per chmod or
+// chown. The value changes only through writeMeta, and every writeMeta of
+// a mounted volume goes through the node of its inode (one node per
+// backing inode, see stableAttr), which records what it wrote. Changes
+// made to the backing directory behind a live mount's back are therefore
+// not seen until the kernel forgets the inode; nothing in encvol writes
+// them while a volume is mounted.
+//
+// Memory: one small entry per node the kernel knows, freed with the node.
+
+// metaEntry is a node's cached view of its metaXattr.
+type metaEntry struct {
+	m  meta
+	ok bool // the entry has metaXattr; false: the backing stat's mode and owner apply
+	// canonical: the backing entry has its canonical mode and (for a root
+	// daemon) owner, so a chmod or chown only needs to rewrite metaXattr.
+	// It never turns false again while metaXattr is in use.
+	canonical bool
+}
+
+// storedMeta returns n's stored mode and owner: from the cache, or read
+// from metaXattr through fd (when >= 0) or path. st, when not nil, is a
+// stat of the backing entry taken before this call and marks the entry
+// canonical.
+//
+// A reader caches what it read only if no writer stored a value since it
+// looked (CompareAndSwap with the entry it started from), so a read that
+// raced with setMetaAttr can never leave the older value behind.
+func (n *Node) storedMeta(fd int, path string, st *unix.Statx_t) (meta, bool) {
+	e := n.meta.Load()
+	if e != nil {
+		return e.m, e.ok
+	}
+	m, ok := n.fsys.readMeta(fd, path)
+	ne := &metaEntry{m: m, ok: ok}
+	if ok && st != nil {
+		ne.canonical = n.fsys.isCanonical(st)
+	}
+	n.meta.CompareAndSwap(nil, ne)
+	return m, ok
+}
+
+// isCanonical reports whether the backing stat st shows the canonical mode
+// and owner of an entry that keeps its own in metaXattr.
+func (f *FS) isCanonical(st *unix.Statx_t) bool {
+	if uint32(st.Mode)&07777 != canonicalMode(uint32(st.Mode)) {
+		return false
+	}
+	return !f.euidRoot || (st.Uid == f.euid && st.Gid == f.egid)
+}
+
+// canonicalStat returns a stat that stands for n's backing entry when the
+// cache knows it is canonical (what canonicalize would compare against), so
+// a chmod or chown does not need a statx of its own.
+func (n *Node) canonicalStat() (unix.Statx_t, bool) {
+	e := n.meta.Load()
+	if e == nil || !e.ok || !e.canonical {
+		return unix.Statx_t{}, false
+	}
+	typ := n.StableAttr().Mode & unix.S_IFMT
+	var st unix.Statx_t
+	st.Mode = uint16(typ | canonicalMode(typ))
+	st.Uid, st.Gid = n.fsys.euid, n.fsys.egid
+	return st, true
+}
+
+// writeNodeMeta is writeMeta for n's own backing entry, keeping the cache
+// exact: on success it holds m, and after a failure (which may have
+// changed metaXattr or not) it is dropped so the next reader asks the
+// backing entry.
+func (n *Node) writeNodeMeta(fd int, path string, st *unix.Statx_t, m meta) error {
+	err := n.fsys.writeMeta(fd, path, st, m)
+	if err != nil {
+		n.meta.Store(nil)
+		return err
+	}
+	n.meta.Store(&metaEntry{m: m, ok: true, canonical: true})
+	return nil
+}
+
+// fillAttrMeta is fillAttr plus the plaintext mode and owner: from
+// metaXattr of a regular file or directory (cached; read through fd when
+// >= 0, else path), otherwise the backing stat's.
+func (n *Node) fillAttrMeta(st *unix.Statx_t, fd int, path string, a *fuse.Attr) {
+	n.fsys.fillAttr(st, a)
+	if !hasMeta(uint32(st.Mode)) || !n.fsys.metaEnabled() {
+		return
+	}
+	if m, ok := n.storedMeta(fd, path, st); ok {
+		a.Mode = uint32(st.Mode)&unix.S_IFMT | m.mode
+		a.Owner = fuse.Owner{Uid: m.uid, Gid: m.gid}
+	}
+}
