@@ -529,6 +529,6 @@ func (m *Mount) Status() Status {
 		Checks: ms.Checks, Transitions: ms.Transitions,
 		KeyCheckInterval: m.spec.KeyCheckInterval.String(), OfflineGrace: m.spec.OfflineGrace.String(),
 		OnRevoke: m.spec.OnRevoke, ReadOnly: m.spec.ReadOnly, IO: m.fs.Counters(), Ops: m.fs.Ops(), Snapshot: m.spec.Snapshot,
-		PID: os.Getpid(), Started: m.started, Socket: m.control.path, LogFile: m.logFile,
+		PID: os.Getpid(), Started: m.started, Socket: SocketPath(m.spec.Mountpoint), LogFile: m.logFile,
 	}
 }
