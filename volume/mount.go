@@ -344,6 +344,7 @@ type Mount struct {
 
 	unmountMu sync.Mutex
 	done      chan struct{}
+	served    chan struct{} // closed once server is set: the control socket answers before
 	cleanOnce sync.Once
 
 	// followMu serialises rekeys the mount follows (rekeyfollow.go);
@@ -418,7 +419,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 		u.Close()
 		return nil, err
 	}
-	m := &Mount{spec: spec, client: client, fs: fsys, gate: gate, log: log, started: time.Now(), logFile: logFile, lock: lock, done: make(chan struct{})}
+	m := &Mount{spec: spec, client: client, fs: fsys, gate: gate, log: log, started: time.Now(), logFile: logFile, lock: lock, done: make(chan struct{}), served: make(chan struct{})}
 	m.monitor, err = NewMonitor(MonitorOptions{
 		Backing: spec.Backing, Mountpoint: spec.Mountpoint, KMS: spec.KMS, Header: h, Client: client, Gate: gate,
 		Interval: spec.KeyCheckInterval, Grace: spec.OfflineGrace, OnKeyEvent: spec.OnKeyEvent, Log: baseLog,
@@ -449,6 +450,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 		m.monitor.Stop("mount failed")
 		return nil, err
 	}
+	close(m.served)
 	mctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.monDone = make(chan struct{})
@@ -501,6 +503,11 @@ func (m *Mount) Unmount() error {
 	case <-m.done:
 		return nil
 	default:
+	}
+	select {
+	case <-m.served:
+	default:
+		return fmt.Errorf("unmount %s: the volume is still being mounted; try again", m.spec.Mountpoint)
 	}
 	if err := m.server.Unmount(); err != nil {
 		return fmt.Errorf("unmount %s: %w", m.spec.Mountpoint, err)
