@@ -29,7 +29,7 @@ func (s *Store) Audit(ctx context.Context, filter AuditFilter) ([]AuditRecord, e
 				return err
 			}
 			if alias != "" {
-				k, err := s.resolve(st, alias)
+				k, err := s.resolve(st, LocalPrincipal, alias)
 				if err != nil {
 					return err
 				}

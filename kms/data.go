@@ -148,7 +148,7 @@ func (s *Store) encryptLocked(st *state, principal, op, keyRef string, plaintext
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(st, keyRef)
+	k, err := s.resolve(st, principal, keyRef)
 	if err != nil {
 		return nil, err
 	}
@@ -180,13 +180,13 @@ func (s *Store) decryptLocked(st *state, principal, op string, blob []byte, encC
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(st, h.keyID)
+	k, err := s.resolve(st, principal, h.keyID)
 	if err != nil {
 		return nil, err
 	}
 	info.arn = s.keyARN(k.ID)
 	if keyRef != "" {
-		want, err := s.resolve(st, keyRef)
+		want, err := s.resolve(st, principal, keyRef)
 		if err != nil {
 			return nil, err
 		}

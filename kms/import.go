@@ -78,7 +78,7 @@ func (s *Store) GetParametersForImport(ctx context.Context, principal, keyRef, w
 		// The key is checked before spending a second on RSA key generation,
 		// and again under the write lock because it may change meanwhile.
 		importable := func(st *state) (*keyRec, error) {
-			k, err := s.resolve(st, keyRef)
+			k, err := s.resolve(st, principal, keyRef)
 			if err != nil {
 				return nil, err
 			}

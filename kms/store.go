@@ -497,6 +497,7 @@ func (s *Store) load() (*state, error) {
 	if st.Aliases == nil {
 		st.Aliases = map[string]*aliasRec{}
 	}
+	st.migrateAliases()
 	st.computeDue()
 	return st, nil
 }
