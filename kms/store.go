@@ -28,6 +28,8 @@ import (
 //	root.key    32 random bytes, 0600 (root-key mode), created on first use
 //	kdf.json    Argon2id parameters and salt (passphrase mode)
 //	keys.json   the whole key state, MAC'd; written atomically
+//	serial      the save number of the newest keys.json, MAC'd: an older
+//	            keys.json is refused (anti-rollback, see rollback.go)
 //	lock        flock(2) target; its first 8 bytes are a random generation
 //	            stamp that every writer replaces before publishing keys.json
 //	lock.w      flock(2) turnstile that keeps readers from starving writers
@@ -103,6 +105,9 @@ type state struct {
 	// Identities are the regions and accounts the store was opened under
 	// besides the default one (see identity.go).
 	Identities []identity `json:"identities,omitempty"`
+	// Serial numbers the saves of the state (rollback.go); 0 in stores
+	// written before it existed.
+	Serial uint64 `json:"serial,omitempty"`
 
 	nextDue time.Time // earliest lazy event (deletion, rotation, expiry); zero = none
 }
@@ -497,6 +502,9 @@ func (s *Store) load() (*state, error) {
 	if st.Aliases == nil {
 		st.Aliases = map[string]*aliasRec{}
 	}
+	if err := s.checkSerial(st); err != nil {
+		return nil, err
+	}
 	st.migrateAliases()
 	st.computeDue()
 	return st, nil
@@ -518,6 +526,7 @@ func (s *Store) save(lk *storeLock, st *state) error {
 	if !lk.excl {
 		return newErr(CodeInternal, "internal error: state write without exclusive lock")
 	}
+	st.Serial++
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return internalErr("encode key state", err)
@@ -544,6 +553,9 @@ func (s *Store) save(lk *storeLock, st *state) error {
 	}
 	if err := syncDir(s.dir); err != nil {
 		return internalErr("sync store dir", err)
+	}
+	if err := s.recordSerial(st.Serial); err != nil {
+		return err
 	}
 	st.computeDue()
 	s.cacheMu.Lock()
