@@ -328,8 +328,12 @@ func (s *Store) newMaterial(k *keyRec, now time.Time, rotation string) error {
 		return internalErr("generate key material", err)
 	}
 	v := uint32(len(k.Versions) + 1)
-	k.Versions = append(k.Versions, &versionRec{Version: v, Sealed: s.sealMaterial(m, materialAAD(k.ID, v)), Created: now, Rotation: rotation})
+	sealed, err := s.sealMaterial(m, materialAAD(k.ID, v))
 	clear(m)
+	if err != nil {
+		return err
+	}
+	k.Versions = append(k.Versions, &versionRec{Version: v, Sealed: sealed, Created: now, Rotation: rotation})
 	return nil
 }
 
@@ -936,7 +940,7 @@ func (s *Store) applyDue(st *state) bool {
 			s.auditSystem("DeleteImportedKeyMaterial", id, 0, "imported key material expired")
 			changed = true
 		}
-		if k.State == StateEnabled && k.RotationEnabled && k.Origin == OriginAWSKMS && k.NextRotation != nil && !now.Before(*k.NextRotation) {
+		if s.seal != nil && k.State == StateEnabled && k.RotationEnabled && k.Origin == OriginAWSKMS && k.NextRotation != nil && !now.Before(*k.NextRotation) {
 			if err := s.newMaterial(k, now, RotationAutomatic); err != nil {
 				continue // retried on the next call; the old version keeps working
 			}
