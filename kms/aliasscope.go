@@ -27,7 +27,7 @@ func splitAliasKey(key string) (owner, name string, ok bool) {
 // owner; the one shared service key (and its alias) goes to LocalPrincipal,
 // which holds the store's root secret anyway, so it stops being usable by
 // every principal of a server (volumes made under it by remote principals
-// need `encvol rekey` by the store's operator; see docs/threat-model.md).
+// stop mounting for them; see docs/kms-server.md and docs/threat-model.md).
 // It reports whether anything changed.
 func (st *state) migrateAliases() bool {
 	changed := false
