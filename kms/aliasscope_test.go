@@ -1,6 +1,9 @@
 package kms
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestLegacyAliasesMigrate: a store written when aliases were global and
 // one service key served every principal keeps its aliases (each now its
@@ -47,5 +50,33 @@ func TestLegacyAliasesMigrate(t *testing.T) {
 	wantCode(t, err, CodeAccessDenied)
 	if bobs, err := old.ServiceKey(bg, "bob"); err != nil || bobs.KeyID == svc.KeyID {
 		t.Fatalf("bob's service key after migration: %+v %v", bobs, err)
+	}
+}
+
+// TestAuditResolvesPrincipalAliases: the store's operator reads the audit
+// log of a principal's key by that principal's alias when no other
+// principal has one of the same name; an ambiguous name asks for the key.
+func TestAuditResolvesPrincipalAliases(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	a, b := mustKey(t, s, "alice"), mustKey(t, s, "bob")
+	for p, k := range map[string]KeyMetadata{"alice": a, "bob": b} {
+		if err := s.CreateAlias(bg, p, "alias/team", k.KeyID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateAlias(bg, "alice", "alias/only-alice", a.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.Audit(bg, AuditFilter{KeyRef: "alias/only-alice"})
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("audit by alice's alias: %d records, %v", len(recs), err)
+	}
+	for _, r := range recs {
+		if r.KeyID != a.KeyID {
+			t.Fatalf("audit by alice's alias returned a record of %s", r.KeyID)
+		}
+	}
+	if _, err := s.Audit(bg, AuditFilter{KeyRef: "alias/team"}); err == nil || !strings.Contains(err.Error(), "several principals") {
+		t.Fatalf("audit by an alias two principals have: %v", err)
 	}
 }
