@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +31,7 @@ func (s *Store) Audit(ctx context.Context, filter AuditFilter) ([]AuditRecord, e
 				return err
 			}
 			if alias != "" {
-				k, err := s.resolve(st, alias)
+				k, err := s.auditAlias(st, alias)
 				if err != nil {
 					return err
 				}
@@ -117,4 +119,28 @@ func openAuditFiles(dir string) (_ []*os.File, retErr error) {
 		return nil, err
 	}
 	return append(files, f), nil
+}
+
+// auditAlias resolves an alias for the audit reader, who reads the whole
+// store's log: the local principal's own alias first, else the one
+// principal that has an alias of that name; when several do, the key ID
+// must be given.
+func (s *Store) auditAlias(st *state, alias string) (*keyRec, error) {
+	if k, err := s.resolve(st, LocalPrincipal, alias); err == nil {
+		return k, nil
+	}
+	var owners []string
+	for key := range st.Aliases {
+		if owner, name, _ := splitAliasKey(key); name == alias {
+			owners = append(owners, owner)
+		}
+	}
+	switch len(owners) {
+	case 0:
+		return nil, newErr(CodeNotFound, "Alias %s is not found.", s.aliasARN(alias))
+	case 1:
+		return s.resolve(st, owners[0], alias)
+	}
+	sort.Strings(owners)
+	return nil, validationErr("alias %s names keys of several principals (%s); give the key ID or ARN", alias, strings.Join(owners, ", "))
 }

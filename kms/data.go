@@ -131,6 +131,16 @@ func openBlob(blob, material, ctxEnc []byte) ([]byte, error) {
 // material returns the plaintext key material of version v of k; the
 // caller clears it after use.
 func (s *Store) material(k *keyRec, v uint32) ([]byte, error) {
+	rec, err := s.versionRec(k, v)
+	if err != nil {
+		return nil, err
+	}
+	return s.openMaterial(rec.Sealed, materialAAD(k.ID, v))
+}
+
+// versionRec returns version v of k's material, refusing one that does not
+// exist or whose imported material is gone.
+func (s *Store) versionRec(k *keyRec, v uint32) (*versionRec, error) {
 	if v == 0 || int(v) > len(k.Versions) {
 		return nil, newErr(CodeInvalidCiphertext, "the ciphertext names key material version %d, which %s does not have", v, s.keyARN(k.ID))
 	}
@@ -138,7 +148,7 @@ func (s *Store) material(k *keyRec, v uint32) ([]byte, error) {
 	if rec.Sealed == nil {
 		return nil, newErr(CodeInvalidState, "%s is pending import.", s.keyARN(k.ID))
 	}
-	return s.openMaterial(rec.Sealed, materialAAD(k.ID, v))
+	return rec, nil
 }
 
 // encryptLocked wraps plaintext under the newest version of the key keyRef
@@ -148,7 +158,7 @@ func (s *Store) encryptLocked(st *state, principal, op, keyRef string, plaintext
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(st, keyRef)
+	k, err := s.resolve(st, principal, keyRef)
 	if err != nil {
 		return nil, err
 	}
@@ -169,8 +179,9 @@ func (s *Store) encryptLocked(st *state, principal, op, keyRef string, plaintext
 	return sealBlob(k.ID, v, m, plaintext, ctxEnc)
 }
 
-// decryptLocked unwraps blob after authorizing op on the key the blob names.
-func (s *Store) decryptLocked(st *state, principal, op string, blob []byte, encCtx map[string]string, keyRef string, info *opInfo) ([]byte, error) {
+// decryptLocked unwraps blob after authorizing op on the key the blob
+// names; with unseal false it stops after the checks (CheckKeyAccess).
+func (s *Store) decryptLocked(st *state, principal, op string, blob []byte, encCtx map[string]string, keyRef string, info *opInfo, unseal bool) ([]byte, error) {
 	h, err := parseBlob(blob)
 	if err != nil {
 		return nil, err
@@ -180,13 +191,13 @@ func (s *Store) decryptLocked(st *state, principal, op string, blob []byte, encC
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(st, h.keyID)
+	k, err := s.resolve(st, principal, h.keyID)
 	if err != nil {
 		return nil, err
 	}
 	info.arn = s.keyARN(k.ID)
 	if keyRef != "" {
-		want, err := s.resolve(st, keyRef)
+		want, err := s.resolve(st, principal, keyRef)
 		if err != nil {
 			return nil, err
 		}
@@ -198,6 +209,10 @@ func (s *Store) decryptLocked(st *state, principal, op string, blob []byte, encC
 		return nil, err
 	}
 	if err := s.stateErr(k); err != nil {
+		return nil, err
+	}
+	if !unseal {
+		_, err := s.versionRec(k, h.version)
 		return nil, err
 	}
 	m, err := s.material(k, h.version)
@@ -310,7 +325,7 @@ func (s *Store) decrypt(ctx context.Context, principal string, blob []byte, encC
 	var plaintext []byte
 	err := s.read(ctx, func(st *state) error {
 		var err error
-		plaintext, err = s.decryptLocked(st, principal, OpDecrypt, blob, encCtx, keyRef, &info)
+		plaintext, err = s.decryptLocked(st, principal, OpDecrypt, blob, encCtx, keyRef, &info, true)
 		return err
 	})
 	if chk != nil {
@@ -330,7 +345,7 @@ func (s *Store) decrypt(ctx context.Context, principal string, blob []byte, encC
 func (s *Store) ReEncrypt(ctx context.Context, principal string, blob []byte, srcCtx map[string]string, srcKeyRef, dstKeyRef string, dstCtx map[string]string) (newBlob []byte, srcARN, dstARN string, err error) {
 	var src, dst opInfo
 	err = s.read(ctx, func(st *state) error {
-		pt, err := s.decryptLocked(st, principal, OpReEncryptFrom, blob, srcCtx, srcKeyRef, &src)
+		pt, err := s.decryptLocked(st, principal, OpReEncryptFrom, blob, srcCtx, srcKeyRef, &src, true)
 		if err != nil {
 			return err
 		}

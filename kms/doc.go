@@ -36,10 +36,15 @@
 // conditions. Other principals need a grant naming the operation,
 // optionally constrained to encryption contexts
 // (EncryptionContextEquals/Subset); administrative operations are for
-// administrators only. The service key (alias/encvol/default) may be used
-// by every principal for data keys, and by nobody disabled, deleted,
+// administrators only. A principal's service key (its alias/encvol/default) may
+// be used by that principal for data keys, and by nobody disabled, deleted,
 // rotated on demand, tagged, re-described, given a policy or shared through
 // grants.
+//
+// Aliases belong to the principal that creates them (aliasscope.go), as
+// AWS aliases belong to an account, and the service key is per principal:
+// each principal's alias/encvol/default names a key only it (and
+// LocalPrincipal) may use.
 //
 // # Ciphertext blobs
 //

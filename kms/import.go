@@ -78,7 +78,7 @@ func (s *Store) GetParametersForImport(ctx context.Context, principal, keyRef, w
 		// The key is checked before spending a second on RSA key generation,
 		// and again under the write lock because it may change meanwhile.
 		importable := func(st *state) (*keyRec, error) {
-			k, err := s.resolve(st, keyRef)
+			k, err := s.resolve(st, principal, keyRef)
 			if err != nil {
 				return nil, err
 			}
@@ -119,8 +119,11 @@ func (s *Store) GetParametersForImport(ctx context.Context, principal, keyRef, w
 			idb, _ := uuidBytes(k.ID)
 			tokenID := hex.EncodeToString(tid[:])
 			validTo := s.now().UTC().Add(ImportParamsValidity)
-			k.Import = &importRec{TokenID: tokenID, Algorithm: wrappingAlg, ValidTo: validTo,
-				SealedPriv: s.sealMaterial(privDER, importAAD(k.ID, tokenID))}
+			sealedPriv, err := s.sealMaterial(privDER, importAAD(k.ID, tokenID))
+			if err != nil {
+				return err
+			}
+			k.Import = &importRec{TokenID: tokenID, Algorithm: wrappingAlg, ValidTo: validTo, SealedPriv: sealedPriv}
 			tok := append([]byte{1}, idb...)
 			out = ImportParams{KeyID: k.ID, ImportToken: append(tok, tid[:]...), PublicKeyDER: pubDER, ValidTo: validTo}
 			return nil
@@ -197,7 +200,11 @@ func (s *Store) ImportKeyMaterial(ctx context.Context, principal, keyRef string,
 		if len(k.Versions) == 0 {
 			k.Versions = []*versionRec{{Version: 1, Created: now}}
 		}
-		k.Versions[0].Sealed = s.sealMaterial(material, materialAAD(k.ID, 1))
+		sealed, err := s.sealMaterial(material, materialAAD(k.ID, 1))
+		if err != nil {
+			return err
+		}
+		k.Versions[0].Sealed = sealed
 		if validTo != nil {
 			t := validTo.UTC()
 			k.ValidTo, k.ExpirationModel = &t, ExpirationModelExpires

@@ -139,7 +139,7 @@ func (s *Store) UntagResource(ctx context.Context, principal, keyRef string, tag
 // adminRead runs f on the key keyRef names if principal administers it.
 func (s *Store) adminRead(ctx context.Context, principal, op, keyRef string, f func(st *state, k *keyRec) error) error {
 	return s.read(ctx, func(st *state) error {
-		k, err := s.resolve(st, keyRef)
+		k, err := s.resolve(st, principal, keyRef)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -41,6 +42,10 @@ type keyRec struct {
 	Import          *importRec `json:"import,omitempty"`
 
 	Grants []*grantRec `json:"grants,omitempty"`
+
+	// ServiceFor is the principal a service key (Manager AWS) serves: the
+	// only one besides LocalPrincipal that may use it.
+	ServiceFor string `json:"service_for,omitempty"`
 }
 
 // versionRec is one version of key material, sealed under the store's seal
@@ -126,15 +131,16 @@ func (s *Store) parseRef(st *state, ref string) (keyID, alias string, err error)
 	return ref, "", nil
 }
 
-// resolve finds the key a reference names. Keys whose deletion date passed
-// are gone even before the lazy cleanup removed them.
-func (s *Store) resolve(st *state, ref string) (*keyRec, error) {
+// resolve finds the key a reference names; aliases are principal's own.
+// Keys whose deletion date passed are gone even before the lazy cleanup
+// removed them.
+func (s *Store) resolve(st *state, principal, ref string) (*keyRec, error) {
 	id, alias, err := s.parseRef(st, ref)
 	if err != nil {
 		return nil, err
 	}
 	if alias != "" {
-		a, ok := st.Aliases[alias]
+		a, ok := st.Aliases[aliasKey(principal, alias)]
 		if !ok {
 			return nil, newErr(CodeNotFound, "Alias %s is not found.", s.aliasARN(alias))
 		}
@@ -227,8 +233,13 @@ func (s *Store) authorizeVia(k *keyRec, principal, op string, encCtx map[string]
 	if isAdmin(k, principal) {
 		return nil, nil
 	}
-	if k.Manager == KeyManagerAWS && op != OpCreateGrant && op != OpRetireGrant {
-		return nil, nil
+	if k.Manager == KeyManagerAWS {
+		if k.ServiceFor == principal && op != OpCreateGrant && op != OpRetireGrant {
+			return nil, nil
+		}
+		if k.ServiceFor != principal {
+			return nil, s.foreignServiceKey(principal, op, k)
+		}
 	}
 	if k.Policy.allows(principal, op, encCtx) {
 		return nil, nil
@@ -249,6 +260,13 @@ func (s *Store) authorizeVia(k *keyRec, principal, op string, encCtx map[string]
 	return nil, s.accessDenied(principal, op, k)
 }
 
+// foreignServiceKey refuses a principal the service key of another: each
+// principal's keyless volumes are its own.
+func (s *Store) foreignServiceKey(principal, op string, k *keyRec) error {
+	return newErr(CodeAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s because it is the encvol service key of another principal; a volume created without a key can be used only by the principal that created it (share a volume under a customer key instead)",
+		s.PrincipalARN(principal), op, s.keyARN(k.ID))
+}
+
 // UnnamedGrant stands for a grant without a name in the list of grants
 // that admitted a call (DecryptVia). Grant names cannot be empty on AWS;
 // this one is no valid name there either.
@@ -256,7 +274,7 @@ const UnnamedGrant = "*"
 
 // canSee reports whether principal may learn that k exists (ListKeys).
 func (s *Store) canSee(k *keyRec, principal string) bool {
-	if isAdmin(k, principal) || k.Manager == KeyManagerAWS || k.Policy.names(principal) {
+	if isAdmin(k, principal) || (k.Manager == KeyManagerAWS && k.ServiceFor == principal) || k.Policy.names(principal) {
 		return true
 	}
 	for _, g := range k.Grants {
@@ -293,8 +311,8 @@ func (s *Store) metadata(st *state, k *keyRec) KeyMetadata {
 		v := *k.ValidTo
 		m.ValidTo = &v
 	}
-	for name, a := range st.Aliases {
-		if a.Target == k.ID {
+	for key, a := range st.Aliases {
+		if _, name, _ := splitAliasKey(key); a.Target == k.ID && !slices.Contains(m.Aliases, name) {
 			m.Aliases = append(m.Aliases, name)
 		}
 	}
@@ -310,8 +328,12 @@ func (s *Store) newMaterial(k *keyRec, now time.Time, rotation string) error {
 		return internalErr("generate key material", err)
 	}
 	v := uint32(len(k.Versions) + 1)
-	k.Versions = append(k.Versions, &versionRec{Version: v, Sealed: s.sealMaterial(m, materialAAD(k.ID, v)), Created: now, Rotation: rotation})
+	sealed, err := s.sealMaterial(m, materialAAD(k.ID, v))
 	clear(m)
+	if err != nil {
+		return err
+	}
+	k.Versions = append(k.Versions, &versionRec{Version: v, Sealed: sealed, Created: now, Rotation: rotation})
 	return nil
 }
 
@@ -395,7 +417,7 @@ func (s *Store) createKeyLocked(st *state, owner string, in CreateKeyInput, mana
 
 // describable resolves keyRef for a read that needs DescribeKey permission.
 func (s *Store) describable(st *state, principal, keyRef string) (*keyRec, error) {
-	k, err := s.resolve(st, keyRef)
+	k, err := s.resolve(st, principal, keyRef)
 	if err != nil {
 		return nil, err
 	}
@@ -447,7 +469,7 @@ func (s *Store) expired(k *keyRec) bool {
 func (s *Store) keyWrite(ctx context.Context, principal, op, keyRef string, f func(st *state, k *keyRec) error) error {
 	var keyID string
 	err := s.write(ctx, func(st *state, _ *storeLock) error {
-		k, err := s.resolve(st, keyRef)
+		k, err := s.resolve(st, principal, keyRef)
 		if err != nil {
 			return err
 		}
@@ -584,14 +606,14 @@ func (s *Store) CreateAlias(ctx context.Context, principal, alias, targetKeyRef 
 		if strings.HasPrefix(targetKeyRef, "alias/") || strings.Contains(targetKeyRef, ":alias/") {
 			return validationErr("TargetKeyId must be a key ID or key ARN, not an alias (%s)", targetKeyRef)
 		}
-		if _, ok := st.Aliases[alias]; ok {
+		if _, ok := st.Aliases[aliasKey(principal, alias)]; ok {
 			return s.aliasTaken(alias)
 		}
 		if k.State == StatePendingDeletion {
 			return s.stateErr(k)
 		}
 		now := s.now().UTC()
-		st.Aliases[alias] = &aliasRec{Target: k.ID, Created: now, Updated: now}
+		st.Aliases[aliasKey(principal, alias)] = &aliasRec{Target: k.ID, Created: now, Updated: now}
 		return nil
 	})
 }
@@ -613,7 +635,7 @@ func (s *Store) CreateKeyWithAlias(ctx context.Context, principal string, in Cre
 		return md, s.auditOp(principal, "CreateKey", "", err)
 	}
 	err := s.write(ctx, func(st *state, _ *storeLock) error {
-		if _, ok := st.Aliases[alias]; ok {
+		if _, ok := st.Aliases[aliasKey(principal, alias)]; ok {
 			return s.aliasTaken(alias)
 		}
 		k, err := s.createKeyLocked(st, principal, in, KeyManagerCustomer)
@@ -621,7 +643,7 @@ func (s *Store) CreateKeyWithAlias(ctx context.Context, principal string, in Cre
 			return err
 		}
 		now := s.now().UTC()
-		st.Aliases[alias] = &aliasRec{Target: k.ID, Created: now, Updated: now}
+		st.Aliases[aliasKey(principal, alias)] = &aliasRec{Target: k.ID, Created: now, Updated: now}
 		md = s.metadata(st, k)
 		return nil
 	})
@@ -638,7 +660,7 @@ func (s *Store) UpdateAlias(ctx context.Context, principal, alias, targetKeyRef 
 		return s.auditOp(principal, "UpdateAlias", "", err)
 	}
 	return s.adminWrite(ctx, principal, "UpdateAlias", targetKeyRef, func(st *state, k *keyRec) error {
-		a, ok := st.Aliases[alias]
+		a, ok := st.Aliases[aliasKey(principal, alias)]
 		if !ok {
 			return newErr(CodeNotFound, "Alias %s is not found.", s.aliasARN(alias))
 		}
@@ -665,7 +687,7 @@ func (s *Store) DeleteAlias(ctx context.Context, principal, alias string) error 
 	}
 	var keyID string
 	err := s.write(ctx, func(st *state, _ *storeLock) error {
-		a, ok := st.Aliases[alias]
+		a, ok := st.Aliases[aliasKey(principal, alias)]
 		if !ok {
 			return newErr(CodeNotFound, "Alias %s is not found.", s.aliasARN(alias))
 		}
@@ -678,7 +700,7 @@ func (s *Store) DeleteAlias(ctx context.Context, principal, alias string) error 
 				return err
 			}
 		}
-		delete(st.Aliases, alias)
+		delete(st.Aliases, aliasKey(principal, alias))
 		return nil
 	})
 	return s.auditOp(principal, "DeleteAlias", keyID, err)
@@ -700,9 +722,10 @@ func (s *Store) ListAliases(ctx context.Context, principal, keyRef string) ([]Al
 			}
 			only = k.ID
 		}
-		for name, a := range st.Aliases {
+		for key, a := range st.Aliases {
+			owner, name, _ := splitAliasKey(key)
 			k, ok := st.Keys[a.Target]
-			if !ok || s.expired(k) || (only != "" && a.Target != only) || !s.canSee(k, principal) {
+			if owner != principal || !ok || s.expired(k) || (only != "" && a.Target != only) || !s.canSee(k, principal) {
 				continue
 			}
 			out = append(out, AliasEntry{AliasName: name, AliasArn: s.aliasARN(name), TargetKeyID: a.Target,
@@ -815,9 +838,10 @@ func (s *Store) RotateKeyOnDemand(ctx context.Context, principal, keyRef string)
 // any principal name a principals file can define.
 const serviceKeyOwner = "aws:encvol"
 
-// ServiceKey returns the encvol service key, creating it (and its alias
-// alias/encvol/default) on first use. Every principal may use it for data
-// keys; nobody may disable, delete, rotate on demand or grant it.
+// ServiceKey returns principal's encvol service key, creating it (and
+// principal's alias alias/encvol/default) on first use. Only principal
+// (and LocalPrincipal) may use it for data keys; nobody may disable,
+// delete, rotate on demand or grant it.
 func (s *Store) ServiceKey(ctx context.Context, principal string) (KeyMetadata, error) {
 	var md KeyMetadata
 	if err := checkPrincipal(principal); err != nil {
@@ -825,7 +849,7 @@ func (s *Store) ServiceKey(ctx context.Context, principal string) (KeyMetadata, 
 	}
 	found := false
 	err := s.read(ctx, func(st *state) error {
-		if a, ok := st.Aliases[ServiceKeyAlias]; ok {
+		if a, ok := st.Aliases[aliasKey(principal, ServiceKeyAlias)]; ok {
 			if k, ok := st.Keys[a.Target]; ok {
 				md, found = s.metadata(st, k), true
 			}
@@ -837,14 +861,14 @@ func (s *Store) ServiceKey(ctx context.Context, principal string) (KeyMetadata, 
 	}
 	created := false
 	err = s.write(ctx, func(st *state, _ *storeLock) error {
-		if a, ok := st.Aliases[ServiceKeyAlias]; ok {
+		if a, ok := st.Aliases[aliasKey(principal, ServiceKeyAlias)]; ok {
 			if k, ok := st.Keys[a.Target]; ok {
 				md = s.metadata(st, k)
 				return errNoChange
 			}
 		}
 		k, err := s.createKeyLocked(st, serviceKeyOwner, CreateKeyInput{
-			Description: "Default key that protects encvol volumes when no key is configured",
+			Description: "Default key that protects the encvol volumes " + principal + " creates without a key",
 			Origin:      OriginAWSKMS,
 		}, KeyManagerAWS)
 		if err != nil {
@@ -852,7 +876,8 @@ func (s *Store) ServiceKey(ctx context.Context, principal string) (KeyMetadata, 
 		}
 		next := k.Created.Add(DefaultRotationDays * 24 * time.Hour)
 		k.RotationEnabled, k.RotationDays, k.NextRotation = true, DefaultRotationDays, &next
-		st.Aliases[ServiceKeyAlias] = &aliasRec{Target: k.ID, Created: k.Created, Updated: k.Created}
+		k.ServiceFor = principal
+		st.Aliases[aliasKey(principal, ServiceKeyAlias)] = &aliasRec{Target: k.ID, Created: k.Created, Updated: k.Created}
 		md = s.metadata(st, k)
 		created = true
 		return nil
@@ -915,7 +940,7 @@ func (s *Store) applyDue(st *state) bool {
 			s.auditSystem("DeleteImportedKeyMaterial", id, 0, "imported key material expired")
 			changed = true
 		}
-		if k.State == StateEnabled && k.RotationEnabled && k.Origin == OriginAWSKMS && k.NextRotation != nil && !now.Before(*k.NextRotation) {
+		if s.seal != nil && k.State == StateEnabled && k.RotationEnabled && k.Origin == OriginAWSKMS && k.NextRotation != nil && !now.Before(*k.NextRotation) {
 			if err := s.newMaterial(k, now, RotationAutomatic); err != nil {
 				continue // retried on the next call; the old version keeps working
 			}

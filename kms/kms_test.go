@@ -528,17 +528,35 @@ func TestServiceKey(t *testing.T) {
 	if md.KeyManager != KeyManagerAWS || len(md.Aliases) != 1 || md.Aliases[0] != ServiceKeyAlias {
 		t.Fatalf("service key: %+v", md)
 	}
-	again, err := s.ServiceKey(bg, "bob")
-	if err != nil || again.KeyID != md.KeyID {
+	// Each principal has its own service key: bob's keyless volumes are
+	// his, and he cannot unwrap data keys made under local's.
+	bobs, err := s.ServiceKey(bg, "bob")
+	if err != nil || bobs.KeyID == md.KeyID || len(bobs.Aliases) != 1 || bobs.Aliases[0] != ServiceKeyAlias {
+		t.Fatalf("bob's ServiceKey: %+v %v (local's is %s)", bobs, err, md.KeyID)
+	}
+	if again, err := s.ServiceKey(bg, "bob"); err != nil || again.KeyID != bobs.KeyID {
 		t.Fatalf("second ServiceKey: %+v %v", again, err)
 	}
 	ectx := map[string]string{"encvol:volume-id": "vol-x"}
 	_, blob, _, err := s.GenerateDataKey(bg, "bob", ServiceKeyAlias, 32, ectx)
 	if err != nil {
-		t.Fatalf("service key use by another principal: %v", err)
+		t.Fatalf("service key use by its principal: %v", err)
 	}
 	if _, _, err := s.Decrypt(bg, "bob", blob, ectx, ""); err != nil {
 		t.Fatal(err)
+	}
+	for _, p := range []string{"carol", "alice"} {
+		_, _, err := s.Decrypt(bg, p, blob, ectx, "")
+		wantCode(t, err, CodeAccessDenied)
+		if !strings.Contains(err.Error(), "service key of another principal") {
+			t.Fatalf("%s decrypting under bob's service key: unclear message: %v", p, err)
+		}
+		if _, _, _, err := s.GenerateDataKey(bg, p, bobs.KeyID, 32, ectx); err == nil {
+			t.Fatalf("%s made a data key under bob's service key", p)
+		}
+	}
+	if keys, _ := s.ListKeys(bg, "carol"); len(keys) != 0 {
+		t.Fatalf("carol sees others' service keys: %v", keys)
 	}
 	for name, err := range map[string]error{
 		"disable":  s.DisableKey(bg, LocalPrincipal, ServiceKeyAlias),

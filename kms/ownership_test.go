@@ -44,10 +44,16 @@ func TestOwnerOnlyOperations(t *testing.T) {
 		},
 		"RevokeGrant": func(p string) error { return s.RevokeGrant(bg, p, md.KeyID, gid) },
 		"CreateAlias": func(p string) error { return s.CreateAlias(bg, p, "alias/"+p+"-on-alice", md.KeyID) },
-		// Moving alice's alias to a key the caller owns would redirect
-		// every volume created under the alias: the alias's key decides.
-		"UpdateAlias": func(p string) error { return s.UpdateAlias(bg, p, "alias/team", mustKey(t, s, p).KeyID) },
-		"DeleteAlias": func(p string) error { return s.DeleteAlias(bg, p, "alias/team") },
+	}
+	// Aliases are per principal: alice's alias/team is not in the others'
+	// names, so nobody can move or delete it (which would redirect every
+	// volume created under it).
+	for _, p := range []string{"bob", "carol", "mallory"} {
+		wantCode(t, s.UpdateAlias(bg, p, "alias/team", mustKey(t, s, p).KeyID), CodeNotFound)
+		wantCode(t, s.DeleteAlias(bg, p, "alias/team"), CodeNotFound)
+	}
+	if d, err := s.DescribeKey(bg, "alice", "alias/team"); err != nil || d.KeyID != md.KeyID {
+		t.Fatalf("alice's alias/team after the others tried: %+v %v", d, err)
 	}
 	for op, f := range ops {
 		for _, p := range []string{"bob", "carol", "mallory"} {
@@ -84,7 +90,7 @@ func TestServiceKeyCannotBeShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"alice", LocalPrincipal} {
-		_, _, err := s.CreateGrant(bg, p, GrantInput{KeyRef: ServiceKeyAlias, GranteePrincipal: "bob", Operations: []string{OpDecrypt}})
+		_, _, err := s.CreateGrant(bg, p, GrantInput{KeyRef: svc.KeyID, GranteePrincipal: "bob", Operations: []string{OpDecrypt}})
 		wantCode(t, err, CodeUnsupportedOperation)
 		if !strings.Contains(err.Error(), svc.KeyID) || !strings.Contains(err.Error(), "shared") {
 			t.Fatalf("CreateGrant on the service key by %s: %v", p, err)

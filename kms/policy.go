@@ -454,11 +454,10 @@ func (s *Store) policyDocument(k *keyRec) (string, error) {
 	doc := policyDocOut{Version: policyVersion, ID: effectiveAccessID}
 	if k.Manager == KeyManagerAWS {
 		doc.Statement = append(doc.Statement, statementOut{
-			Sid: "EncvolServiceKeyUse", Effect: "Allow", Principal: map[string]string{"AWS": "*"},
+			Sid: "EncvolServiceKeyUse", Effect: "Allow", Principal: map[string]string{"AWS": s.PrincipalARN(k.ServiceFor)},
 			Action: actionNames([]string{OpDecrypt, OpDescribeKey, OpEncrypt, OpGenerateDataKey,
 				OpGenerateDataKeyWithoutPlaintext, OpReEncryptFrom, OpReEncryptTo}),
-			Resource:  "*",
-			Condition: map[string]map[string]any{condStringEquals: {"kms:CallerAccount": s.account}},
+			Resource: "*",
 		})
 	} else {
 		doc.Statement = append(doc.Statement, statementOut{

@@ -192,11 +192,11 @@ func TestKeyPolicyRefusals(t *testing.T) {
 	if keys, _ := s.ListKeys(bg, "alice"); len(keys) != 2 {
 		t.Fatalf("refused CreateKey calls left keys behind: %v", keys)
 	}
-	_, err = s.ServiceKey(bg, "alice")
+	svc, err := s.ServiceKey(bg, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.PutKeyPolicy(bg, LocalPrincipal, ServiceKeyAlias, "", policyWith(aliceAdmin))
+	err = s.PutKeyPolicy(bg, LocalPrincipal, svc.KeyID, "", policyWith(aliceAdmin))
 	wantCode(t, err, CodeUnsupportedOperation)
 }
 

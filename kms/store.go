@@ -3,7 +3,6 @@ package kms
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/hmac"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/keywrap"
 )
 
 // Store directory layout (mode 0700):
@@ -28,6 +29,8 @@ import (
 //	root.key    32 random bytes, 0600 (root-key mode), created on first use
 //	kdf.json    Argon2id parameters and salt (passphrase mode)
 //	keys.json   the whole key state, MAC'd; written atomically
+//	serial      the save number of the newest keys.json, MAC'd: an older
+//	            keys.json is refused (anti-rollback, see rollback.go)
 //	lock        flock(2) target; its first 8 bytes are a random generation
 //	            stamp that every writer replaces before publishing keys.json
 //	lock.w      flock(2) turnstile that keeps readers from starving writers
@@ -67,8 +70,10 @@ type Store struct {
 	account string
 	now     func() time.Time
 
-	seal   cipher.AEAD // seals key material at rest
+	seal   cipher.AEAD // seals key material at rest; nil after ForgetSealKey
 	macKey []byte      // authenticates keys.json
+
+	passphraseFile string // where the root secret comes from (RestoreSealKey)
 
 	// rw orders goroutines of this process; flock orders processes. Both are
 	// needed: flock alone gives the Go race detector no happens-before edge.
@@ -103,6 +108,9 @@ type state struct {
 	// Identities are the regions and accounts the store was opened under
 	// besides the default one (see identity.go).
 	Identities []identity `json:"identities,omitempty"`
+	// Serial numbers the saves of the state (rollback.go); 0 in stores
+	// written before it existed.
+	Serial uint64 `json:"serial,omitempty"`
 
 	nextDue time.Time // earliest lazy event (deletion, rotation, expiry); zero = none
 }
@@ -159,26 +167,24 @@ func Open(dir string, opt Options) (_ *Store, retErr error) {
 			s.closeFDs()
 		}
 	}()
-	secret, err := s.rootSecret(opt.PassphraseFile)
+	s.passphraseFile = opt.PassphraseFile
+	// Derived under runtime/secret: the root secret's copies in the HKDF
+	// state and the seal key schedule are erased once unreachable (after
+	// ForgetSealKey, in a mount that only checks key states).
+	keywrap.Secretly(func() {
+		var secret []byte
+		if secret, err = s.rootSecret(opt.PassphraseFile); err != nil {
+			return
+		}
+		defer clear(secret)
+		if s.macKey, err = hkdf.Key(sha256.New, secret, nil, labelStateMAC, 32); err != nil {
+			err = fmt.Errorf("kms: derive state MAC key: %w", err)
+			return
+		}
+		s.seal, err = sealCipher(secret)
+	})
 	if err != nil {
 		return nil, err
-	}
-	sealKey, err := hkdf.Key(sha256.New, secret, nil, labelSeal, 32)
-	if err != nil {
-		return nil, fmt.Errorf("kms: derive seal key: %w", err)
-	}
-	s.macKey, err = hkdf.Key(sha256.New, secret, nil, labelStateMAC, 32)
-	if err != nil {
-		return nil, fmt.Errorf("kms: derive state MAC key: %w", err)
-	}
-	clear(secret)
-	blk, err := aes.NewCipher(sealKey)
-	clear(sealKey)
-	if err != nil {
-		return nil, fmt.Errorf("kms: seal cipher: %w", err)
-	}
-	if s.seal, err = cipher.NewGCM(blk); err != nil {
-		return nil, fmt.Errorf("kms: seal cipher: %w", err)
 	}
 	s.removeStaleTemps()
 	if _, err := os.Stat(filepath.Join(dir, stateFile)); errors.Is(err, fs.ErrNotExist) {
@@ -497,6 +503,10 @@ func (s *Store) load() (*state, error) {
 	if st.Aliases == nil {
 		st.Aliases = map[string]*aliasRec{}
 	}
+	if err := s.checkSerial(st); err != nil {
+		return nil, err
+	}
+	st.migrateAliases()
 	st.computeDue()
 	return st, nil
 }
@@ -517,6 +527,7 @@ func (s *Store) save(lk *storeLock, st *state) error {
 	if !lk.excl {
 		return newErr(CodeInternal, "internal error: state write without exclusive lock")
 	}
+	st.Serial++
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return internalErr("encode key state", err)
@@ -543,6 +554,9 @@ func (s *Store) save(lk *storeLock, st *state) error {
 	}
 	if err := syncDir(s.dir); err != nil {
 		return internalErr("sync store dir", err)
+	}
+	if err := s.recordSerial(st.Serial); err != nil {
+		return err
 	}
 	st.computeDue()
 	s.cacheMu.Lock()
@@ -614,16 +628,23 @@ func syncDir(dir string) error {
 }
 
 // sealMaterial encrypts key material for storage; aad binds it to its key
-// and purpose so sealed values cannot be moved between records.
-func (s *Store) sealMaterial(plain []byte, aad string) []byte {
+// and purpose so sealed values cannot be moved between records. The caller
+// holds the store lock (which orders it with ForgetSealKey).
+func (s *Store) sealMaterial(plain []byte, aad string) ([]byte, error) {
+	if s.seal == nil {
+		return nil, errSealDropped
+	}
 	nonce := make([]byte, s.seal.NonceSize(), s.seal.NonceSize()+len(plain)+s.seal.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
-		panic("kms: crypto/rand failed: " + err.Error()) // crypto/rand.Read never fails on Linux ≥ 3.17
+		return nil, internalErr("seal nonce", err)
 	}
-	return s.seal.Seal(nonce, nonce, plain, []byte(aad))
+	return s.seal.Seal(nonce, nonce, plain, []byte(aad)), nil
 }
 
 func (s *Store) openMaterial(sealed []byte, aad string) ([]byte, error) {
+	if s.seal == nil {
+		return nil, errSealDropped
+	}
 	ns := s.seal.NonceSize()
 	if len(sealed) < ns+s.seal.Overhead() {
 		return nil, newErr(CodeInternal, "sealed key material too short (store corrupt)")
@@ -642,7 +663,7 @@ func (s *Store) read(ctx context.Context, f func(st *state) error) error {
 	if err := ctx.Err(); err != nil {
 		return newErr(CodeInternal, "request cancelled: %v", err)
 	}
-	for range 3 {
+	for try := range 3 {
 		lk, err := s.lock(false)
 		if err != nil {
 			return err
@@ -652,7 +673,10 @@ func (s *Store) read(ctx context.Context, f func(st *state) error) error {
 			s.unlock(lk)
 			return err
 		}
-		if st.isDue(s.now()) {
+		// A due event this process cannot apply (a rotation, without the
+		// seal key: ForgetSealKey) stays due; the last try reads anyway,
+		// as resolve already treats keys past their deletion date as gone.
+		if st.isDue(s.now()) && try < 2 {
 			s.unlock(lk)
 			if err := s.write(ctx, func(*state, *storeLock) error { return errNoChange }); err != nil {
 				return err
@@ -663,7 +687,7 @@ func (s *Store) read(ctx context.Context, f func(st *state) error) error {
 		s.unlock(lk)
 		return err
 	}
-	return newErr(CodeInternal, "key store state keeps changing; try again")
+	return newErr(CodeInternal, "internal error: key store read loop ended")
 }
 
 // write runs f on the state under the exclusive lock and saves the state if

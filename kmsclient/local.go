@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/encvol/encvol/keywrap"
@@ -15,6 +16,9 @@ import (
 type local struct {
 	name  string
 	store *kms.Store
+
+	sealMu      sync.Mutex // orders DropSealKey and withSeal
+	sealDropped bool       // DropSealKey was called (sealdrop.go)
 }
 
 var _ Admin = (*local)(nil)
@@ -72,7 +76,12 @@ func (l *local) Decrypt(ctx context.Context, keyRef string, blob []byte, encCtx 
 }
 
 func (l *local) generateDataKey(ctx context.Context, keyRef string, encCtx map[string]string) (*keywrap.Key, []byte, string, error) {
-	pt, blob, arn, err := l.store.GenerateDataKey(ctx, kms.LocalPrincipal, keyRef, DataKeySize, encCtx)
+	var pt, blob []byte
+	var arn string
+	err := l.withSeal(func() (err error) {
+		pt, blob, arn, err = l.store.GenerateDataKey(ctx, kms.LocalPrincipal, keyRef, DataKeySize, encCtx)
+		return err
+	})
 	if err != nil {
 		clear(pt)
 		return nil, nil, "", l.wrap("GenerateDataKey", keyRef, err)
@@ -89,7 +98,12 @@ func (l *local) decrypt(ctx context.Context, keyRef string, blob []byte, encCtx 
 	if c, ok := KeyCheckOf(ctx); ok {
 		chk = &c
 	}
-	pt, _, grants, err := l.store.DecryptVia(ctx, kms.LocalPrincipal, blob, encCtx, keyRef, chk)
+	var pt []byte
+	var grants []string
+	err := l.withSeal(func() (err error) {
+		pt, _, grants, err = l.store.DecryptVia(ctx, kms.LocalPrincipal, blob, encCtx, keyRef, chk)
+		return err
+	})
 	if err != nil {
 		clear(pt)
 		return nil, l.wrap("Decrypt", keyRef, err)

@@ -31,7 +31,10 @@ var (
 
 func (l *local) ReEncrypt(ctx context.Context, blob []byte, srcCtx map[string]string, srcKeyRef, dstKeyRef string, dstCtx map[string]string) (newBlob []byte, dstARN string, err error) {
 	keywrap.Secretly(func() {
-		newBlob, _, dstARN, err = l.store.ReEncrypt(ctx, kms.LocalPrincipal, blob, srcCtx, srcKeyRef, dstKeyRef, dstCtx)
+		err = l.withSeal(func() (err error) {
+			newBlob, _, dstARN, err = l.store.ReEncrypt(ctx, kms.LocalPrincipal, blob, srcCtx, srcKeyRef, dstKeyRef, dstCtx)
+			return err
+		})
 	})
 	if err != nil {
 		return nil, "", l.wrap("ReEncrypt", dstKeyRef, err)
@@ -41,7 +44,10 @@ func (l *local) ReEncrypt(ctx context.Context, blob []byte, srcCtx map[string]st
 
 func (l *local) EncryptKey(ctx context.Context, keyRef string, dk *keywrap.Key, encCtx map[string]string) (blob []byte, keyARN string, err error) {
 	keywrap.Secretly(func() {
-		blob, keyARN, err = l.store.Encrypt(ctx, kms.LocalPrincipal, keyRef, dk.Bytes(), encCtx)
+		err = l.withSeal(func() (err error) {
+			blob, keyARN, err = l.store.Encrypt(ctx, kms.LocalPrincipal, keyRef, dk.Bytes(), encCtx)
+			return err
+		})
 	})
 	if err != nil {
 		return nil, "", l.wrap("Encrypt", keyRef, err)

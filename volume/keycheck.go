@@ -42,6 +42,11 @@ func AddKeyCheck(ctx context.Context, rw kmsclient.Rewrapper, h *keywrap.Header)
 // volume: it decrypts the key-check blob and compares the result. Errors
 // are the KMS's, as for an unwrap of the data key.
 func checkKey(ctx context.Context, client kmsclient.Client, h *keywrap.Header) error {
+	if ac, ok := client.(kmsclient.AccessChecker); ok {
+		if handled, err := ac.CheckAccess(ctx, h.KeyID, h.KeyCheck, h.EncryptionContext); handled {
+			return err
+		}
+	}
 	got, err := client.Decrypt(ctx, h.KeyID, h.KeyCheck, h.EncryptionContext)
 	if err != nil {
 		return err

@@ -195,9 +195,10 @@ func (t ShareTarget) CheckKMS() error {
 		t.what(), t.KMS, firstString(t.KMSConfig.Path, "DIR")))
 }
 
-// serviceKeyShareRefusal is the cloud rule's sentence: the service key
-// protects every principal's volumes alike, so a grant on it could not be
-// revoked for one volume without all the others, and it is never shared.
+// serviceKeyShareRefusal is the cloud rule's sentence: a principal's
+// service key protects all its keyless volumes alike, so a grant on it
+// could not be revoked for one volume without all the others, and it is
+// never shared.
 func (c *Config) serviceKeyShareRefusal(t ShareTarget) error {
 	src := t.Arg
 	dst := strings.TrimSuffix(firstString(t.Snapshot, t.Backing), "/") + "-shared"
@@ -205,7 +206,7 @@ func (c *Config) serviceKeyShareRefusal(t ShareTarget) error {
 	if t.KMS != "" && t.KMS != c.Defaults.KMS && len(c.KMS) > 1 {
 		kmsFlag = " --kms " + t.KMS
 	}
-	return fmt.Errorf("%s is under the service key %s, which protects the volumes of every principal and is never shared: "+
+	return fmt.Errorf("%s is under the service key %s, which is your own and is never shared: "+
 		"copy it under a customer key and share the copy: `encvol kms create-key%s --alias alias/shared`, then `encvol copy %s --backing %s%s --key alias/shared`, then `encvol share %s --with PRINCIPAL`",
 		t.what(), kmsclient.DefaultKeyAlias, kmsFlag, src, dst, kmsFlag, dst)
 }

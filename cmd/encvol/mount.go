@@ -201,6 +201,11 @@ func (a *app) serve(ctx context.Context, spec volume.MountSpec, ready *os.File) 
 		return a.withRemedy(err, spec.Header.KeyID, spec.KMS)
 	}
 	a.recordPin(spec)
+	if d, ok := client.(kmsclient.SealKeyDropper); ok && len(spec.Header.KeyCheck) > 0 {
+		// The key checks read key states from here on; a version 1
+		// header's checks unwrap the data key and keep the seal key.
+		d.DropSealKey()
+	}
 	// Opt-in (ENCVOL_CPUPROFILE / ENCVOL_MEMPROFILE): for tuning the daemon.
 	stopProfiling := fusefs.StartProfiling(log)
 	defer stopProfiling()

@@ -174,11 +174,21 @@ func TestShareSnapshotEndToEnd(t *testing.T) {
 	if r := s.runWith(bob, "mount", copy2, bob2); r.code != exitKeyState || !strings.Contains(r.stderr, "refuses access") {
 		t.Fatalf("bob mounting another volume under the same key: %v", r)
 	}
-	// bob may not administer the key or pass it on.
+	// bob may not administer the key or pass it on. alice's alias is hers
+	// (aliases are per principal), so bob names the key by its ARN.
+	var ki struct {
+		Arn string `json:"arn"`
+	}
+	if err := json.Unmarshal([]byte(s.must("kms", "describe-key", key, "--json").stdout), &ki); err != nil || ki.Arn == "" {
+		t.Fatalf("describe-key --json: %v %+v", err, ki)
+	}
+	if r := s.runWith(bob, "kms", "describe-key", key, "--kms", "team"); r.code == 0 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("bob resolved alice's alias %s: %v", key, r)
+	}
 	for _, args := range [][]string{
-		{"kms", "disable-key", key, "--kms", "team"},
-		{"kms", "create-grant", key, "--grantee", "carol", "--operations", "Decrypt", "--kms", "team"},
-		{"kms", "schedule-key-deletion", key, "--days", "7", "--kms", "team"},
+		{"kms", "disable-key", ki.Arn, "--kms", "team"},
+		{"kms", "create-grant", ki.Arn, "--grantee", "carol", "--operations", "Decrypt", "--kms", "team"},
+		{"kms", "schedule-key-deletion", ki.Arn, "--days", "7", "--kms", "team"},
 	} {
 		r := s.runWith(bob, args...)
 		if r.code != exitKeyState || !strings.Contains(r.stderr, "AccessDenied") || !strings.Contains(r.stderr, "user/bob") {

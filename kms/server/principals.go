@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/encvol/encvol/kms"
 )
 
 // Principal is one identity the server accepts: requests signed with
@@ -117,6 +119,8 @@ func (f *Principals) check() error {
 			return fmt.Errorf("%s: name contains control characters", where)
 		case strings.ContainsAny(p.Name, ":/"):
 			return fmt.Errorf("%s: name contains ':' or '/', which would make its ARN ambiguous (and group:NAME names a group)", where)
+		case p.Name == kms.LocalPrincipal:
+			return fmt.Errorf("%s: the name %q is reserved: it is the store's own in-process access (the local KMS), which administers every key of the store; give this principal another name", where, p.Name)
 		case !accessKeyIDRe.MatchString(p.AccessKeyID):
 			return fmt.Errorf("%s: access_key_id must be 4-128 characters of A-Z a-z 0-9 _ . -", where)
 		case len(p.SecretAccessKey) < MinSecretLen:

@@ -113,7 +113,7 @@ func AddPrincipal(path, name string) (Principal, error) {
 		return Principal{}, err
 	}
 	if name == kms.LocalPrincipal {
-		return Principal{}, editRefusal("the name %q is reserved: it administers every key of the store, as the local KMS does; pick another name (or write it into %s by hand if that is meant)", name, path)
+		return Principal{}, editRefusal("the name %q is reserved: it administers every key of the store, as the local KMS does; pick another name", name)
 	}
 	err = EditPrincipals(path, func(p *Principals) error {
 		if p.find(name) >= 0 {
