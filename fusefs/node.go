@@ -301,11 +301,13 @@ func (c *childOp) dropLong() {
 
 // newChild registers the backing entry bname of d (stat'ed into st) as a
 // child node and fills out.
-func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
-	n.fsys.fillAttrMeta(st, -1, fdPath(d.fd, bname), &out.Attr)
+func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := n.fsys.fillAttrMeta(k, st, -1, fdPath(d.fd, bname), &out.Attr); errno != 0 {
+		return nil, errno
+	}
 	n.fsys.expireAttr(&out.Attr, &out.AttrValid, &out.AttrValidNsec, true)
 	n.fsys.symlinkSize(k, st, d.fd, bname, &out.Attr)
-	return n.NewInode(ctx, &Node{fsys: n.fsys}, n.fsys.stableAttr(st))
+	return n.NewInode(ctx, &Node{fsys: n.fsys}, n.fsys.stableAttr(st)), 0
 }
 
 // setOwner gives a new backing symlink or special file (which mirror
@@ -342,7 +344,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if err := statxAt(c.d.fd, c.bname, &st); err != nil {
 		return nil, n.fsys.errno(err, "lookup", name)
 	}
-	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out), 0
+	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
 }
 
 // Getattr reports the attributes with the plaintext size. An open file is
@@ -358,8 +360,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		if err := statxAt(unix.AT_FDCWD, n.fsys.backing, &st); err != nil {
 			return n.fsys.errno(err, "getattr", "/")
 		}
-		n.fsys.fillAttrMeta(&st, -1, n.fsys.backing, &out.Attr)
-		return 0
+		return n.fsys.fillAttrMeta(nil, &st, -1, n.fsys.backing, &out.Attr)
 	}
 	if sp := n.fsys.careful(); sp != nil && n.StableAttr().Mode == unix.S_IFREG {
 		if errno := n.admitWrite(ctx, sp); errno != 0 {
@@ -370,14 +371,15 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	if n.of != nil {
 		var st unix.Statx_t
 		err := statxFd(n.of.fd, &st)
+		var errno syscall.Errno
 		if err == nil {
-			n.fsys.fillAttrMeta(&st, n.of.fd, "", &out.Attr)
+			errno = n.fsys.fillAttrMeta(nil, &st, n.of.fd, "", &out.Attr)
 		}
 		n.content.RUnlock()
 		if err != nil {
 			return n.fsys.errno(err, "getattr", "")
 		}
-		return 0
+		return errno
 	}
 	n.content.RUnlock()
 	k, rel, errno := n.fsys.keys(ctx, "getattr")
@@ -392,14 +394,15 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		if e := n.fsys.dirs.get(n); e != nil {
 			var st unix.Statx_t
 			err := statxFd(e.fd, &st)
+			var errno syscall.Errno
 			if err == nil {
-				n.fsys.fillAttrMeta(&st, e.fd, "", &out.Attr)
+				errno = n.fsys.fillAttrMeta(k, &st, e.fd, "", &out.Attr)
 			}
 			n.fsys.dirs.release(e)
 			if err != nil {
 				return n.fsys.errno(err, "getattr", e.path)
 			}
-			return 0
+			return errno
 		}
 	}
 	p, prel, err := n.path(k)
@@ -411,7 +414,9 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	if err := statxAt(unix.AT_FDCWD, p, &st); err != nil {
 		return n.fsys.errno(err, "getattr", p)
 	}
-	n.fsys.fillAttrMeta(&st, -1, p, &out.Attr)
+	if errno := n.fsys.fillAttrMeta(k, &st, -1, p, &out.Attr); errno != 0 {
+		return errno
+	}
 	n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, p, &out.Attr)
 	return 0
 }
@@ -438,8 +443,7 @@ func (n *Node) setattrNameless(in *fuse.SetAttrIn, out *fuse.AttrOut) (bool, sys
 	if err := statxFd(of.fd, &st); err != nil {
 		return true, n.fsys.errno(err, "setattr", "")
 	}
-	n.fsys.fillAttrMeta(&st, of.fd, "", &out.Attr)
-	return true, 0
+	return true, n.fsys.fillAttrMeta(nil, &st, of.fd, "", &out.Attr)
 }
 
 // Setattr changes mode, owner, size (through the sector layer, under the
@@ -482,7 +486,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	metaDone := false
 	if _, mok := in.GetMode(); (mok || in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0) &&
 		n.fsys.metaEnabled() && hasMeta(n.StableAttr().Mode) {
-		handled, errno := n.setMetaAttr(in, fd, path)
+		handled, errno := n.setMetaAttr(k, in, fd, path)
 		if errno != 0 {
 			return errno
 		}
@@ -533,7 +537,9 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	if err != nil {
 		return n.fsys.errno(err, "setattr", path)
 	}
-	n.fsys.fillAttrMeta(&st, fd, path, &out.Attr)
+	if errno := n.fsys.fillAttrMeta(k, &st, fd, path, &out.Attr); errno != 0 {
+		return errno
+	}
 	if k != nil {
 		n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, path, &out.Attr)
 	}

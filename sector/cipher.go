@@ -46,6 +46,11 @@ type Cipher struct {
 	// nonces makes the per-sector nonces; see nonceGen.
 	nonces *nonceGen
 
+	// keepHeader: every file keeps its header and file ID for life, also
+	// when empty (volume header version 3, whose metadata is bound to the
+	// file ID). Set once before the Cipher is shared.
+	keepHeader bool
+
 	// regMu GUARDS reg. Lock order: mu before regMu.
 	regMu sync.Mutex
 	// reg maps file IDs to the per-file keys that are still referenced by some
@@ -83,6 +88,11 @@ func NewCipher(content KeySource, sectorSize int) (*Cipher, error) {
 		reg:        make(map[[FileIDSize]byte]weak.Pointer[fileKey]),
 	}, nil
 }
+
+// KeepHeaders makes Truncate(0) keep a file's header and file ID, for
+// volumes whose entries bind their metadata to the file ID. Call it before
+// the Cipher is shared.
+func (c *Cipher) KeepHeaders() { c.keepHeader = true }
 
 // SectorSize is the plaintext sector size this Cipher seals.
 func (c *Cipher) SectorSize() int { return c.sectorSize }

@@ -662,12 +662,22 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 	}
 	old, sizeErr := f.plainSize(b)
 	if size == 0 {
+		if c.keepHeader {
+			// The file ID outlives the content: metadata is bound to it.
+			if _, herr := f.header(b, true); herr == nil {
+				return f.ftruncate(HeaderSize)
+			}
+		}
 		// Also the repair for a damaged header or tail.
 		if err := f.ftruncate(0); err != nil {
 			return err
 		}
 		f.hdr.Store(nil)
 		f.ref.Store(nil)
+		if c.keepHeader {
+			_, err := f.header(0, true)
+			return err
+		}
 		return nil
 	}
 	if sizeErr != nil {

@@ -9,6 +9,7 @@
 package sector
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -196,3 +197,27 @@ func isZero(b []byte) bool {
 
 // log2 of a valid sector size, used to index buffer pools.
 func sizeShift(sectorSize int) int { return bits.TrailingZeros(uint(sectorSize)) }
+
+// NewFileHeader returns the header of a new sector file with a fresh
+// random file ID, for callers that give an empty file its ID before any
+// content (volumes that bind metadata to it).
+func NewFileHeader() ([]byte, error) {
+	h := &header{}
+	for h.id == ([FileIDSize]byte{}) {
+		if _, err := rand.Read(h.id[:]); err != nil {
+			return nil, fmt.Errorf("sector: new file ID: %w", err)
+		}
+	}
+	return h.marshal(), nil
+}
+
+// ParseFileID returns the file ID of the header at the start of b, which
+// must hold at least HeaderSize bytes (ErrHeader otherwise, or for an
+// unknown version or an all-zero ID). path only names the file in errors.
+func ParseFileID(b []byte, path string) ([]byte, error) {
+	h, err := parseHeader(b, path)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), h.id[:]...), nil
+}

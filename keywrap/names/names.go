@@ -146,16 +146,20 @@ const (
 	slotXattrNameEnc
 	slotSymlink
 	slotXattrValue
+	slotMetaMAC
 	numSlots
 )
 
-var slotLabels = [numSlots]string{LabelNameMAC, LabelNameEnc, LabelXattrNameMAC, LabelXattrNameEnc, LabelSymlink, LabelXattrValue}
+var slotLabels = [numSlots]string{LabelNameMAC, LabelNameEnc, LabelXattrNameMAC, LabelXattrNameEnc, LabelSymlink, LabelXattrValue, LabelMetaMAC}
 
 // Codec encrypts and decrypts names, symlink targets and xattrs of one volume.
 // It is safe for concurrent use. Close zeroizes its keys; every later call
 // fails with ErrClosed.
 type Codec struct {
 	plaintext bool
+	// authMeta: the volume's entries carry authenticated metadata (header
+	// version 3); set once before the codec is shared.
+	authMeta bool
 
 	mu     sync.RWMutex // read-held by every operation, write-held by Close
 	keys   *keywrap.Key // numSlots × 32 bytes; GUARDED_BY(mu)
@@ -164,7 +168,7 @@ type Codec struct {
 	symGCM cipher.AEAD  // GUARDED_BY(mu)
 	xvGCM  cipher.AEAD  // GUARDED_BY(mu)
 	// pools of keyed HMAC scratch state; GUARDED_BY(mu)
-	namePool, xattPool *sync.Pool
+	namePool, xattPool, metaPool *sync.Pool
 }
 
 // NewCodec derives the names keys from namesKey (keywrap.Subkeys.Names) into
@@ -209,6 +213,7 @@ func NewCodec(namesKey *keywrap.Key, plaintext bool) (*Codec, error) {
 	})
 	c.namePool = newSIVPool(slot(kb, slotNameMAC))
 	c.xattPool = newSIVPool(slot(kb, slotXattrNameMAC))
+	c.metaPool = newSIVPool(slot(kb, slotMetaMAC))
 	if derr != nil {
 		keys.Close()
 		return nil, fmt.Errorf("names: new codec: %w", derr)
@@ -239,7 +244,7 @@ func (c *Codec) Close() {
 	// keywrap.Secretly, so with runtime/secret the GC erases them once they
 	// become unreachable here.
 	c.keys, c.nameBl, c.xattBl, c.symGCM, c.xvGCM = nil, nil, nil, nil, nil
-	c.namePool, c.xattPool = nil, nil
+	c.namePool, c.xattPool, c.metaPool = nil, nil, nil
 }
 
 // Plaintext reports whether the codec passes names through (plaintext mode).

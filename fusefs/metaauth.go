@@ -1,0 +1,167 @@
+package fusefs
+
+import (
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/sector"
+)
+
+// Authenticated metadata (volume header version 3): the record of meta
+// followed by a tag that binds it to the entry's identity, its file ID
+// (regular files) or directory ID (directories). Without the tag anyone
+// who can write the backing directory could hand a file to another user
+// or make it set-user-ID; with it a changed field, or a record copied from
+// another entry, is reported instead of shown.
+const (
+	metaVersionAuth = 2
+	metaLenAuth     = metaLen + names.MetaTagLen
+)
+
+// errMetaAuth: the stored mode and owner are missing, malformed, changed
+// or belong to another entry.
+var errMetaAuth = errors.New("stored mode and owner failed authentication (changed, removed, or copied from another entry)")
+
+// encodeMetaAuth returns the version 2 metaXattr value of m for the entry
+// whose file or directory ID is id.
+func encodeMetaAuth(nc *names.Codec, id []byte, m meta) ([]byte, error) {
+	b := make([]byte, metaLen, metaLenAuth)
+	b[0] = metaVersionAuth
+	binary.BigEndian.PutUint32(b[1:], m.mode&07777)
+	binary.BigEndian.PutUint32(b[5:], m.uid)
+	binary.BigEndian.PutUint32(b[9:], m.gid)
+	tag, err := nc.MetaTag(id, b)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, tag...), nil
+}
+
+// decodeMetaAuth checks and parses a version 2 metaXattr value of the
+// entry whose ID is id.
+func decodeMetaAuth(nc *names.Codec, id, b []byte) (meta, error) {
+	if len(b) != metaLenAuth || b[0] != metaVersionAuth {
+		return meta{}, fmt.Errorf("%w: %d bytes of version %d, want %d bytes of version %d", errMetaAuth, len(b), firstByte(b), metaLenAuth, metaVersionAuth)
+	}
+	tag, err := nc.MetaTag(id, b[:metaLen])
+	if err != nil {
+		return meta{}, err
+	}
+	if subtle.ConstantTimeCompare(tag, b[metaLen:]) != 1 {
+		return meta{}, errMetaAuth
+	}
+	m := meta{
+		mode: binary.BigEndian.Uint32(b[1:]),
+		uid:  binary.BigEndian.Uint32(b[5:]),
+		gid:  binary.BigEndian.Uint32(b[9:]),
+	}
+	if m.mode&^07777 != 0 {
+		return meta{}, fmt.Errorf("%w: mode %#o has bits beyond 07777", errMetaAuth, m.mode)
+	}
+	return m, nil
+}
+
+func firstByte(b []byte) int {
+	if len(b) == 0 {
+		return -1
+	}
+	return int(b[0])
+}
+
+// entryID returns the identity the metadata of a regular file or
+// directory (dir) is bound to: the file ID in its sector header, or its
+// directory ID. It reads through fd when >= 0, else opens path (without
+// following a final symlink). The file is read without updating its
+// access time, which the mount shows as the plaintext one.
+func entryID(fd int, path string, dir bool) ([]byte, error) {
+	if fd >= 0 {
+		if dir {
+			return names.ReadDirID(fd)
+		}
+		// A read through fd would count as an access of the file.
+		path = "/proc/self/fd/" + itoa(fd)
+		fd = -1
+	}
+	flags := unix.O_RDONLY | unix.O_CLOEXEC
+	if dir {
+		flags |= unix.O_DIRECTORY | unix.O_NOFOLLOW
+	} else if !isProcFD(path) {
+		flags |= unix.O_NOFOLLOW
+	}
+	fd, err := openatNoAtime(unix.AT_FDCWD, path, flags, 0, unix.O_NOATIME)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	if dir {
+		return names.ReadDirID(fd)
+	}
+	var b [sector.HeaderSize]byte
+	n, err := unix.Pread(fd, b[:], 0)
+	if err != nil {
+		return nil, err
+	}
+	return sector.ParseFileID(b[:n], realPath(path))
+}
+
+// isProcFD reports whether path names a descriptor itself
+// (/proc/self/fd/N): that is a symlink that must be followed.
+func isProcFD(path string) bool {
+	const p = "/proc/self/fd/"
+	if len(path) <= len(p) || path[:len(p)] != p {
+		return false
+	}
+	for _, c := range path[len(p):] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// metaCodec returns the names codec that authenticates metadata: k's, or,
+// for a caller without keys on a volume with authenticated metadata, the
+// gate's if it is open (EIO if not). rel releases what it took.
+func (f *FS) metaCodec(k *Keys) (*names.Codec, func(), syscall.Errno) {
+	if k != nil {
+		return k.Names, noRelease, 0
+	}
+	if !f.authMeta {
+		return nil, noRelease, 0
+	}
+	k, rel := f.gate.tryAcquire()
+	if k == nil {
+		return nil, noRelease, syscall.EIO
+	}
+	return k.Names, rel, 0
+}
+
+func noRelease() {}
+
+// metaErrno logs a failed read of the stored mode and owner and maps it.
+func (f *FS) metaErrno(err error, op string, fd int, path string) syscall.Errno {
+	if path == "" && fd >= 0 {
+		path = "/proc/self/fd/" + itoa(fd)
+	}
+	return f.errno(err, op, path)
+}
+
+// writeFileHeader gives a new, empty backing file (open as fd) its sector
+// header and file ID.
+func writeFileHeader(fd int) error {
+	h, err := sector.NewFileHeader()
+	if err != nil {
+		return err
+	}
+	if _, err := unix.Pwrite(fd, h, 0); err != nil {
+		_ = unix.Ftruncate(fd, 0)
+		return fmt.Errorf("write the file header: %w", err)
+	}
+	return nil
+}
