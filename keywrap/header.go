@@ -46,7 +46,6 @@ func knownVersion(v int) bool { return v >= HeaderVersion && v <= HeaderVersionA
 // versionsRead names the header versions this build reads, for errors.
 const versionsRead = "1 to 3"
 
-
 // MaxHeaderSize bounds the header file; anything larger is corrupt.
 const MaxHeaderSize = 64 << 10
 
