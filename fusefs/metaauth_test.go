@@ -128,3 +128,39 @@ func TestMetaAuthSurvivesTruncateAndRename(t *testing.T) {
 		t.Errorf("g: %q, %v", b, err)
 	}
 }
+
+// A user attribute value is bound to the entry that holds it: the sealed
+// value of one file copied onto another under the same (deterministic)
+// backing name fails there.
+func TestXattrValueBoundToEntry(t *testing.T) {
+	v := fusefstest.NewVolume(t, fusefstest.Options{PlaintextNames: true})
+	m := fusefstest.MountVolume(t, v, fusefstest.Options{Volume: v})
+	for _, name := range []string{"a", "b"} {
+		p := filepath.Join(m.Dir, name)
+		if err := os.WriteFile(p, []byte(name), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(p, "user.label", []byte("value of "+name), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	const stored = "user.label" // plaintext names keep attribute names
+	val, err := fusefs.GetXattr(filepath.Join(v.Backing, "a"), stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lsetxattr(filepath.Join(v.Backing, "b"), stored, val, 0); err != nil {
+		t.Fatal(err)
+	}
+	m2 := fusefstest.MountVolume(t, v, fusefstest.Options{Volume: v})
+	buf := make([]byte, 100)
+	if n, err := unix.Getxattr(filepath.Join(m2.Dir, "b"), "user.label", buf); !errors.Is(err, syscall.EIO) {
+		t.Errorf("b's attribute after a's value was moved there: %q, %v; want EIO", buf[:max(n, 0)], err)
+	}
+	if n, err := unix.Getxattr(filepath.Join(m2.Dir, "a"), "user.label", buf); err != nil || string(buf[:n]) != "value of a" {
+		t.Errorf("a's own attribute: %q, %v", buf[:max(n, 0)], err)
+	}
+}

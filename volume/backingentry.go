@@ -219,6 +219,7 @@ func (s *BackingSource) readXattrs(e *Entry, xpath string) {
 		e.addErr(PartXattr, "", err)
 		return
 	}
+	var entry []byte // the file or directory ID the values are bound to
 	for _, stored := range list {
 		if !strings.HasPrefix(stored, "user.") || fusefs.IsOwnXattr(stored) {
 			continue
@@ -239,7 +240,13 @@ func (s *BackingSource) readXattrs(e *Entry, xpath string) {
 			e.addErr(PartXattr, stored, err)
 			continue
 		}
-		val, err := s.keys.Names.OpenXattrValue(stored, sealed)
+		if entry == nil && s.keys.Names.AuthMeta() {
+			if entry, err = fusefs.EntryID(-1, xpath, e.Type == unix.S_IFDIR); err != nil {
+				e.addErr(PartXattr, stored, err)
+				continue
+			}
+		}
+		val, err := s.keys.Names.OpenXattrValue(stored, entry, sealed)
 		if err != nil {
 			e.addErr(PartXattr, stored, err)
 			continue

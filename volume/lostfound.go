@@ -40,7 +40,7 @@ func (fk *fsck) readRecord(f *os.File) *lostFoundRecord {
 	if err != nil {
 		return nil
 	}
-	pt, err := fk.src.Keys().Names.OpenXattrValue(fusefs.LostFoundXattr, buf[:n])
+	pt, err := fk.src.Keys().Names.OpenXattrValue(fusefs.LostFoundXattr, nil, buf[:n])
 	if err != nil {
 		return nil
 	}
@@ -191,7 +191,7 @@ func (r *repairer) writeRecord(dirfd int, bname string, rec lostFoundRecord) err
 	if err != nil {
 		return err
 	}
-	sealed, err := r.keys.Names.SealXattrValue(fusefs.LostFoundXattr, b)
+	sealed, err := r.keys.Names.SealXattrValue(fusefs.LostFoundXattr, nil, b)
 	if err != nil {
 		return err
 	}

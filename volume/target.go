@@ -284,12 +284,18 @@ func (t *target) setAttrs(fd int, e *Entry, dir bool) error {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
+	var entry []byte // the file or directory ID the values are bound to
 	for _, x := range e.Xattrs {
 		stored, err := t.names.EncryptXattrName(x.Name)
 		if err != nil {
 			return fmt.Errorf("extended attribute %s: %w", x.Name, err)
 		}
-		sealed, err := t.names.SealXattrValue(stored, x.Value)
+		if entry == nil && t.names.AuthMeta() {
+			if entry, err = fusefs.EntryID(fd, "", dir); err != nil {
+				return fmt.Errorf("extended attribute %s: %w", x.Name, err)
+			}
+		}
+		sealed, err := t.names.SealXattrValue(stored, entry, x.Value)
 		if err != nil {
 			return fmt.Errorf("extended attribute %s: %w", x.Name, err)
 		}

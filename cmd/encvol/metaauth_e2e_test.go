@@ -109,3 +109,69 @@ func maWaitLog(t *testing.T, path, want string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestXattrMovedEndToEnd: a user attribute's sealed value copied from one
+// file onto another (where the attribute's backing name is the same) is
+// EIO there, with a log line, and an fsck error.
+func TestXattrMovedEndToEnd(t *testing.T) {
+	e := newGXEnv(t, "local", "")
+	backing := e.newVolume("vol", e.createKey("alias/xattr"))
+	mnt := e.mount(e.cfg, backing)
+	sizes := map[string]int{"first": 1001, "second": 2002}
+	for name, n := range sizes {
+		p := filepath.Join(mnt, name)
+		if err := os.WriteFile(p, gxRandom(t, n), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(p, "user.owner-note", []byte("note of "+name), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gxUnmount(t, mnt)
+	waitUnlocked(t, backing)
+
+	first, second := fxBackingFile(t, backing, 1001), fxBackingFile(t, backing, 2002)
+	attrs, err := fusefs.ListXattrs(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for _, a := range attrs {
+		if fusefs.IsOwnXattr(a) {
+			continue
+		}
+		val, err := fusefs.GetXattr(first, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Lsetxattr(second, a, val, 0); err != nil {
+			t.Fatal(err)
+		}
+		moved++
+	}
+	if moved != 1 {
+		t.Fatalf("%d user attributes on the first file's backing, want 1", moved)
+	}
+
+	mnt = backing + ".mnt2"
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gxUnmount(t, mnt) })
+	e.must("mount", backing, mnt)
+	buf := make([]byte, 64)
+	if n, err := unix.Getxattr(filepath.Join(mnt, "second"), "user.owner-note", buf); !errors.Is(err, syscall.EIO) {
+		t.Errorf("the moved value: %q, %v; want EIO", buf[:max(n, 0)], err)
+	}
+	mp, err := volume.CanonicalMountpoint(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maWaitLog(t, volume.LogPath(mp), "extended attribute failed authentication")
+	gxUnmount(t, mnt)
+	waitUnlocked(t, backing)
+	r := e.runWith(e.cfg, "fsck", backing, "--json")
+	if got := strings.Join(fxFindings(fxReport(t, r)), "\n"); r.code != 4 || !strings.Contains(got, "error bad-xattr /second") {
+		t.Errorf("fsck: exit %d, findings:\n%s", r.code, got)
+	}
+}

@@ -584,8 +584,12 @@ func (c *Codec) DecryptXattrName(stored string) (string, error) {
 // SealXattrValue encrypts an xattr value for storage under the backing xattr
 // name backingName (the result of EncryptXattrName): nonce || AES-256-GCM(val)
 // with additional data = backingName, so a value cannot be moved to another
-// attribute. Values are sealed in plaintext mode too.
-func (c *Codec) SealXattrValue(backingName string, val []byte) ([]byte, error) {
+// attribute. On a volume with authenticated metadata entry is the file or
+// directory ID of the entry that holds the attribute, and the additional
+// data is backingName || 0x00 || entry, so a value cannot be moved to
+// another entry either (nil entry: the name alone, as older volumes and
+// encvol's own attributes have it). Values are sealed in plaintext mode too.
+func (c *Codec) SealXattrValue(backingName string, entry, val []byte) ([]byte, error) {
 	if len(val)+gcmNonceLen+gcmTagLen > XattrValueMax {
 		return nil, wrap(ErrXattrTooLarge, "%d bytes (max %d)", len(val), XattrValueMax-gcmNonceLen-gcmTagLen)
 	}
@@ -594,18 +598,29 @@ func (c *Codec) SealXattrValue(backingName string, val []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer release()
-	return seal(c.xvGCM, val, []byte(backingName))
+	return seal(c.xvGCM, val, xattrAAD(backingName, entry))
 }
 
-// OpenXattrValue reverses SealXattrValue; a tampered value or one stored
-// under another name fails with ErrNameAuth.
-func (c *Codec) OpenXattrValue(backingName string, sealed []byte) ([]byte, error) {
+// xattrAAD is the additional data of an attribute value.
+func xattrAAD(backingName string, entry []byte) []byte {
+	if entry == nil {
+		return []byte(backingName)
+	}
+	aad := make([]byte, 0, len(backingName)+1+len(entry))
+	aad = append(aad, backingName...)
+	aad = append(aad, 0)
+	return append(aad, entry...)
+}
+
+// OpenXattrValue reverses SealXattrValue; a tampered value, one stored
+// under another name, or on another entry fails with ErrNameAuth.
+func (c *Codec) OpenXattrValue(backingName string, entry, sealed []byte) ([]byte, error) {
 	release, err := c.acquire()
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	pt, err := open(c.xvGCM, sealed, []byte(backingName))
+	pt, err := open(c.xvGCM, sealed, xattrAAD(backingName, entry))
 	if err != nil {
 		return nil, wrap(ErrNameAuth, "value of xattr %q", clip(backingName))
 	}

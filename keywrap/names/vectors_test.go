@@ -140,7 +140,7 @@ func TestVectorSymlinkXattr(t *testing.T) {
 	if got := hex.EncodeToString(sealed); got != x["backing_value"] {
 		t.Errorf("xattr value: %s, document says %s", got, x["backing_value"])
 	}
-	val, err := c.OpenXattrValue(x["backing_name"], unhex(t, x["backing_value"]))
+	val, err := c.OpenXattrValue(x["backing_name"], nil, unhex(t, x["backing_value"]))
 	if err != nil || hex.EncodeToString(val) != x["value_hex"] {
 		t.Errorf("xattr value open: %x %v", val, err)
 	}
