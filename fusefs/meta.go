@@ -67,13 +67,18 @@ func decodeMeta(b []byte) (meta, error) {
 	if len(b) != metaLen {
 		return meta{}, fmt.Errorf("%s: %d bytes, want %d", metaXattr, len(b), metaLen)
 	}
+	return parseRecord(b)
+}
+
+// parseRecord reads mode, uid and gid of a record of either version.
+func parseRecord(b []byte) (meta, error) {
 	m := meta{
 		mode: binary.BigEndian.Uint32(b[1:]),
 		uid:  binary.BigEndian.Uint32(b[5:]),
 		gid:  binary.BigEndian.Uint32(b[9:]),
 	}
 	if m.mode&^07777 != 0 {
-		return meta{}, fmt.Errorf("%s: mode %#o has bits beyond 07777", metaXattr, m.mode)
+		return meta{}, fmt.Errorf("%w: %s: mode %#o has bits beyond 07777", errMetaMalformed, metaXattr, m.mode)
 	}
 	return m, nil
 }

@@ -28,6 +28,9 @@ const (
 // or belong to another entry.
 var errMetaAuth = errors.New("stored mode and owner failed authentication (changed, removed, or copied from another entry)")
 
+// errMetaMalformed: a record's fields are out of range.
+var errMetaMalformed = errors.New("malformed record")
+
 // encodeMetaAuth returns the version 2 metaXattr value of m for the entry
 // whose file or directory ID is id.
 func encodeMetaAuth(nc *names.Codec, id []byte, m meta) ([]byte, error) {
@@ -56,13 +59,9 @@ func decodeMetaAuth(nc *names.Codec, id, b []byte) (meta, error) {
 	if subtle.ConstantTimeCompare(tag, b[metaLen:]) != 1 {
 		return meta{}, errMetaAuth
 	}
-	m := meta{
-		mode: binary.BigEndian.Uint32(b[1:]),
-		uid:  binary.BigEndian.Uint32(b[5:]),
-		gid:  binary.BigEndian.Uint32(b[9:]),
-	}
-	if m.mode&^07777 != 0 {
-		return meta{}, fmt.Errorf("%w: mode %#o has bits beyond 07777", errMetaAuth, m.mode)
+	m, err := parseRecord(b)
+	if err != nil {
+		return meta{}, fmt.Errorf("%w: %w", errMetaAuth, err)
 	}
 	return m, nil
 }

@@ -57,20 +57,11 @@ func TestMetaTamperEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mnt = backing + ".mnt2"
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gxUnmount(t, mnt) })
-	e.must("mount", backing, mnt)
+	mnt, logPath := maRemount(t, e, backing)
 	if err := unix.Lstat(filepath.Join(mnt, "victim"), &st); !errors.Is(err, syscall.EIO) {
 		t.Errorf("stat of the tampered file: uid %d, err %v; want EIO", st.Uid, err)
 	}
-	mp, err := volume.CanonicalMountpoint(mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	maWaitLog(t, volume.LogPath(mp), "stored mode and owner failed authentication")
+	maWaitLog(t, logPath, "stored mode and owner failed authentication")
 	gxUnmount(t, mnt)
 	waitUnlocked(t, backing)
 
@@ -79,6 +70,23 @@ func TestMetaTamperEndToEnd(t *testing.T) {
 	if got := strings.Join(fxFindings(rep), "\n"); r.code != 4 || !strings.Contains(got, "error bad-mode-owner /victim") {
 		t.Errorf("fsck of the tampered volume: exit %d, findings:\n%s", r.code, got)
 	}
+}
+
+// maRemount mounts backing a second time, on a mountpoint of its own, and
+// returns it with the path of the mount's log.
+func maRemount(t *testing.T, e *gxEnv, backing string) (mnt, logPath string) {
+	t.Helper()
+	mnt = backing + ".mnt2"
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gxUnmount(t, mnt) })
+	e.must("mount", backing, mnt)
+	mp, err := volume.CanonicalMountpoint(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mnt, volume.LogPath(mp)
 }
 
 // maHeaderVersion checks the magic line of backing's header.
@@ -153,21 +161,12 @@ func TestXattrMovedEndToEnd(t *testing.T) {
 		t.Fatalf("%d user attributes on the first file's backing, want 1", moved)
 	}
 
-	mnt = backing + ".mnt2"
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gxUnmount(t, mnt) })
-	e.must("mount", backing, mnt)
+	mnt, logPath := maRemount(t, e, backing)
 	buf := make([]byte, 64)
 	if n, err := unix.Getxattr(filepath.Join(mnt, "second"), "user.owner-note", buf); !errors.Is(err, syscall.EIO) {
 		t.Errorf("the moved value: %q, %v; want EIO", buf[:max(n, 0)], err)
 	}
-	mp, err := volume.CanonicalMountpoint(mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	maWaitLog(t, volume.LogPath(mp), "extended attribute failed authentication")
+	maWaitLog(t, logPath, "extended attribute failed authentication")
 	gxUnmount(t, mnt)
 	waitUnlocked(t, backing)
 	r := e.runWith(e.cfg, "fsck", backing, "--json")
