@@ -65,7 +65,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		// owner are stored.
 		o, err := n.newOwner(ctx, c.k, &c.d)
 		if err == nil {
-			err = n.initMeta(c.k, fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid})
+			err = n.initMeta(c.k, fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid}, nil)
 		}
 		if err != nil {
 			unix.Close(fd)
@@ -153,7 +153,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		// A local file system passes set-group-ID on to subdirectories.
 		dmode |= unix.S_ISGID
 	}
-	if err := n.initMeta(c.k, cfd, &st, meta{mode: dmode, uid: o.uid, gid: o.gid}); err != nil {
+	if err := n.initMeta(c.k, cfd, &st, meta{mode: dmode, uid: o.uid, gid: o.gid}, id); err != nil {
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
@@ -229,7 +229,7 @@ func (n *Node) mknodRegular(c *childOp, mode uint32, o owner) syscall.Errno {
 	var st unix.Statx_t
 	err = statxFd(fd, &st)
 	if err == nil {
-		err = n.initMeta(c.k, fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid})
+		err = n.initMeta(c.k, fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid}, nil)
 	}
 	if err != nil {
 		_ = unix.Unlinkat(c.d.fd, c.bname, 0)

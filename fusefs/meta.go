@@ -133,7 +133,10 @@ func isNotSupported(err error) bool {
 // mode (0600/0700, the daemon's user), which is never more permissive than
 // what was stored. With it, a missing, malformed or unauthentic value is an
 // error (errMetaAuth): the caller answers EIO.
-func (f *FS) readMeta(nc *names.Codec, fd int, path string, dir bool) (m meta, ok bool, err error) {
+//
+// idOut, when not nil, receives the entry ID the record was checked
+// against, so that a caller that writes the record back reads it once.
+func (f *FS) readMeta(nc *names.Codec, fd int, path string, dir bool, idOut *[]byte) (m meta, ok bool, err error) {
 	var buf [metaLenAuth + 1]byte
 	var n int
 	if fd >= 0 {
@@ -170,6 +173,9 @@ func (f *FS) readMeta(nc *names.Codec, fd int, path string, dir bool) (m meta, o
 	if err != nil {
 		return meta{}, false, err
 	}
+	if idOut != nil {
+		*idOut = id
+	}
 	return m, true, nil
 }
 
@@ -189,7 +195,7 @@ func (f *FS) fillAttrMeta(k *Keys, st *unix.Statx_t, fd int, path string, a *fus
 		return errno
 	}
 	defer rel()
-	m, ok, err := f.readMeta(nc, fd, path, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR)
+	m, ok, err := f.readMeta(nc, fd, path, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR, nil)
 	if err != nil {
 		return f.metaErrno(err, "getattr", fd, path)
 	}
@@ -206,12 +212,17 @@ func (f *FS) fillAttrMeta(k *Keys, st *unix.Statx_t, fd int, path string, a *fus
 // (entries from older volumes are migrated on their first chmod/chown).
 // An error satisfying isNotSupported means the backing file system has no
 // user xattrs: the caller mirrors instead.
-func (f *FS) writeMeta(nc *names.Codec, fd int, path string, st *unix.Statx_t, m meta) error {
+//
+// id is the entry's file or directory ID when the caller knows it (nil:
+// read it).
+func (f *FS) writeMeta(nc *names.Codec, fd int, path string, st *unix.Statx_t, m meta, id []byte) error {
 	val := m.encode()
 	if nc != nil && nc.AuthMeta() {
-		id, err := entryID(fd, path, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errMetaAuth, err)
+		var err error
+		if id == nil {
+			if id, err = entryID(fd, path, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR); err != nil {
+				return fmt.Errorf("%w: %w", errMetaAuth, err)
+			}
 		}
 		if val, err = encodeMetaAuth(nc, id, m); err != nil {
 			return err
@@ -283,7 +294,8 @@ func (n *Node) setMetaAttr(k *Keys, in *fuse.SetAttrIn, fd int, path string) (ha
 		return true, errno
 	}
 	defer rel()
-	m, ok, err := n.fsys.readMeta(nc, fd, path, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR)
+	var id []byte
+	m, ok, err := n.fsys.readMeta(nc, fd, path, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR, &id)
 	if err != nil {
 		return true, n.fsys.metaErrno(err, "setattr", fd, path)
 	}
@@ -313,7 +325,7 @@ func (n *Node) setMetaAttr(k *Keys, in *fuse.SetAttrIn, fd int, path string) (ha
 		// system (the backing chown did it when modes were mirrored).
 		m.mode = killSUIDBits(m.mode)
 	}
-	if err := n.fsys.writeMeta(nc, fd, path, &st, m); err != nil {
+	if err := n.fsys.writeMeta(nc, fd, path, &st, m, id); err != nil {
 		if isNotSupported(err) {
 			n.fsys.metaUnsupported(err)
 			return false, 0
@@ -360,7 +372,7 @@ func (n *Node) newOwner(ctx context.Context, k *Keys, d *dirRef) (owner, error) 
 	ok := false
 	if n.fsys.metaEnabled() {
 		var err error
-		if pm, ok, err = n.fsys.readMeta(k.Names, d.fd, d.path(), true); err != nil {
+		if pm, ok, err = n.fsys.readMeta(k.Names, d.fd, d.path(), true, nil); err != nil {
 			return o, err
 		}
 	}
@@ -382,18 +394,22 @@ func (n *Node) newOwner(ctx context.Context, k *Keys, d *dirRef) (owner, error) 
 // (open as fd, stat'ed into st) and updates st to what the kernel must
 // see. On a backing file system without user xattrs it mirrors them onto
 // the backing entry instead.
-func (n *Node) initMeta(k *Keys, fd int, st *unix.Statx_t, m meta) error {
+//
+// id is a new directory's ID (nil for a regular file, which gets its file
+// ID here on a volume with authenticated metadata).
+func (n *Node) initMeta(k *Keys, fd int, st *unix.Statx_t, m meta, id []byte) error {
 	if n.fsys.metaEnabled() {
 		if k.Names.AuthMeta() && uint32(st.Mode)&unix.S_IFMT == unix.S_IFREG {
 			// The metadata is bound to the file ID: the file gets it now.
-			if err := writeFileHeader(fd); err != nil {
+			var err error
+			if id, err = writeFileHeader(fd); err != nil {
 				return err
 			}
 			if err := statxFd(fd, st); err != nil {
 				return err
 			}
 		}
-		err := n.fsys.writeMeta(k.Names, fd, "", st, m)
+		err := n.fsys.writeMeta(k.Names, fd, "", st, m, id)
 		if err == nil || !isNotSupported(err) {
 			return err
 		}
@@ -435,7 +451,8 @@ func (n *Node) killSUIDMeta(fd int, path string) (done bool, err error) {
 		return true, errno
 	}
 	defer rel()
-	m, ok, err := n.fsys.readMeta(nc, fd, path, false)
+	var id []byte
+	m, ok, err := n.fsys.readMeta(nc, fd, path, false, &id)
 	if err != nil {
 		return true, err
 	}
@@ -452,5 +469,5 @@ func (n *Node) killSUIDMeta(fd int, path string) (done bool, err error) {
 		return true, err
 	}
 	m.mode = keep
-	return true, n.fsys.writeMeta(nc, fd, path, &st, m)
+	return true, n.fsys.writeMeta(nc, fd, path, &st, m, id)
 }

@@ -152,15 +152,15 @@ func (f *FS) metaErrno(err error, op string, fd int, path string) syscall.Errno 
 }
 
 // writeFileHeader gives a new, empty backing file (open as fd) its sector
-// header and file ID.
-func writeFileHeader(fd int) error {
+// header and returns its file ID.
+func writeFileHeader(fd int) ([]byte, error) {
 	h, err := sector.NewFileHeader()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := unix.Pwrite(fd, h, 0); err != nil {
 		_ = unix.Ftruncate(fd, 0)
-		return fmt.Errorf("write the file header: %w", err)
+		return nil, fmt.Errorf("write the file header: %w", err)
 	}
-	return nil
+	return sector.ParseFileID(h, "")
 }

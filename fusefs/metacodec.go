@@ -109,4 +109,7 @@ func EntryID(fd int, path string, dir bool) ([]byte, error) { return entryID(fd,
 
 // WriteFileHeader gives a new, empty backing file its sector header, as a
 // volume that authenticates metadata does at create.
-func WriteFileHeader(fd int) error { return writeFileHeader(fd) }
+func WriteFileHeader(fd int) error {
+	_, err := writeFileHeader(fd)
+	return err
+}
