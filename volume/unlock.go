@@ -264,7 +264,7 @@ func openKeys(u *Unlocked) (*fusefs.Keys, error) {
 		return nil, fmt.Errorf("volume %s: name codec: %w", u.Backing, err)
 	}
 	if u.Header.AuthMeta() {
-		cipher.KeepHeaders()
+		cipher.UseVersion2()
 		codec.SetAuthMeta()
 	}
 	u.Subkeys.Content = nil // ownership moves to the Keys

@@ -137,7 +137,7 @@ func (v *Volume) Keys(t testing.TB) *fusefs.Keys {
 		t.Fatalf("fusefstest: codec: %v", err)
 	}
 	if v.AuthMeta {
-		c.KeepHeaders()
+		c.UseVersion2()
 		nc.SetAuthMeta()
 	}
 	return &fusefs.Keys{Content: c, Names: nc}
