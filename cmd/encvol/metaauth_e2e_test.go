@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/encvol/encvol/fusefs"
+	"github.com/encvol/encvol/sector"
 	"github.com/encvol/encvol/volume"
 )
 
@@ -171,6 +173,46 @@ func TestXattrMovedEndToEnd(t *testing.T) {
 	waitUnlocked(t, backing)
 	r := e.runWith(e.cfg, "fsck", backing, "--json")
 	if got := strings.Join(fxFindings(fxReport(t, r)), "\n"); r.code != 4 || !strings.Contains(got, "error bad-xattr /second") {
+		t.Errorf("fsck: exit %d, findings:\n%s", r.code, got)
+	}
+}
+
+// TestCutAtSectorBoundaryEndToEnd: a file whose backing is cut after a
+// whole number of sectors is EIO at its new end, with a log line, and an
+// fsck error; the untouched rest of the file still reads.
+func TestCutAtSectorBoundaryEndToEnd(t *testing.T) {
+	e := newGXEnv(t, "local", "")
+	backing := e.newVolume("vol", e.createKey("alias/cut"))
+	mnt := e.mount(e.cfg, backing)
+	data := gxRandom(t, 10*sector.DefaultSectorSize+77)
+	if err := os.WriteFile(filepath.Join(mnt, "long"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gxUnmount(t, mnt)
+	waitUnlocked(t, backing)
+
+	file := fxBackingFile(t, backing, int64(len(data)))
+	if err := os.Truncate(file, sector.BackingSize(4*sector.DefaultSectorSize, sector.DefaultSectorSize)); err != nil {
+		t.Fatal(err)
+	}
+	mnt, logPath := maRemount(t, e, backing)
+	if b, err := os.ReadFile(filepath.Join(mnt, "long")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of the cut file: %d bytes, %v; want EIO", len(b), err)
+	}
+	f, err := os.Open(filepath.Join(mnt, "long"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 3*sector.DefaultSectorSize)
+	if _, err := f.ReadAt(head, 0); err != nil || !bytes.Equal(head, data[:len(head)]) {
+		t.Errorf("the sectors before the cut: %v", err)
+	}
+	f.Close()
+	maWaitLog(t, logPath, "sector failed authentication")
+	gxUnmount(t, mnt)
+	waitUnlocked(t, backing)
+	r := e.runWith(e.cfg, "fsck", backing, "--json")
+	if got := strings.Join(fxFindings(fxReport(t, r)), "\n"); r.code != 4 || !strings.Contains(got, "error bad-sectors /long sectors 3-3") {
 		t.Errorf("fsck: exit %d, findings:\n%s", r.code, got)
 	}
 }
