@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -93,7 +95,10 @@ func entryID(fd int, path string, dir bool) ([]byte, error) {
 	} else if !isProcFD(path) {
 		flags |= unix.O_NOFOLLOW
 	}
-	fd, err := openatNoAtime(unix.AT_FDCWD, path, flags, 0, unix.O_NOATIME)
+	// A name in a directory descriptor (a lookup's path) is opened
+	// relative to it: cheaper than resolving the /proc link.
+	dirfd, name := splitFDPath(path)
+	fd, err := openatNoAtime(dirfd, name, flags, 0, unix.O_NOATIME)
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +112,25 @@ func entryID(fd int, path string, dir bool) ([]byte, error) {
 		return nil, err
 	}
 	return sector.ParseFileID(b[:n], realPath(path))
+}
+
+// splitFDPath turns "/proc/self/fd/N/name" into (N, name); any other
+// path comes back as (AT_FDCWD, path).
+func splitFDPath(path string) (int, string) {
+	const p = "/proc/self/fd/"
+	rest, ok := strings.CutPrefix(path, p)
+	if !ok {
+		return unix.AT_FDCWD, path
+	}
+	num, name, ok := strings.Cut(rest, "/")
+	if !ok || name == "" || strings.Contains(name, "/") {
+		return unix.AT_FDCWD, path
+	}
+	fd, err := strconv.Atoi(num)
+	if err != nil || fd < 0 {
+		return unix.AT_FDCWD, path
+	}
+	return fd, name
 }
 
 // isProcFD reports whether path names a descriptor itself
