@@ -753,11 +753,8 @@ func (f *File) refinalize(c *Cipher, fk *fileKey, h *header, bufs *buffers) erro
 	if err != nil || size == 0 {
 		return err
 	}
-	S := int64(f.sectorSize)
-	idx := (size - 1) / S
-	n := size - idx*S
-	st := bufs.old[0][:n+Overhead]
-	if err := f.preadStored(st, idx); err != nil {
+	idx, n, st, err := f.lastStored(bufs, size)
+	if err != nil {
 		return err
 	}
 	if err := c.rlock(); err != nil {
@@ -782,18 +779,23 @@ func (f *File) sealFinalHole(c *Cipher, fk *fileKey, h *header, bufs *buffers, s
 	if h.ver() < Version2 || size == 0 {
 		return nil
 	}
-	S := int64(f.sectorSize)
-	idx := (size - 1) / S
-	n := size - idx*S
-	old := bufs.old[0][:n+Overhead]
-	if err := f.preadStored(old, idx); err != nil {
+	idx, n, old, err := f.lastStored(bufs, size)
+	if err != nil || !isZero(old) {
 		return err
-	}
-	if !isZero(old) {
-		return nil
 	}
 	// The hole was made just now by extending the file: it was never last.
 	return f.resize(c, fk, h, bufs, idx, n, n, math.MaxInt64, size, false)
+}
+
+// lastStored reads the last stored sector of a file of size > 0 bytes
+// into bufs.old[0]: its index, plaintext length and stored bytes.
+func (f *File) lastStored(bufs *buffers, size int64) (idx, n int64, st []byte, err error) {
+	S := int64(f.sectorSize)
+	idx = (size - 1) / S
+	n = size - idx*S
+	st = bufs.old[0][:n+Overhead]
+	err = f.preadStored(st, idx)
+	return idx, n, st, err
 }
 
 // resize re-seals sector idx from oldLen to newLen plaintext bytes (zero
