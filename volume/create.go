@@ -18,7 +18,9 @@ import (
 	"github.com/encvol/encvol/sector"
 )
 
-// Header field values written by this version.
+// Header field values written by this version. A new header starts at
+// HeaderVersion and becomes keywrap.HeaderVersionAuth once it has its
+// key-check blob.
 const (
 	HeaderVersion      = 1
 	CipherAES256GCM    = "AES-256-GCM"

@@ -15,8 +15,9 @@ func OldFormatNote(h *keywrap.Header) string {
 	if h.AuthMeta() {
 		return ""
 	}
-	return fmt.Sprintf("volume format version %d: the mode and owner of its files and directories are not authenticated "+
-		"(format version %d authenticates them); `encvol copy VOLUME NEWNAME` writes a copy in the current format",
+	return fmt.Sprintf("volume format version %d: the mode and owner of its files and directories are not authenticated, "+
+		"nor is a file's end (a file cut at a sector boundary reads as shorter); format version %d authenticates both, "+
+		"and `encvol copy VOLUME NEWNAME` writes a copy in it",
 		h.Version, keywrap.HeaderVersionAuth)
 }
 
