@@ -64,9 +64,12 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		// The kernel holds the parent directory locked during create, so
 		// no lookup through the mount sees the file before its mode and
 		// owner are stored.
-		o := n.newOwner(ctx, &c.d)
+		o, err := n.newOwner(ctx, c.k, &c.d)
 		m := meta{mode: mode & 07777, uid: o.uid, gid: o.gid}
-		if err := n.initMeta(fd, &st, m); err != nil {
+		if err == nil {
+			err = n.initMeta(c.k, fd, &st, m, nil)
+		}
+		if err != nil {
 			unix.Close(fd)
 			_ = unix.Unlinkat(c.d.fd, c.bname, 0)
 			if newLong {
@@ -76,7 +79,11 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		seed = &m
 	}
-	ch := n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, seed, nil)
+	ch, errno := n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, seed, nil)
+	if errno != 0 {
+		unix.Close(fd)
+		return nil, nil, 0, errno
+	}
 	cn := ch.Operations().(*Node)
 	// The path names the file in the sector layer's errors and log lines.
 	h, errno := cn.attach(c.k, c.d.path()+"/"+c.bname, fd, flags)
@@ -139,14 +146,18 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
-	o := n.newOwner(ctx, &c.d)
+	o, err := n.newOwner(ctx, c.k, &c.d)
+	if err != nil {
+		unix.Unlinkat(cfd, names.DirIDFile, 0)
+		return fail(err)
+	}
 	dmode := mode & 07777
 	if o.sgid {
 		// A local file system passes set-group-ID on to subdirectories.
 		dmode |= unix.S_ISGID
 	}
 	dm := meta{mode: dmode, uid: o.uid, gid: o.gid}
-	if err := n.initMeta(cfd, &st, dm); err != nil {
+	if err := n.initMeta(c.k, cfd, &st, dm, id); err != nil {
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
@@ -154,7 +165,10 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
-	ch := n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, &dm, nil)
+	ch, errno := n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, &dm, nil)
+	if errno != 0 {
+		return nil, errno
+	}
 	ch.Operations().(*Node).dirID.Store(&id)
 	return ch, 0
 }
@@ -171,7 +185,13 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if err != nil {
 		return nil, n.fsys.errno(err, "mknod", name)
 	}
-	o := n.newOwner(ctx, &c.d)
+	o, err := n.newOwner(ctx, c.k, &c.d)
+	if err != nil {
+		if newLong {
+			c.dropLong()
+		}
+		return nil, n.fsys.errno(err, "mknod", name)
+	}
 	if typ := mode & unix.S_IFMT; typ == unix.S_IFREG || typ == 0 {
 		// A regular file keeps its mode and owner like one made by create.
 		if errno := n.mknodRegular(c, mode, o); errno != 0 {
@@ -197,13 +217,15 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if !hasMeta(uint32(st.Mode)) {
 		fixMode(-1, c.d.fd, c.bname, &st, mode)
 	}
-	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out), 0
+	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
 }
 
 // mknodRegular makes the empty regular file of a mknod and stores its
 // mode and owner.
 func (n *Node) mknodRegular(c *childOp, mode uint32, o owner) syscall.Errno {
-	fd, err := unix.Openat(c.d.fd, c.bname, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, backingFileMode)
+	// Read-write: a volume with authenticated metadata writes the file
+	// header at once.
+	fd, err := unix.Openat(c.d.fd, c.bname, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, backingFileMode)
 	if err != nil {
 		return n.fsys.errno(err, "mknod", c.d.path())
 	}
@@ -211,7 +233,7 @@ func (n *Node) mknodRegular(c *childOp, mode uint32, o owner) syscall.Errno {
 	var st unix.Statx_t
 	err = statxFd(fd, &st)
 	if err == nil {
-		err = n.initMeta(fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid})
+		err = n.initMeta(c.k, fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid}, nil)
 	}
 	if err != nil {
 		_ = unix.Unlinkat(c.d.fd, c.bname, 0)
@@ -248,7 +270,16 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		n.fsys.dropLink(stored)
 		return nil, n.fsys.errno(err, "symlink", name)
 	}
-	if err := n.setOwner(&c.d, c.bname, n.newOwner(ctx, &c.d)); err != nil {
+	o, err := n.newOwner(ctx, c.k, &c.d)
+	if err != nil {
+		unix.Unlinkat(c.d.fd, c.bname, 0)
+		if newLong {
+			c.dropLong()
+		}
+		n.fsys.dropLink(stored)
+		return nil, n.fsys.errno(err, "symlink", name)
+	}
+	if err := n.setOwner(&c.d, c.bname, o); err != nil {
 		n.fsys.log.Warn().Str("op", "symlink").Err(err).Msg("cannot give the new symlink the caller's owner")
 	}
 	var st unix.Statx_t
@@ -257,7 +288,10 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		c.dropLong()
 		return nil, n.fsys.errno(err, "symlink", name)
 	}
-	ch := n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
+	ch, errno := n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
+	if errno != 0 {
+		return nil, errno
+	}
 	out.Attr.Size = uint64(len(target))
 	return ch, 0
 }
@@ -318,7 +352,7 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := statxAt(c.d.fd, c.bname, &st); err != nil {
 		return nil, n.fsys.errno(err, "link", name)
 	}
-	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out), 0
+	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
 }
 
 // Unlink removes a name (and its long-name side file).

@@ -199,14 +199,16 @@ func (n *Node) newHandle(k *Keys, path string, flags uint32) (*handle, syscall.E
 	return h, 0
 }
 
-// emptyLocked reports whether the backing file has no bytes at all, so an
+// emptyLocked reports whether the backing file holds no content (no bytes,
+// or only the header every file of a volume with authenticated metadata
+// has from its creation), so an
 // O_TRUNC open (every file tar or an editor creates) has nothing to do:
 // truncating anyway costs an fstat and an ftruncate, and the ftruncate would
 // move mtime past what Create just reported to the kernel. Caller holds
 // n.content and n.of is set.
 func (n *Node) emptyLocked() bool {
 	var st unix.Statx_t
-	return statxFd(n.of.fd, &st) == nil && st.Size == 0
+	return statxFd(n.of.fd, &st) == nil && (st.Size == 0 || st.Size == sector.HeaderSize)
 }
 
 // detachLocked drops one handle. The backing file stays open for

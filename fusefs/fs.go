@@ -41,6 +41,9 @@ type Options struct {
 	Gate           *Gate  // required: hands out the keys
 	Log            zerolog.Logger
 	VolumeID       string // for log lines only
+	// AuthMeta: the volume (header version 3) authenticates the mode and
+	// owner of its entries; the keys' names codec then says so too.
+	AuthMeta bool
 }
 
 // fullLogPeriod spaces the log lines about a full backing file system.
@@ -100,6 +103,7 @@ type FS struct {
 	backing    string
 	sectorSize int
 	plaintext  bool
+	authMeta   bool // Options.AuthMeta
 	gate       *Gate
 	// releaseCounted ends a request that the governor counted (keys);
 	// made once for the same reason as Gate.release.
@@ -186,6 +190,7 @@ func New(opts Options) (*FS, error) {
 		backing:    abs,
 		sectorSize: opts.SectorSize,
 		plaintext:  opts.PlaintextNames,
+		authMeta:   opts.AuthMeta,
 		gate:       opts.Gate,
 		log:        log,
 		fullLog:    log.Sample(&zerolog.BurstSampler{Burst: 1, Period: fullLogPeriod}),
@@ -528,6 +533,10 @@ func (f *FS) errno(err error, op, path string) syscall.Errno {
 	case errors.Is(err, names.ErrNameAuth), errors.Is(err, names.ErrDirIDCorrupt):
 		f.errs.Add(1)
 		f.log.Error().Str("op", op).Str("path", path).Err(err).Msg("name metadata failed authentication")
+		return syscall.EIO
+	case errors.Is(err, errMetaAuth):
+		f.errs.Add(1)
+		f.log.Error().Str("op", op).Str("path", path).Err(err).Msg("stored mode and owner failed authentication")
 		return syscall.EIO
 	case errors.As(err, new(*names.Error)):
 		// Invalid, reserved or too long names, foreign xattrs: the codec

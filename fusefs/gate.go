@@ -282,3 +282,19 @@ func (g *Gate) Wait(ctx context.Context) error {
 		}
 	}
 }
+
+// tryAcquire is Acquire for a call that holds locks and may not wait: it
+// returns the keys and their release function while the gate is open, and
+// nil otherwise (counted as a refusal).
+func (g *Gate) tryAcquire() (*Keys, func()) {
+	g.inflight.RLock()
+	g.mu.Lock()
+	k := g.keys
+	g.mu.Unlock()
+	if k == nil {
+		g.inflight.RUnlock()
+		g.refusals.Add(1)
+		return nil, nil
+	}
+	return k, g.release
+}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/keywrap/names"
 )
 
 // The backing directory must not show the plaintext permissions and owners
@@ -65,13 +67,18 @@ func decodeMeta(b []byte) (meta, error) {
 	if len(b) != metaLen {
 		return meta{}, fmt.Errorf("%s: %d bytes, want %d", metaXattr, len(b), metaLen)
 	}
+	return parseRecord(b)
+}
+
+// parseRecord reads mode, uid and gid of a record of either version.
+func parseRecord(b []byte) (meta, error) {
 	m := meta{
 		mode: binary.BigEndian.Uint32(b[1:]),
 		uid:  binary.BigEndian.Uint32(b[5:]),
 		gid:  binary.BigEndian.Uint32(b[9:]),
 	}
 	if m.mode&^07777 != 0 {
-		return meta{}, fmt.Errorf("%s: mode %#o has bits beyond 07777", metaXattr, m.mode)
+		return meta{}, fmt.Errorf("%w: %s: mode %#o has bits beyond 07777", errMetaMalformed, metaXattr, m.mode)
 	}
 	return m, nil
 }
@@ -118,32 +125,59 @@ func isNotSupported(err error) bool {
 }
 
 // readMeta reads metaXattr through fd (when >= 0) or path (never
-// following a final symlink). ok is false when the entry has none; a
-// malformed value is logged and treated as missing, so the entry falls
-// back to its backing mode (0600/0700, the daemon's user), which is never
-// more permissive than what was stored.
-func (f *FS) readMeta(fd int, path string) (m meta, ok bool) {
+// following a final symlink) of a regular file or directory (dir).
+//
+// Without authenticated metadata (nc nil, or a volume older than header
+// version 3) ok is false when the entry has none, and a malformed value is
+// logged and treated as missing, so the entry falls back to its backing
+// mode (0600/0700, the daemon's user), which is never more permissive than
+// what was stored. With it, a missing, malformed or unauthentic value is an
+// error (errMetaAuth): the caller answers EIO.
+//
+// idOut, when not nil, receives the entry ID the record was checked
+// against, so that a caller that writes the record back reads it once.
+func (f *FS) readMeta(nc *names.Codec, fd int, path string, dir bool, idOut *[]byte) (m meta, ok bool, err error) {
 	f.metaReads.Add(1)
-	var buf [metaLen + 1]byte
+	var buf [metaLenAuth + 1]byte
 	var n int
-	var err error
 	if fd >= 0 {
 		n, err = unix.Fgetxattr(fd, metaXattr, buf[:])
 	} else {
 		n, err = lgetxattrFast(path, metaXattr, buf[:])
 	}
+	auth := nc != nil && nc.AuthMeta()
 	if err != nil {
+		if auth && errors.Is(err, syscall.ENODATA) {
+			return meta{}, false, fmt.Errorf("%w: %s is missing", errMetaAuth, metaXattr)
+		}
 		if !errors.Is(err, syscall.ENODATA) && !isNotSupported(err) {
+			if auth {
+				return meta{}, false, err
+			}
 			f.log.Warn().Str("op", "getattr").Str("path", realPath(path)).Err(err).Msg("cannot read the stored mode and owner; showing the backing ones")
 		}
-		return meta{}, false
+		return meta{}, false, nil
 	}
-	m, err = decodeMeta(buf[:n])
+	if !auth {
+		m, err = decodeMeta(buf[:n])
+		if err != nil {
+			f.log.Warn().Str("op", "getattr").Str("path", realPath(path)).Err(err).Msg("stored mode and owner are malformed; showing the backing ones")
+			return meta{}, false, nil
+		}
+		return m, true, nil
+	}
+	id, err := entryID(fd, path, dir)
 	if err != nil {
-		f.log.Warn().Str("op", "getattr").Str("path", realPath(path)).Err(err).Msg("stored mode and owner are malformed; showing the backing ones")
-		return meta{}, false
+		return meta{}, false, fmt.Errorf("%w: %w", errMetaAuth, err)
 	}
-	return m, true
+	m, err = decodeMetaAuth(nc, id, buf[:n])
+	if err != nil {
+		return meta{}, false, err
+	}
+	if idOut != nil {
+		*idOut = id
+	}
+	return m, true, nil
 }
 
 // writeMeta stores m in metaXattr of the backing regular file or directory
@@ -152,8 +186,22 @@ func (f *FS) readMeta(fd int, path string) (m meta, ok bool) {
 // (entries from older volumes are migrated on their first chmod/chown).
 // An error satisfying isNotSupported means the backing file system has no
 // user xattrs: the caller mirrors instead.
-func (f *FS) writeMeta(fd int, path string, st *unix.Statx_t, m meta) error {
+//
+// id is the entry's file or directory ID when the caller knows it (nil:
+// read it).
+func (f *FS) writeMeta(nc *names.Codec, fd int, path string, st *unix.Statx_t, m meta, id []byte) error {
 	val := m.encode()
+	if nc != nil && nc.AuthMeta() {
+		var err error
+		if id == nil {
+			if id, err = entryID(fd, path, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR); err != nil {
+				return fmt.Errorf("%w: %w", errMetaAuth, err)
+			}
+		}
+		if val, err = encodeMetaAuth(nc, id, m); err != nil {
+			return err
+		}
+	}
 	set := func() error {
 		if fd >= 0 {
 			return unix.Fsetxattr(fd, metaXattr, val, 0)
@@ -206,7 +254,7 @@ func (f *FS) canonicalize(fd int, path string, st *unix.Statx_t) error {
 // file or directory that stores them in metaXattr. handled is false when
 // the backing file system turned out not to support user xattrs; the
 // caller then changes the backing entry itself.
-func (n *Node) setMetaAttr(in *fuse.SetAttrIn, fd int, path string) (handled bool, errno syscall.Errno) {
+func (n *Node) setMetaAttr(k *Keys, in *fuse.SetAttrIn, fd int, path string) (handled bool, errno syscall.Errno) {
 	st, known := n.canonicalStat()
 	if !known {
 		if err := statxFdOrPath(fd, path, &st); err != nil {
@@ -216,7 +264,15 @@ func (n *Node) setMetaAttr(in *fuse.SetAttrIn, fd int, path string) (handled boo
 	if !hasMeta(uint32(st.Mode)) {
 		return false, 0
 	}
-	m, ok := n.storedMeta(fd, path, &st)
+	m, ok, id, err := n.storedMeta(k, fd, path, &st, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR)
+	if err != nil {
+		return true, n.fsys.metaErrno(err, "setattr", fd, path)
+	}
+	nc, rel, errno := n.fsys.metaCodec(k)
+	if errno != 0 {
+		return true, errno
+	}
+	defer rel()
 	if !ok {
 		m = statMeta(&st)
 	}
@@ -243,7 +299,7 @@ func (n *Node) setMetaAttr(in *fuse.SetAttrIn, fd int, path string) (handled boo
 		// system (the backing chown did it when modes were mirrored).
 		m.mode = killSUIDBits(m.mode)
 	}
-	if err := n.writeNodeMeta(fd, path, &st, m); err != nil {
+	if err := n.writeNodeMeta(nc, fd, path, &st, m, id); err != nil {
 		if isNotSupported(err) {
 			n.fsys.metaUnsupported(err)
 			return false, 0
@@ -279,18 +335,25 @@ type owner struct {
 // (as a local file system running as root would; a daemon that is not
 // root keeps its own user, which is all the backing could have shown), and
 // in a set-group-ID directory the directory's group.
-func (n *Node) newOwner(ctx context.Context, d *dirRef) owner {
+func (n *Node) newOwner(ctx context.Context, k *Keys, d *dirRef) (owner, error) {
 	o := owner{uid: n.fsys.euid, gid: n.fsys.egid}
 	if n.fsys.euidRoot {
 		if caller, ok := fuse.FromContext(ctx); ok {
 			o.uid, o.gid = caller.Uid, caller.Gid
 		}
 	}
-	pm, ok := n.storedMeta(d.fd, "", nil)
+	var pm meta
+	ok := false
+	if n.fsys.metaEnabled() {
+		var err error
+		if pm, ok, _, err = n.storedMeta(k, d.fd, d.path(), nil, true); err != nil {
+			return o, err
+		}
+	}
 	if !ok {
 		var st unix.Statx_t
 		if err := statxFd(d.fd, &st); err != nil {
-			return o
+			return o, nil
 		}
 		pm = statMeta(&st)
 	}
@@ -298,16 +361,29 @@ func (n *Node) newOwner(ctx context.Context, d *dirRef) owner {
 		o.gid = pm.gid
 		o.sgid = true
 	}
-	return o
+	return o, nil
 }
 
 // initMeta stores the mode and owner of a new regular file or directory
 // (open as fd, stat'ed into st) and updates st to what the kernel must
 // see. On a backing file system without user xattrs it mirrors them onto
 // the backing entry instead.
-func (n *Node) initMeta(fd int, st *unix.Statx_t, m meta) error {
+//
+// id is a new directory's ID (nil for a regular file, which gets its file
+// ID here on a volume with authenticated metadata).
+func (n *Node) initMeta(k *Keys, fd int, st *unix.Statx_t, m meta, id []byte) error {
 	if n.fsys.metaEnabled() {
-		err := n.fsys.writeMeta(fd, "", st, m)
+		if k.Names.AuthMeta() && uint32(st.Mode)&unix.S_IFMT == unix.S_IFREG {
+			// The metadata is bound to the file ID: the file gets it now.
+			var err error
+			if id, err = writeFileHeader(fd); err != nil {
+				return err
+			}
+			if err := statxFd(fd, st); err != nil {
+				return err
+			}
+		}
+		err := n.fsys.writeMeta(k.Names, fd, "", st, m, id)
 		if err == nil || !isNotSupported(err) {
 			return err
 		}
@@ -344,7 +420,10 @@ func (n *Node) killSUIDMeta(fd int, path string) (done bool, err error) {
 	if !n.fsys.metaEnabled() || n.StableAttr().Mode != unix.S_IFREG {
 		return false, nil
 	}
-	m, ok := n.storedMeta(fd, path, nil)
+	m, ok, id, err := n.storedMeta(nil, fd, path, nil, false)
+	if err != nil {
+		return true, err
+	}
 	if !ok {
 		return false, nil
 	}
@@ -359,5 +438,10 @@ func (n *Node) killSUIDMeta(fd int, path string) (done bool, err error) {
 		}
 	}
 	m.mode = keep
-	return true, n.writeNodeMeta(fd, path, &st, m)
+	nc, rel, errno := n.fsys.metaCodec(nil)
+	if errno != 0 {
+		return true, errno
+	}
+	defer rel()
+	return true, n.writeNodeMeta(nc, fd, path, &st, m, id)
 }

@@ -3,6 +3,9 @@ package fusefs
 import (
 	"bytes"
 	"testing"
+
+	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/keywrap/names"
 )
 
 // FuzzDecodeMeta: the metadata xattr comes from the backing directory, which
@@ -24,4 +27,49 @@ func FuzzDecodeMeta(f *testing.F) {
 			t.Fatalf("decoded %x as %+v, which encodes as %x", b, m, got)
 		}
 	})
+}
+
+// FuzzDecodeMetaAuth: a version 2 record either fails or is exactly what
+// encoding its result for the same ID writes; a record that passes for one
+// ID never passes for another.
+func FuzzDecodeMetaAuth(f *testing.F) {
+	nc := fuzzMetaCodec(f)
+	id := bytes.Repeat([]byte{0xa5}, 16)
+	good, err := encodeMetaAuth(nc, id, meta{mode: 0o4755, uid: 1000, gid: 100})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(good[:metaLen])
+	f.Add(meta{}.encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeMetaAuth(nc, id, b)
+		if err != nil {
+			return
+		}
+		got, err := encodeMetaAuth(nc, id, m)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("decoded %x as %+v, which encodes as %x (%v)", b, m, got, err)
+		}
+		other := bytes.Clone(id)
+		other[0] ^= 1
+		if _, err := decodeMetaAuth(nc, other, b); err == nil {
+			t.Fatalf("%x passes for two IDs", b)
+		}
+	})
+}
+
+func fuzzMetaCodec(f *testing.F) *names.Codec {
+	k, err := keywrap.RandomKey(32)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(k.Close)
+	nc, err := names.NewCodec(k, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(nc.Close)
+	nc.SetAuthMeta()
+	return nc
 }

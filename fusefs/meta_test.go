@@ -327,7 +327,7 @@ func TestMetaXattrHidden(t *testing.T) {
 // other tools) show their backing mode and owner; the first chmod moves
 // the mode into the xattr and the backing entry to 0600/0700.
 func TestMetaLegacyEntries(t *testing.T) {
-	opts := fusefstest.Options{PlaintextNames: true}
+	opts := fusefstest.Options{PlaintextNames: true, LegacyMeta: true}
 	v := fusefstest.NewVolume(t, opts)
 	old := filepath.Join(v.Backing, "old")
 	if err := os.WriteFile(old, nil, 0o644); err != nil {

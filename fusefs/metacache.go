@@ -1,8 +1,12 @@
 package fusefs
 
 import (
+	"syscall"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/keywrap/names"
 )
 
 // Why each node remembers its stored mode and owner: the kernel asks for
@@ -26,28 +30,40 @@ type metaEntry struct {
 	// daemon) owner, so a chmod or chown only needs to rewrite metaXattr.
 	// It never turns false again while metaXattr is in use.
 	canonical bool
+	id        []byte // the entry ID the record is bound to (authenticated metadata), nil when not known yet
 }
 
-// storedMeta returns n's stored mode and owner: from the cache, or read
-// from metaXattr through fd (when >= 0) or path. st, when not nil, is a
-// stat of the backing entry taken before this call and marks the entry
-// canonical.
+// storedMeta returns n's stored mode and owner and, on a volume with
+// authenticated metadata, the entry ID the record was checked against:
+// from the cache, or read from metaXattr through fd (when >= 0) or path of
+// a regular file or directory (dir), with the keys k (nil: the gate's). st,
+// when not nil, is a stat of the backing entry taken before this call and
+// marks the entry canonical. A record that fails authentication is an
+// error and is not cached, so every later request fails too.
 //
 // A reader caches what it read only if no writer stored a value since it
 // looked (CompareAndSwap with the entry it started from), so a read that
 // raced with setMetaAttr can never leave the older value behind.
-func (n *Node) storedMeta(fd int, path string, st *unix.Statx_t) (meta, bool) {
-	e := n.meta.Load()
-	if e != nil {
-		return e.m, e.ok
+func (n *Node) storedMeta(k *Keys, fd int, path string, st *unix.Statx_t, dir bool) (meta, bool, []byte, error) {
+	if e := n.meta.Load(); e != nil {
+		return e.m, e.ok, e.id, nil
 	}
-	m, ok := n.fsys.readMeta(fd, path)
-	ne := &metaEntry{m: m, ok: ok}
+	nc, rel, errno := n.fsys.metaCodec(k)
+	if errno != 0 {
+		return meta{}, false, nil, errno
+	}
+	defer rel()
+	var id []byte
+	m, ok, err := n.fsys.readMeta(nc, fd, path, dir, &id)
+	if err != nil {
+		return meta{}, false, nil, err
+	}
+	ne := &metaEntry{m: m, ok: ok, id: id}
 	if ok && st != nil {
 		ne.canonical = n.fsys.isCanonical(st)
 	}
 	n.meta.CompareAndSwap(nil, ne)
-	return m, ok
+	return m, ok, id, nil
 }
 
 // isCanonical reports whether the backing stat st shows the canonical mode
@@ -74,30 +90,37 @@ func (n *Node) canonicalStat() (unix.Statx_t, bool) {
 	return st, true
 }
 
-// writeNodeMeta is writeMeta for n's own backing entry, keeping the cache
-// exact: on success it holds m, and after a failure (which may have
-// changed metaXattr or not) it is dropped so the next reader asks the
-// backing entry.
-func (n *Node) writeNodeMeta(fd int, path string, st *unix.Statx_t, m meta) error {
-	err := n.fsys.writeMeta(fd, path, st, m)
+// writeNodeMeta is writeMeta for n's own backing entry (whose ID is id
+// when the caller knows it), keeping the cache exact: on success it holds
+// m, and after a failure (which may have changed metaXattr or not) it is
+// dropped so the next reader asks the backing entry.
+func (n *Node) writeNodeMeta(nc *names.Codec, fd int, path string, st *unix.Statx_t, m meta, id []byte) error {
+	err := n.fsys.writeMeta(nc, fd, path, st, m, id)
 	if err != nil {
 		n.meta.Store(nil)
 		return err
 	}
-	n.meta.Store(&metaEntry{m: m, ok: true, canonical: true})
+	n.meta.Store(&metaEntry{m: m, ok: true, canonical: true, id: id})
 	return nil
 }
 
 // fillAttrMeta is fillAttr plus the plaintext mode and owner: from
 // metaXattr of a regular file or directory (cached; read through fd when
-// >= 0, else path), otherwise the backing stat's.
-func (n *Node) fillAttrMeta(st *unix.Statx_t, fd int, path string, a *fuse.Attr) {
+// >= 0, else path, with the keys k or the gate's), otherwise the backing
+// stat's. A stored mode and owner that fail authentication are logged and
+// answered with EIO.
+func (n *Node) fillAttrMeta(k *Keys, st *unix.Statx_t, fd int, path string, a *fuse.Attr) syscall.Errno {
 	n.fsys.fillAttr(st, a)
 	if !hasMeta(uint32(st.Mode)) || !n.fsys.metaEnabled() {
-		return
+		return 0
 	}
-	if m, ok := n.storedMeta(fd, path, st); ok {
+	m, ok, _, err := n.storedMeta(k, fd, path, st, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR)
+	if err != nil {
+		return n.fsys.metaErrno(err, "getattr", fd, path)
+	}
+	if ok {
 		a.Mode = uint32(st.Mode)&unix.S_IFMT | m.mode
 		a.Owner = fuse.Owner{Uid: m.uid, Gid: m.gid}
 	}
+	return 0
 }

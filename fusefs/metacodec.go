@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/keywrap/names"
 )
 
 // The backing metadata format, for the volume operations that read and
@@ -75,3 +77,39 @@ func DecodeMeta(b []byte) (mode, uid, gid uint32, err error) {
 // their plaintext mode and owner in MetaXattr rather than on the backing
 // entry itself.
 func HasMeta(typ uint32) bool { return hasMeta(typ) }
+
+// EncodeMetaFor returns the MetaXattr value that the mount writes for an
+// entry whose file or directory ID is id: authenticated when nc says the
+// volume authenticates metadata (id is then required), else EncodeMeta.
+func EncodeMetaFor(nc *names.Codec, id []byte, mode, uid, gid uint32) ([]byte, error) {
+	m := meta{mode: mode, uid: uid, gid: gid}
+	if nc == nil || !nc.AuthMeta() {
+		return m.encode(), nil
+	}
+	return encodeMetaAuth(nc, id, m)
+}
+
+// DecodeMetaFor parses and, on a volume that authenticates metadata,
+// checks a MetaXattr value of the entry whose ID is id. A value that fails
+// matches ErrMetaAuth.
+func DecodeMetaFor(nc *names.Codec, id, b []byte) (mode, uid, gid uint32, err error) {
+	if nc == nil || !nc.AuthMeta() {
+		return DecodeMeta(b)
+	}
+	m, err := decodeMetaAuth(nc, id, b)
+	return m.mode, m.uid, m.gid, err
+}
+
+// ErrMetaAuth: a stored mode and owner failed authentication.
+var ErrMetaAuth = errMetaAuth
+
+// EntryID returns the file ID (regular file) or directory ID (dir) that
+// the metadata of the entry open as fd (when >= 0) or at path is bound to.
+func EntryID(fd int, path string, dir bool) ([]byte, error) { return entryID(fd, path, dir) }
+
+// WriteFileHeader gives a new, empty backing file its sector header, as a
+// volume that authenticates metadata does at create.
+func WriteFileHeader(fd int) error {
+	_, err := writeFileHeader(fd)
+	return err
+}

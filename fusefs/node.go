@@ -304,7 +304,7 @@ func (c *childOp) dropLong() {
 
 // newChild registers the backing entry bname of d (stat'ed into st) as a
 // child node and fills out.
-func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
+func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	return n.newChildMeta(ctx, k, d, bname, st, out, nil, nil)
 }
 
@@ -317,7 +317,7 @@ func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, s
 // therefore never inherits known's cache: should known be forgotten before
 // the new node is registered, a copy could miss a change made through
 // known in between.
-func (n *Node) newChildMeta(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut, seed *meta, known *Node) *fs.Inode {
+func (n *Node) newChildMeta(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut, seed *meta, known *Node) (*fs.Inode, syscall.Errno) {
 	cn := &Node{fsys: n.fsys}
 	if seed != nil && n.fsys.metaEnabled() {
 		cn.meta.Store(&metaEntry{m: *seed, ok: true, canonical: true})
@@ -326,10 +326,12 @@ func (n *Node) newChildMeta(ctx context.Context, k *Keys, d *dirRef, bname strin
 	if known != nil {
 		from = known
 	}
-	from.fillAttrMeta(st, -1, fdPath(d.fd, bname), &out.Attr)
+	if errno := from.fillAttrMeta(k, st, -1, fdPath(d.fd, bname), &out.Attr); errno != 0 {
+		return nil, errno
+	}
 	n.fsys.expireAttr(&out.Attr, &out.AttrValid, &out.AttrValidNsec, true)
 	n.fsys.symlinkSize(k, st, d.fd, bname, &out.Attr)
-	return n.NewInode(ctx, cn, n.fsys.stableAttr(st))
+	return n.NewInode(ctx, cn, n.fsys.stableAttr(st)), 0
 }
 
 // setOwner gives a new backing symlink or special file (which mirror
@@ -370,7 +372,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if old := n.GetChild(name); old != nil && old.StableAttr() == n.fsys.stableAttr(&st) {
 		known, _ = old.Operations().(*Node)
 	}
-	return n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, nil, known), 0
+	return n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, nil, known)
 }
 
 // Getattr reports the attributes with the plaintext size. An open file is
@@ -386,8 +388,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		if err := statxAt(unix.AT_FDCWD, n.fsys.backing, &st); err != nil {
 			return n.fsys.errno(err, "getattr", "/")
 		}
-		n.fillAttrMeta(&st, -1, n.fsys.backing, &out.Attr)
-		return 0
+		return n.fillAttrMeta(nil, &st, -1, n.fsys.backing, &out.Attr)
 	}
 	if sp := n.fsys.careful(); sp != nil && n.StableAttr().Mode == unix.S_IFREG {
 		if errno := n.admitWrite(ctx, sp); errno != 0 {
@@ -398,14 +399,15 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	if n.of != nil {
 		var st unix.Statx_t
 		err := statxFd(n.of.fd, &st)
+		var errno syscall.Errno
 		if err == nil {
-			n.fillAttrMeta(&st, n.of.fd, "", &out.Attr)
+			errno = n.fillAttrMeta(nil, &st, n.of.fd, "", &out.Attr)
 		}
 		n.content.RUnlock()
 		if err != nil {
 			return n.fsys.errno(err, "getattr", "")
 		}
-		return 0
+		return errno
 	}
 	n.content.RUnlock()
 	k, rel, errno := n.fsys.keys(ctx, "getattr")
@@ -420,14 +422,15 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		if e := n.fsys.dirs.get(n); e != nil {
 			var st unix.Statx_t
 			err := statxFd(e.fd, &st)
+			var errno syscall.Errno
 			if err == nil {
-				n.fillAttrMeta(&st, e.fd, "", &out.Attr)
+				errno = n.fillAttrMeta(k, &st, e.fd, "", &out.Attr)
 			}
 			n.fsys.dirs.release(e)
 			if err != nil {
 				return n.fsys.errno(err, "getattr", e.path)
 			}
-			return 0
+			return errno
 		}
 	}
 	p, prel, err := n.path(k)
@@ -439,7 +442,9 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	if err := statxAt(unix.AT_FDCWD, p, &st); err != nil {
 		return n.fsys.errno(err, "getattr", p)
 	}
-	n.fillAttrMeta(&st, -1, p, &out.Attr)
+	if errno := n.fillAttrMeta(k, &st, -1, p, &out.Attr); errno != 0 {
+		return errno
+	}
 	n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, p, &out.Attr)
 	return 0
 }
@@ -466,8 +471,7 @@ func (n *Node) setattrNameless(in *fuse.SetAttrIn, out *fuse.AttrOut) (bool, sys
 	if err := statxFd(of.fd, &st); err != nil {
 		return true, n.fsys.errno(err, "setattr", "")
 	}
-	n.fillAttrMeta(&st, of.fd, "", &out.Attr)
-	return true, 0
+	return true, n.fillAttrMeta(nil, &st, of.fd, "", &out.Attr)
 }
 
 // Setattr changes mode, owner, size (through the sector layer, under the
@@ -510,7 +514,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	metaDone := false
 	if _, mok := in.GetMode(); (mok || in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0) &&
 		n.fsys.metaEnabled() && hasMeta(n.StableAttr().Mode) {
-		handled, errno := n.setMetaAttr(in, fd, path)
+		handled, errno := n.setMetaAttr(k, in, fd, path)
 		if errno != 0 {
 			return errno
 		}
@@ -561,7 +565,9 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	if err != nil {
 		return n.fsys.errno(err, "setattr", path)
 	}
-	n.fillAttrMeta(&st, fd, path, &out.Attr)
+	if errno := n.fillAttrMeta(k, &st, fd, path, &out.Attr); errno != 0 {
+		return errno
+	}
 	if k != nil {
 		n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, path, &out.Attr)
 	}

@@ -3,10 +3,13 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/encvol/encvol/keywrap/names"
 )
 
 // Only the user namespace is stored (names and values encrypted), except
@@ -42,7 +45,11 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if err != nil {
 		return 0, n.fsys.errno(err, "getxattr", p)
 	}
-	val, err := k.Names.OpenXattrValue(stored, sealed)
+	entry, err := xattrEntry(k, p, n.IsDir())
+	if err != nil {
+		return 0, n.fsys.errno(err, "getxattr", p)
+	}
+	val, err := k.Names.OpenXattrValue(stored, entry, sealed)
 	if err != nil {
 		n.fsys.errs.Add(1)
 		n.fsys.log.Error().Str("op", "getxattr").Str("path", p).Err(err).Msg("extended attribute failed authentication")
@@ -128,7 +135,11 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err != nil {
 		return n.fsys.errno(err, "setxattr", p)
 	}
-	sealed, err := k.Names.SealXattrValue(stored, data)
+	entry, err := xattrEntry(k, p, n.IsDir())
+	if err != nil {
+		return n.fsys.errno(err, "setxattr", p)
+	}
+	sealed, err := k.Names.SealXattrValue(stored, entry, data)
 	if err != nil {
 		return n.fsys.errno(err, "setxattr", p)
 	}
@@ -206,4 +217,18 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	}
 	copy(dest, out)
 	return uint32(len(out)), 0
+}
+
+// xattrEntry is the entry ID a user attribute value of the regular file or
+// directory (dir) at p is bound to on a volume with authenticated metadata;
+// nil on older volumes, whose values are bound to their name only.
+func xattrEntry(k *Keys, p string, dir bool) ([]byte, error) {
+	if !k.Names.AuthMeta() {
+		return nil, nil
+	}
+	id, err := entryID(-1, p, dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", names.ErrNameAuth, err)
+	}
+	return id, nil
 }

@@ -31,10 +31,20 @@ const IncompleteFile = "encvol.incomplete"
 // key_check (Header.KeyCheck), which lets a mount check its access to the
 // key without the KMS sending the data key again. Both are read and
 // written: a version 1 header stays version 1 until SetKeyCheck.
+// Version 3 has the fields of version 2 and says that the volume's entries
+// carry authenticated metadata (docs/format.md, "Version 3"); older volumes
+// keep their version until they are copied.
 const (
 	HeaderVersion         = 1
 	HeaderVersionKeyCheck = 2
+	HeaderVersionAuth     = 3
 )
+
+// knownVersion reports whether this build reads header version v.
+func knownVersion(v int) bool { return v >= HeaderVersion && v <= HeaderVersionAuth }
+
+// versionsRead names the header versions this build reads, for errors.
+const versionsRead = "1 to 3"
 
 // MaxHeaderSize bounds the header file; anything larger is corrupt.
 const MaxHeaderSize = 64 << 10
@@ -126,12 +136,12 @@ func (h *Header) Validate() error {
 		if len(h.KeyCheck) != 0 {
 			return corrupt("key_check in a version %d header", HeaderVersion)
 		}
-	case HeaderVersionKeyCheck:
+	case HeaderVersionKeyCheck, HeaderVersionAuth:
 		if len(h.KeyCheck) == 0 || len(h.KeyCheck) > maxWrappedDKLen {
 			return corrupt("key_check has %d bytes (want 1..%d)", len(h.KeyCheck), maxWrappedDKLen)
 		}
 	default:
-		return fmt.Errorf("%w: version %d (this build reads versions %d and %d)", ErrHeaderVersion, h.Version, HeaderVersion, HeaderVersionKeyCheck)
+		return fmt.Errorf("%w: version %d (this build reads versions %s)", ErrHeaderVersion, h.Version, versionsRead)
 	}
 	if !volumeIDRe.MatchString(h.VolumeID) {
 		return corrupt("volume_id %q is not vol-<32 lowercase hex digits>", h.VolumeID)
@@ -234,11 +244,16 @@ func KeyCheckPlaintext(volumeID string) []byte {
 	return sum[:]
 }
 
-// SetKeyCheck stores the key-check blob and makes h a version 2 header.
+// SetKeyCheck stores the key-check blob and makes h a version 2 header,
+// or leaves it at version 3.
 func (h *Header) SetKeyCheck(blob []byte) {
 	h.KeyCheck = bytes.Clone(blob)
-	h.Version = HeaderVersionKeyCheck
+	h.Version = max(h.Version, HeaderVersionKeyCheck)
 }
+
+// AuthMeta reports whether the volume's entries carry authenticated
+// metadata (header version 3 and later).
+func (h *Header) AuthMeta() bool { return h.Version >= HeaderVersionAuth }
 
 func computeMAC(macKey *Key, msg []byte) ([]byte, error) {
 	if macKey == nil {
@@ -317,8 +332,8 @@ func ParseHeader(data []byte) (*Header, error) {
 	if err != nil || magicVersion <= 0 || strconv.Itoa(magicVersion) != string(magic[len(headerMagicPrefix):]) {
 		return nil, corrupt("bad magic line %q", clip(magic))
 	}
-	if magicVersion != HeaderVersion && magicVersion != HeaderVersionKeyCheck {
-		return nil, fmt.Errorf("%w: format version %d (this build reads versions %d and %d)", ErrHeaderVersion, magicVersion, HeaderVersion, HeaderVersionKeyCheck)
+	if !knownVersion(magicVersion) {
+		return nil, fmt.Errorf("%w: format version %d (this build reads versions %s)", ErrHeaderVersion, magicVersion, versionsRead)
 	}
 	body, rest, ok := bytes.Cut(rest, []byte("\n"))
 	if !ok {
@@ -373,8 +388,8 @@ func parseBody(body []byte) (*Header, error) {
 	if err != nil || strconv.Itoa(v) != string(probe.Version) {
 		return nil, corrupt("version %s is not a plain integer", clip(probe.Version))
 	}
-	if v != HeaderVersion && v != HeaderVersionKeyCheck {
-		return nil, fmt.Errorf("%w: body version %d (this build reads versions %d and %d)", ErrHeaderVersion, v, HeaderVersion, HeaderVersionKeyCheck)
+	if !knownVersion(v) {
+		return nil, fmt.Errorf("%w: body version %d (this build reads versions %s)", ErrHeaderVersion, v, versionsRead)
 	}
 	var w headerJSON
 	dec := json.NewDecoder(bytes.NewReader(body))

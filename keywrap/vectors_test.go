@@ -54,7 +54,7 @@ func TestVectorSubkeys(t *testing.T) {
 }
 
 func TestVectorHeader(t *testing.T) {
-	for _, name := range []string{"header", "header-v2"} {
+	for _, name := range []string{"header", "header-v2", "header-v3"} {
 		t.Run(name, func(t *testing.T) { checkHeaderVector(t, loadVector(t, name)) })
 	}
 }

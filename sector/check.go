@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +54,18 @@ func (f *File) CheckSectors(c *Cipher, from, to int64, bad func(*AuthError)) (in
 	if err != nil {
 		return 0, err
 	}
+	size, _ := f.plainSize(b)
+	// The last sector of a version 2 file must be sealed: a hole skipped
+	// below would hide a cut or zeroed end.
+	last := int64(-1)
+	if size > 0 && h.ver() >= Version2 {
+		last = (size - 1) / int64(f.sectorSize)
+	}
+	skipped := func(lo, hi int64) {
+		if lo <= last && last < hi && last < to && last >= from {
+			bad(&AuthError{Path: f.path, Index: last, Err: ErrNotFinal})
+		}
+	}
 	buf := checkBufs.Get().(*checkBuf)
 	defer checkBufs.Put(buf)
 	per := max(1, int64(len(buf.stored))/f.stored)
@@ -64,8 +77,10 @@ func (f *File) CheckSectors(c *Cipher, from, to int64, bad func(*AuthError)) (in
 		// Skip what the backing file system holds as a hole: its sectors
 		// read as zeros, which is a valid hole.
 		if next, done := f.skipHole(i, b); done {
+			skipped(i, math.MaxInt64)
 			break
 		} else if next > i {
+			skipped(i, next)
 			i = next
 			continue
 		}
@@ -77,7 +92,7 @@ func (f *File) CheckSectors(c *Cipher, from, to int64, bad func(*AuthError)) (in
 			return read, fmt.Errorf("sector: check %s sectors %d-%d: %w", f.path, i, i+n-1, err)
 		}
 		read += int64(len(chunk))
-		if err := f.openChunk(c, fk, h, buf, chunk, i, bad); err != nil {
+		if err := f.openChunk(c, fk, h, buf, chunk, i, size, bad); err != nil {
 			return read, err
 		}
 		i += n
@@ -109,7 +124,8 @@ func (f *File) skipHole(i, backing int64) (next int64, done bool) {
 
 // openChunk opens the stored sectors in chunk, the first of which is
 // sector i.
-func (f *File) openChunk(c *Cipher, fk *fileKey, h *header, buf *checkBuf, chunk []byte, i int64, bad func(*AuthError)) error {
+// size is the file's plaintext size (for the final flag).
+func (f *File) openChunk(c *Cipher, fk *fileKey, h *header, buf *checkBuf, chunk []byte, i, size int64, bad func(*AuthError)) error {
 	if err := c.rlock(); err != nil {
 		return err
 	}
@@ -120,8 +136,8 @@ func (f *File) openChunk(c *Cipher, fk *fileKey, h *header, buf *checkBuf, chunk
 	}
 	for k := int64(0); int64(len(chunk)) > k*f.stored; k++ {
 		st := chunk[k*f.stored : min(int64(len(chunk)), (k+1)*f.stored)]
-		fillAAD(buf.aad[:], &h.id, i+k)
-		if err := openOne(aead, buf.plain[:max(0, len(st)-Overhead)], st, buf.aad[:]); err != nil {
+		final := h.isFinal(i+k, size, f.sectorSize)
+		if err := openSector(aead, buf.plain[:max(0, len(st)-Overhead)], st, h.aad(buf.aad[:], i+k, final), final); err != nil {
 			bad(&AuthError{Path: f.path, Index: i + k, Err: err})
 		}
 	}
@@ -133,7 +149,7 @@ func (f *File) openChunk(c *Cipher, fk *fileKey, h *header, buf *checkBuf, chunk
 type checkBuf struct {
 	stored []byte
 	plain  []byte
-	aad    [aadSize]byte
+	aad    [aadSizeMax]byte
 }
 
 var checkBufs = sync.Pool{New: func() any {

@@ -46,6 +46,12 @@ type Cipher struct {
 	// nonces makes the per-sector nonces; see nonceGen.
 	nonces *nonceGen
 
+	// v2: the Cipher reads and writes sector files of Version2 (volume
+	// header version 3): every file keeps its header and file ID for life,
+	// also when empty (its metadata is bound to the file ID), and its last
+	// sector is sealed as final. Set once before the Cipher is shared.
+	v2 bool
+
 	// regMu GUARDS reg. Lock order: mu before regMu.
 	regMu sync.Mutex
 	// reg maps file IDs to the per-file keys that are still referenced by some
@@ -82,6 +88,22 @@ func NewCipher(content KeySource, sectorSize int) (*Cipher, error) {
 		nonces:     ng,
 		reg:        make(map[[FileIDSize]byte]weak.Pointer[fileKey]),
 	}, nil
+}
+
+// UseVersion2 makes the Cipher read and write sector files of Version2,
+// the format of volume header version 3: Truncate(0) keeps a file's header
+// and file ID (volumes bind metadata to it), and the last sector of a file
+// carries a final flag in its additional data, so a file cut at a sector
+// boundary fails authentication. Files of the other version are refused
+// (ErrHeader). Call it before the Cipher is shared.
+func (c *Cipher) UseVersion2() { c.v2 = true }
+
+// fileVersion is the sector-file version the Cipher reads and writes.
+func (c *Cipher) fileVersion() uint16 {
+	if c.v2 {
+		return Version2
+	}
+	return Version
 }
 
 // SectorSize is the plaintext sector size this Cipher seals.
@@ -407,6 +429,17 @@ func sealOne(aead cipher.AEAD, ng *nonceGen, out, pt, aad []byte) error {
 	ng.next(nonce)
 	aead.Seal(out[NonceSize:NonceSize], nonce, pt, aad)
 	return nil
+}
+
+// openSector is openOne for a sector whose final flag is final: the last
+// sector of a version 2 file is always sealed, so a hole there means the
+// file's end was cut or zeroed.
+func openSector(aead cipher.AEAD, pt, stored, aad []byte, final bool) error {
+	if final && len(stored) > Overhead && isZero(stored[:NonceSize]) {
+		clear(pt)
+		return ErrNotFinal
+	}
+	return openOne(aead, pt, stored, aad)
 }
 
 // openOne decrypts stored (nonce || ciphertext || tag, or an all-zero hole)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"sync"
@@ -314,14 +315,15 @@ func (j *chunkJob) open(j0, j1 int64, plain, aad []byte) (int, error) {
 		st := j.buf[(i-j.i0)*f.stored:]
 		st = st[:plainLen+Overhead]
 		lo, hi := max(j.off, secStart), min(j.end, secStart+plainLen)
-		fillAAD(aad, &j.h.id, i)
+		final := j.h.isFinal(i, j.size, f.sectorSize)
+		a := j.h.aad(aad, i, final)
 		if lo == secStart && hi == secStart+plainLen {
-			if err := openOne(j.aead, j.p[lo-j.off:hi-j.off], st, aad); err != nil {
+			if err := openSector(j.aead, j.p[lo-j.off:hi-j.off], st, a, final); err != nil {
 				return n, &AuthError{Path: f.path, Index: i, Err: err}
 			}
 		} else {
 			pt := plain[:plainLen]
-			if err := openOne(j.aead, pt, st, aad); err != nil {
+			if err := openSector(j.aead, pt, st, a, final); err != nil {
 				return n, &AuthError{Path: f.path, Index: i, Err: err}
 			}
 			copy(j.p[lo-j.off:hi-j.off], pt[lo-secStart:hi-secStart])
@@ -404,9 +406,10 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 	defer putBuffers(bufs, f.sectorSize)
 
 	S := int64(f.sectorSize)
-	if last := size / S; size%S != 0 && last < off/S {
-		// The old short last sector becomes an inner sector: pad it to full length.
-		if err := f.resize(c, fk, h, bufs, last, size%S, S, false); err != nil {
+	if last := (size - 1) / S; size > 0 && last < off/S && (size%S != 0 || h.ver() >= Version2) {
+		// The old last sector becomes an inner sector: pad a short one
+		// to full length, and drop the final flag (version 2).
+		if err := f.resize(c, fk, h, bufs, last, size-last*S, S, size, end, false); err != nil {
 			return 0, err
 		}
 		size = (last + 1) * S
@@ -420,6 +423,12 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 	for i0 := first; i0 <= last; i0 += f.batch {
 		i1 := min(last+1, i0+f.batch)
 		if err := f.writeChunk(c, fk, h, bufs, p, off, size, newSize, i0, i1, &b); err != nil {
+			if h.ver() >= Version2 && i1*S < newSize {
+				// The write stopped short of its last sector (a full file
+				// system): the file now ends on a sector that was not
+				// sealed as the last one.
+				err = errors.Join(err, f.refinalize(c, fk, h, bufs))
+			}
 			return n, err
 		}
 		n = int(min(end, i1*S) - off)
@@ -466,7 +475,7 @@ func (f *File) writeChunk(c *Cipher, fk *fileKey, h *header, bufs *buffers, p []
 		f.ref.Store(nil)
 		return ErrClosed
 	}
-	j := chunkJob{f: f, c: c, aead: aead, h: h, buf: sealed, p: p, off: off, end: end, newSize: newSize,
+	j := chunkJob{f: f, c: c, aead: aead, h: h, buf: sealed, p: p, off: off, end: end, size: size, newSize: newSize,
 		i0: i0, i1: i1, headOld: headOld, tailOld: tailOld}
 	// Only the first and the last sector can be partial, so each half
 	// needs its own scratch plaintext at most once.
@@ -616,7 +625,6 @@ func (j *chunkJob) seal(j0, j1 int64, plain, aad []byte) error {
 		lo, hi := max(j.off, secStart), min(j.end, secStart+newLen)
 		out := j.buf[(i-j.i0)*f.stored:]
 		out = out[:newLen+Overhead]
-		fillAAD(aad, &j.h.id, i)
 		pt := j.p[lo-j.off : hi-j.off]
 		if lo != secStart || hi != secStart+newLen {
 			full := plain[:newLen]
@@ -630,7 +638,8 @@ func (j *chunkJob) seal(j0, j1 int64, plain, aad []byte) error {
 			keep := 0
 			if old != nil {
 				keep = len(old) - Overhead
-				if err := openOne(j.aead, full[:keep], old, aad); err != nil {
+				final := j.h.isFinal(i, j.size, f.sectorSize)
+				if err := openSector(j.aead, full[:keep], old, j.h.aad(aad, i, final), final); err != nil {
 					return &AuthError{Path: f.path, Index: i, Err: err}
 				}
 			}
@@ -638,7 +647,7 @@ func (j *chunkJob) seal(j0, j1 int64, plain, aad []byte) error {
 			copy(full[lo-secStart:], pt)
 			pt = full
 		}
-		if err := sealOne(j.aead, j.c.nonces, out, pt, aad); err != nil {
+		if err := sealOne(j.aead, j.c.nonces, out, pt, j.h.aad(aad, i, j.h.isFinal(i, j.newSize, f.sectorSize))); err != nil {
 			return err
 		}
 	}
@@ -679,13 +688,24 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 		return err
 	}
 	old, sizeErr := f.plainSize(b)
+	v := c.fileVersion()
 	if size == 0 {
+		if c.v2 {
+			// The file ID outlives the content: metadata is bound to it.
+			if _, herr := f.header(b, true, v); herr == nil {
+				return f.ftruncate(HeaderSize)
+			}
+		}
 		// Also the repair for a damaged header or tail.
 		if err := f.ftruncate(0); err != nil {
 			return err
 		}
 		f.hdr.Store(nil)
 		f.ref.Store(nil)
+		if c.v2 {
+			_, err := f.header(0, true, v)
+			return err
+		}
 		return nil
 	}
 	if sizeErr != nil {
@@ -695,11 +715,11 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 	} else if size == old {
 		return nil
 	}
-	h, err := f.header(b, true)
+	h, err := f.header(b, true, v)
 	if err != nil {
 		return err
 	}
-	if b == 0 {
+	if b == 0 && !c.v2 {
 		return f.ftruncate(BackingSize(size, f.sectorSize))
 	}
 	fk, err := f.fileKey(c, h)
@@ -707,37 +727,114 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 		return err
 	}
 	S := int64(f.sectorSize)
-	if size > old {
-		if old%S != 0 {
-			idx := old / S
-			bufs := getBuffers(f.sectorSize, f.batch)
-			defer putBuffers(bufs, f.sectorSize)
-			if err := f.resize(c, fk, h, bufs, idx, old%S, min(S, size-idx*S), false); err != nil {
-				return err
-			}
-		}
-		return f.ftruncate(BackingSize(size, f.sectorSize))
-	}
-	if size%S == 0 {
-		return f.ftruncate(BackingSize(size, f.sectorSize))
-	}
-	idx := size / S
 	bufs := getBuffers(f.sectorSize, f.batch)
 	defer putBuffers(bufs, f.sectorSize)
-	return f.resize(c, fk, h, bufs, idx, min(S, old-idx*S), size%S, true)
+	if size > old {
+		if old > 0 {
+			// The old last sector gets its new length (zero padding)
+			// and, in version 2, loses its final flag unless it stays last.
+			idx := (old - 1) / S
+			oldLen := old - idx*S
+			newLen := min(S, size-idx*S)
+			if oldLen != newLen || h.isFinal(idx, old, f.sectorSize) != h.isFinal(idx, size, f.sectorSize) {
+				if err := f.resize(c, fk, h, bufs, idx, oldLen, newLen, old, size, false); err != nil {
+					return err
+				}
+			}
+		}
+		if err := f.ftruncate(BackingSize(size, f.sectorSize)); err != nil {
+			return err
+		}
+		return f.sealFinalHole(c, fk, h, bufs, size)
+	}
+	if size%S == 0 && h.ver() < Version2 {
+		return f.ftruncate(BackingSize(size, f.sectorSize))
+	}
+	flagOld := old
+	if sizeErr != nil {
+		// A damaged tail followed the sectors that remain: none of them
+		// was the last.
+		flagOld = math.MaxInt64
+	}
+	idx := (size - 1) / S
+	return f.resize(c, fk, h, bufs, idx, min(S, old-idx*S), size-idx*S, flagOld, size, true)
+}
+
+// refinalize re-seals the last sector of a version 2 file as final after
+// a write failed midway, when the file may end on an inner sector.
+func (f *File) refinalize(c *Cipher, fk *fileKey, h *header, bufs *buffers) error {
+	b, err := f.backingSize()
+	if err != nil {
+		return err
+	}
+	size, err := f.plainSize(b)
+	if err != nil || size == 0 {
+		return err
+	}
+	idx, n, st, err := f.lastStored(bufs, size)
+	if err != nil {
+		return err
+	}
+	if err := c.rlock(); err != nil {
+		return err
+	}
+	aead := fk.aead
+	var ok bool
+	if aead != nil {
+		ok = openSector(aead, bufs.plain[:n], st, h.aad(bufs.aad, idx, true), true) == nil
+	}
+	c.runlock()
+	if ok {
+		return nil
+	}
+	return f.resize(c, fk, h, bufs, idx, n, n, math.MaxInt64, size, false)
+}
+
+// sealFinalHole seals the last sector of a file of size bytes as zeros
+// when it is a hole and the format flags the last sector (version 2):
+// nothing would mark the file's end otherwise.
+func (f *File) sealFinalHole(c *Cipher, fk *fileKey, h *header, bufs *buffers, size int64) error {
+	if h.ver() < Version2 || size == 0 {
+		return nil
+	}
+	idx, n, old, err := f.lastStored(bufs, size)
+	if err != nil || !isZero(old) {
+		return err
+	}
+	// The hole was made just now by extending the file: it was never last.
+	return f.resize(c, fk, h, bufs, idx, n, n, math.MaxInt64, size, false)
+}
+
+// lastStored reads the last stored sector of a file of size > 0 bytes
+// into bufs.old[0]: its index, plaintext length and stored bytes.
+func (f *File) lastStored(bufs *buffers, size int64) (idx, n int64, st []byte, err error) {
+	S := int64(f.sectorSize)
+	idx = (size - 1) / S
+	n = size - idx*S
+	st = bufs.old[0][:n+Overhead]
+	err = f.preadStored(st, idx)
+	return idx, n, st, err
 }
 
 // resize re-seals sector idx from oldLen to newLen plaintext bytes (zero
-// padding when growing). A hole stays a hole: the caller's ftruncate or later
-// writes give it the right stored length as zero bytes. With shrink set, the
-// backing file is cut to end right after the new sector first.
-func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, oldLen, newLen int64, shrink bool) error {
+// padding when growing), for a file whose size goes from oldSize to
+// newSize: the sector's final flag (version 2) follows the size. An inner
+// hole stays a hole: the caller's ftruncate or later writes give it the
+// right stored length as zero bytes; a hole that becomes the last sector
+// of a version 2 file is sealed as zeros. With shrink set, the backing
+// file is cut to end right after the new sector first.
+func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, oldLen, newLen, oldSize, newSize int64, shrink bool) error {
 	old := bufs.old[0][:oldLen+Overhead]
 	if err := f.preadStored(old, idx); err != nil {
 		return err
 	}
 	newEnd := f.storedOffset(idx) + newLen + Overhead
-	if isZero(old) {
+	oldFinal, newFinal := h.isFinal(idx, oldSize, f.sectorSize), h.isFinal(idx, newSize, f.sectorSize)
+	hole := isZero(old)
+	if hole && oldFinal {
+		return &AuthError{Path: f.path, Index: idx, Err: ErrNotFinal}
+	}
+	if hole && !newFinal {
 		if shrink {
 			return f.ftruncate(newEnd)
 		}
@@ -755,13 +852,12 @@ func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, old
 		return ErrClosed
 	}
 	pt := bufs.plain[:max(oldLen, newLen)]
-	fillAAD(bufs.aad, &h.id, idx)
-	if err := openOne(aead, pt[:oldLen], old, bufs.aad); err != nil {
+	if err := openOne(aead, pt[:oldLen], old, h.aad(bufs.aad, idx, oldFinal)); err != nil {
 		c.runlock()
 		return &AuthError{Path: f.path, Index: idx, Err: err}
 	}
 	clear(pt[oldLen:])
-	err := sealOne(aead, c.nonces, out, pt[:newLen], bufs.aad)
+	err := sealOne(aead, c.nonces, out, pt[:newLen], h.aad(bufs.aad, idx, newFinal))
 	c.runlock()
 	if err != nil {
 		return err
@@ -915,7 +1011,9 @@ func (f *File) plainSize(b int64) (int64, error) {
 // header returns the file header, reading it from the backing file once. For
 // an empty backing file it creates and writes a new header with a random file
 // ID when create is set.
-func (f *File) header(backing int64, create bool) (*header, error) {
+//
+// v is the version a new header gets.
+func (f *File) header(backing int64, create bool, v uint16) (*header, error) {
 	if backing > 0 {
 		if h := f.hdr.Load(); h != nil {
 			return h, nil
@@ -927,7 +1025,7 @@ func (f *File) header(backing int64, create bool) (*header, error) {
 		if !create {
 			return nil, fmt.Errorf("%w: %s: empty backing file has no header", ErrHeader, f.path)
 		}
-		h := &header{}
+		h := &header{version: v}
 		for h.id == ([FileIDSize]byte{}) {
 			if _, err := rand.Read(h.id[:]); err != nil {
 				return nil, fmt.Errorf("sector: new file ID for %s: %w", f.path, err)
@@ -970,7 +1068,7 @@ func (f *File) FileID() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := f.header(b, false)
+	h, err := f.header(b, false, Version)
 	if err != nil {
 		return nil, err
 	}
@@ -982,7 +1080,7 @@ func (f *File) FileID() ([]byte, error) {
 // headerKey returns the file's header (created on demand when create is
 // set and the backing file is empty) and its per-file key under c.
 func (f *File) headerKey(c *Cipher, backing int64, create bool) (*header, *fileKey, error) {
-	h, err := f.header(backing, create)
+	h, err := f.header(backing, create, c.fileVersion())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -994,6 +1092,9 @@ func (f *File) headerKey(c *Cipher, backing int64, create bool) (*header, *fileK
 }
 
 func (f *File) fileKey(c *Cipher, h *header) (*fileKey, error) {
+	if h.ver() != c.fileVersion() {
+		return nil, fmt.Errorf("%w: %s: a sector file of version %d in a volume of sector-file version %d", ErrHeader, f.path, h.ver(), c.fileVersion())
+	}
 	if r := f.ref.Load(); r != nil && r.c == c && r.id == h.id {
 		return r.fk, nil
 	}
@@ -1030,9 +1131,9 @@ func getBuffers(sectorSize int, batch int64) *buffers {
 		sealed: make([]byte, int(batch)*stored),
 		plain:  make([]byte, sectorSize),
 		old:    [2][]byte{make([]byte, stored), make([]byte, stored)},
-		aad:    make([]byte, aadSize),
+		aad:    make([]byte, aadSizeMax),
 		plain2: make([]byte, sectorSize),
-		aad2:   make([]byte, aadSize),
+		aad2:   make([]byte, aadSizeMax),
 	}
 }
 

@@ -9,6 +9,7 @@
 package sector
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -23,8 +24,10 @@ const (
 	MaxSectorSize     = 65536
 	// HeaderSize is the size of the file header: 2-byte version + 16-byte file ID.
 	HeaderSize = 18
-	// Version is the only sector-file format version this package reads or writes.
-	Version = 1
+	// Version is the sector-file format of volumes of header version 1 and
+	// 2; Version2 that of header version 3 (see Cipher.Version2).
+	Version  = 1
+	Version2 = 2
 	// FileIDSize is the length of the random file ID in the header.
 	FileIDSize = 16
 	// NonceSize is the length of the random GCM nonce stored before each sector.
@@ -35,6 +38,9 @@ const (
 	Overhead = NonceSize + TagSize
 
 	aadSize = 2 + FileIDSize + 8
+	// aadSizeMax is the additional data of version 2: a final-sector flag
+	// follows the index.
+	aadSizeMax = aadSize + 1
 )
 
 // Errors. Authentication failures are reported as *AuthError, which matches
@@ -59,6 +65,9 @@ var (
 	// ErrTorn: a failed write (full file system) left a sector half written
 	// that could not be put back; it no longer authenticates.
 	ErrTorn = errors.New("sector: sector torn by a failed write")
+	// ErrNotFinal: (version 2) the last stored sector of the file is a hole,
+	// so nothing marks where the file ends: its end was cut or zeroed.
+	ErrNotFinal = errors.New("the last sector is a hole, not a sealed final sector (file cut or its end zeroed)")
 	// ErrSectorSize: a sector size is not a power of two in [MinSectorSize, MaxSectorSize],
 	// or a File and a Cipher disagree on it.
 	ErrSectorSize = errors.New("sector: invalid sector size")
@@ -145,14 +154,46 @@ func BackingSize(plainSize int64, sectorSize int) int64 {
 
 // header is the parsed 18-byte sector-file header.
 type header struct {
-	id [FileIDSize]byte
+	id      [FileIDSize]byte
+	version uint16 // Version or Version2; 0 means Version
 }
 
 func (h *header) marshal() []byte {
 	b := make([]byte, HeaderSize)
-	binary.BigEndian.PutUint16(b, Version)
+	binary.BigEndian.PutUint16(b, h.ver())
 	copy(b[2:], h.id[:])
 	return b
+}
+
+func (h *header) ver() uint16 {
+	if h.version == 0 {
+		return Version
+	}
+	return h.version
+}
+
+// aad writes the additional data of sector index into dst and returns it:
+// version || file ID || index, and in version 2 a final byte that is 1 for
+// the file's last sector, so that a file cut at a sector boundary fails.
+func (h *header) aad(dst []byte, index int64, final bool) []byte {
+	v := h.ver()
+	binary.BigEndian.PutUint16(dst, v)
+	copy(dst[2:2+FileIDSize], h.id[:])
+	binary.BigEndian.PutUint64(dst[2+FileIDSize:aadSize], uint64(index))
+	if v < Version2 {
+		return dst[:aadSize]
+	}
+	dst[aadSize] = 0
+	if final {
+		dst[aadSize] = 1
+	}
+	return dst[:aadSizeMax]
+}
+
+// isFinal reports whether sector i is the last of a file of size bytes
+// and the format flags it (version 2).
+func (h *header) isFinal(i, size int64, sectorSize int) bool {
+	return h.ver() >= Version2 && size > 0 && i == (size-1)/int64(sectorSize)
 }
 
 // parseHeader validates the header bytes; path only names the file in errors.
@@ -160,10 +201,11 @@ func parseHeader(b []byte, path string) (*header, error) {
 	if len(b) < HeaderSize {
 		return nil, fmt.Errorf("%w: %s: %d bytes, want %d", ErrHeader, path, len(b), HeaderSize)
 	}
-	if v := binary.BigEndian.Uint16(b); v != Version {
-		return nil, fmt.Errorf("%w: %s: unknown format version %d (this build reads version %d)", ErrHeader, path, v, Version)
+	v := binary.BigEndian.Uint16(b)
+	if v != Version && v != Version2 {
+		return nil, fmt.Errorf("%w: %s: unknown format version %d (this build reads versions %d and %d)", ErrHeader, path, v, Version, Version2)
 	}
-	h := &header{}
+	h := &header{version: v}
 	copy(h.id[:], b[2:HeaderSize])
 	if h.id == ([FileIDSize]byte{}) {
 		return nil, fmt.Errorf("%w: %s: all-zero file ID", ErrHeader, path)
@@ -196,3 +238,30 @@ func isZero(b []byte) bool {
 
 // log2 of a valid sector size, used to index buffer pools.
 func sizeShift(sectorSize int) int { return bits.TrailingZeros(uint(sectorSize)) }
+
+// NewFileHeader returns the header of a new sector file with a fresh
+// random file ID, for callers that give an empty file its ID before any
+// content (volumes that bind metadata to it).
+//
+// The header is of Version2: only volumes of that format create files
+// ahead of their content.
+func NewFileHeader() ([]byte, error) {
+	h := &header{version: Version2}
+	for h.id == ([FileIDSize]byte{}) {
+		if _, err := rand.Read(h.id[:]); err != nil {
+			return nil, fmt.Errorf("sector: new file ID: %w", err)
+		}
+	}
+	return h.marshal(), nil
+}
+
+// ParseFileID returns the file ID of the header at the start of b, which
+// must hold at least HeaderSize bytes (ErrHeader otherwise, or for an
+// unknown version or an all-zero ID). path only names the file in errors.
+func ParseFileID(b []byte, path string) ([]byte, error) {
+	h, err := parseHeader(b, path)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), h.id[:]...), nil
+}

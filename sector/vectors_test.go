@@ -145,12 +145,14 @@ func TestFormatVectors(t *testing.T) {
 				checkSectorVector(t, v)
 			case "file":
 				checkFileVector(t, v)
+			case "sector-v2":
+				checkSectorV2Vector(t, v)
 			default:
 				t.Fatalf("vector at line %d: unknown kind %q", v.line, kind)
 			}
 		})
 	}
-	for _, k := range []string{"file-key", "sector", "file"} {
+	for _, k := range []string{"file-key", "sector", "file", "sector-v2"} {
 		if kinds[k] == 0 {
 			t.Errorf("%s has no %q vector", formatDoc, k)
 		}
@@ -231,4 +233,44 @@ func checkFileVector(t *testing.T, v vector) {
 	}
 	f := openBacking(t, path, ss)
 	checkContent(t, f, newTestCipher(t, testKey(key), ss), pt)
+}
+
+// checkSectorV2Vector: a version 2 file whose only sector is final. The
+// documented backing file reads back through a version 2 File, and the
+// sector does not open as an inner one.
+func checkSectorV2Vector(t *testing.T, v vector) {
+	ss := int(v.int(t, "sector_size"))
+	key, id, nonce := v.hex(t, "content_key"), v.hex(t, "file_id"), v.hex(t, "nonce")
+	index := v.int(t, "index")
+	pt := v.hex(t, "plaintext")
+	h := header{version: Version2}
+	copy(h.id[:], id)
+	v.expect(t, "header", h.marshal())
+	aad := h.aad(make([]byte, aadSizeMax), index, v.int(t, "final") == 1)
+	v.expect(t, "aad", aad)
+	sub, err := deriveFileKey(key, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := newSectorAEAD(sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := aead.Seal(append([]byte(nil), nonce...), nonce, pt, aad)
+	v.expect(t, "sealed", sealed)
+
+	c := newTestCipher(t, testKey(key), ss)
+	c.UseVersion2()
+	path := filepath.Join(t.TempDir(), "v2")
+	if err := os.WriteFile(path, append(h.marshal(), sealed...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readAll(openBacking(t, path, ss), c)
+	if err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("read of the documented file: %q, %v", got, err)
+	}
+	// As an inner sector (final 0) the same bytes do not open.
+	if _, err := aead.Open(nil, nonce, sealed[len(nonce):], h.aad(make([]byte, aadSizeMax), index, false)); err == nil {
+		t.Fatal("the documented final sector opens as an inner one")
+	}
 }

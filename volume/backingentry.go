@@ -169,16 +169,37 @@ func (s *BackingSource) readTarget(e *Entry, dirfd int, name string) {
 // readMeta takes the mode and owner from the stored attribute when there
 // is one; a malformed one is an error, and the entry then shows its backing
 // mode and owner, as the mount does.
+//
+// On a volume with authenticated metadata the attribute must be there and
+// authenticate against the entry's file or directory ID.
 func (s *BackingSource) readMeta(e *Entry, xpath string) {
+	nc := s.keys.Names
+	auth := nc.AuthMeta()
 	b, err := fusefs.GetXattr(xpath, fusefs.MetaXattr)
-	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+	if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) || (errors.Is(err, unix.ENODATA) && !auth) {
+		return
+	}
+	if errors.Is(err, unix.ENODATA) {
+		e.addErr(PartMeta, "", fmt.Errorf("%w: %s is missing", fusefs.ErrMetaAuth, fusefs.MetaXattr))
 		return
 	}
 	if err != nil {
 		e.addErr(PartMeta, "", err)
 		return
 	}
-	mode, uid, gid, err := fusefs.DecodeMeta(b)
+	var id []byte
+	if auth {
+		if id, err = fusefs.EntryID(-1, xpath, e.Type == unix.S_IFDIR); err != nil {
+			if e.Type == unix.S_IFDIR && (errors.Is(err, names.ErrDirIDCorrupt) || errors.Is(err, unix.ENOENT)) {
+				// Reported as the directory ID's damage; its repair
+				// resets the mode and owner too.
+				return
+			}
+			e.addErr(PartMeta, "", fmt.Errorf("%w: %w", fusefs.ErrMetaAuth, err))
+			return
+		}
+	}
+	mode, uid, gid, err := fusefs.DecodeMetaFor(nc, id, b)
 	if err != nil {
 		e.addErr(PartMeta, "", err)
 		return
@@ -198,6 +219,7 @@ func (s *BackingSource) readXattrs(e *Entry, xpath string) {
 		e.addErr(PartXattr, "", err)
 		return
 	}
+	var entry []byte // the file or directory ID the values are bound to
 	for _, stored := range list {
 		if !strings.HasPrefix(stored, "user.") || fusefs.IsOwnXattr(stored) {
 			continue
@@ -218,7 +240,13 @@ func (s *BackingSource) readXattrs(e *Entry, xpath string) {
 			e.addErr(PartXattr, stored, err)
 			continue
 		}
-		val, err := s.keys.Names.OpenXattrValue(stored, sealed)
+		if entry == nil && s.keys.Names.AuthMeta() {
+			if entry, err = fusefs.EntryID(-1, xpath, e.Type == unix.S_IFDIR); err != nil {
+				e.addErr(PartXattr, stored, err)
+				continue
+			}
+		}
+		val, err := s.keys.Names.OpenXattrValue(stored, entry, sealed)
 		if err != nil {
 			e.addErr(PartXattr, stored, err)
 			continue

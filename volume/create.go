@@ -18,7 +18,9 @@ import (
 	"github.com/encvol/encvol/sector"
 )
 
-// Header field values written by this version.
+// Header field values written by this version. A new header starts at
+// HeaderVersion and becomes keywrap.HeaderVersionAuth once it has its
+// key-check blob.
 const (
 	HeaderVersion      = 1
 	CipherAES256GCM    = "AES-256-GCM"
@@ -150,6 +152,8 @@ func create(ctx context.Context, client kmsclient.Client, opt CreateOptions, kee
 		if err := AddKeyCheck(ctx, rw, h); err != nil {
 			return nil, fmt.Errorf("create volume %s: %w", backing, err)
 		}
+		// Version 3 needs the key-check blob of version 2.
+		h.Version = keywrap.HeaderVersionAuth
 	}
 	if err := h.Validate(); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", backing, err)
@@ -162,7 +166,10 @@ func create(ctx context.Context, client kmsclient.Client, opt CreateOptions, kee
 		return nil, fmt.Errorf("create volume %s: open backing directory: %w", backing, err)
 	}
 	written = append(written, filepath.Join(backing, names.DirIDFile))
-	_, err = names.CreateDirID(dfd)
+	rootID, err := names.CreateDirID(dfd)
+	if err == nil && h.AuthMeta() {
+		err = writeRootMeta(dfd, sub.Names, opt.PlaintextNames, rootID)
+	}
 	unix.Close(dfd)
 	if err != nil {
 		return nil, fmt.Errorf("create volume %s: root directory ID: %w", backing, err)

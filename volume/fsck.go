@@ -82,6 +82,9 @@ func Fsck(ctx context.Context, src *BackingSource, h *keywrap.Header, opt FsckOp
 			Findings: []*Finding{}, Actions: []FsckAction{},
 		},
 	}
+	if note := OldFormatNote(h); note != "" {
+		fk.add(&Finding{Kind: FindOldFormat, Severity: SeverityWarning, Path: "/", Backing: ".", Detail: note})
+	}
 	start := time.Now()
 	files, bytes, err := prescan(ctx, src.Root(), src.Keys().Names.IsReserved)
 	if err != nil {

@@ -62,7 +62,7 @@ func BenchmarkFsck(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := &keywrap.Header{VolumeID: "vol-bench", NameMode: NameModeEncrypted}
+	h := &keywrap.Header{Version: testHeaderVersion(v), VolumeID: "vol-bench", NameMode: NameModeEncrypted}
 	b.SetBytes(files * size)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -24,11 +24,20 @@ func fsckRun(t *testing.T, v *fusefstest.Volume, repair bool) *FsckReport {
 	if v.PlaintextNames {
 		mode = NameModePlaintext
 	}
-	rep, err := Fsck(context.Background(), src, &keywrap.Header{VolumeID: "vol-test", NameMode: mode}, FsckOptions{Repair: repair, Workers: 3})
+	rep, err := Fsck(context.Background(), src, &keywrap.Header{Version: testHeaderVersion(v), VolumeID: "vol-test", NameMode: mode}, FsckOptions{Repair: repair, Workers: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rep
+}
+
+// testHeaderVersion is the header version that goes with a test volume's
+// metadata format.
+func testHeaderVersion(v *fusefstest.Volume) int {
+	if v.AuthMeta {
+		return keywrap.HeaderVersionAuth
+	}
+	return keywrap.HeaderVersion
 }
 
 // findingKinds lists "severity kind where" of every finding, sorted.

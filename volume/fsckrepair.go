@@ -248,6 +248,16 @@ func (r *repairer) dirIDOp(f *Finding) *repairOp {
 			return a, fmt.Errorf("directory %s: %w", f.Where(), err)
 		}
 		a.Detail = "a new directory ID; names encrypted under the old one are in lost+found"
+		if r.keys.Names.AuthMeta() {
+			// The stored mode and owner were bound to the lost ID.
+			if v, err := fusefs.GetXattr(procPath(dfd, "."), fusefs.MetaXattr); err == nil {
+				r.keep(f.Backing, "attribute "+fusefs.MetaXattr, v)
+			}
+			if err := r.resetMeta(procPath(dfd, "."), f.Backing); err != nil {
+				return a, err
+			}
+			a.Detail += "; its mode and owner, bound to the old ID, are reset to 0700 and this user"
+		}
 		return a, nil
 	}}
 }
@@ -257,10 +267,19 @@ func (r *repairer) dirIDOp(f *Finding) *repairOp {
 func (r *repairer) attrOp(f *Finding, attr, action, what string) *repairOp {
 	return &repairOp{depth: depthOf(f.Backing), prio: 1, findings: []*Finding{f}, run: func() (FsckAction, error) {
 		a := FsckAction{Action: action, Path: f.Path, Backing: f.Backing, Detail: "removed " + what + " (its bytes are in the repair log)"}
+		reset := attr == fusefs.MetaXattr && r.keys.Names.AuthMeta()
+		if reset {
+			a.Detail = "reset " + what + " to 0600/0700 and this user (the old bytes are in the repair log)"
+		}
 		return a, r.atEntry(f.Backing, func(dfd int, name string) error {
 			p := procPath(dfd, name)
 			if v, err := fusefs.GetXattr(p, attr); err == nil {
 				r.keep(f.Backing, "attribute "+attr, v)
+			}
+			if reset {
+				// Every entry must have one: reset it to 0600/0700 and
+				// the caller's owner, bound to the entry.
+				return r.resetMeta(p, f.Backing)
 			}
 			if err := unix.Lremovexattr(p, attr); err != nil {
 				return fmt.Errorf("remove attribute %s of %s: %w", attr, f.Backing, err)
@@ -406,4 +425,26 @@ func (r *repairer) dropLongLink(backing, target string) error {
 		r.keep(backing, "long symlink target side file", b)
 	}
 	return names.RemoveLink(r.rootfd, target)
+}
+
+// resetMeta gives the regular file or directory at p a fresh stored mode
+// and owner: 0600 or 0700 and the caller.
+func (r *repairer) resetMeta(p, backing string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return fmt.Errorf("reset mode and owner of %s: %w", backing, err)
+	}
+	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	mode := uint32(fusefs.BackingFileMode)
+	if dir {
+		mode = fusefs.BackingDirMode
+	}
+	val, err := r.metaValue(-1, p, dir, mode)
+	if err == nil {
+		err = unix.Lsetxattr(p, fusefs.MetaXattr, val, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("reset mode and owner of %s: %w", backing, err)
+	}
+	return nil
 }

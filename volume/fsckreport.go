@@ -28,7 +28,8 @@ const (
 	FindBadSectors   = "bad-sectors"      // stored sectors that fail authentication
 	FindBadHeader    = "bad-file-header"  // the sector file's header is unreadable: every sector is lost
 	FindName         = "bad-name"         // the name does not decrypt (or its long-name side file is missing or damaged)
-	FindMeta         = "bad-mode-owner"   // the stored mode and owner are malformed
+	FindMeta         = "bad-mode-owner"   // the stored mode and owner are malformed, missing or fail authentication
+	FindOldFormat    = "old-format"       // the volume's format version is older than the current one
 	FindSymlink      = "bad-symlink"      // the symlink target does not decrypt
 	FindXattr        = "bad-xattr"        // a user attribute's name or value does not decrypt
 	FindUnreadable   = "unreadable-entry" // the backing entry cannot be examined at all

@@ -40,7 +40,7 @@ func (fk *fsck) readRecord(f *os.File) *lostFoundRecord {
 	if err != nil {
 		return nil
 	}
-	pt, err := fk.src.Keys().Names.OpenXattrValue(fusefs.LostFoundXattr, buf[:n])
+	pt, err := fk.src.Keys().Names.OpenXattrValue(fusefs.LostFoundXattr, nil, buf[:n])
 	if err != nil {
 		return nil
 	}
@@ -91,7 +91,10 @@ func (r *repairer) lostFound() (*lostFoundDir, error) {
 		id, err = names.CreateDirID(fd)
 	}
 	if err == nil && made {
-		err = unix.Fsetxattr(fd, fusefs.MetaXattr, fusefs.EncodeMeta(0o700, uint32(os.Geteuid()), uint32(os.Getegid())), 0)
+		var val []byte
+		if val, err = fusefs.EncodeMetaFor(r.keys.Names, id, 0o700, uint32(os.Geteuid()), uint32(os.Getegid())); err == nil {
+			err = unix.Fsetxattr(fd, fusefs.MetaXattr, val, 0)
+		}
 		if err == nil {
 			err = unix.Fsync(r.rootfd)
 		}
@@ -188,7 +191,7 @@ func (r *repairer) writeRecord(dirfd int, bname string, rec lostFoundRecord) err
 	if err != nil {
 		return err
 	}
-	sealed, err := r.keys.Names.SealXattrValue(fusefs.LostFoundXattr, b)
+	sealed, err := r.keys.Names.SealXattrValue(fusefs.LostFoundXattr, nil, b)
 	if err != nil {
 		return err
 	}
@@ -215,7 +218,7 @@ func (r *repairer) writeLog(text string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		fd, err := unix.Openat(lf.fd, bname, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, fusefs.BackingFileMode)
+		fd, err := unix.Openat(lf.fd, bname, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, fusefs.BackingFileMode)
 		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
@@ -245,11 +248,34 @@ func (r *repairer) writeSectorFile(f *os.File, data []byte) error {
 	if err != nil {
 		return err
 	}
+	if r.keys.Names.AuthMeta() {
+		if err := fusefs.WriteFileHeader(int(f.Fd())); err != nil {
+			return err
+		}
+	}
 	if _, err := sf.WriteAt(r.keys.Content, data, 0); err != nil {
 		return err
 	}
-	if err := unix.Fsetxattr(int(f.Fd()), fusefs.MetaXattr, fusefs.EncodeMeta(0o600, uint32(os.Geteuid()), uint32(os.Getegid())), 0); err != nil {
+	val, err := r.metaValue(int(f.Fd()), "", false, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := unix.Fsetxattr(int(f.Fd()), fusefs.MetaXattr, val, 0); err != nil {
 		return err
 	}
 	return f.Sync()
+}
+
+// metaValue is the stored mode and owner of an entry that repair makes or
+// resets: mode and the caller's owner, bound to the entry's ID on a volume
+// with authenticated metadata.
+func (r *repairer) metaValue(fd int, path string, dir bool, mode uint32) ([]byte, error) {
+	var id []byte
+	if r.keys.Names.AuthMeta() {
+		var err error
+		if id, err = fusefs.EntryID(fd, path, dir); err != nil {
+			return nil, err
+		}
+	}
+	return fusefs.EncodeMetaFor(r.keys.Names, id, mode, uint32(os.Geteuid()), uint32(os.Getegid()))
 }

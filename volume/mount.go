@@ -412,13 +412,14 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	}
 	gate := fusefs.NewGate(spec.OnRevoke, log)
 	fsys, err := fusefs.New(fusefs.Options{
-		Backing: spec.Backing, SectorSize: h.SectorSize, PlaintextNames: h.NameMode == NameModePlaintext,
+		Backing: spec.Backing, SectorSize: h.SectorSize, PlaintextNames: h.NameMode == NameModePlaintext, AuthMeta: h.AuthMeta(),
 		Gate: gate, Log: log, VolumeID: h.VolumeID,
 	})
 	if err != nil {
 		u.Close()
 		return nil, err
 	}
+	noteOldFormat(log, h)
 	m := &Mount{spec: spec, client: client, fs: fsys, gate: gate, log: log, started: time.Now(), logFile: logFile, lock: lock, done: make(chan struct{}), served: make(chan struct{})}
 	m.monitor, err = NewMonitor(MonitorOptions{
 		Backing: spec.Backing, Mountpoint: spec.Mountpoint, KMS: spec.KMS, Header: h, Client: client, Gate: gate,

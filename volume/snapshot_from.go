@@ -145,7 +145,8 @@ func rewrapForVolume(ctx context.Context, client kmsclient.Client, u *Unlocked, 
 		return nil, fmt.Errorf("the KMS rewrapped a different data key under %s", keyARN)
 	}
 	h := &keywrap.Header{
-		Version: keywrap.HeaderVersion, VolumeID: id, KMS: kmsName, KeyID: keyARN, WrappedDK: blob, EncryptionContext: encCtx,
+		// The entries are copied byte for byte: they keep their format.
+		Version: old.Version, VolumeID: id, KMS: kmsName, KeyID: keyARN, WrappedDK: blob, EncryptionContext: encCtx,
 		Cipher: old.Cipher, SectorSize: old.SectorSize, NameMode: old.NameMode,
 		Created: time.Now().UTC().Truncate(time.Second),
 	}

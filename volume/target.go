@@ -231,6 +231,19 @@ func (t *target) mkdir(d *dirRec, e *Entry, bname, long string) (*dirRec, error)
 	return &dirRec{rel: joinRel(d.rel, bname), id: id, fd: fd, refs: 1}, nil
 }
 
+// metaValue is the MetaXattr value of e, open as fd, as the mount writes
+// it (bound to the entry's ID on a volume that authenticates metadata).
+func (t *target) metaValue(fd int, e *Entry, dir bool) ([]byte, error) {
+	var id []byte
+	if t.names.AuthMeta() {
+		var err error
+		if id, err = fusefs.EntryID(fd, "", dir); err != nil {
+			return nil, fmt.Errorf("store mode and owner: %w", err)
+		}
+	}
+	return fusefs.EncodeMetaFor(t.names, id, e.Mode, e.UID, e.GID)
+}
+
 // setAttrs stores the mode and owner of a regular file or directory open
 // as fd (user.encvol.meta, or mirrored where the backing has no user
 // attributes) and its sealed user.* attributes.
@@ -240,7 +253,11 @@ func (t *target) setAttrs(fd int, e *Entry, dir bool) error {
 		canonical = fusefs.BackingDirMode
 	}
 	if t.metaOK.Load() {
-		err := unix.Fsetxattr(fd, fusefs.MetaXattr, fusefs.EncodeMeta(e.Mode, e.UID, e.GID), 0)
+		val, err := t.metaValue(fd, e, dir)
+		if err != nil {
+			return err
+		}
+		err = unix.Fsetxattr(fd, fusefs.MetaXattr, val, 0)
 		switch {
 		case err == nil:
 			if t.fixMode {
@@ -267,12 +284,18 @@ func (t *target) setAttrs(fd int, e *Entry, dir bool) error {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
+	var entry []byte // the file or directory ID the values are bound to
 	for _, x := range e.Xattrs {
 		stored, err := t.names.EncryptXattrName(x.Name)
 		if err != nil {
 			return fmt.Errorf("extended attribute %s: %w", x.Name, err)
 		}
-		sealed, err := t.names.SealXattrValue(stored, x.Value)
+		if entry == nil && t.names.AuthMeta() {
+			if entry, err = fusefs.EntryID(fd, "", dir); err != nil {
+				return fmt.Errorf("extended attribute %s: %w", x.Name, err)
+			}
+		}
+		sealed, err := t.names.SealXattrValue(stored, entry, x.Value)
 		if err != nil {
 			return fmt.Errorf("extended attribute %s: %w", x.Name, err)
 		}
@@ -391,6 +414,13 @@ func (t *target) createFile(d *dirRec, e *Entry, presize bool) (*fileWriter, err
 		return nil, fmt.Errorf("create: %w", err)
 	}
 	w := &fileWriter{t: t, d: d, e: e, tmp: tmp, f: os.NewFile(uintptr(fd), filepath.Join(t.backing, d.rel, tmp))}
+	if t.names.AuthMeta() {
+		// Its metadata is bound to the file ID, also when it stays empty.
+		if err := fusefs.WriteFileHeader(fd); err != nil {
+			w.abort()
+			return nil, err
+		}
+	}
 	if presize && e.Size > 0 {
 		if err := w.truncate(); err != nil {
 			w.abort()

@@ -45,6 +45,10 @@ type Options struct {
 	BackingParent string
 	// MaxRequests bounds the requests served at once; 0: the default.
 	MaxRequests int
+	// LegacyMeta: a volume of header version 2 or older, whose mode and
+	// owner records are not authenticated (the default is the current
+	// format).
+	LegacyMeta bool
 }
 
 // Volume is a backing directory with its content and names keys, enough to
@@ -53,6 +57,7 @@ type Volume struct {
 	Backing        string
 	SectorSize     int
 	PlaintextNames bool
+	AuthMeta       bool // header version 3: authenticated mode and owner
 	ContentKey     *keywrap.Key
 	NamesKey       *keywrap.Key
 }
@@ -78,7 +83,7 @@ func NewVolume(t testing.TB, opts Options) *Volume {
 	if err != nil {
 		t.Fatalf("fusefstest: open backing directory: %v", err)
 	}
-	_, err = names.CreateDirID(fd)
+	rootID, err := names.CreateDirID(fd)
 	unix.Close(fd)
 	if err != nil {
 		t.Fatalf("fusefstest: create root directory ID: %v", err)
@@ -96,7 +101,25 @@ func NewVolume(t testing.TB, opts Options) *Volume {
 		ck.Close()
 		nk.Close()
 	})
-	return &Volume{Backing: backing, SectorSize: ss, PlaintextNames: opts.PlaintextNames, ContentKey: ck, NamesKey: nk}
+	v := &Volume{Backing: backing, SectorSize: ss, PlaintextNames: opts.PlaintextNames, AuthMeta: !opts.LegacyMeta, ContentKey: ck, NamesKey: nk}
+	if v.AuthMeta {
+		// As encvol create does: the root's record too.
+		k := v.Keys(t)
+		defer k.Names.Close()
+		defer k.Content.Close()
+		var st unix.Stat_t
+		if err := unix.Stat(backing, &st); err != nil {
+			t.Fatalf("fusefstest: %v", err)
+		}
+		val, err := fusefs.EncodeMetaFor(k.Names, rootID, st.Mode&0o7777, st.Uid, st.Gid)
+		if err == nil {
+			err = unix.Setxattr(backing, fusefs.MetaXattr, val, 0)
+		}
+		if err != nil {
+			t.Fatalf("fusefstest: root mode and owner: %v", err)
+		}
+	}
+	return v
 }
 
 // Keys returns a fresh cipher and codec for the volume, ready for
@@ -112,6 +135,10 @@ func (v *Volume) Keys(t testing.TB) *fusefs.Keys {
 	if err != nil {
 		c.Close()
 		t.Fatalf("fusefstest: codec: %v", err)
+	}
+	if v.AuthMeta {
+		c.UseVersion2()
+		nc.SetAuthMeta()
 	}
 	return &fusefs.Keys{Content: c, Names: nc}
 }
@@ -172,6 +199,7 @@ func MountVolume(t testing.TB, v *Volume, opts Options) *Mount {
 		Backing:        v.Backing,
 		SectorSize:     v.SectorSize,
 		PlaintextNames: v.PlaintextNames,
+		AuthMeta:       v.AuthMeta,
 		Gate:           gate,
 		Log:            log,
 		VolumeID:       "vol-test",

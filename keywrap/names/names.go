@@ -146,16 +146,20 @@ const (
 	slotXattrNameEnc
 	slotSymlink
 	slotXattrValue
+	slotMetaMAC
 	numSlots
 )
 
-var slotLabels = [numSlots]string{LabelNameMAC, LabelNameEnc, LabelXattrNameMAC, LabelXattrNameEnc, LabelSymlink, LabelXattrValue}
+var slotLabels = [numSlots]string{LabelNameMAC, LabelNameEnc, LabelXattrNameMAC, LabelXattrNameEnc, LabelSymlink, LabelXattrValue, LabelMetaMAC}
 
 // Codec encrypts and decrypts names, symlink targets and xattrs of one volume.
 // It is safe for concurrent use. Close zeroizes its keys; every later call
 // fails with ErrClosed.
 type Codec struct {
 	plaintext bool
+	// authMeta: the volume's entries carry authenticated metadata (header
+	// version 3); set once before the codec is shared.
+	authMeta bool
 
 	mu     sync.RWMutex // read-held by every operation, write-held by Close
 	keys   *keywrap.Key // numSlots × 32 bytes; GUARDED_BY(mu)
@@ -164,7 +168,7 @@ type Codec struct {
 	symGCM cipher.AEAD  // GUARDED_BY(mu)
 	xvGCM  cipher.AEAD  // GUARDED_BY(mu)
 	// pools of keyed HMAC scratch state; GUARDED_BY(mu)
-	namePool, xattPool *sync.Pool
+	namePool, xattPool, metaPool *sync.Pool
 }
 
 // NewCodec derives the names keys from namesKey (keywrap.Subkeys.Names) into
@@ -209,6 +213,7 @@ func NewCodec(namesKey *keywrap.Key, plaintext bool) (*Codec, error) {
 	})
 	c.namePool = newSIVPool(slot(kb, slotNameMAC))
 	c.xattPool = newSIVPool(slot(kb, slotXattrNameMAC))
+	c.metaPool = newSIVPool(slot(kb, slotMetaMAC))
 	if derr != nil {
 		keys.Close()
 		return nil, fmt.Errorf("names: new codec: %w", derr)
@@ -239,7 +244,7 @@ func (c *Codec) Close() {
 	// keywrap.Secretly, so with runtime/secret the GC erases them once they
 	// become unreachable here.
 	c.keys, c.nameBl, c.xattBl, c.symGCM, c.xvGCM = nil, nil, nil, nil, nil
-	c.namePool, c.xattPool = nil, nil
+	c.namePool, c.xattPool, c.metaPool = nil, nil, nil
 }
 
 // Plaintext reports whether the codec passes names through (plaintext mode).
@@ -579,8 +584,12 @@ func (c *Codec) DecryptXattrName(stored string) (string, error) {
 // SealXattrValue encrypts an xattr value for storage under the backing xattr
 // name backingName (the result of EncryptXattrName): nonce || AES-256-GCM(val)
 // with additional data = backingName, so a value cannot be moved to another
-// attribute. Values are sealed in plaintext mode too.
-func (c *Codec) SealXattrValue(backingName string, val []byte) ([]byte, error) {
+// attribute. On a volume with authenticated metadata entry is the file or
+// directory ID of the entry that holds the attribute, and the additional
+// data is backingName || 0x00 || entry, so a value cannot be moved to
+// another entry either (nil entry: the name alone, as older volumes and
+// encvol's own attributes have it). Values are sealed in plaintext mode too.
+func (c *Codec) SealXattrValue(backingName string, entry, val []byte) ([]byte, error) {
 	if len(val)+gcmNonceLen+gcmTagLen > XattrValueMax {
 		return nil, wrap(ErrXattrTooLarge, "%d bytes (max %d)", len(val), XattrValueMax-gcmNonceLen-gcmTagLen)
 	}
@@ -589,18 +598,29 @@ func (c *Codec) SealXattrValue(backingName string, val []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer release()
-	return seal(c.xvGCM, val, []byte(backingName))
+	return seal(c.xvGCM, val, xattrAAD(backingName, entry))
 }
 
-// OpenXattrValue reverses SealXattrValue; a tampered value or one stored
-// under another name fails with ErrNameAuth.
-func (c *Codec) OpenXattrValue(backingName string, sealed []byte) ([]byte, error) {
+// xattrAAD is the additional data of an attribute value.
+func xattrAAD(backingName string, entry []byte) []byte {
+	if entry == nil {
+		return []byte(backingName)
+	}
+	aad := make([]byte, 0, len(backingName)+1+len(entry))
+	aad = append(aad, backingName...)
+	aad = append(aad, 0)
+	return append(aad, entry...)
+}
+
+// OpenXattrValue reverses SealXattrValue; a tampered value, one stored
+// under another name, or on another entry fails with ErrNameAuth.
+func (c *Codec) OpenXattrValue(backingName string, entry, sealed []byte) ([]byte, error) {
 	release, err := c.acquire()
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	pt, err := open(c.xvGCM, sealed, []byte(backingName))
+	pt, err := open(c.xvGCM, sealed, xattrAAD(backingName, entry))
 	if err != nil {
 		return nil, wrap(ErrNameAuth, "value of xattr %q", clip(backingName))
 	}

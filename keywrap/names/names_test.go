@@ -186,7 +186,7 @@ func TestPlaintextMode(t *testing.T) {
 	if err != nil || x != "user.comment" {
 		t.Fatalf("xattr passthrough: %q %v", x, err)
 	}
-	sealed, err := c.SealXattrValue(x, []byte("v"))
+	sealed, err := c.SealXattrValue(x, nil, []byte("v"))
 	if err != nil || bytes.Contains(sealed, []byte("v")) && len(sealed) == 1 {
 		t.Fatalf("xattr value not sealed in plaintext mode: %q %v", sealed, err)
 	}
@@ -285,26 +285,26 @@ func TestXattrs(t *testing.T) {
 	n1, _ := c.EncryptXattrName("user.a")
 	n2, _ := c.EncryptXattrName("user.b")
 	for _, val := range [][]byte{{}, []byte("value"), bytes.Repeat([]byte{0}, XattrValueMax-28)} {
-		sealed, err := c.SealXattrValue(n1, val)
+		sealed, err := c.SealXattrValue(n1, nil, val)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := c.OpenXattrValue(n1, sealed)
+		got, err := c.OpenXattrValue(n1, nil, sealed)
 		if err != nil || !bytes.Equal(got, val) || got == nil {
 			t.Fatalf("open: %d bytes %v", len(got), err)
 		}
-		if _, err := c.OpenXattrValue(n2, sealed); !errors.Is(err, ErrNameAuth) {
+		if _, err := c.OpenXattrValue(n2, nil, sealed); !errors.Is(err, ErrNameAuth) {
 			t.Fatalf("value under another name: %v", err)
 		}
 		sealed[len(sealed)-1] ^= 1
-		if _, err := c.OpenXattrValue(n1, sealed); !errors.Is(err, ErrNameAuth) {
+		if _, err := c.OpenXattrValue(n1, nil, sealed); !errors.Is(err, ErrNameAuth) {
 			t.Fatalf("tampered value: %v", err)
 		}
 	}
-	if _, err := c.SealXattrValue(n1, make([]byte, XattrValueMax-27)); !errors.Is(err, syscall.E2BIG) {
+	if _, err := c.SealXattrValue(n1, nil, make([]byte, XattrValueMax-27)); !errors.Is(err, syscall.E2BIG) {
 		t.Fatalf("too large: %v", err)
 	}
-	if _, err := c.OpenXattrValue(n1, []byte("short")); !errors.Is(err, ErrNameAuth) {
+	if _, err := c.OpenXattrValue(n1, nil, []byte("short")); !errors.Is(err, ErrNameAuth) {
 		t.Fatalf("short sealed value: %v", err)
 	}
 }
@@ -328,9 +328,9 @@ func TestCodecClose(t *testing.T) {
 		checks = append(checks, err)
 		_, err = c.DecryptXattrName("user.x")
 		checks = append(checks, err)
-		_, err = c.SealXattrValue("user.x", nil)
+		_, err = c.SealXattrValue("user.x", nil, nil)
 		checks = append(checks, err)
-		_, err = c.OpenXattrValue("user.x", make([]byte, 40))
+		_, err = c.OpenXattrValue("user.x", nil, make([]byte, 40))
 		checks = append(checks, err)
 		for i, err := range checks {
 			if !errors.Is(err, ErrClosed) {

@@ -62,7 +62,7 @@ func vectorCodec(t *testing.T, all map[string]map[string]string) *Codec {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	fields := [numSlots]string{"name_mac", "name_enc", "xattr_name_mac", "xattr_name_enc", "symlink", "xattr_value"}
+	fields := [numSlots]string{"name_mac", "name_enc", "xattr_name_mac", "xattr_name_enc", "symlink", "xattr_value", "meta_mac"}
 	for i, f := range fields {
 		if got := hex.EncodeToString(slot(c.keys.Bytes(), i)); got != kv[f] {
 			t.Errorf("%s key %s, document says %s", f, got, kv[f])
@@ -140,8 +140,26 @@ func TestVectorSymlinkXattr(t *testing.T) {
 	if got := hex.EncodeToString(sealed); got != x["backing_value"] {
 		t.Errorf("xattr value: %s, document says %s", got, x["backing_value"])
 	}
-	val, err := c.OpenXattrValue(x["backing_name"], unhex(t, x["backing_value"]))
+	val, err := c.OpenXattrValue(x["backing_name"], nil, unhex(t, x["backing_value"]))
 	if err != nil || hex.EncodeToString(val) != x["value_hex"] {
 		t.Errorf("xattr value open: %x %v", val, err)
+	}
+
+	// Format version 3: the value is bound to the entry's ID too.
+	x3, ok := all["xattr-v3"]
+	if !ok {
+		t.Fatal("no xattr-v3 vector")
+	}
+	entry := unhex(t, x3["entry_id"])
+	sealed = sealNonce(c.xvGCM, unhex(t, x3["nonce"]), unhex(t, x3["value_hex"]), xattrAAD(x3["backing_name"], entry))
+	if got := hex.EncodeToString(sealed); got != x3["backing_value"] {
+		t.Errorf("xattr-v3 value: %s, document says %s", got, x3["backing_value"])
+	}
+	if val, err := c.OpenXattrValue(x3["backing_name"], entry, sealed); err != nil || hex.EncodeToString(val) != x3["value_hex"] {
+		t.Errorf("xattr-v3 value open: %x %v", val, err)
+	}
+	entry[0] ^= 1
+	if _, err := c.OpenXattrValue(x3["backing_name"], entry, sealed); err == nil {
+		t.Error("xattr-v3 value opens under another entry ID")
 	}
 }
