@@ -14,6 +14,7 @@ command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
+command -v mkfs.xfs >/dev/null 2>&1 || need_apt+=(xfsprogs)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	log "installing ${need_apt[*]}"
 	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -237,13 +237,21 @@ func TestCreateKeyAliasTaken(t *testing.T) {
 				t.Errorf("create-key with a taken alias left a key behind: %d usable keys before, %d after", len(before), len(after))
 			}
 			if backend == "served" {
-				// Taken by another principal's key: refused all the same.
+				// Aliases belong to a principal, as to an AWS account: another
+				// principal's alias of the same name is no conflict, and each
+				// name resolves to its own principal's key.
 				bob := e.principalConfig(gxBob, "")
-				e.mustWith(bob, "kms", "create-key", "--alias", "alias/bobs")
-				r := e.runWith(e.cfg, "kms", "create-key", "--alias", "alias/bobs")
-				if r.code != exitUsage || !strings.Contains(r.stderr, "already taken") {
-					t.Errorf("create-key with another principal's alias: want exit %d: %v", exitUsage, r)
+				var bobs, alices kmsclient.KeyInfo
+				if err := json.Unmarshal([]byte(e.mustWith(bob, "kms", "create-key", "--alias", "alias/bobs", "--json").stdout), &bobs); err != nil {
+					t.Fatal(err)
 				}
+				if err := json.Unmarshal([]byte(e.must("kms", "create-key", "--alias", "alias/bobs", "--json").stdout), &alices); err != nil {
+					t.Fatal(err)
+				}
+				if alices.KeyID == bobs.KeyID {
+					t.Errorf("two principals' alias/bobs name one key %s", bobs.KeyID)
+				}
+				before = usableKeys(t, e)
 			}
 			// An alias name the KMS refuses only at CreateAlias.
 			r = e.runWith(e.cfg, "kms", "create-key", "--alias", "alias/aws/reserved")
