@@ -89,6 +89,20 @@ func EncodeMetaFor(nc *names.Codec, id []byte, mode, uid, gid uint32) ([]byte, e
 	return encodeMetaAuth(nc, id, m)
 }
 
+// EncodeMetaAt is EncodeMetaFor for the regular file or directory (dir)
+// open as fd (when >= 0, else at path): on a volume that authenticates
+// metadata it reads the entry's ID first and returns it too, so that a
+// caller that also binds attribute values to the entry reads it once.
+func EncodeMetaAt(nc *names.Codec, fd int, path string, dir bool, mode, uid, gid uint32) (val, id []byte, err error) {
+	if nc != nil && nc.AuthMeta() {
+		if id, err = entryID(fd, path, dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	val, err = EncodeMetaFor(nc, id, mode, uid, gid)
+	return val, id, err
+}
+
 // DecodeMetaFor parses and, on a volume that authenticates metadata,
 // checks a MetaXattr value of the entry whose ID is id. A value that fails
 // matches ErrMetaAuth.

@@ -439,7 +439,7 @@ func (r *repairer) resetMeta(p, backing string) error {
 	if dir {
 		mode = fusefs.BackingDirMode
 	}
-	val, err := r.metaValue(-1, p, dir, mode)
+	val, _, err := fusefs.EncodeMetaAt(r.keys.Names, -1, p, dir, mode, uint32(os.Geteuid()), uint32(os.Getegid()))
 	if err == nil {
 		err = unix.Lsetxattr(p, fusefs.MetaXattr, val, 0)
 	}

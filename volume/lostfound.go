@@ -256,7 +256,7 @@ func (r *repairer) writeSectorFile(f *os.File, data []byte) error {
 	if _, err := sf.WriteAt(r.keys.Content, data, 0); err != nil {
 		return err
 	}
-	val, err := r.metaValue(int(f.Fd()), "", false, 0o600)
+	val, _, err := fusefs.EncodeMetaAt(r.keys.Names, int(f.Fd()), "", false, 0o600, uint32(os.Geteuid()), uint32(os.Getegid()))
 	if err != nil {
 		return err
 	}
@@ -264,18 +264,4 @@ func (r *repairer) writeSectorFile(f *os.File, data []byte) error {
 		return err
 	}
 	return f.Sync()
-}
-
-// metaValue is the stored mode and owner of an entry that repair makes or
-// resets: mode and the caller's owner, bound to the entry's ID on a volume
-// with authenticated metadata.
-func (r *repairer) metaValue(fd int, path string, dir bool, mode uint32) ([]byte, error) {
-	var id []byte
-	if r.keys.Names.AuthMeta() {
-		var err error
-		if id, err = fusefs.EntryID(fd, path, dir); err != nil {
-			return nil, err
-		}
-	}
-	return fusefs.EncodeMetaFor(r.keys.Names, id, mode, uint32(os.Geteuid()), uint32(os.Getegid()))
 }

@@ -231,19 +231,6 @@ func (t *target) mkdir(d *dirRec, e *Entry, bname, long string) (*dirRec, error)
 	return &dirRec{rel: joinRel(d.rel, bname), id: id, fd: fd, refs: 1}, nil
 }
 
-// metaValue is the MetaXattr value of e, open as fd, as the mount writes
-// it (bound to the entry's ID on a volume that authenticates metadata).
-func (t *target) metaValue(fd int, e *Entry, dir bool) ([]byte, error) {
-	var id []byte
-	if t.names.AuthMeta() {
-		var err error
-		if id, err = fusefs.EntryID(fd, "", dir); err != nil {
-			return nil, fmt.Errorf("store mode and owner: %w", err)
-		}
-	}
-	return fusefs.EncodeMetaFor(t.names, id, e.Mode, e.UID, e.GID)
-}
-
 // setAttrs stores the mode and owner of a regular file or directory open
 // as fd (user.encvol.meta, or mirrored where the backing has no user
 // attributes) and its sealed user.* attributes.
@@ -252,11 +239,13 @@ func (t *target) setAttrs(fd int, e *Entry, dir bool) error {
 	if dir {
 		canonical = fusefs.BackingDirMode
 	}
+	var entry []byte // the file or directory ID the record and values are bound to
 	if t.metaOK.Load() {
-		val, err := t.metaValue(fd, e, dir)
+		val, id, err := fusefs.EncodeMetaAt(t.names, fd, "", dir, e.Mode, e.UID, e.GID)
 		if err != nil {
-			return err
+			return fmt.Errorf("store mode and owner: %w", err)
 		}
+		entry = id
 		err = unix.Fsetxattr(fd, fusefs.MetaXattr, val, 0)
 		switch {
 		case err == nil:
@@ -284,7 +273,6 @@ func (t *target) setAttrs(fd int, e *Entry, dir bool) error {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
-	var entry []byte // the file or directory ID the values are bound to
 	for _, x := range e.Xattrs {
 		stored, err := t.names.EncryptXattrName(x.Name)
 		if err != nil {
