@@ -105,7 +105,9 @@ func (a *app) runFsck(ctx context.Context, arg string, opt volume.FsckOptions, a
 	defer client.Close()
 	opt.UnlockTimeout = unlockTimeout
 	opt.Progress = newProgress(a.stderr)
+	stopProfile := a.profile()
 	rep, err := volume.FsckVolume(ctx, client, target.KMS, target.Backing, target.Header, opt)
+	stopProfile()
 	if err != nil {
 		return fsckError(a.withRemedy(inUseForFsck(err), target.Header.KeyID, target.KMS))
 	}
