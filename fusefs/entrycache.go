@@ -173,13 +173,6 @@ func (e *entryFS) invalidate() {
 	}
 }
 
-// negatives reports how many negative entries are remembered.
-func (e *entryFS) negatives() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.neg)
-}
-
 func (e *entryFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	s := e.start()
 	st := e.RawFileSystem.Mknod(c, in, name, out)
