@@ -88,6 +88,29 @@ type MountOptions struct {
 	// MaxRequests bounds the requests served at once (limit.go); 0 means
 	// DefaultMaxRequests.
 	MaxRequests int
+	// CacheTimeout is how long the kernel may keep names, attributes and
+	// negative entries without asking (see Mount); 0 means
+	// DefaultCacheTimeout, a negative value caches nothing.
+	CacheTimeout time.Duration
+}
+
+// DefaultCacheTimeout is the kernel's entry, attribute and negative entry
+// timeout unless MountOptions.CacheTimeout says otherwise (see Mount).
+const DefaultCacheTimeout = time.Minute
+
+// hangAttrTimeout caps the attribute timeout of a hang mode mount (see
+// Mount).
+const hangAttrTimeout = time.Second
+
+// cacheTimeout resolves MountOptions.CacheTimeout.
+func (mo MountOptions) cacheTimeout() time.Duration {
+	switch {
+	case mo.CacheTimeout == 0:
+		return DefaultCacheTimeout
+	case mo.CacheTimeout < 0:
+		return 0
+	}
+	return mo.CacheTimeout
 }
 
 // Counters are cumulative I/O statistics of one mounted file system, and
@@ -147,6 +170,10 @@ type FS struct {
 	openMu    sync.Mutex
 	open      map[*Node]struct{} // GUARDED_BY(openMu): nodes with an open backing file
 	openSince int                // GUARDED_BY(openMu): files opened since the last eviction
+
+	// entries remembers the negative entries the kernel caches, for the
+	// gate's invalidation (entrycache.go); nil until mounted.
+	entries atomic.Pointer[entryFS]
 
 	bufPool sync.Pool
 	dirs    dirCache
@@ -226,10 +253,47 @@ func (f *FS) Gate() *Gate { return f.gate }
 // Mount mounts the file system at mountpoint and starts serving it. The
 // returned server is mounted; call Unmount on it to stop.
 func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
-	sec := time.Second
+	// Why the kernel may cache names and attributes for a minute: every
+	// change the kernel does not make itself is either invalidated here or
+	// invalidated by the kernel, so the timeout is not what keeps the view
+	// right; it only bounds how long a change made to the backing
+	// directory behind the mount (which encvol refuses while mounted) can
+	// stay unseen. Who invalidates what:
+	//   - create, mkdir, mknod, symlink, link, unlink, rmdir, rename: the
+	//     kernel (fs/fuse/dir.c) drops the cached attributes of the parent
+	//     directories (size, nlink, times), takes the new entry's
+	//     attributes from the reply, drops the link count and change time
+	//     of an unlinked or replaced inode, and turns a negative entry
+	//     into the created one;
+	//   - setattr (chmod, chown, truncate, utimens) and link: the reply
+	//     carries the new attributes; setxattr and removexattr: the kernel
+	//     drops the change time (only user.* attributes are stored, so no
+	//     ACL changes a mode);
+	//   - reads: the daemon reads the backing to serve READ, READDIR and
+	//     READLINK, and the kernel drops the access time after each;
+	//     writes through the writeback cache: the kernel keeps size and
+	//     times itself and drops st_blocks at close (FLUSH);
+	//   - set-ID bits cleared under a WRITE or O_TRUNC open: killpriv.go
+	//     invalidates the inode's attributes;
+	//   - the side directory of long symlink targets at the root: longlink.go
+	//     invalidates the root's attributes when a side file comes or goes;
+	//   - nearly full backing, snapshot pause: space.go and pause.go drop
+	//     the attributes of regular files and give expiring ones;
+	//   - the key gate: InvalidateAll drops pages, attributes, names and
+	//     negative entries, and entrycache.go keeps replies prepared while
+	//     the gate closed out of the caches.
+	// A hang mode mount keeps the attribute timeout at hangAttrTimeout:
+	// after a close, a read(2) of an open file asks for attributes (and so
+	// waits at the gate in a request of its own, see Gate.Wait) only once
+	// they have expired.
+	ttl := mo.cacheTimeout()
+	attrTTL := ttl
+	if f.gate.Mode() == ModeHang {
+		attrTTL = min(ttl, hangAttrTimeout)
+	}
 	opts := &fs.Options{
-		EntryTimeout: &sec,
-		AttrTimeout:  &sec,
+		EntryTimeout: &ttl,
+		AttrTimeout:  &attrTTL,
 		// Mode 0000 is a real mode (chmod 000); without this go-fuse
 		// reports it as 0644/0755, and default_permissions would then let
 		// others read the file.
@@ -269,7 +333,9 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	// Files created on a nearly full backing use direct I/O (space.go);
 	// without this, mmap of them would fail.
 	opts.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
-	raw := newPauseFS(newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests, &f.ops), f)
+	ents := newEntryFS(newPauseFS(newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests, &f.ops), f), f.gate, ttl)
+	f.entries.Store(ents)
+	var raw fuse.RawFileSystem = ents
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		hint := ""
@@ -427,7 +493,8 @@ func (f *FS) Counters() Counters {
 
 // InvalidateAll drops the kernel's cached pages and attributes of every
 // inode the file system knows (including open but unlinked files) and the
-// cached directory entries below the root, so nothing decrypted earlier is
+// cached directory entries below the root, negative ones included
+// (entrycache.go), so nothing decrypted earlier is
 // served from kernel memory afterwards. It must not be called from inside a
 // FUSE request handler.
 func (f *FS) InvalidateAll() {
@@ -448,6 +515,9 @@ func (f *FS) InvalidateAll() {
 		for name := range d.Children() {
 			d.NotifyEntry(name)
 		}
+	}
+	if e := f.entries.Load(); e != nil {
+		e.invalidate()
 	}
 }
 

@@ -85,6 +85,10 @@ type Gate struct {
 	keys        *Keys         // GUARDED_BY(mu); nil while closed
 	opened      chan struct{} // GUARDED_BY(mu); closed when the gate opens
 	invalidator func()        // GUARDED_BY(mu)
+	// closes counts the closes that dropped keys: a reply prepared under
+	// one count must not be cached by the kernel under another
+	// (entrycache.go).
+	closes uint64 // GUARDED_BY(mu)
 
 	refusals    atomic.Uint64
 	transitions atomic.Uint64
@@ -145,6 +149,9 @@ func (g *Gate) Close(cause string) {
 	g.mu.Lock()
 	old := g.keys
 	g.keys = nil
+	if old != nil {
+		g.closes++
+	}
 	select {
 	case <-g.opened:
 		g.opened = make(chan struct{})
@@ -200,6 +207,14 @@ func (g *Gate) IsOpen() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.keys != nil
+}
+
+// epoch returns how many times the gate has closed and whether it is open
+// now, read together.
+func (g *Gate) epoch() (closes uint64, open bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closes, g.keys != nil
 }
 
 // Refusals counts Acquire and Wait calls that found the gate closed.

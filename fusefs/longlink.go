@@ -30,9 +30,23 @@ func (f *FS) storeLink(enc string) (string, error) {
 			out, err = names.StoreLink(rootfd, enc)
 			return err
 		})
+		if err == nil {
+			f.rootChanged()
+		}
 		return out, err
 	}
 	return enc, nil
+}
+
+// rootChanged drops the kernel's cached attributes of the root after the
+// side directory of long targets may have been created in the backing root
+// (its link count, size and times change): the kernel invalidates only the
+// parent of a new symlink. Only attributes, which takes no kernel lock, so
+// it may run inside the request.
+func (f *FS) rootChanged() {
+	if f.server.Load() != nil {
+		f.root.NotifyContent(-1, 0)
+	}
 }
 
 // loadLink turns what a backing symlink holds into the encrypted target.

@@ -45,9 +45,24 @@ type MountSpec struct {
 	NonEmpty         bool       // mount over a directory that holds files
 	AllowSwap        bool       // mount even if the keys cannot be locked in memory
 	Flags            MountFlags // noexec, noatime, ... (nosuid and nodev always)
+	// CacheTimeout is the kernel's entry and attribute timeout; nil: the
+	// file system's default (fusefs.DefaultCacheTimeout).
+	CacheTimeout *time.Duration
 	// OwnProcess: the caller is a daemon that serves nothing but this
 	// mount, so the file system may tune process-wide settings.
 	OwnProcess bool
+}
+
+// fsCacheTimeout is spec.CacheTimeout as fusefs.MountOptions takes it: 0
+// for the default, negative for no caching.
+func (s MountSpec) fsCacheTimeout() time.Duration {
+	switch {
+	case s.CacheTimeout == nil:
+		return 0
+	case *s.CacheTimeout == 0:
+		return -1
+	}
+	return *s.CacheTimeout
 }
 
 // Source names what spec mounts, for messages.
@@ -159,6 +174,7 @@ func (c *Config) ResolveMount(args []string, o MountOptionSet) (MountSpec, error
 	}
 	spec.Debug, spec.Foreground = o.Debug, o.Foreground
 	spec.NonEmpty, spec.Flags, spec.AllowSwap = o.NonEmpty, o.Flags, o.AllowSwap
+	spec.CacheTimeout = o.CacheTimeout
 	spec.OnRevoke = firstString(o.OnRevoke, vc.OnRevoke, c.Defaults.OnRevoke, DefaultOnRevoke)
 	spec.KeyCheckInterval = firstDuration(o.KeyCheckInterval, vc.KeyCheckInterval.D(), c.Defaults.KeyCheckInterval.D(), DefaultKeyCheckInterval)
 	spec.OfflineGrace = c.Defaults.OfflineGrace.D()
@@ -189,6 +205,9 @@ func layerOptions(base, top MountOptionSet) MountOptionSet {
 	}
 	if top.OnRevoke != "" {
 		out.OnRevoke = top.OnRevoke
+	}
+	if top.CacheTimeout != nil {
+		out.CacheTimeout = top.CacheTimeout
 	}
 	if top.ReadOnly != nil {
 		out.ReadOnly = top.ReadOnly
@@ -445,6 +464,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 		DirectMount: os.Geteuid() == 0, ReadOnly: spec.ReadOnly, AdaptiveProcs: spec.OwnProcess, MemoryTarget: spec.OwnProcess,
 		NoExec: spec.Flags.Has(FlagNoExec), NoAtime: spec.Flags.Has(FlagNoAtime), NoDirAtime: spec.Flags.Has(FlagNoDirAtime),
 		Sync: spec.Flags.Has(FlagSync), NoSymFollow: spec.Flags.Has(FlagNoSymFollow),
+		CacheTimeout: spec.fsCacheTimeout(),
 	})
 	if err != nil {
 		m.control.close()

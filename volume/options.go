@@ -22,7 +22,14 @@ type MountOptionSet struct {
 	NonEmpty         bool // "nonempty": mount over a directory that holds files
 	AllowSwap        bool // "allow_swap": mount even if the keys cannot be locked in memory
 	Flags            MountFlags
+	// CacheTimeout is cache_timeout=DUR: how long the kernel may keep
+	// names and attributes without asking; nil: the default.
+	CacheTimeout *time.Duration
 }
+
+// MaxCacheTimeout bounds cache_timeout=, so a typo ("60h") cannot hide a
+// change made behind the mount for days.
+const MaxCacheTimeout = time.Hour
 
 // MountFlag is one mount flag that the kernel (and for the access time
 // ones, the daemon) enforces on the mounted volume.
@@ -105,7 +112,7 @@ var refusedMountOptions = map[string]string{
 }
 
 // knownMountOptions lists what the refusal of an unknown option suggests.
-const knownMountOptions = "config=, kms=, key_check_interval=, offline_grace=, on_revoke=, ro, rw, allow_other, " +
+const knownMountOptions = "config=, kms=, key_check_interval=, offline_grace=, on_revoke=, cache_timeout=, ro, rw, allow_other, " +
 	"noexec, exec, noatime, atime, nodiratime, diratime, sync, async, nosymfollow, symfollow, nonempty, " +
 	"allow_swap, debug, foreground"
 
@@ -151,6 +158,16 @@ func (o *MountOptionSet) Merge(s string) error {
 				g := d.D()
 				o.OfflineGrace = &g
 			}
+		case "cache_timeout":
+			var d Duration
+			if err := d.UnmarshalText([]byte(val)); err != nil {
+				return fmt.Errorf("mount option cache_timeout: %w", err)
+			}
+			if d.D() < 0 || d.D() > MaxCacheTimeout {
+				return fmt.Errorf("mount option cache_timeout=%s is outside 0s..%s", val, MaxCacheTimeout)
+			}
+			c := d.D()
+			o.CacheTimeout = &c
 		case "on_revoke":
 			if val != OnRevokeEIO && val != OnRevokeHang {
 				return fmt.Errorf("mount option on_revoke=%s: want %s or %s", val, OnRevokeEIO, OnRevokeHang)

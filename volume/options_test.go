@@ -3,6 +3,7 @@ package volume
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMountOptionFlags(t *testing.T) {
@@ -44,6 +45,31 @@ func TestMountOptionFlags(t *testing.T) {
 	} {
 		if _, err := ParseMountOptions(opt); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: want an error saying %q, got %v", opt, want, err)
+		}
+	}
+}
+
+// TestMountOptionCacheTimeout: cache_timeout= takes a duration from 0s (no
+// caching) to MaxCacheTimeout and reaches the mount; anything else is
+// refused by name.
+func TestMountOptionCacheTimeout(t *testing.T) {
+	o, err := ParseMountOptions("cache_timeout=5s")
+	if err != nil || o.CacheTimeout == nil || *o.CacheTimeout != 5*time.Second {
+		t.Fatalf("cache_timeout=5s: %v %v", o.CacheTimeout, err)
+	}
+	if (MountSpec{CacheTimeout: o.CacheTimeout}).fsCacheTimeout() != 5*time.Second {
+		t.Error("5s does not reach the file system")
+	}
+	o, err = ParseMountOptions("cache_timeout=0s")
+	if err != nil || (MountSpec{CacheTimeout: o.CacheTimeout}).fsCacheTimeout() >= 0 {
+		t.Errorf("cache_timeout=0s must turn caching off: %v", err)
+	}
+	if (MountSpec{}).fsCacheTimeout() != 0 {
+		t.Error("no option must leave the file system's default")
+	}
+	for _, bad := range []string{"cache_timeout=", "cache_timeout=soon", "cache_timeout=-1s", "cache_timeout=2h"} {
+		if _, err := ParseMountOptions(bad); err == nil || !strings.Contains(err.Error(), "cache_timeout") {
+			t.Errorf("%s: %v, want an error naming cache_timeout", bad, err)
 		}
 	}
 }

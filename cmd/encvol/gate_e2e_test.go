@@ -334,6 +334,16 @@ func TestGateDisableEnable(t *testing.T) {
 				t.Fatalf("read before disable: %d %v", n, err)
 			}
 
+			// Names, attributes and a missing name are in the kernel's
+			// caches too (long entry, attribute and negative timeouts).
+			if err := os.Mkdir(filepath.Join(mnt, "d"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			cachedNames := []string{"d", "f", "missing", "d/missing"}
+			for _, n := range cachedNames {
+				os.Lstat(filepath.Join(mnt, n))
+			}
+
 			// Latency counts from the start of the disable-key command: the
 			// key may be disabled at any moment while it runs, so this is
 			// the honest upper bound (its own run time is logged too).
@@ -346,6 +356,18 @@ func TestGateDisableEnable(t *testing.T) {
 				closeLat.Round(time.Millisecond), cmdTook.Round(time.Millisecond), gxInterval)
 			if closeLat > gxCloseBound {
 				t.Errorf("first EIO %v after disable-key started, want <= interval + 1 s = %v", closeLat, gxCloseBound)
+			}
+
+			// Every cached name, present or missing, fails with EIO (not
+			// ENOENT, not old attributes) within the same bound.
+			for _, n := range cachedNames {
+				gxWait(t, "EIO for cached name "+n, 10*time.Second, func() bool {
+					_, err := os.Lstat(filepath.Join(mnt, n))
+					return gxIsEIO(err)
+				})
+			}
+			if lat := time.Since(cmdStart); lat > gxCloseBound {
+				t.Errorf("cached names failed with EIO %v after disable-key started, want <= %v", lat, gxCloseBound)
 			}
 
 			// Cache test: the file read before is not served, through the

@@ -52,7 +52,9 @@ this command returns once the mount answers; -f keeps it in the foreground
 (SIGINT/SIGTERM unmount).
 
 Options (-o, comma separated, repeatable): config=FILE, kms=NAME,
-key_check_interval=DUR, offline_grace=DUR, on_revoke=eio|hang, ro, rw,
+key_check_interval=DUR, offline_grace=DUR, on_revoke=eio|hang,
+cache_timeout=DUR (how long the kernel keeps names and attributes; default
+1m, 0s..1h, 0s asks every time), ro, rw,
 allow_other, debug, foreground; the mount flags noexec, noatime, nodiratime,
 nosymfollow, sync (and exec, atime, diratime, relatime, symfollow, async);
 nonempty to mount over a directory that holds files (refused otherwise);
