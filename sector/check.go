@@ -61,10 +61,14 @@ func (f *File) CheckSectors(c *Cipher, from, to int64, bad func(*AuthError)) (in
 	if size > 0 && h.ver() >= Version2 {
 		last = (size - 1) / int64(f.sectorSize)
 	}
-	skipped := func(lo, hi int64) {
+	stored := (b - HeaderSize + f.stored - 1) / f.stored
+	skipped := func(lo, hi int64) error {
 		if lo <= last && last < hi && last < to && last >= from {
 			bad(&AuthError{Path: f.path, Index: last, Err: ErrNotFinal})
 		}
+		// Version3: the skipped sectors are holes, which the hole map
+		// must allow.
+		return f.checkHoles(c, fk, h, max(lo, from), min(hi, to, stored, last), bad)
 	}
 	buf := checkBufs.Get().(*checkBuf)
 	defer checkBufs.Put(buf)
@@ -77,10 +81,14 @@ func (f *File) CheckSectors(c *Cipher, from, to int64, bad func(*AuthError)) (in
 		// Skip what the backing file system holds as a hole: its sectors
 		// read as zeros, which is a valid hole.
 		if next, done := f.skipHole(i, b); done {
-			skipped(i, math.MaxInt64)
+			if err := skipped(i, math.MaxInt64); err != nil {
+				return read, err
+			}
 			break
 		} else if next > i {
-			skipped(i, next)
+			if err := skipped(i, next); err != nil {
+				return read, err
+			}
 			i = next
 			continue
 		}
@@ -139,6 +147,8 @@ func (f *File) openChunk(c *Cipher, fk *fileKey, h *header, buf *checkBuf, chunk
 		final := h.isFinal(i+k, size, f.sectorSize)
 		if err := openSector(aead, buf.plain[:max(0, len(st)-Overhead)], st, h.aad(buf.aad[:], i+k, final), final); err != nil {
 			bad(&AuthError{Path: f.path, Index: i + k, Err: err})
+		} else if err := f.checkHole(aead, h, i+k, st); err != nil {
+			bad(err.(*AuthError))
 		}
 	}
 	clear(buf.plain[:f.sectorSize]) // no plaintext lingers in the pool
@@ -155,3 +165,42 @@ type checkBuf struct {
 var checkBufs = sync.Pool{New: func() any {
 	return &checkBuf{stored: make([]byte, checkBatch+MaxSectorSize+Overhead), plain: make([]byte, MaxSectorSize)}
 }}
+
+// checkHoles reports each sector of [lo, hi) of a Version3 file that the
+// hole map does not allow to be a hole; the caller knows they are holes.
+func (f *File) checkHoles(c *Cipher, fk *fileKey, h *header, lo, hi int64, bad func(*AuthError)) error {
+	if h.ver() < Version3 || lo >= hi {
+		return nil
+	}
+	if err := c.rlock(); err != nil {
+		return err
+	}
+	var m *holeMap
+	var err error
+	if fk.aead == nil {
+		err = ErrClosed
+	} else {
+		m, err = f.holeMap(fk.aead, h)
+	}
+	c.runlock()
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	for i := lo; i < hi; i++ {
+		switch {
+		case err != nil:
+			bad(&AuthError{Path: f.path, Index: i, Err: err})
+		case !m.contains(i):
+			bad(&AuthError{Path: f.path, Index: i, Err: ErrZeroed})
+		default:
+			// Jump over the extent that holds i.
+			for _, e := range m.ext {
+				if e.Start <= i && i < e.End {
+					i = e.End - 1
+					break
+				}
+			}
+		}
+	}
+	return nil
+}

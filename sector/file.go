@@ -44,6 +44,9 @@ type File struct {
 	hdr atomic.Pointer[header] // nil until read or created; reset by Truncate(0)
 	ref atomic.Pointer[keyRef] // cached per-file key of the last Cipher used
 
+	holesMu sync.Mutex              // serializes loading the hole map
+	holes   atomic.Pointer[holeMap] // the Version3 hole map once loaded (holefile.go)
+
 	// rc reaches the descriptor for pwrite and fallocate, made once: one
 	// per call would be an allocation on every write.
 	rc          syscall.RawConn
@@ -321,10 +324,16 @@ func (j *chunkJob) open(j0, j1 int64, plain, aad []byte) (int, error) {
 			if err := openSector(j.aead, j.p[lo-j.off:hi-j.off], st, a, final); err != nil {
 				return n, &AuthError{Path: f.path, Index: i, Err: err}
 			}
+			if err := f.checkHole(j.aead, j.h, i, st); err != nil {
+				return n, err
+			}
 		} else {
 			pt := plain[:plainLen]
 			if err := openSector(j.aead, pt, st, a, final); err != nil {
 				return n, &AuthError{Path: f.path, Index: i, Err: err}
+			}
+			if err := f.checkHole(j.aead, j.h, i, st); err != nil {
+				return n, err
 			}
 			copy(j.p[lo-j.off:hi-j.off], pt[lo-secStart:hi-secStart])
 		}
@@ -402,10 +411,24 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	S := int64(f.sectorSize)
+	if lo, hi := (size+S-1)/S, off/S; lo < hi {
+		// The write leaves a gap of holes: the hole map covers them
+		// first, or they are written as zeros where it cannot be kept.
+		ok, err := f.addHoles(c, fk, h, lo, hi)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			if err := f.fillZeros(c, size, off); err != nil {
+				return 0, err
+			}
+			return f.WriteAt(c, p, off)
+		}
+	}
 	bufs := getBuffers(f.sectorSize, f.batch)
 	defer putBuffers(bufs, f.sectorSize)
 
-	S := int64(f.sectorSize)
 	if last := (size - 1) / S; size > 0 && last < off/S && (size%S != 0 || h.ver() >= Version2) {
 		// The old last sector becomes an inner sector: pad a short one
 		// to full length, and drop the final flag (version 2).
@@ -642,6 +665,9 @@ func (j *chunkJob) seal(j0, j1 int64, plain, aad []byte) error {
 				if err := openSector(j.aead, full[:keep], old, j.h.aad(aad, i, final), final); err != nil {
 					return &AuthError{Path: f.path, Index: i, Err: err}
 				}
+				if err := f.checkHole(j.aead, j.h, i, old); err != nil {
+					return err
+				}
 			}
 			clear(full[keep:])
 			copy(full[lo-secStart:], pt)
@@ -727,6 +753,18 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 		return err
 	}
 	S := int64(f.sectorSize)
+	if size > old {
+		// The new sectors are holes (the last one is sealed below, in
+		// Version2 and later): the hole map covers them first, or they
+		// are written as zeros where it cannot be kept.
+		ok, err := f.addHoles(c, fk, h, (old+S-1)/S, (size+S-1)/S)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return f.fillZeros(c, old, size)
+		}
+	}
 	bufs := getBuffers(f.sectorSize, f.batch)
 	defer putBuffers(bufs, f.sectorSize)
 	if size > old {
@@ -833,6 +871,22 @@ func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, old
 	hole := isZero(old)
 	if hole && oldFinal {
 		return &AuthError{Path: f.path, Index: idx, Err: ErrNotFinal}
+	}
+	if hole && h.ver() >= Version3 {
+		// Sealing or keeping a zeroed sector would make it look valid.
+		if err := c.rlock(); err != nil {
+			return err
+		}
+		var herr error
+		if fk.aead == nil {
+			herr = ErrClosed
+		} else if herr = f.holeErr(fk.aead, h, idx); herr != nil {
+			herr = &AuthError{Path: f.path, Index: idx, Err: herr}
+		}
+		c.runlock()
+		if herr != nil {
+			return herr
+		}
 	}
 	if hole && !newFinal {
 		if shrink {
