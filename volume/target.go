@@ -404,7 +404,7 @@ func (t *target) createFile(d *dirRec, e *Entry, presize bool) (*fileWriter, err
 	w := &fileWriter{t: t, d: d, e: e, tmp: tmp, f: os.NewFile(uintptr(fd), filepath.Join(t.backing, d.rel, tmp))}
 	if t.names.AuthMeta() {
 		// Its metadata is bound to the file ID, also when it stays empty.
-		if err := fusefs.WriteFileHeader(fd); err != nil {
+		if err := fusefs.WriteFileHeader(fd, t.cipher); err != nil {
 			w.abort()
 			return nil, err
 		}
