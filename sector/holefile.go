@@ -167,3 +167,59 @@ func (f *File) Holes(c *Cipher) ([]Extent, error) {
 	}
 	return append([]Extent(nil), m.ext...), nil
 }
+
+// SetHoles replaces the hole map of a Version3 file by one that covers
+// holes (sector ranges), for a writer that made the whole file and knows
+// every sector it left unwritten: a copy that filled a presized file out
+// of order. Unlike the map WriteAt and Truncate keep, it may shrink, so
+// the caller vouches that no other sector is a hole, and calls it before
+// anyone else sees the file. Where the backing takes no extended
+// attributes the file has no holes (they were written as zeros) and
+// nothing changes.
+func (f *File) SetHoles(c *Cipher, holes []Extent) error {
+	if err := f.checkCipher(c); err != nil {
+		return err
+	}
+	b, err := f.backingSize()
+	if err != nil || b == 0 {
+		return err
+	}
+	h, fk, err := f.headerKey(c, b, false)
+	if err != nil || h.ver() < Version3 {
+		return err
+	}
+	var ext []Extent
+	for _, e := range holes {
+		ext = addExtent(ext, e.Start, e.End)
+	}
+	if err := c.rlock(); err != nil {
+		return err
+	}
+	if fk.aead == nil {
+		c.runlock()
+		return ErrClosed
+	}
+	sealed := sealHoles(fk.aead, c.nonces, h, ext)
+	c.runlock()
+	var serr error
+	if err := f.rc.Control(func(fd uintptr) {
+		if len(ext) == 0 {
+			serr = unix.Fremovexattr(int(fd), HolesXattr)
+			if errors.Is(serr, unix.ENODATA) {
+				serr = nil
+			}
+			return
+		}
+		serr = setHolesXattr(int(fd), HolesXattr, sealed, 0)
+	}); err != nil {
+		serr = err
+	}
+	switch {
+	case serr == nil:
+		f.holes.Store(&holeMap{h: h, ext: ext})
+		return nil
+	case errors.Is(serr, unix.EOPNOTSUPP):
+		return nil
+	}
+	return fmt.Errorf("sector: write hole map of %s: %w", f.path, &os.PathError{Op: "fsetxattr", Path: f.path, Err: serr})
+}

@@ -440,6 +440,16 @@ func (w *fileWriter) truncate() error {
 	return sf.Truncate(w.t.cipher, w.e.Size)
 }
 
+// setHoles gives the file the hole map of exactly the sectors its writers
+// left unwritten (see sector.File.SetHoles).
+func (w *fileWriter) setHoles(holes []sector.Extent) error {
+	sf, err := w.sectorFile()
+	if err != nil {
+		return err
+	}
+	return sf.SetHoles(w.t.cipher, holes)
+}
+
 // finish completes the file (size, mode, owner, attributes, times) and
 // gives it its name.
 func (w *fileWriter) finish(bname, long string) error {
