@@ -3,6 +3,7 @@ package sector
 import (
 	"bufio"
 	"bytes"
+	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -114,14 +115,7 @@ func mod256(n int64) []byte {
 // sealWithNonce is sealOne with a given nonce, the one thing a vector must fix.
 func sealWithNonce(t *testing.T, key, fileID, nonce []byte, index int64, pt []byte) []byte {
 	t.Helper()
-	sub, err := deriveFileKey(key, fileID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aead, err := newSectorAEAD(sub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	aead := vectorAEAD(t, key, fileID)
 	var id [FileIDSize]byte
 	copy(id[:], fileID)
 	aad := make([]byte, aadSize)
@@ -252,14 +246,7 @@ func checkSectorV2Vector(t *testing.T, v vector) {
 	v.expect(t, "header", h.marshal())
 	aad := h.aad(make([]byte, aadSizeMax), index, v.int(t, "final") == 1)
 	v.expect(t, "aad", aad)
-	sub, err := deriveFileKey(key, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aead, err := newSectorAEAD(sub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	aead := vectorAEAD(t, key, id)
 	sealed := aead.Seal(append([]byte(nil), nonce...), nonce, pt, aad)
 	v.expect(t, "sealed", sealed)
 
@@ -296,14 +283,7 @@ func checkHolesVector(t *testing.T, v vector) {
 	copy(h.id[:], id)
 	v.expect(t, "plaintext", encodeHoles(ext))
 	v.expect(t, "aad", h.holesAAD())
-	sub, err := deriveFileKey(key, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aead, err := newSectorAEAD(sub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	aead := vectorAEAD(t, key, id)
 	sealed := aead.Seal(append([]byte(nil), nonce...), nonce, encodeHoles(ext), h.holesAAD())
 	v.expect(t, "sealed", sealed)
 	got, err := openHoles(aead, h, v.hex(t, "sealed"))
@@ -315,4 +295,18 @@ func checkHolesVector(t *testing.T, v vector) {
 	if _, err := openHoles(aead, h, sealed); !errors.Is(err, ErrHoleMap) {
 		t.Fatalf("the documented map opened for another file ID: %v", err)
 	}
+}
+
+// vectorAEAD is the sector AEAD of a vector's content key and file ID.
+func vectorAEAD(t *testing.T, key, fileID []byte) cipher.AEAD {
+	t.Helper()
+	sub, err := deriveFileKey(key, fileID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := newSectorAEAD(sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aead
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/encvol/encvol/fusefs"
 	"github.com/encvol/encvol/sector"
-	"github.com/encvol/encvol/volume"
 )
 
 // TestMetaTamperEndToEnd: a new volume (and its copy) is format version 4;
@@ -78,17 +77,7 @@ func TestMetaTamperEndToEnd(t *testing.T) {
 // returns it with the path of the mount's log.
 func maRemount(t *testing.T, e *gxEnv, backing string) (mnt, logPath string) {
 	t.Helper()
-	mnt = backing + ".mnt2"
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gxUnmount(t, mnt) })
-	e.must("mount", backing, mnt)
-	mp, err := volume.CanonicalMountpoint(mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mnt, volume.LogPath(mp)
+	return hxMount(t, e, backing, "mnt2")
 }
 
 // maHeaderVersion checks the magic line of backing's header.
