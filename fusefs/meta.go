@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/sector"
 )
 
 // The backing directory must not show the plaintext permissions and owners
@@ -35,7 +36,9 @@ const lostFoundXattr = "user.encvol.lostfound"
 
 // isOwnXattr reports whether a backing attribute name is one encvol keeps
 // for itself beside the user's (encrypted) attributes.
-func isOwnXattr(name string) bool { return name == metaXattr || name == lostFoundXattr }
+func isOwnXattr(name string) bool {
+	return name == metaXattr || name == lostFoundXattr || name == sector.HolesXattr
+}
 
 // reservedXattrPrefix starts the backing names encvol writes itself. In
 // encrypted-names mode every stored user attribute also starts with it,
@@ -376,7 +379,7 @@ func (n *Node) initMeta(k *Keys, fd int, st *unix.Statx_t, m meta, id []byte) er
 		if k.Names.AuthMeta() && uint32(st.Mode)&unix.S_IFMT == unix.S_IFREG {
 			// The metadata is bound to the file ID: the file gets it now.
 			var err error
-			if id, err = writeFileHeader(fd); err != nil {
+			if id, err = writeFileHeader(fd, k.Content); err != nil {
 				return err
 			}
 			if err := statxFd(fd, st); err != nil {

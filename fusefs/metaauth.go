@@ -176,9 +176,9 @@ func (f *FS) metaErrno(err error, op string, fd int, path string) syscall.Errno 
 }
 
 // writeFileHeader gives a new, empty backing file (open as fd) its sector
-// header and returns its file ID.
-func writeFileHeader(fd int) ([]byte, error) {
-	h, err := sector.NewFileHeader()
+// header of c's version and returns its file ID.
+func writeFileHeader(fd int, c *sector.Cipher) ([]byte, error) {
+	h, err := sector.NewFileHeader(c)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/sector"
 )
 
 // The backing metadata format, for the volume operations that read and
@@ -121,9 +122,9 @@ var ErrMetaAuth = errMetaAuth
 // the metadata of the entry open as fd (when >= 0) or at path is bound to.
 func EntryID(fd int, path string, dir bool) ([]byte, error) { return entryID(fd, path, dir) }
 
-// WriteFileHeader gives a new, empty backing file its sector header, as a
-// volume that authenticates metadata does at create.
-func WriteFileHeader(fd int) error {
-	_, err := writeFileHeader(fd)
+// WriteFileHeader gives a new, empty backing file its sector header (of
+// c's version), as a volume that authenticates metadata does at create.
+func WriteFileHeader(fd int, c *sector.Cipher) error {
+	_, err := writeFileHeader(fd, c)
 	return err
 }

@@ -34,17 +34,20 @@ const IncompleteFile = "encvol.incomplete"
 // Version 3 has the fields of version 2 and says that the volume's entries
 // carry authenticated metadata (docs/format.md, "Version 3"); older volumes
 // keep their version until they are copied.
+// Version 4 has the fields of version 3 and says that the volume's files
+// authenticate their holes (sector-file version 3, docs/format.md).
 const (
 	HeaderVersion         = 1
 	HeaderVersionKeyCheck = 2
 	HeaderVersionAuth     = 3
+	HeaderVersionHoles    = 4
 )
 
 // knownVersion reports whether this build reads header version v.
-func knownVersion(v int) bool { return v >= HeaderVersion && v <= HeaderVersionAuth }
+func knownVersion(v int) bool { return v >= HeaderVersion && v <= HeaderVersionHoles }
 
 // versionsRead names the header versions this build reads, for errors.
-const versionsRead = "1 to 3"
+const versionsRead = "1 to 4"
 
 // MaxHeaderSize bounds the header file; anything larger is corrupt.
 const MaxHeaderSize = 64 << 10
@@ -136,7 +139,7 @@ func (h *Header) Validate() error {
 		if len(h.KeyCheck) != 0 {
 			return corrupt("key_check in a version %d header", HeaderVersion)
 		}
-	case HeaderVersionKeyCheck, HeaderVersionAuth:
+	case HeaderVersionKeyCheck, HeaderVersionAuth, HeaderVersionHoles:
 		if len(h.KeyCheck) == 0 || len(h.KeyCheck) > maxWrappedDKLen {
 			return corrupt("key_check has %d bytes (want 1..%d)", len(h.KeyCheck), maxWrappedDKLen)
 		}
@@ -245,7 +248,7 @@ func KeyCheckPlaintext(volumeID string) []byte {
 }
 
 // SetKeyCheck stores the key-check blob and makes h a version 2 header,
-// or leaves it at version 3.
+// or leaves it at version 3 or 4.
 func (h *Header) SetKeyCheck(blob []byte) {
 	h.KeyCheck = bytes.Clone(blob)
 	h.Version = max(h.Version, HeaderVersionKeyCheck)
@@ -254,6 +257,10 @@ func (h *Header) SetKeyCheck(blob []byte) {
 // AuthMeta reports whether the volume's entries carry authenticated
 // metadata (header version 3 and later).
 func (h *Header) AuthMeta() bool { return h.Version >= HeaderVersionAuth }
+
+// AuthHoles reports whether the volume's files authenticate their holes
+// (header version 4 and later).
+func (h *Header) AuthHoles() bool { return h.Version >= HeaderVersionHoles }
 
 func computeMAC(macKey *Key, msg []byte) ([]byte, error) {
 	if macKey == nil {

@@ -62,10 +62,14 @@ func (f *File) CheckSectors(c *Cipher, from, to int64, bad func(*AuthError)) (in
 	if size > 0 && h.ver() >= Version2 {
 		last = (size - 1) / int64(f.sectorSize)
 	}
-	skipped := func(lo, hi int64) {
+	stored := (b - HeaderSize + f.stored - 1) / f.stored
+	skipped := func(lo, hi int64) error {
 		if lo <= last && last < hi && last < to && last >= from {
 			bad(&AuthError{Path: f.path, Index: last, Err: ErrNotFinal})
 		}
+		// Version3: the skipped sectors are holes, which the hole map
+		// must allow.
+		return f.checkHoles(c, fk, h, max(lo, from), min(hi, to, stored, last), bad)
 	}
 	tc, err := f.tagChecker(c, fk, h)
 	if err != nil {
@@ -83,10 +87,14 @@ func (f *File) CheckSectors(c *Cipher, from, to int64, bad func(*AuthError)) (in
 		// Skip what the backing file system holds as a hole: its sectors
 		// read as zeros, which is a valid hole.
 		if next, done := f.skipHole(i, b); done {
-			skipped(i, math.MaxInt64)
+			if err := skipped(i, math.MaxInt64); err != nil {
+				return read, err
+			}
 			break
 		} else if next > i {
-			skipped(i, next)
+			if err := skipped(i, next); err != nil {
+				return read, err
+			}
 			i = next
 			continue
 		}
@@ -99,7 +107,7 @@ func (f *File) CheckSectors(c *Cipher, from, to int64, bad func(*AuthError)) (in
 			return read, fmt.Errorf("sector: check %s sectors %d-%d: %w", f.path, i, i+n-1, err)
 		}
 		read += int64(len(chunk))
-		if err := f.checkSectors(c, tc, h, buf, len(chunk), i, size, bad); err != nil {
+		if err := f.checkSectors(c, tc, fk, h, buf, len(chunk), i, size, bad); err != nil {
 			return read, err
 		}
 		i += n
@@ -132,17 +140,28 @@ const checkHeadroom = aadSlot - NonceSize
 // checkHeadroom in buf.stored, the first of which is sector i, in order
 // (each overwrites the tag of the one before). size is the file's
 // plaintext size (for the final flag).
-func (f *File) checkSectors(c *Cipher, tc *tagChecker, h *header, buf *checkBuf, n int, i, size int64, bad func(*AuthError)) error {
+func (f *File) checkSectors(c *Cipher, tc *tagChecker, fk *fileKey, h *header, buf *checkBuf, n int, i, size int64, bad func(*AuthError)) error {
 	if err := c.rlock(); err != nil {
 		return err
 	}
 	defer c.runlock()
+	if fk.aead == nil {
+		return ErrClosed
+	}
 	for k := int64(0); int64(n) > k*f.stored; k++ {
 		at := k * f.stored // the slot: headroom or previous tag, then nonce
 		st := min(int64(n)-at, f.stored)
+		slot := buf.stored[at : checkHeadroom+at+st]
+		// Read before checkSector writes the additional data over the
+		// nonce; a zero nonce is a hole, which the hole map must allow.
+		hole := isZero(slot[checkHeadroom:min(len(slot), checkHeadroom+NonceSize)])
 		final := h.isFinal(i+k, size, f.sectorSize)
-		if err := checkSector(tc, h, buf, buf.stored[at:checkHeadroom+at+st], i+k, final); err != nil {
+		if err := checkSector(tc, h, buf, slot, i+k, final); err != nil {
 			bad(&AuthError{Path: f.path, Index: i + k, Err: err})
+		} else if hole {
+			if err := f.checkHole(fk.aead, h, i+k, slot[checkHeadroom:]); err != nil {
+				bad(err.(*AuthError))
+			}
 		}
 	}
 	return nil
@@ -209,3 +228,42 @@ type checkBuf struct {
 var checkBufs = sync.Pool{New: func() any {
 	return &checkBuf{stored: make([]byte, checkHeadroom+checkBatch+MaxSectorSize+Overhead)}
 }}
+
+// checkHoles reports each sector of [lo, hi) of a Version3 file that the
+// hole map does not allow to be a hole; the caller knows they are holes.
+func (f *File) checkHoles(c *Cipher, fk *fileKey, h *header, lo, hi int64, bad func(*AuthError)) error {
+	if h.ver() < Version3 || lo >= hi {
+		return nil
+	}
+	if err := c.rlock(); err != nil {
+		return err
+	}
+	var m *holeMap
+	var err error
+	if fk.aead == nil {
+		err = ErrClosed
+	} else {
+		m, err = f.holeMap(fk.aead, h)
+	}
+	c.runlock()
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	for i := lo; i < hi; i++ {
+		switch {
+		case err != nil:
+			bad(&AuthError{Path: f.path, Index: i, Err: err})
+		case !m.contains(i):
+			bad(&AuthError{Path: f.path, Index: i, Err: ErrZeroed})
+		default:
+			// Jump over the extent that holds i.
+			for _, e := range m.ext {
+				if e.Start <= i && i < e.End {
+					i = e.End - 1
+					break
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -51,6 +51,9 @@ type Cipher struct {
 	// also when empty (its metadata is bound to the file ID), and its last
 	// sector is sealed as final. Set once before the Cipher is shared.
 	v2 bool
+	// v3: sector files of Version3 (volume header version 4): Version2
+	// plus the hole map (holes.go). Implies v2.
+	v3 bool
 
 	// regMu GUARDS reg. Lock order: mu before regMu.
 	regMu sync.Mutex
@@ -98,8 +101,20 @@ func NewCipher(content KeySource, sectorSize int) (*Cipher, error) {
 // (ErrHeader). Call it before the Cipher is shared.
 func (c *Cipher) UseVersion2() { c.v2 = true }
 
+// UseVersion3 makes the Cipher read and write sector files of Version3,
+// the format of volume header version 4: Version2, and an all-zero stored
+// sector is a hole only inside the file's authenticated hole map
+// (HolesXattr). Call it before the Cipher is shared.
+func (c *Cipher) UseVersion3() { c.v2, c.v3 = true, true }
+
+// FileVersion is the sector-file version the Cipher reads and writes.
+func (c *Cipher) FileVersion() int { return int(c.fileVersion()) }
+
 // fileVersion is the sector-file version the Cipher reads and writes.
 func (c *Cipher) fileVersion() uint16 {
+	if c.v3 {
+		return Version3
+	}
 	if c.v2 {
 		return Version2
 	}

@@ -44,6 +44,9 @@ type File struct {
 	hdr atomic.Pointer[header] // nil until read or created; reset by Truncate(0)
 	ref atomic.Pointer[keyRef] // cached per-file key of the last Cipher used
 
+	holesMu sync.Mutex              // serializes loading the hole map
+	holes   atomic.Pointer[holeMap] // the Version3 hole map once loaded (holefile.go)
+
 	// rc reaches the descriptor for pwrite and fallocate, made once: one
 	// per call would be an allocation on every write.
 	rc          syscall.RawConn
@@ -321,10 +324,16 @@ func (j *chunkJob) open(j0, j1 int64, plain, aad []byte) (int, error) {
 			if err := openSector(j.aead, j.p[lo-j.off:hi-j.off], st, a, final); err != nil {
 				return n, &AuthError{Path: f.path, Index: i, Err: err}
 			}
+			if err := f.checkHole(j.aead, j.h, i, st); err != nil {
+				return n, err
+			}
 		} else {
 			pt := plain[:plainLen]
 			if err := openSector(j.aead, pt, st, a, final); err != nil {
 				return n, &AuthError{Path: f.path, Index: i, Err: err}
+			}
+			if err := f.checkHole(j.aead, j.h, i, st); err != nil {
+				return n, err
 			}
 			copy(j.p[lo-j.off:hi-j.off], pt[lo-secStart:hi-secStart])
 		}
@@ -402,14 +411,28 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	S := int64(f.sectorSize)
+	if lo, hi := (size+S-1)/S, off/S; lo < hi {
+		// The write leaves a gap of holes: the hole map covers them
+		// first, or they are written as zeros where it cannot be kept.
+		ok, err := f.addHoles(c, fk, h, lo, hi)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			if err := f.fillZeros(c, size, off); err != nil {
+				return 0, err
+			}
+			return f.WriteAt(c, p, off)
+		}
+	}
 	bufs := getBuffers(f.sectorSize, f.batch)
 	defer putBuffers(bufs, f.sectorSize)
 
-	S := int64(f.sectorSize)
 	if last := (size - 1) / S; size > 0 && last < off/S && (size%S != 0 || h.ver() >= Version2) {
 		// The old last sector becomes an inner sector: pad a short one
 		// to full length, and drop the final flag (version 2).
-		if err := f.resize(c, fk, h, bufs, last, size-last*S, S, size, end, false); err != nil {
+		if err := f.resize(c, fk, h, bufs, last, size-last*S, S, size, end, false, false); err != nil {
 			return 0, err
 		}
 		size = (last + 1) * S
@@ -642,6 +665,9 @@ func (j *chunkJob) seal(j0, j1 int64, plain, aad []byte) error {
 				if err := openSector(j.aead, full[:keep], old, j.h.aad(aad, i, final), final); err != nil {
 					return &AuthError{Path: f.path, Index: i, Err: err}
 				}
+				if err := f.checkHole(j.aead, j.h, i, old); err != nil {
+					return err
+				}
 			}
 			clear(full[keep:])
 			copy(full[lo-secStart:], pt)
@@ -727,6 +753,18 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 		return err
 	}
 	S := int64(f.sectorSize)
+	if size > old {
+		// The new sectors are holes, but for the last one, which is
+		// sealed below: the hole map covers them first, or they are
+		// written as zeros where it cannot be kept.
+		ok, err := f.addHoles(c, fk, h, (old+S-1)/S, (size-1)/S)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return f.fillZeros(c, old, size)
+		}
+	}
 	bufs := getBuffers(f.sectorSize, f.batch)
 	defer putBuffers(bufs, f.sectorSize)
 	if size > old {
@@ -737,7 +775,7 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 			oldLen := old - idx*S
 			newLen := min(S, size-idx*S)
 			if oldLen != newLen || h.isFinal(idx, old, f.sectorSize) != h.isFinal(idx, size, f.sectorSize) {
-				if err := f.resize(c, fk, h, bufs, idx, oldLen, newLen, old, size, false); err != nil {
+				if err := f.resize(c, fk, h, bufs, idx, oldLen, newLen, old, size, false, false); err != nil {
 					return err
 				}
 			}
@@ -757,7 +795,7 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 		flagOld = math.MaxInt64
 	}
 	idx := (size - 1) / S
-	return f.resize(c, fk, h, bufs, idx, min(S, old-idx*S), size-idx*S, flagOld, size, true)
+	return f.resize(c, fk, h, bufs, idx, min(S, old-idx*S), size-idx*S, flagOld, size, true, false)
 }
 
 // refinalize re-seals the last sector of a version 2 file as final after
@@ -787,7 +825,7 @@ func (f *File) refinalize(c *Cipher, fk *fileKey, h *header, bufs *buffers) erro
 	if ok {
 		return nil
 	}
-	return f.resize(c, fk, h, bufs, idx, n, n, math.MaxInt64, size, false)
+	return f.resize(c, fk, h, bufs, idx, n, n, math.MaxInt64, size, false, false)
 }
 
 // sealFinalHole seals the last sector of a file of size bytes as zeros
@@ -802,7 +840,7 @@ func (f *File) sealFinalHole(c *Cipher, fk *fileKey, h *header, bufs *buffers, s
 		return err
 	}
 	// The hole was made just now by extending the file: it was never last.
-	return f.resize(c, fk, h, bufs, idx, n, n, math.MaxInt64, size, false)
+	return f.resize(c, fk, h, bufs, idx, n, n, math.MaxInt64, size, false, true)
 }
 
 // lastStored reads the last stored sector of a file of size > 0 bytes
@@ -822,8 +860,10 @@ func (f *File) lastStored(bufs *buffers, size int64) (idx, n int64, st []byte, e
 // hole stays a hole: the caller's ftruncate or later writes give it the
 // right stored length as zero bytes; a hole that becomes the last sector
 // of a version 2 file is sealed as zeros. With shrink set, the backing
-// file is cut to end right after the new sector first.
-func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, oldLen, newLen, oldSize, newSize int64, shrink bool) error {
+// file is cut to end right after the new sector first. made says that the
+// caller just made sector idx a hole (Version3 checks any other hole
+// against the hole map).
+func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, oldLen, newLen, oldSize, newSize int64, shrink, made bool) error {
 	old := bufs.old[0][:oldLen+Overhead]
 	if err := f.preadStored(old, idx); err != nil {
 		return err
@@ -833,6 +873,22 @@ func (f *File) resize(c *Cipher, fk *fileKey, h *header, bufs *buffers, idx, old
 	hole := isZero(old)
 	if hole && oldFinal {
 		return &AuthError{Path: f.path, Index: idx, Err: ErrNotFinal}
+	}
+	if hole && !made && h.ver() >= Version3 {
+		// Sealing or keeping a zeroed sector would make it look valid.
+		if err := c.rlock(); err != nil {
+			return err
+		}
+		var herr error
+		if fk.aead == nil {
+			herr = ErrClosed
+		} else if herr = f.holeErr(fk.aead, h, idx); herr != nil {
+			herr = &AuthError{Path: f.path, Index: idx, Err: herr}
+		}
+		c.runlock()
+		if herr != nil {
+			return herr
+		}
 	}
 	if hole && !newFinal {
 		if shrink {

@@ -25,9 +25,11 @@ const (
 	// HeaderSize is the size of the file header: 2-byte version + 16-byte file ID.
 	HeaderSize = 18
 	// Version is the sector-file format of volumes of header version 1 and
-	// 2; Version2 that of header version 3 (see Cipher.Version2).
+	// 2; Version2 that of header version 3 (see Cipher.UseVersion2);
+	// Version3 that of header version 4 (see Cipher.UseVersion3).
 	Version  = 1
 	Version2 = 2
+	Version3 = 3
 	// FileIDSize is the length of the random file ID in the header.
 	FileIDSize = 16
 	// NonceSize is the length of the random GCM nonce stored before each sector.
@@ -155,7 +157,7 @@ func BackingSize(plainSize int64, sectorSize int) int64 {
 // header is the parsed 18-byte sector-file header.
 type header struct {
 	id      [FileIDSize]byte
-	version uint16 // Version or Version2; 0 means Version
+	version uint16 // Version, Version2 or Version3; 0 means Version
 }
 
 func (h *header) marshal() []byte {
@@ -202,8 +204,8 @@ func parseHeader(b []byte, path string) (*header, error) {
 		return nil, fmt.Errorf("%w: %s: %d bytes, want %d", ErrHeader, path, len(b), HeaderSize)
 	}
 	v := binary.BigEndian.Uint16(b)
-	if v != Version && v != Version2 {
-		return nil, fmt.Errorf("%w: %s: unknown format version %d (this build reads versions %d and %d)", ErrHeader, path, v, Version, Version2)
+	if v != Version && v != Version2 && v != Version3 {
+		return nil, fmt.Errorf("%w: %s: unknown format version %d (this build reads versions %d to %d)", ErrHeader, path, v, Version, Version3)
 	}
 	h := &header{version: v}
 	copy(h.id[:], b[2:HeaderSize])
@@ -239,14 +241,15 @@ func isZero(b []byte) bool {
 // log2 of a valid sector size, used to index buffer pools.
 func sizeShift(sectorSize int) int { return bits.TrailingZeros(uint(sectorSize)) }
 
-// NewFileHeader returns the header of a new sector file with a fresh
-// random file ID, for callers that give an empty file its ID before any
-// content (volumes that bind metadata to it).
-//
-// The header is of Version2: only volumes of that format create files
-// ahead of their content.
-func NewFileHeader() ([]byte, error) {
-	h := &header{version: Version2}
+// NewFileHeader returns the header of a new sector file of c's version
+// with a fresh random file ID, for callers that give an empty file its ID
+// before any content (volumes that bind metadata to it: Version2 and
+// later).
+func NewFileHeader(c *Cipher) ([]byte, error) {
+	if c == nil || !c.v2 {
+		return nil, errors.New("sector: new file header: only sector files of version 2 and later are created ahead of their content")
+	}
+	h := &header{version: c.fileVersion()}
 	for h.id == ([FileIDSize]byte{}) {
 		if _, err := rand.Read(h.id[:]); err != nil {
 			return nil, fmt.Errorf("sector: new file ID: %w", err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -228,4 +229,60 @@ func FuzzFileOps(f *testing.F) {
 			t.Fatalf("final content differs (%v)", err)
 		}
 	})
+}
+
+// FuzzDecodeHoles feeds arbitrary plaintexts to the hole map decoder: it
+// must never panic, and whatever it accepts is a normalized map that
+// encodes back to the same bytes and survives a seal and open.
+func FuzzDecodeHoles(f *testing.F) {
+	f.Add(encodeHoles(nil))
+	f.Add(encodeHoles([]Extent{{1, 10}, {11, 41}}))
+	f.Add(encodeHoles([]Extent{{0, 1 << 40}}))
+	f.Add([]byte{holeMapFormat, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 5})
+	f.Add([]byte{2, 0, 0})
+	c, err := NewCipher(fixedKey(9), DefaultSectorSize)
+	if err != nil {
+		f.Fatal(err)
+	}
+	c.UseVersion3()
+	h := &header{version: Version3, id: [FileIDSize]byte{1, 2, 3}}
+	fk, err := c.fileKeyFor(&h.id)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ext, err := decodeHoles(b)
+		if err != nil {
+			if !errors.Is(err, ErrHoleMap) {
+				t.Fatalf("error %v does not match ErrHoleMap", err)
+			}
+			// The same bytes sealed must fail the same way when opened.
+			if _, oerr := openHoles(fk.aead, h, sealRaw(fk, c, h, b)); !errors.Is(oerr, ErrHoleMap) {
+				t.Fatalf("sealed malformed map opened: %v", oerr)
+			}
+			return
+		}
+		if len(ext) > MaxHoleExtents {
+			t.Fatalf("%d extents accepted", len(ext))
+		}
+		for k, e := range ext {
+			if e.Start >= e.End || (k > 0 && ext[k-1].End >= e.Start) {
+				t.Fatalf("extent %d %v not normalized in %v", k, e, ext)
+			}
+		}
+		if !bytes.Equal(encodeHoles(ext), b) {
+			t.Fatalf("re-encoding differs")
+		}
+		got, err := openHoles(fk.aead, h, sealHoles(fk.aead, c.nonces, h, ext))
+		if err != nil || !slices.Equal(got, ext) {
+			t.Fatalf("seal and open: %v, %v", got, err)
+		}
+	})
+}
+
+// sealRaw seals arbitrary bytes as a hole map plaintext.
+func sealRaw(fk *fileKey, c *Cipher, h *header, pt []byte) []byte {
+	out := make([]byte, NonceSize, NonceSize+len(pt)+TagSize)
+	c.nonces.next(out)
+	return fk.aead.Seal(out, out[:NonceSize], pt, h.holesAAD())
 }

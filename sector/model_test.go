@@ -32,14 +32,14 @@ func TestModel(t *testing.T) {
 		randomSeed = v
 	}
 	seeds := []uint64{0x5eed, randomSeed}
-	for _, v2 := range []bool{false, true} {
+	for _, ver := range []int{Version, Version2, Version3} {
 		for _, ss := range []int{512, 4096, 65536} {
 			for _, seed := range seeds {
-				name := fmt.Sprintf("v2=%v/ss=%d/seed=%d", v2, ss, seed)
+				name := fmt.Sprintf("v=%d/ss=%d/seed=%d", ver, ss, seed)
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
-					t.Logf("seed %d (replay: ENCVOL_SECTOR_SEED=%d go test -run 'TestModel/v2=%v/ss=%d/' ./sector/)", seed, seed, v2, ss)
-					runModel(t, ss, seed, modelOpsPerSize/len(seeds), v2, false)
+					t.Logf("seed %d (replay: ENCVOL_SECTOR_SEED=%d go test -run 'TestModel/v=%d/ss=%d/' ./sector/)", seed, seed, ver, ss)
+					runModel(t, ss, seed, modelOpsPerSize/len(seeds), ver, false)
 				})
 			}
 		}
@@ -48,7 +48,7 @@ func TestModel(t *testing.T) {
 	t.Run("sole", func(t *testing.T) {
 		t.Parallel()
 		t.Logf("seed %d (replay: ENCVOL_SECTOR_SEED=%d go test -run 'TestModel/sole' ./sector/)", randomSeed, randomSeed)
-		runModel(t, 4096, randomSeed, modelOpsPerSize/len(seeds), true, true)
+		runModel(t, 4096, randomSeed, modelOpsPerSize/len(seeds), Version3, true)
 	})
 }
 
@@ -64,13 +64,13 @@ type modelRun struct {
 	model []byte
 	data  []byte // random bytes that writes take slices of
 	op    int
-	v2    bool // sector files of Version2
+	ver   int  // the sector-file version (Version, Version2, Version3)
 	sole  bool // Files remember their size (SoleWriter)
 }
 
-func runModel(t *testing.T, sectorSize int, seed uint64, ops int, v2, sole bool) {
+func runModel(t *testing.T, sectorSize int, seed uint64, ops int, ver int, sole bool) {
 	m := &modelRun{
-		v2:   v2,
+		ver:  ver,
 		sole: sole,
 		t:    t,
 		rng:  rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
@@ -89,9 +89,7 @@ func runModel(t *testing.T, sectorSize int, seed uint64, ops int, v2, sole bool)
 	binary.LittleEndian.PutUint64(cs[:], seed)
 	rand.NewChaCha8(cs).Read(m.data)
 	m.c = newTestCipher(t, m.key, sectorSize)
-	if v2 {
-		m.c.UseVersion2()
-	}
+	m.useVersion(m.c)
 	m.f = openBacking(t, m.path, sectorSize)
 	if sole {
 		m.f.SoleWriter()
@@ -250,14 +248,21 @@ func (m *modelRun) rekey() {
 		m.fail("NewCipher: %v", err)
 	}
 	m.t.Cleanup(c.Close)
-	if m.v2 {
-		c.UseVersion2()
-	}
+	m.useVersion(c)
 	old.Close()
 	if _, err := m.f.ReadAt(old, make([]byte, 1), 0); !errors.Is(err, ErrClosed) {
 		m.fail("ReadAt with closed cipher: %v, want ErrClosed", err)
 	}
 	m.c = c
+}
+
+func (m *modelRun) useVersion(c *Cipher) {
+	switch m.ver {
+	case Version2:
+		c.UseVersion2()
+	case Version3:
+		c.UseVersion3()
+	}
 }
 
 func (m *modelRun) checkSize() {
@@ -270,7 +275,7 @@ func (m *modelRun) checkSize() {
 		m.fail("stat: %v", err)
 	}
 	want := BackingSize(int64(len(m.model)), int(m.ss))
-	if m.v2 && want == 0 && fi.Size() == HeaderSize {
+	if m.ver >= Version2 && want == 0 && fi.Size() == HeaderSize {
 		want = HeaderSize // a version 2 file keeps its header when emptied
 	}
 	if fi.Size() != want {

@@ -3,11 +3,14 @@ package sector
 import (
 	"bufio"
 	"bytes"
+	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,14 +115,7 @@ func mod256(n int64) []byte {
 // sealWithNonce is sealOne with a given nonce, the one thing a vector must fix.
 func sealWithNonce(t *testing.T, key, fileID, nonce []byte, index int64, pt []byte) []byte {
 	t.Helper()
-	sub, err := deriveFileKey(key, fileID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aead, err := newSectorAEAD(sub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	aead := vectorAEAD(t, key, fileID)
 	var id [FileIDSize]byte
 	copy(id[:], fileID)
 	aad := make([]byte, aadSize)
@@ -147,12 +143,14 @@ func TestFormatVectors(t *testing.T) {
 				checkFileVector(t, v)
 			case "sector-v2":
 				checkSectorV2Vector(t, v)
+			case "holes-v3":
+				checkHolesVector(t, v)
 			default:
 				t.Fatalf("vector at line %d: unknown kind %q", v.line, kind)
 			}
 		})
 	}
-	for _, k := range []string{"file-key", "sector", "file", "sector-v2"} {
+	for _, k := range []string{"file-key", "sector", "file", "sector-v2", "holes-v3"} {
 		if kinds[k] == 0 {
 			t.Errorf("%s has no %q vector", formatDoc, k)
 		}
@@ -248,14 +246,7 @@ func checkSectorV2Vector(t *testing.T, v vector) {
 	v.expect(t, "header", h.marshal())
 	aad := h.aad(make([]byte, aadSizeMax), index, v.int(t, "final") == 1)
 	v.expect(t, "aad", aad)
-	sub, err := deriveFileKey(key, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aead, err := newSectorAEAD(sub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	aead := vectorAEAD(t, key, id)
 	sealed := aead.Seal(append([]byte(nil), nonce...), nonce, pt, aad)
 	v.expect(t, "sealed", sealed)
 
@@ -273,4 +264,49 @@ func checkSectorV2Vector(t *testing.T, v vector) {
 	if _, err := aead.Open(nil, nonce, sealed[len(nonce):], h.aad(make([]byte, aadSizeMax), index, false)); err == nil {
 		t.Fatal("the documented final sector opens as an inner one")
 	}
+}
+
+// checkHolesVector: the sealed hole map of a version 3 file. The
+// documented plaintext, additional data and sealed value are what this
+// package builds, and the sealed value opens to the documented extents.
+func checkHolesVector(t *testing.T, v vector) {
+	key, id, nonce := v.hex(t, "content_key"), v.hex(t, "file_id"), v.hex(t, "nonce")
+	var ext []Extent
+	for _, r := range strings.Split(v.str(t, "extents"), ",") {
+		var e Extent
+		if _, err := fmt.Sscanf(r, "%d-%d", &e.Start, &e.End); err != nil {
+			t.Fatalf("extents %q: %v", r, err)
+		}
+		ext = append(ext, e)
+	}
+	h := &header{version: Version3}
+	copy(h.id[:], id)
+	v.expect(t, "plaintext", encodeHoles(ext))
+	v.expect(t, "aad", h.holesAAD())
+	aead := vectorAEAD(t, key, id)
+	sealed := aead.Seal(append([]byte(nil), nonce...), nonce, encodeHoles(ext), h.holesAAD())
+	v.expect(t, "sealed", sealed)
+	got, err := openHoles(aead, h, v.hex(t, "sealed"))
+	if err != nil || !slices.Equal(got, ext) {
+		t.Fatalf("the documented map opens to %v, %v", got, err)
+	}
+	// Under another file ID it does not.
+	h.id[0] ^= 1
+	if _, err := openHoles(aead, h, sealed); !errors.Is(err, ErrHoleMap) {
+		t.Fatalf("the documented map opened for another file ID: %v", err)
+	}
+}
+
+// vectorAEAD is the sector AEAD of a vector's content key and file ID.
+func vectorAEAD(t *testing.T, key, fileID []byte) cipher.AEAD {
+	t.Helper()
+	sub, err := deriveFileKey(key, fileID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := newSectorAEAD(sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aead
 }

@@ -19,7 +19,7 @@ import (
 )
 
 // Header field values written by this version. A new header starts at
-// HeaderVersion and becomes keywrap.HeaderVersionAuth once it has its
+// HeaderVersion and becomes keywrap.HeaderVersionHoles once it has its
 // key-check blob.
 const (
 	HeaderVersion      = 1
@@ -152,8 +152,8 @@ func create(ctx context.Context, client kmsclient.Client, opt CreateOptions, kee
 		if err := AddKeyCheck(ctx, rw, h); err != nil {
 			return nil, fmt.Errorf("create volume %s: %w", backing, err)
 		}
-		// Version 3 needs the key-check blob of version 2.
-		h.Version = keywrap.HeaderVersionAuth
+		// Versions 3 and 4 need the key-check blob of version 2.
+		h.Version = keywrap.HeaderVersionHoles
 	}
 	if err := h.Validate(); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", backing, err)

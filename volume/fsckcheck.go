@@ -32,6 +32,7 @@ type fileCheck struct {
 	mu    sync.Mutex    // guards the fields below
 	bad   []SectorRange // failing sectors, unordered between chunks
 	cause error         // why the first failing sector failed
+	other bool          // some sector failed for another reason than being zeroed
 	err   error         // what stopped a chunk
 }
 
@@ -95,10 +96,12 @@ func (fk *fsck) checkChunk(j checkJob) {
 	fc := j.fc
 	var bad []SectorRange
 	var cause error
+	other := false
 	read, err := fc.sf.CheckSectors(fk.src.Keys().Content, j.from, j.to, func(ae *sector.AuthError) {
 		if cause == nil {
 			cause = ae.Err
 		}
+		other = other || !errors.Is(ae.Err, sector.ErrZeroed)
 		bad = addSector(bad, ae.Index)
 	})
 	fk.bytes.Add(read)
@@ -106,6 +109,7 @@ func (fk *fsck) checkChunk(j checkJob) {
 	fk.prog.AddBytes(j.span)
 	fc.mu.Lock()
 	fc.bad = append(fc.bad, bad...)
+	fc.other = fc.other || other
 	if fc.cause == nil {
 		fc.cause = cause
 	}
@@ -137,6 +141,10 @@ func (fk *fsck) finish(fc *fileCheck) {
 		verb := "fail"
 		if sectorCount(bad) == 1 {
 			verb = "fails"
+		}
+		if !fc.other {
+			// Every one reads as zeros where the file never made a hole.
+			f.Kind = FindZeroed
 		}
 		f.Detail = fmt.Sprintf("%s %s authentication (%v): %s", plural(sectorCount(bad), "sector"), verb, fc.cause, describeRanges(bad, ss))
 	default:
@@ -174,7 +182,7 @@ func (fk *fsck) fileFinding(fc *fileCheck, f *Finding) {
 // keeps, to tell known damage from new.
 func damageOf(f *Finding) string {
 	switch f.Kind {
-	case FindBadSectors, FindChanged:
+	case FindBadSectors, FindZeroed, FindChanged:
 		if len(f.Sectors) > 0 {
 			return "sectors " + rangesString(f.Sectors)
 		}

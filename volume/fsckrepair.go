@@ -140,7 +140,7 @@ func (r *repairer) plan() []*repairOp {
 			ops = append(ops, r.recordOp(f))
 		case FindName:
 			r.addMove(&ops, moves, entryRef{path: f.Path, backing: f.Backing, typ: f.typ}, f)
-		case FindBadSectors, FindBadHeader:
+		case FindBadSectors, FindZeroed, FindBadHeader:
 			for _, ref := range r.namesOf(f) {
 				r.addMove(&ops, moves, ref, f)
 			}

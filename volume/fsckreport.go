@@ -26,6 +26,7 @@ const (
 // Kinds of fsck findings (Finding.Kind).
 const (
 	FindBadSectors   = "bad-sectors"      // stored sectors that fail authentication
+	FindZeroed       = "zeroed-sector"    // all-zero stored sectors where the file has no hole (format version 4): zeroed in the backing
 	FindBadHeader    = "bad-file-header"  // the sector file's header is unreadable: every sector is lost
 	FindName         = "bad-name"         // the name does not decrypt (or its long-name side file is missing or damaged)
 	FindMeta         = "bad-mode-owner"   // the stored mode and owner are malformed, missing or fail authentication

@@ -85,9 +85,7 @@ func proveBySectors(backing string, h *keywrap.Header, sub *keywrap.Subkeys, ent
 		return "", err
 	}
 	defer c.Close()
-	if h.AuthMeta() {
-		c.UseVersion2()
-	}
+	useFormat(h, c, nil)
 	tried := 0
 	for _, e := range ents {
 		if tried == maxProofEntries {

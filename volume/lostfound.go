@@ -249,7 +249,7 @@ func (r *repairer) writeSectorFile(f *os.File, data []byte) error {
 		return err
 	}
 	if r.keys.Names.AuthMeta() {
-		if err := fusefs.WriteFileHeader(int(f.Fd())); err != nil {
+		if err := fusefs.WriteFileHeader(int(f.Fd()), r.keys.Content); err != nil {
 			return err
 		}
 	}

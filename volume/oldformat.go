@@ -6,19 +6,43 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/sector"
 )
 
 // OldFormatNote says what a volume of a header version before 3 lacks and
 // the command that converts it; "" for a current volume. A mount logs it
 // once, fsck reports it.
 func OldFormatNote(h *keywrap.Header) string {
-	if h.AuthMeta() {
+	if h.AuthHoles() {
 		return ""
 	}
+	if h.AuthMeta() {
+		return fmt.Sprintf("volume format version %d: an all-zero sector in a backing file reads as a hole (zeros), so a sector "+
+			"zeroed in the backing directory is not detected; format version %d authenticates holes, "+
+			"and `encvol copy VOLUME NEWNAME` writes a copy in it",
+			h.Version, keywrap.HeaderVersionHoles)
+	}
 	return fmt.Sprintf("volume format version %d: the mode and owner of its files and directories are not authenticated, "+
-		"nor is a file's end (a file cut at a sector boundary reads as shorter); format version %d authenticates both, "+
-		"and `encvol copy VOLUME NEWNAME` writes a copy in it",
-		h.Version, keywrap.HeaderVersionAuth)
+		"nor is a file's end (a file cut at a sector boundary reads as shorter), nor are holes (a zeroed sector reads as zeros); "+
+		"format version %d authenticates all three, and `encvol copy VOLUME NEWNAME` writes a copy in it",
+		h.Version, keywrap.HeaderVersionHoles)
+}
+
+// useFormat sets the content cipher and, when given, the names codec to
+// the format of the volume's header version.
+func useFormat(h *keywrap.Header, c *sector.Cipher, nc *names.Codec) {
+	switch {
+	case h.AuthHoles():
+		c.UseVersion3()
+	case h.AuthMeta():
+		c.UseVersion2()
+	default:
+		return
+	}
+	if nc != nil {
+		nc.SetAuthMeta()
+	}
 }
 
 // noteOldFormat logs OldFormatNote once, when the volume is mounted.

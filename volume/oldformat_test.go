@@ -23,7 +23,7 @@ func TestOldFormatReported(t *testing.T) {
 	if got := findingKinds(fsckRun(t, cur, false)); len(got) != 0 {
 		t.Errorf("fsck of a current volume: %v", got)
 	}
-	for v, want := range map[int]bool{keywrap.HeaderVersion: true, keywrap.HeaderVersionKeyCheck: true, keywrap.HeaderVersionAuth: false} {
+	for v, want := range map[int]bool{keywrap.HeaderVersion: true, keywrap.HeaderVersionKeyCheck: true, keywrap.HeaderVersionAuth: true, keywrap.HeaderVersionHoles: false} {
 		var buf bytes.Buffer
 		noteOldFormat(zerolog.New(&buf), &keywrap.Header{Version: v})
 		if got := strings.Contains(buf.String(), "`encvol copy VOLUME NEWNAME`"); got != want {

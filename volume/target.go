@@ -404,7 +404,7 @@ func (t *target) createFile(d *dirRec, e *Entry, presize bool) (*fileWriter, err
 	w := &fileWriter{t: t, d: d, e: e, tmp: tmp, f: os.NewFile(uintptr(fd), filepath.Join(t.backing, d.rel, tmp))}
 	if t.names.AuthMeta() {
 		// Its metadata is bound to the file ID, also when it stays empty.
-		if err := fusefs.WriteFileHeader(fd); err != nil {
+		if err := fusefs.WriteFileHeader(fd, t.cipher); err != nil {
 			w.abort()
 			return nil, err
 		}
@@ -438,6 +438,16 @@ func (w *fileWriter) truncate() error {
 		return nil
 	}
 	return sf.Truncate(w.t.cipher, w.e.Size)
+}
+
+// setHoles gives the file the hole map of exactly the sectors its writers
+// left unwritten (see sector.File.SetHoles).
+func (w *fileWriter) setHoles(holes []sector.Extent) error {
+	sf, err := w.sectorFile()
+	if err != nil {
+		return err
+	}
+	return sf.SetHoles(w.t.cipher, holes)
 }
 
 // finish completes the file (size, mode, owner, attributes, times) and

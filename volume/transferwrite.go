@@ -15,6 +15,7 @@ import (
 
 	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/sector"
 )
 
 // writer runs one transfer's write phase: the walk of the source on one
@@ -89,6 +90,12 @@ type fileJob struct {
 
 	pending atomic.Int32
 	failed  atomic.Bool
+
+	// A split file is presized, so its hole map covers every sector;
+	// its chunks record the sectors they leave holes, and the finished
+	// file's map is cut down to them.
+	holesMu sync.Mutex
+	holes   []sector.Extent // GUARDED_BY(holesMu)
 }
 
 func newWriter(t *target, opt TransferOptions, prog Progress) *writer {
@@ -324,9 +331,17 @@ func (w *writer) writeChunk(f *fileJob, off, end int64, buf []byte) error {
 	}
 	S := int64(w.t.sectorSize)
 	done := int64(0)
+	skipped := func(lo, hi int64) {
+		if f.split && lo < hi {
+			f.holesMu.Lock()
+			f.holes = append(f.holes, sector.Extent{Start: lo / S, End: (hi + S - 1) / S})
+			f.holesMu.Unlock()
+		}
+	}
 	for pos := off; pos < end; {
 		ds, de, err := f.content.NextData(pos)
 		if errors.Is(err, io.EOF) {
+			skipped(pos, end)
 			break
 		}
 		if err != nil {
@@ -334,9 +349,11 @@ func (w *writer) writeChunk(f *fileJob, off, end int64, buf []byte) error {
 		}
 		ds = max(ds, pos)
 		if ds >= end {
+			skipped(pos, end)
 			break
 		}
 		ds -= ds % S
+		skipped(pos, ds)
 		de = min(end, (de+S-1)/S*S)
 		for p := ds; p < de; {
 			n := min(int64(len(buf)), de-p)
@@ -378,6 +395,16 @@ func (w *writer) endChunk(f *fileJob, err error) {
 		w.skipped.Add(1)
 		w.prog.AddFiles(1)
 	default:
+		if f.split {
+			f.holesMu.Lock()
+			holes := f.holes
+			f.holesMu.Unlock()
+			if err := f.w.setHoles(holes); err != nil {
+				f.w.abort()
+				w.errs.set(entryError(f.e, err))
+				return
+			}
+		}
 		if ferr := f.w.finish(f.bname, f.long); ferr != nil {
 			w.errs.set(entryError(f.e, ferr))
 			return

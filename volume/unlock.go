@@ -263,10 +263,7 @@ func openKeys(u *Unlocked) (*fusefs.Keys, error) {
 		cipher.Close()
 		return nil, fmt.Errorf("volume %s: name codec: %w", u.Backing, err)
 	}
-	if u.Header.AuthMeta() {
-		cipher.UseVersion2()
-		codec.SetAuthMeta()
-	}
+	useFormat(u.Header, cipher, codec)
 	u.Subkeys.Content = nil // ownership moves to the Keys
 	return &fusefs.Keys{Content: cipher, Names: codec, Release: content.Close}, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/keywrap/names"
+	"github.com/encvol/encvol/sector"
 	"github.com/encvol/encvol/volume"
 )
 
@@ -401,7 +402,11 @@ func backingShape(t *testing.T, backing string) []string {
 		}
 		var attrs []string
 		for x := range strings.SplitSeq(string(buf[:n]), "\x00") {
-			if x == "" {
+			if x == "" || x == sector.HolesXattr {
+				// The hole map follows where the file has holes,
+				// which the two writers leave in different places
+				// (cp --sparse=always makes holes of zero runs that
+				// import writes as data); the backing shows them anyway.
 				continue
 			}
 			if x == "user.encvol.meta" {

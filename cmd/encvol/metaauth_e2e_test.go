@@ -14,17 +14,16 @@ import (
 
 	"github.com/encvol/encvol/fusefs"
 	"github.com/encvol/encvol/sector"
-	"github.com/encvol/encvol/volume"
 )
 
-// TestMetaTamperEndToEnd: a new volume (and its copy) is format version 3;
+// TestMetaTamperEndToEnd: a new volume (and its copy) is format version 4;
 // a uid changed in a file's stored mode and owner is EIO plus a log line in
 // the mount, and fsck reports it as bad-mode-owner.
 func TestMetaTamperEndToEnd(t *testing.T) {
 	e := newGXEnv(t, "local", "")
 	key := e.createKey("alias/meta")
 	backing := e.newVolume("vol", key)
-	maHeaderVersion(t, backing, "v3")
+	maHeaderVersion(t, backing, "v4")
 	mnt := e.mount(e.cfg, backing)
 	victim := gxRandom(t, 12_345)
 	if err := os.WriteFile(filepath.Join(mnt, "victim"), victim, 0o640); err != nil {
@@ -39,7 +38,7 @@ func TestMetaTamperEndToEnd(t *testing.T) {
 	// A copy is of the current format and keeps the record.
 	dst := filepath.Join(e.dir, "copy")
 	e.must("copy", backing, "--backing", dst, "--key", key)
-	maHeaderVersion(t, dst, "v3")
+	maHeaderVersion(t, dst, "v4")
 	cmnt := e.mount(e.cfg, dst)
 	var st unix.Stat_t
 	if err := unix.Lstat(filepath.Join(cmnt, "victim"), &st); err != nil || st.Uid != 1234 || st.Mode&0o7777 != 0o640 {
@@ -78,17 +77,7 @@ func TestMetaTamperEndToEnd(t *testing.T) {
 // returns it with the path of the mount's log.
 func maRemount(t *testing.T, e *gxEnv, backing string) (mnt, logPath string) {
 	t.Helper()
-	mnt = backing + ".mnt2"
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gxUnmount(t, mnt) })
-	e.must("mount", backing, mnt)
-	mp, err := volume.CanonicalMountpoint(mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mnt, volume.LogPath(mp)
+	return hxMount(t, e, backing, "mnt2")
 }
 
 // maHeaderVersion checks the magic line of backing's header.

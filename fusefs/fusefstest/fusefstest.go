@@ -51,6 +51,9 @@ type Options struct {
 	// owner records are not authenticated (the default is the current
 	// format).
 	LegacyMeta bool
+	// NoHoleMap: a volume of header version 3, whose holes are not
+	// authenticated (the default is the current format, version 4).
+	NoHoleMap bool
 }
 
 // Volume is a backing directory with its content and names keys, enough to
@@ -60,6 +63,7 @@ type Volume struct {
 	SectorSize     int
 	PlaintextNames bool
 	AuthMeta       bool // header version 3: authenticated mode and owner
+	HoleMap        bool // header version 4: authenticated holes
 	ContentKey     *keywrap.Key
 	NamesKey       *keywrap.Key
 }
@@ -104,6 +108,7 @@ func NewVolume(t testing.TB, opts Options) *Volume {
 		nk.Close()
 	})
 	v := &Volume{Backing: backing, SectorSize: ss, PlaintextNames: opts.PlaintextNames, AuthMeta: !opts.LegacyMeta, ContentKey: ck, NamesKey: nk}
+	v.HoleMap = v.AuthMeta && !opts.NoHoleMap
 	if v.AuthMeta {
 		// As encvol create does: the root's record too.
 		k := v.Keys(t)
@@ -140,6 +145,9 @@ func (v *Volume) Keys(t testing.TB) *fusefs.Keys {
 	}
 	if v.AuthMeta {
 		c.UseVersion2()
+		if v.HoleMap {
+			c.UseVersion3()
+		}
 		nc.SetAuthMeta()
 	}
 	return &fusefs.Keys{Content: c, Names: nc}
