@@ -64,15 +64,17 @@ func (k *killPrivFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 // kill runs a SETATTR carrying only FATTR_KILL_SUIDGID through the node
 // file system (Node.Setattr does the work), then drops the kernel's cached
 // attributes of the inode: the kernel does not expect the mode to change
-// under a WRITE. The invalidation runs asynchronously because the kernel
-// may hold locks of that inode until this request is answered.
+// under a WRITE. The invalidation is done before the request is answered,
+// so a stat(2) after the write(2) or open(2) returns sees the cleared bits.
+// That cannot deadlock: an invalidation of attributes only (offset -1)
+// touches no page and takes no lock the kernel holds across this request.
 func (k *killPrivFS) kill(cancel <-chan struct{}, h *fuse.InHeader) fuse.Status {
 	in := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: *h, Valid: fuse.FATTR_KILL_SUIDGID}}
 	var out fuse.AttrOut
 	st := k.RawFileSystem.SetAttr(cancel, &in, &out)
 	if st.Ok() {
 		if srv := k.server.Load(); srv != nil {
-			go srv.InodeNotify(h.NodeId, -1, 0)
+			srv.InodeNotify(h.NodeId, -1, 0)
 		}
 	}
 	return st
