@@ -91,7 +91,7 @@ func (n *Node) renameLink(src, dst *childOp, np *Node, flags uint32, dstExists b
 	f := n.fsys
 	plain, _, sst, err := f.readBound(src.k, src.d.fd, src.bname, linkEntry{dirID: src.d.id, name: src.name})
 	if err != nil {
-		if errorsIsAuth(err) {
+		if isAuthErr(err) {
 			return f.authFail("rename", fdPath(src.d.fd, src.bname), err)
 		}
 		return f.errno(err, "rename", src.name)
@@ -146,7 +146,7 @@ func (n *Node) resealAfterExchange(k *Keys, d *dirRef, bname string, was, now li
 	f := n.fsys
 	plain, old, st, err := f.readBound(k, d.fd, bname, was)
 	if err != nil {
-		if errorsIsAuth(err) {
+		if isAuthErr(err) {
 			f.authFail("rename", fdPath(d.fd, bname), err)
 		} else {
 			f.resealFail(d.fd, bname, err)
@@ -188,7 +188,7 @@ func (n *Node) linkSymlink(ctx context.Context, c *childOp, tn *Node, out *fuse.
 	defer trel()
 	plain, _, st, err := f.readBound(c.k, unix.AT_FDCWD, tp, te)
 	if err != nil {
-		if errorsIsAuth(err) {
+		if isAuthErr(err) {
 			return nil, f.authFail("link", tp, err)
 		}
 		return nil, f.errno(err, "link", c.name)
@@ -213,8 +213,8 @@ func (n *Node) linkSymlink(ctx context.Context, c *childOp, tn *Node, out *fuse.
 	if err := statxAt(c.d.fd, c.bname, &sx); err != nil {
 		return nil, f.errno(err, "link", c.name)
 	}
-	// The kernel counts a link on the source's cached attributes; it has
-	// none, so they are read again.
+	// The kernel may count the new link on the source's cached
+	// attributes; the source keeps its one link, so they are read again.
 	if f.server.Load() != nil {
 		tn.NotifyContent(-1, 0)
 	}
@@ -231,6 +231,6 @@ func (f *FS) forgetEntry(parent *Node, name string) {
 	go parent.NotifyEntry(name)
 }
 
-// errorsIsAuth reports whether err is a failed authentication of a
-// target or of its long-target side file.
-func errorsIsAuth(err error) bool { return errors.Is(err, names.ErrNameAuth) }
+// isAuthErr reports whether err is a failed authentication of a target
+// or of its long-target side file.
+func isAuthErr(err error) bool { return errors.Is(err, names.ErrNameAuth) }

@@ -14,7 +14,9 @@
 //     directory encrypt equally (lookups need that); the directory ID makes
 //     equal names in different directories differ; the IV doubles as the
 //     authentication tag.
-//   - Symlink targets and xattr values: AES-256-GCM with random 96-bit nonces.
+//   - Symlink targets and xattr values: AES-256-GCM with random 96-bit nonces;
+//     in format version 4 a target's additional data names its entry
+//     (linkbind.go).
 //   - Every key is HKDF-SHA256 of the names subkey with its own label.
 package names
 
