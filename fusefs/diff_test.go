@@ -105,6 +105,7 @@ func runDifferential(t *testing.T, seed uint64, n int) {
 	vol := mountTestVolume(t, opts)
 	ref := t.TempDir()
 	sa, sb := newDiffSide(vol.Dir()), newDiffSide(ref)
+	sb.ownLinks = true // the test volume is of the current format
 	defer sa.closeAll()
 	defer sb.closeAll()
 	g := &opGen{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), ref: ref, refSide: sb}
@@ -149,6 +150,10 @@ const fdSlots = 4
 type diffSide struct {
 	root string
 	fds  [fdSlots]int
+	// ownLinks: link(2) of a symlink makes a symlink of its own, as the
+	// volume does (its targets are bound to their entry); set on the
+	// reference side.
+	ownLinks bool
 }
 
 func newDiffSide(root string) *diffSide {
@@ -361,6 +366,14 @@ func (o *diffOp) apply(sd *diffSide, scratch []byte) string {
 		}
 		return errnoResult(unix.Renameat2(unix.AT_FDCWD, p, unix.AT_FDCWD, p2, uint(o.flags)))
 	case "link":
+		var st unix.Stat_t
+		if sd.ownLinks && unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			target, err := os.Readlink(p)
+			if err != nil {
+				return "link " + errnoResult(err)
+			}
+			return errnoResult(unix.Symlink(target, p2))
+		}
 		return errnoResult(unix.Link(p, p2))
 	case "unlink":
 		return errnoResult(unix.Unlink(p))

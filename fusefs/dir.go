@@ -79,7 +79,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		seed = &m
 	}
-	ch, errno := n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, seed, nil)
+	ch, errno := n.newChildMeta(ctx, c, &st, out, seed, nil)
 	if errno != 0 {
 		unix.Close(fd)
 		return nil, nil, 0, errno
@@ -165,7 +165,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
-	ch, errno := n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, &dm, nil)
+	ch, errno := n.newChildMeta(ctx, c, &st, out, &dm, nil)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -217,7 +217,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if !hasMeta(uint32(st.Mode)) {
 		fixMode(-1, c.d.fd, c.bname, &st, mode)
 	}
-	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
+	return n.newChild(ctx, c, &st, out)
 }
 
 // mknodRegular makes the empty regular file of a mknod and stores its
@@ -250,7 +250,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, errno
 	}
 	defer c.done()
-	enc, err := c.k.Names.EncryptSymlink(target)
+	enc, err := c.k.Names.EncryptSymlink(c.d.id, name, target)
 	if err != nil {
 		return nil, n.fsys.errno(err, "symlink", name)
 	}
@@ -288,7 +288,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		c.dropLong()
 		return nil, n.fsys.errno(err, "symlink", name)
 	}
-	ch, errno := n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
+	ch, errno := n.newChild(ctx, c, &st, out)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -303,7 +303,7 @@ func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 		return nil, errno
 	}
 	defer rel()
-	p, prel, err := n.path(k)
+	p, le, prel, err := n.pathEntry(k)
 	if err != nil {
 		return nil, n.fsys.errno(err, "readlink", "")
 	}
@@ -312,11 +312,9 @@ func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if err != nil {
 		return nil, n.fsys.errno(err, "readlink", p)
 	}
-	plain, err := n.fsys.decodeLink(k, t)
+	plain, err := n.fsys.decodeLink(k, t, le)
 	if err != nil {
-		n.fsys.errs.Add(1)
-		n.fsys.log.Error().Str("op", "readlink").Str("path", p).Err(err).Msg("symlink target failed authentication")
-		return nil, syscall.EIO
+		return nil, n.fsys.authFail("readlink", p, err)
 	}
 	return []byte(plain), 0
 }
@@ -333,6 +331,9 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, errno
 	}
 	defer c.done()
+	if tn.StableAttr().Mode == syscall.S_IFLNK && c.k.Names.BindLinks() {
+		return n.linkSymlink(ctx, c, tn, out)
+	}
 	tp, trel, err := tn.path(c.k)
 	if err != nil {
 		return nil, n.fsys.errno(err, "link", name)
@@ -352,7 +353,7 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := statxAt(c.d.fd, c.bname, &st); err != nil {
 		return nil, n.fsys.errno(err, "link", name)
 	}
-	return n.newChild(ctx, c.k, &c.d, c.bname, &st, out)
+	return n.newChild(ctx, c, &st, out)
 }
 
 // Unlink removes a name (and its long-name side file).
@@ -534,7 +535,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	defer src.done()
 	// The destination reuses the source's key acquisition: acquiring twice
 	// could deadlock against a closing gate.
-	dst := &childOp{k: src.k, d: dirRef{fsys: n.fsys, fd: -1}}
+	dst := &childOp{k: src.k, name: newName, d: dirRef{fsys: n.fsys, fd: -1}}
 	defer dst.done()
 	d, err := np.openDir(src.k)
 	if err != nil {
@@ -565,6 +566,10 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if flags&unix.RENAME_NOREPLACE != 0 && dstExists {
 		return syscall.EEXIST
 	}
+	bind := src.k.Names.BindLinks()
+	if bind && flags&unix.RENAME_EXCHANGE == 0 && sst.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return n.renameLink(src, dst, np, flags, dstExists)
+	}
 
 	newLong, err := dst.writeLong()
 	if err != nil {
@@ -590,9 +595,11 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		finish = f
 	}
 	unpin := func() {}
+	replacedLink := ""
 	if dstExists && flags&unix.RENAME_EXCHANGE == 0 {
 		// The file replaced loses its name; the kernel may still have it open.
 		unpin = n.fsys.pinChild(np, newName, dst.d.fd, dst.bname)
+		replacedLink = longLinkOf(np.GetChild(newName), dst.d.fd, dst.bname)
 	}
 	if flags != 0 {
 		err = unix.Renameat2(src.d.fd, src.bname, dst.d.fd, dst.bname, uint(flags))
@@ -613,7 +620,28 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if flags&unix.RENAME_EXCHANGE == 0 && src.long != "" {
 		src.dropLong()
 	}
+	n.fsys.dropLink(replacedLink)
+	if bind && flags&unix.RENAME_EXCHANGE != 0 {
+		// The exchange is done: the kernel must learn of it whatever
+		// follows. A symlink left unsealed reads as EIO (logged) and fsck
+		// reports it.
+		n.resealExchanged(src, dst, np, &sst, &dstSt)
+	}
 	return 0
+}
+
+// resealExchanged seals again the targets of the symlinks among the two
+// entries RENAME_EXCHANGE just swapped (sst and dstSt: their stats from
+// before), each for the name it has now.
+func (n *Node) resealExchanged(src, dst *childOp, np *Node, sst, dstSt *unix.Stat_t) {
+	srcE := linkEntry{dirID: src.d.id, name: src.name}
+	dstE := linkEntry{dirID: dst.d.id, name: dst.name}
+	if sst.Mode&unix.S_IFMT == unix.S_IFLNK {
+		n.resealAfterExchange(src.k, &dst.d, dst.bname, srcE, dstE, np)
+	}
+	if dstSt.Mode&unix.S_IFMT == unix.S_IFLNK {
+		n.resealAfterExchange(src.k, &src.d, src.bname, dstE, srcE, n)
+	}
 }
 
 // dropDir forgets the cached descriptor of directory name in parent after

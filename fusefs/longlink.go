@@ -95,24 +95,25 @@ func longLinkOf(child *fs.Inode, dirfd int, bname string) string {
 	return t
 }
 
-// decodeLink returns the plaintext target of backing symlink target t.
-func (f *FS) decodeLink(k *Keys, t string) (string, error) {
+// decodeLink returns the plaintext target of backing symlink target t of
+// the entry e.
+func (f *FS) decodeLink(k *Keys, t string, e linkEntry) (string, error) {
 	enc, err := f.loadLink(t)
 	if err != nil {
 		return "", err
 	}
-	return k.Names.DecryptSymlink(enc)
+	return k.Names.DecryptSymlink(e.dirID, e.name, enc)
 }
 
 // symlinkSize sets a symlink's size to its plaintext target's length, as
 // a local file system reports it (lstat, ls -l); a target that does not
 // decode keeps the backing size and fails at readlink.
-func (f *FS) symlinkSize(k *Keys, st *unix.Statx_t, dirfd int, name string, a *fuse.Attr) {
+func (f *FS) symlinkSize(k *Keys, st *unix.Statx_t, dirfd int, name string, e linkEntry, a *fuse.Attr) {
 	if uint32(st.Mode)&unix.S_IFMT != unix.S_IFLNK {
 		return
 	}
 	if t, err := readlinkAt(dirfd, name); err == nil {
-		if plain, err := f.decodeLink(k, t); err == nil {
+		if plain, err := f.decodeLink(k, t, e); err == nil {
 			a.Size = uint64(len(plain))
 		}
 	}

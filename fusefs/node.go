@@ -97,27 +97,40 @@ func (n *Node) isRoot() bool { return n == n.fsys.root }
 // call release when done with the path. A node without a parent
 // (unlinked) has no path: ENOENT.
 func (n *Node) path(k *Keys) (string, func(), error) {
+	p, _, rel, err := n.pathEntry(k)
+	return p, rel, err
+}
+
+// linkEntry names an entry by its directory's ID and its plaintext name:
+// what a symlink target is bound to (names.LinkAAD).
+type linkEntry struct {
+	dirID []byte
+	name  string
+}
+
+// pathEntry is path that also names the entry (the root has none).
+func (n *Node) pathEntry(k *Keys) (string, linkEntry, func(), error) {
 	if n.isRoot() {
-		return n.fsys.backing, func() {}, nil
+		return n.fsys.backing, linkEntry{}, func() {}, nil
 	}
 	name, p := n.Parent()
 	if p == nil {
-		return "", nil, syscall.ENOENT
+		return "", linkEntry{}, nil, syscall.ENOENT
 	}
 	pn, ok := p.Operations().(*Node)
 	if !ok {
-		return "", nil, syscall.EIO
+		return "", linkEntry{}, nil, syscall.EIO
 	}
 	d, err := pn.openDir(k)
 	if err != nil {
-		return "", nil, err
+		return "", linkEntry{}, nil, err
 	}
 	b, _, err := k.Names.EncryptName(d.id, name)
 	if err != nil {
 		d.close()
-		return "", nil, err
+		return "", linkEntry{}, nil, err
 	}
-	return fdPath(d.fd, b), d.close, nil
+	return fdPath(d.fd, b), linkEntry{dirID: d.id, name: name}, d.close, nil
 }
 
 // fdPath names entry name of the directory open as dirfd.
@@ -226,6 +239,7 @@ func (n *Node) openDir(k *Keys) (dirRef, error) {
 type childOp struct {
 	k     *Keys
 	d     dirRef
+	name  string // plaintext name in d
 	bname string // backing name in d
 	long  string // full encoded name for the side file, "" if short
 	rel   func()
@@ -253,7 +267,7 @@ func (n *Node) childWith(ctx context.Context, op, name string, fromReaddir bool)
 	if errno != 0 {
 		return nil, errno
 	}
-	c := &childOp{k: k, rel: rel, d: dirRef{fsys: n.fsys, fd: -1}}
+	c := &childOp{k: k, rel: rel, name: name, d: dirRef{fsys: n.fsys, fd: -1}}
 	d, err := n.openDir(k)
 	if err != nil {
 		c.done()
@@ -304,8 +318,8 @@ func (c *childOp) dropLong() {
 
 // newChild registers the backing entry bname of d (stat'ed into st) as a
 // child node and fills out.
-func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return n.newChildMeta(ctx, k, d, bname, st, out, nil, nil)
+func (n *Node) newChild(ctx context.Context, c *childOp, st *unix.Statx_t, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.newChildMeta(ctx, c, st, out, nil, nil)
 }
 
 // newChildMeta is newChild for an entry whose stored mode and owner the
@@ -317,7 +331,8 @@ func (n *Node) newChild(ctx context.Context, k *Keys, d *dirRef, bname string, s
 // therefore never inherits known's cache: should known be forgotten before
 // the new node is registered, a copy could miss a change made through
 // known in between.
-func (n *Node) newChildMeta(ctx context.Context, k *Keys, d *dirRef, bname string, st *unix.Statx_t, out *fuse.EntryOut, seed *meta, known *Node) (*fs.Inode, syscall.Errno) {
+func (n *Node) newChildMeta(ctx context.Context, c *childOp, st *unix.Statx_t, out *fuse.EntryOut, seed *meta, known *Node) (*fs.Inode, syscall.Errno) {
+	k, d, bname := c.k, &c.d, c.bname
 	cn := &Node{fsys: n.fsys}
 	if seed != nil && n.fsys.metaEnabled() {
 		cn.meta.Store(&metaEntry{m: *seed, ok: true, canonical: true})
@@ -330,7 +345,7 @@ func (n *Node) newChildMeta(ctx context.Context, k *Keys, d *dirRef, bname strin
 		return nil, errno
 	}
 	n.fsys.expireAttr(&out.Attr, &out.AttrValid, &out.AttrValidNsec, true)
-	n.fsys.symlinkSize(k, st, d.fd, bname, &out.Attr)
+	n.fsys.symlinkSize(k, st, d.fd, bname, linkEntry{dirID: d.id, name: c.name}, &out.Attr)
 	return n.NewInode(ctx, cn, n.fsys.stableAttr(st)), 0
 }
 
@@ -372,7 +387,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if old := n.GetChild(name); old != nil && old.StableAttr() == n.fsys.stableAttr(&st) {
 		known, _ = old.Operations().(*Node)
 	}
-	return n.newChildMeta(ctx, c.k, &c.d, c.bname, &st, out, nil, known)
+	return n.newChildMeta(ctx, c, &st, out, nil, known)
 }
 
 // Getattr reports the attributes with the plaintext size. An open file is
@@ -433,7 +448,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 			return errno
 		}
 	}
-	p, prel, err := n.path(k)
+	p, le, prel, err := n.pathEntry(k)
 	if err != nil {
 		return n.fsys.errno(err, "getattr", "")
 	}
@@ -445,7 +460,7 @@ func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	if errno := n.fillAttrMeta(k, &st, -1, p, &out.Attr); errno != 0 {
 		return errno
 	}
-	n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, p, &out.Attr)
+	n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, p, le, &out.Attr)
 	return 0
 }
 
@@ -503,13 +518,14 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		fd = n.of.fd
 	}
 	path := ""
+	var le linkEntry
 	if fd < 0 {
-		p, prel, err := n.path(k)
+		p, e, prel, err := n.pathEntry(k)
 		if err != nil {
 			return n.fsys.errno(err, "setattr", "")
 		}
 		defer prel()
-		path = p
+		path, le = p, e
 	}
 	metaDone := false
 	if _, mok := in.GetMode(); (mok || in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0) &&
@@ -569,7 +585,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		return errno
 	}
 	if k != nil {
-		n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, path, &out.Attr)
+		n.fsys.symlinkSize(k, &st, unix.AT_FDCWD, path, le, &out.Attr)
 	}
 	return 0
 }

@@ -117,7 +117,7 @@ func (s *BackingSource) decodeName(d *backingDir, name string) (string, error) {
 // fillEntry fills e from backing entry name of dirfd ("" for dirfd
 // itself) as the mount shows it; xpath reaches the entry for the
 // attribute calls. What does not decode is added to e.Err.
-func (s *BackingSource) fillEntry(e *Entry, dirfd int, name, xpath string) {
+func (s *BackingSource) fillEntry(e *Entry, dirfd int, name, xpath string, ln linkName) {
 	var st unix.Statx_t
 	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
 	if name == "" {
@@ -139,7 +139,7 @@ func (s *BackingSource) fillEntry(e *Entry, dirfd int, name, xpath string) {
 	case unix.S_IFREG:
 		e.Size = sector.PlainSize(int64(st.Size), s.sectorSize)
 	case unix.S_IFLNK:
-		s.readTarget(e, dirfd, name)
+		s.readTarget(e, dirfd, name, ln)
 	}
 	if fusefs.HasMeta(e.Type) {
 		s.readMeta(e, xpath)
@@ -147,7 +147,16 @@ func (s *BackingSource) fillEntry(e *Entry, dirfd int, name, xpath string) {
 	}
 }
 
-func (s *BackingSource) readTarget(e *Entry, dirfd int, name string) {
+// linkName is the entry a symlink target is bound to (format version 4):
+// its directory's ID and plaintext name; ok is false when the name or the
+// directory ID does not decode (already an error of the entry).
+type linkName struct {
+	dirID []byte
+	name  string
+	ok    bool
+}
+
+func (s *BackingSource) readTarget(e *Entry, dirfd int, name string, ln linkName) {
 	stored, err := fusefs.ReadlinkAt(dirfd, name)
 	if err != nil {
 		e.addErr(PartTarget, "", err)
@@ -157,7 +166,13 @@ func (s *BackingSource) readTarget(e *Entry, dirfd int, name string) {
 		e.addErr(PartTarget, "", err)
 		return
 	}
-	t, err := s.keys.Names.DecryptSymlink(stored)
+	bound := s.keys.Names.BindLinks()
+	if bound && !ln.ok {
+		// Nothing to check the target against; the name's own error
+		// stands for the entry.
+		return
+	}
+	t, err := s.keys.Names.DecryptSymlink(ln.dirID, ln.name, stored)
 	if err != nil {
 		e.addErr(PartTarget, "", err)
 		return

@@ -116,7 +116,7 @@ func (s *BackingSource) Walk(ctx context.Context, fn func(*Entry) error) error {
 	}
 	defer unix.Close(fd)
 	e := &Entry{}
-	s.fillEntry(e, fd, "", s.root)
+	s.fillEntry(e, fd, "", s.root, linkName{})
 	if e.Type != unix.S_IFDIR {
 		return fmt.Errorf("walk %s: the backing root is not a directory", s.root)
 	}
@@ -171,7 +171,11 @@ func (s *BackingSource) walkDir(ctx context.Context, d *backingDir, fn func(*Ent
 			e.Path = joinRel(d.path, c.plain)
 		}
 		e.PathUnknown = e.Path == "" && c.err == nil
-		s.fillEntry(e, d.fd, c.backing, d.procPath(c.backing))
+		ln := linkName{}
+		if c.err == nil && d.idErr == nil {
+			ln = linkName{dirID: d.id, name: c.plain, ok: true}
+		}
+		s.fillEntry(e, d.fd, c.backing, d.procPath(c.backing), ln)
 		if err := fn(e); err != nil {
 			return err
 		}

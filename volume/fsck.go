@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/encvol/encvol/keywrap"
+	"github.com/encvol/encvol/keywrap/names"
 	"github.com/encvol/encvol/kmsclient"
 )
 
@@ -243,6 +244,9 @@ func (fk *fsck) addEntryError(e *Entry, ee *EntryError) {
 		f.Kind, f.Detail = FindMeta, "the stored mode and owner are malformed (the mount shows the backing ones): "+ee.Err.Error()
 	case PartTarget:
 		f.Kind, f.Detail = FindSymlink, "the symlink target does not decrypt: "+ee.Err.Error()
+		if errors.Is(ee.Err, names.ErrLinkEntry) {
+			f.Kind, f.Detail = FindLinkTarget, names.ErrLinkEntry.Error()
+		}
 	case PartXattr:
 		f.Kind, f.Detail = FindXattr, fmt.Sprintf("extended attribute %s does not decrypt: %v", ee.Attr, ee.Err)
 	default:

@@ -134,11 +134,17 @@ func (r *repairer) plan() []*repairOp {
 			if f.attr != "" {
 				ops = append(ops, r.attrOp(f, f.attr, "remove-xattr", "extended attribute "+f.attr))
 			}
-		case FindSymlink:
+		case FindSymlink, FindLinkTarget:
 			ops = append(ops, r.symlinkOp(f))
 		case FindChanged:
 			ops = append(ops, r.recordOp(f))
 		case FindName:
+			if f.typ == unix.S_IFLNK && r.keys.Names.BindLinks() {
+				// Its target is bound to the name that is lost: under
+				// another name in lost+found it could never be read.
+				ops = append(ops, r.symlinkOp(f))
+				continue
+			}
 			r.addMove(&ops, moves, entryRef{path: f.Path, backing: f.Backing, typ: f.typ}, f)
 		case FindBadSectors, FindZeroed, FindBadHeader:
 			for _, ref := range r.namesOf(f) {

@@ -32,6 +32,7 @@ const (
 	FindMeta         = "bad-mode-owner"   // the stored mode and owner are malformed, missing or fail authentication
 	FindOldFormat    = "old-format"       // the volume's format version is older than the current one
 	FindSymlink      = "bad-symlink"      // the symlink target does not decrypt
+	FindLinkTarget   = "symlink-target"   // the symlink target does not authenticate for its entry (format version 4): tampered, or moved from another symlink
 	FindXattr        = "bad-xattr"        // a user attribute's name or value does not decrypt
 	FindUnreadable   = "unreadable-entry" // the backing entry cannot be examined at all
 	FindMissingDirID = string(StrayMissingDirID)

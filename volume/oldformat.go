@@ -19,13 +19,15 @@ func OldFormatNote(h *keywrap.Header) string {
 	}
 	if h.AuthMeta() {
 		return fmt.Sprintf("volume format version %d: an all-zero sector in a backing file reads as a hole (zeros), so a sector "+
-			"zeroed in the backing directory is not detected; format version %d authenticates holes, "+
+			"zeroed in the backing directory is not detected, and a symlink target moved to another symlink still reads; "+
+			"format version %d authenticates holes and binds symlink targets to their symlink, "+
 			"and `encvol copy VOLUME NEWNAME` writes a copy in it",
 			h.Version, keywrap.HeaderVersionHoles)
 	}
 	return fmt.Sprintf("volume format version %d: the mode and owner of its files and directories are not authenticated, "+
-		"nor is a file's end (a file cut at a sector boundary reads as shorter), nor are holes (a zeroed sector reads as zeros); "+
-		"format version %d authenticates all three, and `encvol copy VOLUME NEWNAME` writes a copy in it",
+		"nor is a file's end (a file cut at a sector boundary reads as shorter), nor are holes (a zeroed sector reads as zeros), "+
+		"nor is a symlink target bound to its symlink; "+
+		"format version %d authenticates all four, and `encvol copy VOLUME NEWNAME` writes a copy in it",
 		h.Version, keywrap.HeaderVersionHoles)
 }
 
@@ -42,6 +44,9 @@ func useFormat(h *keywrap.Header, c *sector.Cipher, nc *names.Codec) {
 	}
 	if nc != nil {
 		nc.SetAuthMeta()
+		if h.AuthHoles() {
+			nc.SetBindLinks()
+		}
 	}
 }
 

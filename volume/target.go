@@ -316,7 +316,9 @@ func (t *target) special(d *dirRec, e *Entry, bname, long string) error {
 		return err
 	}
 	if e.Type == unix.S_IFLNK {
-		enc, err := t.names.EncryptSymlink(e.Target)
+		// Sealed for the entry it becomes (format version 4).
+		_, name := splitRel(e.Path)
+		enc, err := t.names.EncryptSymlink(d.id, name, e.Target)
 		if errors.Is(err, names.ErrNameTooLong) {
 			return fmt.Errorf("the symlink target is %d bytes long, more than a volume stores (%s)", len(e.Target), err)
 		}

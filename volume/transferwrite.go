@@ -179,7 +179,9 @@ func (w *writer) visit(ctx context.Context, e *Entry) error {
 	if err != nil {
 		return err
 	}
-	if e.Type != unix.S_IFDIR && e.Nlink > 1 {
+	// A symlink bound to its entry cannot share its backing inode with
+	// another name: each name becomes a symlink of its own.
+	if e.Type != unix.S_IFDIR && e.Nlink > 1 && !(e.Type == unix.S_IFLNK && w.t.names.BindLinks()) {
 		if first, ok := w.firstLink[e.Inode]; ok {
 			w.links = append(w.links, linkJob{e: e, first: first, dir: parent.rel, bname: bname, longName: long})
 			return nil

@@ -24,8 +24,8 @@ func newFsckCommand(a *app) *cobra.Command {
 		Short: "Check every sector, name and attribute of an unmounted volume or snapshot; --repair moves what cannot be read into lost+found",
 		Long: `Check a volume (a [volumes.NAME] or a backing directory) or a snapshot
 with its data key, which the KMS unwraps: every stored sector is read and
-authenticated, every name, symlink target and extended attribute decrypted,
-every directory's ID file, stored mode and owner, and hard-link count
+authenticated, every name, symlink target (in format version 4 bound to its
+symlink) and extended attribute decrypted, every directory's ID file, stored mode and owner, and hard-link count
 checked, and leftovers of interrupted writes (temporary files, long-name
 side files without their entry) found. The volume must not be mounted; it
 is locked while it is checked. Files are checked on one worker per CPU.
@@ -38,7 +38,9 @@ when its name does not decrypt) with the numbers of its failing sectors;
 volume's lost+found directory with its ciphertext kept: a file with damaged
 sectors (its readable sectors still read through the mount), an entry whose
 name does not decrypt (its content and, for a directory, everything in it
-become readable again under the new name). A directory whose ID file is
+become readable again under the new name; in format version 4 a symlink
+whose name does not decrypt is removed instead, as its target is bound to
+that name). A directory whose ID file is
 missing or damaged gets a new one. Attributes, stored modes and symlink
 targets that do not decrypt are removed after their bytes are written to a
 repair log in lost+found (encrypted like every file of the volume).

@@ -60,7 +60,7 @@ func TestImportTree(t *testing.T) {
 			}
 
 			mnt := e.mount(e.cfg, backing, "ro", "noatime", "nodiratime")
-			sameListing(t, "the imported volume", before, treeListing(t, mnt))
+			sameListing(t, "the imported volume", ownSymlinks(before), treeListing(t, mnt))
 			var st unix.Stat_t
 			if err := unix.Stat(filepath.Join(mnt, "sparse"), &st); err != nil {
 				t.Fatal(err)
@@ -198,7 +198,7 @@ func TestImportKilledAndRerun(t *testing.T) {
 	noTemporaries(t, backing)
 	sameListing(t, "the source after the import", before, treeListing(t, plain))
 	m := e.mount(e.cfg, backing, "ro", "noatime", "nodiratime")
-	sameListing(t, "the volume finished by the rerun", before, treeListing(t, m))
+	sameListing(t, "the volume finished by the rerun", ownSymlinks(before), treeListing(t, m))
 }
 
 // TestImportFullDisk: a target file system that fills up fails the import
@@ -234,7 +234,7 @@ func TestImportFullDisk(t *testing.T) {
 		t.Errorf("resumed report %+v", rep)
 	}
 	m := e.mount(e.cfg, backing, "ro", "noatime", "nodiratime")
-	sameListing(t, "the volume finished after the disk grew", before, treeListing(t, m))
+	sameListing(t, "the volume finished after the disk grew", ownSymlinks(before), treeListing(t, m))
 }
 
 // lastLine is the last non-empty line of s (progress lines come first).
@@ -359,7 +359,7 @@ func TestImportAll(t *testing.T) {
 		t.Errorf("stderr: %s", r.stderr)
 	}
 	m := e.mount(e.cfg, good, "ro", "noatime", "nodiratime")
-	sameListing(t, "the volume imported by --all", before, treeListing(t, m))
+	sameListing(t, "the volume imported by --all", ownSymlinks(before), treeListing(t, m))
 }
 
 // backingShape describes every entry of a backing directory by what does

@@ -63,7 +63,7 @@ type Volume struct {
 	SectorSize     int
 	PlaintextNames bool
 	AuthMeta       bool // header version 3: authenticated mode and owner
-	HoleMap        bool // header version 4: authenticated holes
+	HoleMap        bool // header version 4: authenticated holes, symlink targets bound to their entry
 	ContentKey     *keywrap.Key
 	NamesKey       *keywrap.Key
 }
@@ -147,6 +147,7 @@ func (v *Volume) Keys(t testing.TB) *fusefs.Keys {
 		c.UseVersion2()
 		if v.HoleMap {
 			c.UseVersion3()
+			nc.SetBindLinks()
 		}
 		nc.SetAuthMeta()
 	}

@@ -14,7 +14,9 @@
 //     directory encrypt equally (lookups need that); the directory ID makes
 //     equal names in different directories differ; the IV doubles as the
 //     authentication tag.
-//   - Symlink targets and xattr values: AES-256-GCM with random 96-bit nonces.
+//   - Symlink targets and xattr values: AES-256-GCM with random 96-bit nonces;
+//     in format version 4 a target's additional data names its entry
+//     (linkbind.go).
 //   - Every key is HKDF-SHA256 of the names subkey with its own label.
 package names
 
@@ -160,6 +162,9 @@ type Codec struct {
 	// authMeta: the volume's entries carry authenticated metadata (header
 	// version 3); set once before the codec is shared.
 	authMeta bool
+	// bindLinks: symlink targets are bound to their entry (header version
+	// 4); set once before the codec is shared.
+	bindLinks bool
 
 	mu     sync.RWMutex // read-held by every operation, write-held by Close
 	keys   *keywrap.Key // numSlots × 32 bytes; GUARDED_BY(mu)
@@ -437,11 +442,15 @@ func clip(s string) string {
 }
 
 // EncryptSymlink returns the encrypted form of a symlink target:
-// base64url(nonce || AES-256-GCM(target)), randomized. In plaintext mode the
-// target is returned unchanged. Targets up to 4095 bytes (PATH_MAX - 1)
-// are accepted; an encrypted form longer than a backing symlink can hold is
-// stored in a side file (StoreLink).
-func (c *Codec) EncryptSymlink(target string) (string, error) {
+// base64url(nonce || AES-256-GCM(target)), randomized. On a volume that
+// binds symlink targets (SetBindLinks) the additional data names the entry
+// the target belongs to, the plaintext name in the directory with ID dirID
+// (LinkAAD), so a target moved to another symlink fails to open; otherwise
+// dirID and name are not used and the additional data is empty. In
+// plaintext mode the target is returned unchanged. Targets up to 4095
+// bytes (PATH_MAX - 1) are accepted; an encrypted form longer than a
+// backing symlink can hold is stored in a side file (StoreLink).
+func (c *Codec) EncryptSymlink(dirID []byte, name, target string) (string, error) {
 	if target == "" || strings.IndexByte(target, 0) >= 0 {
 		return "", wrap(ErrInvalidName, "symlink target empty or contains NUL")
 	}
@@ -459,15 +468,21 @@ func (c *Codec) EncryptSymlink(target string) (string, error) {
 	if len(target) > symlinkMax {
 		return "", wrap(ErrNameTooLong, "symlink target of %d bytes (max %d)", len(target), symlinkMax)
 	}
-	sealed, err := seal(c.symGCM, []byte(target), nil)
+	aad, err := c.linkAAD(dirID, name)
+	if err != nil {
+		return "", err
+	}
+	sealed, err := seal(c.symGCM, []byte(target), aad)
 	if err != nil {
 		return "", err
 	}
 	return b64.EncodeToString(sealed), nil
 }
 
-// DecryptSymlink reverses EncryptSymlink; tampering fails with ErrNameAuth.
-func (c *Codec) DecryptSymlink(stored string) (string, error) {
+// DecryptSymlink reverses EncryptSymlink for the symlink name in the
+// directory with ID dirID; tampering, and on a volume that binds targets
+// a target stored for another entry, fail with ErrNameAuth.
+func (c *Codec) DecryptSymlink(dirID []byte, name, stored string) (string, error) {
 	release, err := c.acquire()
 	if err != nil {
 		return "", err
@@ -483,8 +498,15 @@ func (c *Codec) DecryptSymlink(stored string) (string, error) {
 	if err != nil {
 		return "", wrap(ErrNameAuth, "symlink target is not base64url: %v", err)
 	}
-	pt, err := open(c.symGCM, raw, nil)
+	aad, err := c.linkAAD(dirID, name)
+	if err != nil {
+		return "", err
+	}
+	pt, err := open(c.symGCM, raw, aad)
 	if err != nil || len(pt) == 0 {
+		if c.bindLinks && len(raw) >= gcmNonceLen+gcmTagLen {
+			return "", fmt.Errorf("%w: %w", ErrNameAuth, ErrLinkEntry)
+		}
 		return "", wrap(ErrNameAuth, "symlink target")
 	}
 	return string(pt), nil

@@ -175,11 +175,11 @@ func TestPlaintextMode(t *testing.T) {
 	if c.IsReserved("encvol.longname.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.name") {
 		t.Fatal("side-file-like name reserved in plaintext mode")
 	}
-	s, err := c.EncryptSymlink("../x/y")
+	s, err := c.EncryptSymlink(nil, "", "../x/y")
 	if err != nil || s != "../x/y" {
 		t.Fatalf("symlink passthrough: %q %v", s, err)
 	}
-	if got, _ := c.DecryptSymlink(s); got != "../x/y" {
+	if got, _ := c.DecryptSymlink(nil, "", s); got != "../x/y" {
 		t.Fatal("symlink passthrough decrypt")
 	}
 	x, err := c.EncryptXattrName("user.comment")
@@ -195,11 +195,11 @@ func TestPlaintextMode(t *testing.T) {
 func TestSymlinks(t *testing.T) {
 	c := newCodec(t, false)
 	for _, target := range []string{"/", "a", "../../etc/passwd", "ünï/cödé", strings.Repeat("t", 3043)} {
-		s1, err := c.EncryptSymlink(target)
+		s1, err := c.EncryptSymlink(nil, "", target)
 		if err != nil {
 			t.Fatalf("%d bytes: %v", len(target), err)
 		}
-		s2, _ := c.EncryptSymlink(target)
+		s2, _ := c.EncryptSymlink(nil, "", target)
 		if s1 == s2 {
 			t.Fatal("symlink encryption not randomized")
 		}
@@ -207,34 +207,34 @@ func TestSymlinks(t *testing.T) {
 			t.Fatalf("bad stored target %q", s1)
 		}
 		for _, s := range []string{s1, s2} {
-			if got, err := c.DecryptSymlink(s); err != nil || got != target {
+			if got, err := c.DecryptSymlink(nil, "", s); err != nil || got != target {
 				t.Fatalf("decrypt: %q %v", got, err)
 			}
 		}
 		bad := []byte(s1)
 		bad[len(bad)/2] ^= 0x01
-		if _, err := c.DecryptSymlink(string(bad)); !errors.Is(err, ErrNameAuth) {
+		if _, err := c.DecryptSymlink(nil, "", string(bad)); !errors.Is(err, ErrNameAuth) {
 			t.Fatalf("tampered symlink: %v", err)
 		}
-		if _, err := c.DecryptSymlink(s1[:4] + "\n" + s1[4:]); !errors.Is(err, ErrNameAuth) {
+		if _, err := c.DecryptSymlink(nil, "", s1[:4]+"\n"+s1[4:]); !errors.Is(err, ErrNameAuth) {
 			t.Fatalf("symlink with newline: %v", err)
 		}
 	}
 	// PATH_MAX - 1 bytes is the longest target (its encrypted form goes
 	// into a side file, see StoreLink); one more is refused.
-	if _, err := c.EncryptSymlink(strings.Repeat("t", 4095)); err != nil {
+	if _, err := c.EncryptSymlink(nil, "", strings.Repeat("t", 4095)); err != nil {
 		t.Fatalf("4095-byte target: %v", err)
 	}
-	if _, err := c.EncryptSymlink(strings.Repeat("t", 4096)); !errors.Is(err, syscall.ENAMETOOLONG) {
+	if _, err := c.EncryptSymlink(nil, "", strings.Repeat("t", 4096)); !errors.Is(err, syscall.ENAMETOOLONG) {
 		t.Fatalf("too long target: %v", err)
 	}
 	for _, bad := range []string{"", "a\x00b"} {
-		if _, err := c.EncryptSymlink(bad); !errors.Is(err, ErrInvalidName) {
+		if _, err := c.EncryptSymlink(nil, "", bad); !errors.Is(err, ErrInvalidName) {
 			t.Fatalf("%q: %v", bad, err)
 		}
 	}
 	for _, bad := range []string{"", "AAAA", "!!", strings.Repeat("A", 5000)} {
-		if _, err := c.DecryptSymlink(bad); !errors.Is(err, ErrNameAuth) {
+		if _, err := c.DecryptSymlink(nil, "", bad); !errors.Is(err, ErrNameAuth) {
 			t.Fatalf("%q: %v", clip(bad), err)
 		}
 	}
@@ -320,9 +320,9 @@ func TestCodecClose(t *testing.T) {
 		checks = append(checks, err)
 		_, err = c.DecryptName(dirID(1), enc)
 		checks = append(checks, err)
-		_, err = c.EncryptSymlink("x")
+		_, err = c.EncryptSymlink(nil, "", "x")
 		checks = append(checks, err)
-		_, err = c.DecryptSymlink("x")
+		_, err = c.DecryptSymlink(nil, "", "x")
 		checks = append(checks, err)
 		_, err = c.EncryptXattrName("user.x")
 		checks = append(checks, err)

@@ -102,7 +102,7 @@ func TestVectorSymlinkXattr(t *testing.T) {
 	if got := b64.EncodeToString(sealNonce(c.symGCM, unhex(t, s["nonce"]), []byte(s["target"]), nil)); got != s["stored"] {
 		t.Errorf("symlink: %s, document says %s", got, s["stored"])
 	}
-	if got, err := c.DecryptSymlink(s["stored"]); err != nil || got != s["target"] {
+	if got, err := c.DecryptSymlink(nil, "", s["stored"]); err != nil || got != s["target"] {
 		t.Errorf("symlink decrypt: %q %v", got, err)
 	}
 	sl := all["symlink-long"]
@@ -125,7 +125,7 @@ func TestVectorSymlinkXattr(t *testing.T) {
 	if back, err := LoadLink(rootfd, ref); err != nil || back != long {
 		t.Errorf("symlink-long: side file read back %d bytes, %v", len(back), err)
 	}
-	if got, err := c.DecryptSymlink(long); err != nil || len(got) != n {
+	if got, err := c.DecryptSymlink(nil, "", long); err != nil || len(got) != n {
 		t.Errorf("symlink-long decrypt: %d bytes %v", len(got), err)
 	}
 	x := all["xattr"]
@@ -161,5 +161,31 @@ func TestVectorSymlinkXattr(t *testing.T) {
 	entry[0] ^= 1
 	if _, err := c.OpenXattrValue(x3["backing_name"], entry, sealed); err == nil {
 		t.Error("xattr-v3 value opens under another entry ID")
+	}
+}
+
+// TestVectorSymlinkV4 checks the target bound to its entry (format version
+// 4) against the document, whose value was computed apart from this code.
+func TestVectorSymlinkV4(t *testing.T) {
+	all := loadVectors(t)
+	c := vectorCodec(t, all)
+	v, ok := all["symlink-v4"]
+	if !ok {
+		t.Fatal("no symlink-v4 vector")
+	}
+	d := unhex(t, v["dir_id"])
+	aad, err := LinkAAD(d, v["name"])
+	if err != nil || hex.EncodeToString(aad) != v["aad_hex"] {
+		t.Fatalf("aad %x %v, document says %s", aad, err, v["aad_hex"])
+	}
+	if got := b64.EncodeToString(sealNonce(c.symGCM, unhex(t, v["nonce"]), []byte(v["target"]), aad)); got != v["stored"] {
+		t.Errorf("symlink-v4: %s, document says %s", got, v["stored"])
+	}
+	c.SetBindLinks()
+	if got, err := c.DecryptSymlink(d, v["name"], v["stored"]); err != nil || got != v["target"] {
+		t.Errorf("symlink-v4 decrypt: %q %v", got, err)
+	}
+	if _, err := c.DecryptSymlink(d, v["name"]+"x", v["stored"]); err == nil {
+		t.Error("symlink-v4 target opens for another name")
 	}
 }
