@@ -67,6 +67,9 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		o, err := n.newOwner(ctx, c.k, &c.d)
 		m := meta{mode: mode & 07777, uid: o.uid, gid: o.gid}
 		if err == nil {
+			m, err = bound(c.k.Names, m, c.place())
+		}
+		if err == nil {
 			err = n.initMeta(c.k, fd, &st, m, nil)
 		}
 		if err != nil {
@@ -156,7 +159,11 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		// A local file system passes set-group-ID on to subdirectories.
 		dmode |= unix.S_ISGID
 	}
-	dm := meta{mode: dmode, uid: o.uid, gid: o.gid}
+	dm, err := bound(c.k.Names, meta{mode: dmode, uid: o.uid, gid: o.gid}, c.place())
+	if err != nil {
+		unix.Unlinkat(cfd, names.DirIDFile, 0)
+		return fail(err)
+	}
 	if err := n.initMeta(c.k, cfd, &st, dm, id); err != nil {
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
@@ -232,8 +239,12 @@ func (n *Node) mknodRegular(c *childOp, mode uint32, o owner) syscall.Errno {
 	defer unix.Close(fd)
 	var st unix.Statx_t
 	err = statxFd(fd, &st)
+	var m meta
 	if err == nil {
-		err = n.initMeta(c.k, fd, &st, meta{mode: mode & 07777, uid: o.uid, gid: o.gid}, nil)
+		m, err = bound(c.k.Names, meta{mode: mode & 07777, uid: o.uid, gid: o.gid}, c.place())
+	}
+	if err == nil {
+		err = n.initMeta(c.k, fd, &st, m, nil)
 	}
 	if err != nil {
 		_ = unix.Unlinkat(c.d.fd, c.bname, 0)
@@ -334,16 +345,22 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if tn.StableAttr().Mode == syscall.S_IFLNK && c.k.Names.BindLinks() {
 		return n.linkSymlink(ctx, c, tn, out)
 	}
-	tp, trel, err := tn.path(c.k)
+	tp, te, trel, err := tn.pathEntry(c.k)
 	if err != nil {
 		return nil, n.fsys.errno(err, "link", name)
 	}
 	defer trel()
+	rebind, errno := tn.unbindForLink(c.k, tp, Place{DirID: te.dirID, Name: te.name})
+	if errno != 0 {
+		return nil, errno
+	}
 	newLong, err := c.writeLong()
 	if err != nil {
+		rebind()
 		return nil, n.fsys.errno(err, "link", name)
 	}
 	if err := unix.Linkat(unix.AT_FDCWD, tp, c.d.fd, c.bname, 0); err != nil {
+		rebind()
 		if newLong {
 			c.dropLong()
 		}
@@ -570,6 +587,12 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if bind && flags&unix.RENAME_EXCHANGE == 0 && sst.Mode&unix.S_IFMT == unix.S_IFLNK {
 		return n.renameLink(src, dst, np, flags, dstExists)
 	}
+	ms, errno := n.prepareMoves(src, dst, np, flags, &sst, &dstSt)
+	if errno != 0 {
+		return errno
+	}
+	renamed := false
+	defer func() { ms.release(renamed) }()
 
 	newLong, err := dst.writeLong()
 	if err != nil {
@@ -607,6 +630,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		err = unix.Renameat(src.d.fd, src.bname, dst.d.fd, dst.bname)
 	}
 	unpin()
+	renamed = err == nil
 	finish(err == nil)
 	if err == nil && dstExists && flags&unix.RENAME_EXCHANGE == 0 && dstSt.Mode&unix.S_IFMT == unix.S_IFDIR {
 		n.fsys.dropDir(np, newName)

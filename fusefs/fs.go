@@ -648,20 +648,25 @@ func (f *FS) noteFull(op, path string, err error) {
 // birth time keeps a recycled backing inode number from reviving a stale
 // node.
 func (f *FS) stableAttr(st *unix.Statx_t) fs.StableAttr {
-	dev := uint64(unix.Mkdev(st.Dev_major, st.Dev_minor))
-	swapped := (dev << 32) | (dev >> 32)
-	rootSwapped := (f.rootDev << 32) | (f.rootDev >> 32)
 	gen := uint64(1)
 	if st.Mask&unix.STATX_BTIME != 0 && (st.Btime.Sec != 0 || st.Btime.Nsec != 0) {
 		gen = uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
 	}
-	ino := (swapped ^ rootSwapped) ^ st.Ino
+	ino := f.nodeIno(uint64(unix.Mkdev(st.Dev_major, st.Dev_minor)), st.Ino)
+	return fs.StableAttr{Mode: uint32(st.Mode) & unix.S_IFMT, Ino: ino, Gen: gen}
+}
+
+// nodeIno is the node's inode number of backing inode ino on device dev.
+func (f *FS) nodeIno(dev, ino uint64) uint64 {
+	swapped := (dev << 32) | (dev >> 32)
+	rootSwapped := (f.rootDev << 32) | (f.rootDev >> 32)
+	ino ^= swapped ^ rootSwapped
 	if ino == 1 {
 		// node id 1 is the FUSE root; a backing inode numbered 1 is
 		// remapped out of the way.
 		ino = 1<<63 | 1
 	}
-	return fs.StableAttr{Mode: uint32(st.Mode) & unix.S_IFMT, Ino: ino, Gen: gen}
+	return ino
 }
 
 // fillAttr converts a backing statx into the attributes the kernel sees.

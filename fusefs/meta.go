@@ -52,6 +52,8 @@ const reservedXattrPrefix = "user.encvol."
 // including setuid, setgid and sticky) and owner.
 type meta struct {
 	mode, uid, gid uint32
+	// bind: the entries the record names (header version 5, entrybind.go).
+	bind binding
 }
 
 func (m meta) encode() []byte {
@@ -141,7 +143,7 @@ func isNotSupported(err error) bool {
 // against, so that a caller that writes the record back reads it once.
 func (f *FS) readMeta(nc *names.Codec, fd int, path string, dir bool, idOut *[]byte) (m meta, ok bool, err error) {
 	f.metaReads.Add(1)
-	var buf [metaLenAuth + 1]byte
+	var buf [metaLenMax + 1]byte
 	var n int
 	if fd >= 0 {
 		n, err = unix.Fgetxattr(fd, metaXattr, buf[:])

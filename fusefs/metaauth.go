@@ -21,9 +21,15 @@ import (
 // who can write the backing directory could hand a file to another user
 // or make it set-user-ID; with it a changed field, or a record copied from
 // another entry, is reported instead of shown.
+//
+// Version 3 of the record (header version 5) adds the entries it names
+// (entrybind.go) between the fields and the tag: a count (0, 1 or 2) and
+// that many entry tags.
 const (
-	metaVersionAuth = 2
-	metaLenAuth     = metaLen + names.MetaTagLen
+	metaVersionAuth  = 2
+	metaLenAuth      = metaLen + names.MetaTagLen
+	metaVersionBound = 3
+	metaLenMax       = metaLen + 1 + maxBindSlots*names.EntryTagLen + names.MetaTagLen
 )
 
 // errMetaAuth: the stored mode and owner are missing, malformed, changed
@@ -34,10 +40,18 @@ var errMetaAuth = errors.New("stored mode and owner failed authentication (chang
 var errMetaMalformed = errors.New("malformed record")
 
 // encodeMetaAuth returns the version 2 metaXattr value of m for the entry
-// whose file or directory ID is id.
+// whose file or directory ID is id, or version 3 (with m.bind) on a volume
+// that binds entries.
 func encodeMetaAuth(nc *names.Codec, id []byte, m meta) ([]byte, error) {
-	b := make([]byte, metaLen, metaLenAuth)
+	b := make([]byte, metaLen, metaLenMax)
 	b[0] = metaVersionAuth
+	if nc.BindEntries() {
+		b[0] = metaVersionBound
+		b = append(b, byte(m.bind.n))
+		for i := range m.bind.n {
+			b = append(b, m.bind.slots[i][:]...)
+		}
+	}
 	binary.BigEndian.PutUint32(b[1:], m.mode&07777)
 	binary.BigEndian.PutUint32(b[5:], m.uid)
 	binary.BigEndian.PutUint32(b[9:], m.gid)
@@ -51,19 +65,34 @@ func encodeMetaAuth(nc *names.Codec, id []byte, m meta) ([]byte, error) {
 // decodeMetaAuth checks and parses a version 2 metaXattr value of the
 // entry whose ID is id.
 func decodeMetaAuth(nc *names.Codec, id, b []byte) (meta, error) {
-	if len(b) != metaLenAuth || b[0] != metaVersionAuth {
-		return meta{}, fmt.Errorf("%w: %d bytes of version %d, want %d bytes of version %d", errMetaAuth, len(b), firstByte(b), metaLenAuth, metaVersionAuth)
+	want, version := metaLenAuth, metaVersionAuth
+	if nc.BindEntries() {
+		version = metaVersionBound
+		want = -1
+		if len(b) > metaLen && int(b[metaLen]) <= maxBindSlots {
+			want = metaLen + 1 + int(b[metaLen])*names.EntryTagLen + names.MetaTagLen
+		}
 	}
-	tag, err := nc.MetaTag(id, b[:metaLen])
+	if len(b) != want || b[0] != byte(version) {
+		return meta{}, fmt.Errorf("%w: %d bytes of version %d, not a version %d record", errMetaAuth, len(b), firstByte(b), version)
+	}
+	body := len(b) - names.MetaTagLen
+	tag, err := nc.MetaTag(id, b[:body])
 	if err != nil {
 		return meta{}, err
 	}
-	if subtle.ConstantTimeCompare(tag, b[metaLen:]) != 1 {
+	if subtle.ConstantTimeCompare(tag, b[body:]) != 1 {
 		return meta{}, errMetaAuth
 	}
 	m, err := parseRecord(b)
 	if err != nil {
 		return meta{}, fmt.Errorf("%w: %w", errMetaAuth, err)
+	}
+	if version == metaVersionBound {
+		m.bind.n = int(b[metaLen])
+		for i := range m.bind.n {
+			copy(m.bind.slots[i][:], b[metaLen+1+i*names.EntryTagLen:])
+		}
 	}
 	return m, nil
 }

@@ -82,10 +82,18 @@ func HasMeta(typ uint32) bool { return hasMeta(typ) }
 // EncodeMetaFor returns the MetaXattr value that the mount writes for an
 // entry whose file or directory ID is id: authenticated when nc says the
 // volume authenticates metadata (id is then required), else EncodeMeta.
-func EncodeMetaFor(nc *names.Codec, id []byte, mode, uid, gid uint32) ([]byte, error) {
+// On a volume that binds entries the record names the entry at; nil makes
+// it unbound (a hard-linked file, the root).
+func EncodeMetaFor(nc *names.Codec, id []byte, at *Place, mode, uid, gid uint32) ([]byte, error) {
 	m := meta{mode: mode, uid: uid, gid: gid}
 	if nc == nil || !nc.AuthMeta() {
 		return m.encode(), nil
+	}
+	if at != nil {
+		var err error
+		if m, err = bound(nc, m, *at); err != nil {
+			return nil, err
+		}
 	}
 	return encodeMetaAuth(nc, id, m)
 }
@@ -94,25 +102,43 @@ func EncodeMetaFor(nc *names.Codec, id []byte, mode, uid, gid uint32) ([]byte, e
 // open as fd (when >= 0, else at path): on a volume that authenticates
 // metadata it reads the entry's ID first and returns it too, so that a
 // caller that also binds attribute values to the entry reads it once.
-func EncodeMetaAt(nc *names.Codec, fd int, path string, dir bool, mode, uid, gid uint32) (val, id []byte, err error) {
+func EncodeMetaAt(nc *names.Codec, fd int, path string, dir bool, at *Place, mode, uid, gid uint32) (val, id []byte, err error) {
 	if nc != nil && nc.AuthMeta() {
 		if id, err = entryID(fd, path, dir); err != nil {
 			return nil, nil, err
 		}
 	}
-	val, err = EncodeMetaFor(nc, id, mode, uid, gid)
+	val, err = EncodeMetaFor(nc, id, at, mode, uid, gid)
 	return val, id, err
 }
 
 // DecodeMetaFor parses and, on a volume that authenticates metadata,
 // checks a MetaXattr value of the entry whose ID is id. A value that fails
-// matches ErrMetaAuth.
-func DecodeMetaFor(nc *names.Codec, id, b []byte) (mode, uid, gid uint32, err error) {
+// matches ErrMetaAuth. With at, on a volume that binds entries, a record
+// that names another entry than at fails with ErrEntryMoved.
+func DecodeMetaFor(nc *names.Codec, id []byte, at *Place, b []byte) (mode, uid, gid uint32, err error) {
 	if nc == nil || !nc.AuthMeta() {
 		return DecodeMeta(b)
 	}
 	m, err := decodeMetaAuth(nc, id, b)
+	if err == nil && at != nil {
+		err = checkPlace(nc, m, *at)
+	}
 	return m.mode, m.uid, m.gid, err
+}
+
+// RebindMeta checks the MetaXattr value b of the entry whose ID is id and
+// returns it bound to at instead (nil: unbound), on a volume that binds
+// entries; elsewhere b comes back as it is.
+func RebindMeta(nc *names.Codec, id, b []byte, at *Place) ([]byte, error) {
+	if nc == nil || !nc.BindEntries() {
+		return b, nil
+	}
+	m, err := decodeMetaAuth(nc, id, b)
+	if err != nil {
+		return nil, err
+	}
+	return EncodeMetaFor(nc, id, at, m.mode, m.uid, m.gid)
 }
 
 // ErrMetaAuth: a stored mode and owner failed authentication.

@@ -297,6 +297,9 @@ func (n *Node) nameErr(err error, op, name string) syscall.Errno {
 
 // writeLong stores the side file for a long backing name. It reports
 // whether it created one that did not exist, so a failed create can clean up.
+// place names the entry c works on.
+func (c *childOp) place() Place { return Place{DirID: c.d.id, Name: c.name} }
+
 func (c *childOp) writeLong() (created bool, err error) {
 	if c.long == "" {
 		return false, nil
@@ -342,6 +345,9 @@ func (n *Node) newChildMeta(ctx context.Context, c *childOp, st *unix.Statx_t, o
 		from = known
 	}
 	if errno := from.fillAttrMeta(k, st, -1, fdPath(d.fd, bname), &out.Attr); errno != 0 {
+		return nil, errno
+	}
+	if errno := from.checkEntry(k, st, c); errno != 0 {
 		return nil, errno
 	}
 	n.fsys.expireAttr(&out.Attr, &out.AttrValid, &out.AttrValidNsec, true)

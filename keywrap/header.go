@@ -36,18 +36,22 @@ const IncompleteFile = "encvol.incomplete"
 // keep their version until they are copied.
 // Version 4 has the fields of version 3 and says that the volume's files
 // authenticate their holes (sector-file version 3, docs/format.md).
+// Version 5 has the fields of version 4 and says that the metadata record
+// of every regular file and directory names the entry it belongs to (its
+// directory and name), docs/format.md, "Version 5".
 const (
 	HeaderVersion         = 1
 	HeaderVersionKeyCheck = 2
 	HeaderVersionAuth     = 3
 	HeaderVersionHoles    = 4
+	HeaderVersionEntries  = 5
 )
 
 // knownVersion reports whether this build reads header version v.
-func knownVersion(v int) bool { return v >= HeaderVersion && v <= HeaderVersionHoles }
+func knownVersion(v int) bool { return v >= HeaderVersion && v <= HeaderVersionEntries }
 
 // versionsRead names the header versions this build reads, for errors.
-const versionsRead = "1 to 4"
+const versionsRead = "1 to 5"
 
 // MaxHeaderSize bounds the header file; anything larger is corrupt.
 const MaxHeaderSize = 64 << 10
@@ -139,7 +143,7 @@ func (h *Header) Validate() error {
 		if len(h.KeyCheck) != 0 {
 			return corrupt("key_check in a version %d header", HeaderVersion)
 		}
-	case HeaderVersionKeyCheck, HeaderVersionAuth, HeaderVersionHoles:
+	case HeaderVersionKeyCheck, HeaderVersionAuth, HeaderVersionHoles, HeaderVersionEntries:
 		if len(h.KeyCheck) == 0 || len(h.KeyCheck) > maxWrappedDKLen {
 			return corrupt("key_check has %d bytes (want 1..%d)", len(h.KeyCheck), maxWrappedDKLen)
 		}
@@ -248,7 +252,7 @@ func KeyCheckPlaintext(volumeID string) []byte {
 }
 
 // SetKeyCheck stores the key-check blob and makes h a version 2 header,
-// or leaves it at version 3 or 4.
+// or leaves it at version 3 and later.
 func (h *Header) SetKeyCheck(blob []byte) {
 	h.KeyCheck = bytes.Clone(blob)
 	h.Version = max(h.Version, HeaderVersionKeyCheck)
@@ -261,6 +265,11 @@ func (h *Header) AuthMeta() bool { return h.Version >= HeaderVersionAuth }
 // AuthHoles reports whether the volume's files authenticate their holes
 // (header version 4 and later).
 func (h *Header) AuthHoles() bool { return h.Version >= HeaderVersionHoles }
+
+// BindEntries reports whether the metadata of the volume's regular files
+// and directories is bound to their name and directory (header version 5
+// and later).
+func (h *Header) BindEntries() bool { return h.Version >= HeaderVersionEntries }
 
 func computeMAC(macKey *Key, msg []byte) ([]byte, error) {
 	if macKey == nil {

@@ -176,9 +176,9 @@ func TestParseHeaderStrict(t *testing.T) {
 		msg  string
 	}{
 		{"magic", []byte(strings.Replace(s, "encvol-volume", "encvol-volumes", 1)), ErrHeaderCorrupt, "not an encvol volume header"},
-		{"magic version", []byte(strings.Replace(s, "encvol-volume v1", "encvol-volume v5", 1)), ErrHeaderVersion, "format version 5"},
+		{"magic version", []byte(strings.Replace(s, "encvol-volume v1", "encvol-volume v6", 1)), ErrHeaderVersion, "format version 6"},
 		{"magic version garbage", []byte(strings.Replace(s, "encvol-volume v1", "encvol-volume v01", 1)), ErrHeaderCorrupt, "bad magic"},
-		{"body version", withBody(strings.Replace(body, `"version":1`, `"version":5`, 1)), ErrHeaderVersion, "body version 5"},
+		{"body version", withBody(strings.Replace(body, `"version":1`, `"version":6`, 1)), ErrHeaderVersion, "body version 6"},
 		{"key_check in version 1", withBody(strings.Replace(body, `"encryption_context"`, `"key_check":"QUJD","encryption_context"`, 1)), ErrHeaderCorrupt, "key_check in a version 1"},
 		{"version 2 without key_check", []byte(strings.Replace(strings.Replace(s, "encvol-volume v1", "encvol-volume v2", 1), `"version":1`, `"version":2`, 1)), ErrHeaderCorrupt, "key_check has 0 bytes"},
 		{"magic and body versions differ", []byte(strings.Replace(s, "encvol-volume v1", "encvol-volume v2", 1)), ErrHeaderCorrupt, "magic line says version 2"},

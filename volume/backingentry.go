@@ -142,7 +142,7 @@ func (s *BackingSource) fillEntry(e *Entry, dirfd int, name, xpath string, ln li
 		s.readTarget(e, dirfd, name, ln)
 	}
 	if fusefs.HasMeta(e.Type) {
-		s.readMeta(e, xpath)
+		s.readMeta(e, xpath, ln)
 		s.readXattrs(e, xpath)
 	}
 }
@@ -186,8 +186,10 @@ func (s *BackingSource) readTarget(e *Entry, dirfd int, name string, ln linkName
 // mode and owner, as the mount does.
 //
 // On a volume with authenticated metadata the attribute must be there and
-// authenticate against the entry's file or directory ID.
-func (s *BackingSource) readMeta(e *Entry, xpath string) {
+// authenticate against the entry's file or directory ID; on one that binds
+// entries it must also name the entry ln (when its name decoded), as a
+// lookup through the mount checks.
+func (s *BackingSource) readMeta(e *Entry, xpath string, ln linkName) {
 	nc := s.keys.Names
 	auth := nc.AuthMeta()
 	b, err := fusefs.GetXattr(xpath, fusefs.MetaXattr)
@@ -214,7 +216,11 @@ func (s *BackingSource) readMeta(e *Entry, xpath string) {
 			return
 		}
 	}
-	mode, uid, gid, err := fusefs.DecodeMetaFor(nc, id, b)
+	var at *fusefs.Place
+	if ln.ok {
+		at = &fusefs.Place{DirID: ln.dirID, Name: ln.name}
+	}
+	mode, uid, gid, err := fusefs.DecodeMetaFor(nc, id, at, b)
 	if err != nil {
 		e.addErr(PartMeta, "", err)
 		return

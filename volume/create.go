@@ -19,7 +19,7 @@ import (
 )
 
 // Header field values written by this version. A new header starts at
-// HeaderVersion and becomes keywrap.HeaderVersionHoles once it has its
+// HeaderVersion and becomes keywrap.HeaderVersionEntries once it has its
 // key-check blob.
 const (
 	HeaderVersion      = 1
@@ -152,8 +152,8 @@ func create(ctx context.Context, client kmsclient.Client, opt CreateOptions, kee
 		if err := AddKeyCheck(ctx, rw, h); err != nil {
 			return nil, fmt.Errorf("create volume %s: %w", backing, err)
 		}
-		// Versions 3 and 4 need the key-check blob of version 2.
-		h.Version = keywrap.HeaderVersionHoles
+		// Versions 3 to 5 need the key-check blob of version 2.
+		h.Version = keywrap.HeaderVersionEntries
 	}
 	if err := h.Validate(); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", backing, err)
@@ -168,7 +168,7 @@ func create(ctx context.Context, client kmsclient.Client, opt CreateOptions, kee
 	written = append(written, filepath.Join(backing, names.DirIDFile))
 	rootID, err := names.CreateDirID(dfd)
 	if err == nil && h.AuthMeta() {
-		err = writeRootMeta(dfd, sub.Names, opt.PlaintextNames, rootID)
+		err = writeRootMeta(dfd, h, sub.Names, opt.PlaintextNames, rootID)
 	}
 	unix.Close(dfd)
 	if err != nil {

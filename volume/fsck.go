@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/encvol/encvol/fusefs"
 	"github.com/encvol/encvol/keywrap"
 	"github.com/encvol/encvol/keywrap/names"
 	"github.com/encvol/encvol/kmsclient"
@@ -242,6 +243,9 @@ func (fk *fsck) addEntryError(e *Entry, ee *EntryError) {
 		f.Kind, f.Detail = FindName, "the name does not decrypt: "+ee.Err.Error()
 	case PartMeta:
 		f.Kind, f.Detail = FindMeta, "the stored mode and owner are malformed (the mount shows the backing ones): "+ee.Err.Error()
+		if errors.Is(ee.Err, fusefs.ErrEntryMoved) {
+			f.Kind, f.Detail = FindMovedEntry, fusefs.ErrEntryMoved.Error()+"; the mount refuses it with an I/O error"
+		}
 	case PartTarget:
 		f.Kind, f.Detail = FindSymlink, "the symlink target does not decrypt: "+ee.Err.Error()
 		if errors.Is(ee.Err, names.ErrLinkEntry) {

@@ -34,6 +34,9 @@ func fsckRun(t *testing.T, v *fusefstest.Volume, repair bool) *FsckReport {
 // testHeaderVersion is the header version that goes with a test volume's
 // metadata format.
 func testHeaderVersion(v *fusefstest.Volume) int {
+	if v.BindEntries {
+		return keywrap.HeaderVersionEntries
+	}
 	if v.HoleMap {
 		return keywrap.HeaderVersionHoles
 	}

@@ -138,6 +138,9 @@ func (r *repairer) plan() []*repairOp {
 			ops = append(ops, r.symlinkOp(f))
 		case FindChanged:
 			ops = append(ops, r.recordOp(f))
+		case FindMovedEntry:
+			// Quarantined as it is, and bound to its name in lost+found.
+			r.addMove(&ops, moves, entryRef{path: f.Path, backing: f.Backing, typ: f.typ}, f)
 		case FindName:
 			if f.typ == unix.S_IFLNK && r.keys.Names.BindLinks() {
 				// Its target is bound to the name that is lost: under
@@ -259,10 +262,16 @@ func (r *repairer) dirIDOp(f *Finding) *repairOp {
 			if v, err := fusefs.GetXattr(procPath(dfd, "."), fusefs.MetaXattr); err == nil {
 				r.keep(f.Backing, "attribute "+fusefs.MetaXattr, v)
 			}
-			if err := r.resetMeta(procPath(dfd, "."), f.Backing); err != nil {
+			if err := r.resetMeta(procPath(dfd, "."), dir); err != nil {
 				return a, err
 			}
 			a.Detail += "; its mode and owner, bound to the old ID, are reset to 0700 and this user"
+		}
+		if r.keys.Names.Plaintext() {
+			// Its names still read; their records must name the new ID.
+			if err := r.rebindChildren(dfd); err != nil {
+				return a, err
+			}
 		}
 		return a, nil
 	}}
@@ -433,24 +442,19 @@ func (r *repairer) dropLongLink(backing, target string) error {
 	return names.RemoveLink(r.rootfd, target)
 }
 
-// resetMeta gives the regular file or directory at p a fresh stored mode
-// and owner: 0600 or 0700 and the caller.
-func (r *repairer) resetMeta(p, backing string) error {
+// resetMeta gives the regular file or directory at p, the backing entry
+// rel, a fresh stored mode and owner: 0600 or 0700 and the caller, bound
+// to the entry on a volume that binds entries.
+func (r *repairer) resetMeta(p, rel string) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
-		return fmt.Errorf("reset mode and owner of %s: %w", backing, err)
+		return fmt.Errorf("reset mode and owner of %s: %w", rel, err)
 	}
-	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	mode := uint32(fusefs.BackingFileMode)
-	if dir {
-		mode = fusefs.BackingDirMode
-	}
-	val, _, err := fusefs.EncodeMetaAt(r.keys.Names, -1, p, dir, mode, uint32(os.Geteuid()), uint32(os.Getegid()))
-	if err == nil {
-		err = unix.Lsetxattr(p, fusefs.MetaXattr, val, 0)
-	}
-	if err != nil {
-		return fmt.Errorf("reset mode and owner of %s: %w", backing, err)
+	// An entry whose name does not decode gets an unbound record here;
+	// it is quarantined next and bound to its name in lost+found.
+	at, _ := r.placeOfRel(rel)
+	if err := r.writeFreshMeta(p, st.Mode&unix.S_IFMT == unix.S_IFDIR, at); err != nil {
+		return fmt.Errorf("reset mode and owner of %s: %w", rel, err)
 	}
 	return nil
 }

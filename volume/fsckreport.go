@@ -33,6 +33,7 @@ const (
 	FindOldFormat    = "old-format"       // the volume's format version is older than the current one
 	FindSymlink      = "bad-symlink"      // the symlink target does not decrypt
 	FindLinkTarget   = "symlink-target"   // the symlink target does not authenticate for its entry (format version 4): tampered, or moved from another symlink
+	FindMovedEntry   = "moved-entry"      // the record of a file or directory names another entry (format version 5): moved, copied or swapped in the backing directory
 	FindXattr        = "bad-xattr"        // a user attribute's name or value does not decrypt
 	FindUnreadable   = "unreadable-entry" // the backing entry cannot be examined at all
 	FindMissingDirID = string(StrayMissingDirID)

@@ -64,13 +64,11 @@ func (r *repairer) lostFound() (*lostFoundDir, error) {
 	if r.lf != nil {
 		return r.lf, nil
 	}
-	var rootID []byte
-	if !r.keys.Names.Plaintext() {
-		id, err := names.ReadDirID(r.rootfd)
-		if err != nil {
-			return nil, fmt.Errorf("lost+found: the root directory's ID is unusable: %w", err)
-		}
-		rootID = id
+	// Names of plaintext-names volumes do not use it, but the record of
+	// lost+found names it on a volume that binds entries.
+	rootID, err := names.ReadDirID(r.rootfd)
+	if err != nil && (!r.keys.Names.Plaintext() || r.keys.Names.BindEntries()) {
+		return nil, fmt.Errorf("lost+found: the root directory's ID is unusable: %w", err)
 	}
 	bname, long, err := r.keys.Names.EncryptName(rootID, LostFound)
 	if err != nil || long != "" {
@@ -92,7 +90,7 @@ func (r *repairer) lostFound() (*lostFoundDir, error) {
 	}
 	if err == nil && made {
 		var val []byte
-		if val, err = fusefs.EncodeMetaFor(r.keys.Names, id, 0o700, uint32(os.Geteuid()), uint32(os.Getegid())); err == nil {
+		if val, err = fusefs.EncodeMetaFor(r.keys.Names, id, &fusefs.Place{DirID: rootID, Name: LostFound}, 0o700, uint32(os.Geteuid()), uint32(os.Getegid())); err == nil {
 			err = unix.Fsetxattr(fd, fusefs.MetaXattr, val, 0)
 		}
 		if err == nil {
@@ -163,6 +161,9 @@ func (r *repairer) quarantine(rel, base string, typ uint32, nameBroken bool, rec
 			if err := r.writeRecord(lf.fd, bname, rec); err != nil {
 				return "", err
 			}
+			if err := r.bindInLostFound(lf, bname, cand, typ == unix.S_IFDIR); err != nil {
+				return "", fmt.Errorf("moved %s into %s: %w", rel, LostFound, err)
+			}
 		}
 		if err := errors.Join(unix.Fsync(lf.fd), unix.Fsync(dfd)); err != nil {
 			return "", fmt.Errorf("sync after moving %s: %w", rel, err)
@@ -226,7 +227,7 @@ func (r *repairer) writeLog(text string) (string, error) {
 			return "", fmt.Errorf("create the repair log: %w", err)
 		}
 		f := os.NewFile(uintptr(fd), cand)
-		err = r.writeSectorFile(f, []byte(text))
+		err = r.writeSectorFile(f, []byte(text), &fusefs.Place{DirID: lf.id, Name: cand})
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -243,7 +244,7 @@ func (r *repairer) writeLog(text string) (string, error) {
 
 // writeSectorFile encrypts data into the new, empty backing file f as the
 // mount would, with mode 0600 and the caller's owner.
-func (r *repairer) writeSectorFile(f *os.File, data []byte) error {
+func (r *repairer) writeSectorFile(f *os.File, data []byte, at *fusefs.Place) error {
 	sf, err := sector.NewFile(f, r.keys.Content.SectorSize())
 	if err != nil {
 		return err
@@ -256,7 +257,7 @@ func (r *repairer) writeSectorFile(f *os.File, data []byte) error {
 	if _, err := sf.WriteAt(r.keys.Content, data, 0); err != nil {
 		return err
 	}
-	val, _, err := fusefs.EncodeMetaAt(r.keys.Names, int(f.Fd()), "", false, 0o600, uint32(os.Geteuid()), uint32(os.Getegid()))
+	val, _, err := fusefs.EncodeMetaAt(r.keys.Names, int(f.Fd()), "", false, at, 0o600, uint32(os.Geteuid()), uint32(os.Getegid()))
 	if err != nil {
 		return err
 	}
@@ -264,4 +265,21 @@ func (r *repairer) writeSectorFile(f *os.File, data []byte) error {
 		return err
 	}
 	return f.Sync()
+}
+
+// bindInLostFound binds the record of the entry just moved into lost+found
+// as bname (plaintext name) to that name, unless it is a hard-linked file.
+func (r *repairer) bindInLostFound(lf *lostFoundDir, bname, name string, dir bool) error {
+	if !r.keys.Names.BindEntries() {
+		return nil
+	}
+	var at *fusefs.Place
+	var st unix.Stat_t
+	if err := unix.Fstatat(lf.fd, bname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if dir || st.Nlink == 1 {
+		at = &fusefs.Place{DirID: lf.id, Name: name}
+	}
+	return r.rebind(lf.fd, bname, dir, at)
 }

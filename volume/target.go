@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -222,7 +223,7 @@ func (t *target) mkdir(d *dirRec, e *Entry, bname, long string) (*dirRec, error)
 	if err != nil {
 		return fail(err)
 	}
-	if err := t.setAttrs(fd, e, true); err != nil {
+	if err := t.setAttrs(fd, e, true, placeOf(d, e)); err != nil {
 		return fail(err)
 	}
 	if err := t.place(d, tmp, bname, long, true); err != nil {
@@ -234,14 +235,17 @@ func (t *target) mkdir(d *dirRec, e *Entry, bname, long string) (*dirRec, error)
 // setAttrs stores the mode and owner of a regular file or directory open
 // as fd (user.encvol.meta, or mirrored where the backing has no user
 // attributes) and its sealed user.* attributes.
-func (t *target) setAttrs(fd int, e *Entry, dir bool) error {
+//
+// at is the entry the record names on a volume that binds entries (nil:
+// unbound, see placeOf).
+func (t *target) setAttrs(fd int, e *Entry, dir bool, at *fusefs.Place) error {
 	canonical := uint32(fusefs.BackingFileMode)
 	if dir {
 		canonical = fusefs.BackingDirMode
 	}
 	var entry []byte // the file or directory ID the record and values are bound to
 	if t.metaOK.Load() {
-		val, id, err := fusefs.EncodeMetaAt(t.names, fd, "", dir, e.Mode, e.UID, e.GID)
+		val, id, err := fusefs.EncodeMetaAt(t.names, fd, "", dir, at, e.Mode, e.UID, e.GID)
 		if err != nil {
 			return fmt.Errorf("store mode and owner: %w", err)
 		}
@@ -459,7 +463,7 @@ func (w *fileWriter) finish(bname, long string) error {
 		return err
 	}
 	fd := int(w.f.Fd())
-	if err := w.t.setAttrs(fd, w.e, false); err != nil {
+	if err := w.t.setAttrs(fd, w.e, false, placeOf(w.d, w.e)); err != nil {
 		return err
 	}
 	if err := setTimes(fd, "", w.e.Atime, w.e.Mtime); err != nil {
@@ -494,4 +498,14 @@ func (t *target) isDone(st *unix.Stat_t, e *Entry) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFREG &&
 		sector.PlainSize(st.Size, t.sectorSize) == e.Size &&
 		st.Mtim.Sec == e.Mtime.Unix() && st.Mtim.Nsec == int64(e.Mtime.Nanosecond())
+}
+
+// placeOf is the entry e becomes in the target directory d: what its
+// record names on a volume that binds entries. A regular file with more
+// than one name is unbound, as a hard link through the mount makes it.
+func placeOf(d *dirRec, e *Entry) *fusefs.Place {
+	if e.Type == unix.S_IFREG && e.Nlink > 1 {
+		return nil
+	}
+	return &fusefs.Place{DirID: d.id, Name: path.Base(e.Path)}
 }

@@ -217,7 +217,8 @@ func (w *writer) visitRoot(e *Entry) error {
 	}
 	w.rootTime = [2]time.Time{e.Atime, e.Mtime}
 	w.stack = append(w.stack, frame{plain: "", d: d})
-	if err := w.t.setAttrs(d.fd, e, true); err != nil {
+	// The root has no name: its record is unbound.
+	if err := w.t.setAttrs(d.fd, e, true, nil); err != nil {
 		return entryError(e, err)
 	}
 	return nil

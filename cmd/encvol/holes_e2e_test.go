@@ -97,7 +97,7 @@ func hxFsck(t *testing.T, e *gxEnv, backing string) (int, string) {
 	return r.code, strings.Join(fxFindings(fxReport(t, r)), "\n")
 }
 
-// TestZeroedSectorEndToEnd: a new volume is format version 4. A zeroed
+// TestZeroedSectorEndToEnd: a new volume is format version 5. A zeroed
 // inner sector of a dense file is EIO through the mount (with a log line)
 // and a zeroed-sector error in fsck; a sparse file made by a write past
 // its end and a truncate up reads zeros in its holes after a remount,
@@ -107,7 +107,7 @@ func TestZeroedSectorEndToEnd(t *testing.T) {
 	e := newGXEnv(t, "local", "")
 	key := e.createKey("alias/holes")
 	backing := e.newVolume("vol", key)
-	maHeaderVersion(t, backing, "v4")
+	maHeaderVersion(t, backing, "v5")
 	mnt := e.mount(e.cfg, backing)
 	dense := gxRandom(t, 10*hxSS+77)
 	if err := os.WriteFile(filepath.Join(mnt, "dense"), dense, 0o600); err != nil {
@@ -151,7 +151,7 @@ func TestZeroedSectorEndToEnd(t *testing.T) {
 	// and their hole maps.
 	dst := filepath.Join(e.dir, "copy")
 	e.must("copy", backing, "--backing", dst, "--key", key)
-	maHeaderVersion(t, dst, "v4")
+	maHeaderVersion(t, dst, "v5")
 	if code, got := hxFsck(t, e, dst); code != 0 || got != "" {
 		t.Errorf("fsck of the copy: exit %d, findings:\n%s", code, got)
 	}

@@ -16,14 +16,14 @@ import (
 	"github.com/encvol/encvol/sector"
 )
 
-// TestMetaTamperEndToEnd: a new volume (and its copy) is format version 4;
+// TestMetaTamperEndToEnd: a new volume (and its copy) is format version 5;
 // a uid changed in a file's stored mode and owner is EIO plus a log line in
 // the mount, and fsck reports it as bad-mode-owner.
 func TestMetaTamperEndToEnd(t *testing.T) {
 	e := newGXEnv(t, "local", "")
 	key := e.createKey("alias/meta")
 	backing := e.newVolume("vol", key)
-	maHeaderVersion(t, backing, "v4")
+	maHeaderVersion(t, backing, "v5")
 	mnt := e.mount(e.cfg, backing)
 	victim := gxRandom(t, 12_345)
 	if err := os.WriteFile(filepath.Join(mnt, "victim"), victim, 0o640); err != nil {
@@ -38,7 +38,7 @@ func TestMetaTamperEndToEnd(t *testing.T) {
 	// A copy is of the current format and keeps the record.
 	dst := filepath.Join(e.dir, "copy")
 	e.must("copy", backing, "--backing", dst, "--key", key)
-	maHeaderVersion(t, dst, "v4")
+	maHeaderVersion(t, dst, "v5")
 	cmnt := e.mount(e.cfg, dst)
 	var st unix.Stat_t
 	if err := unix.Lstat(filepath.Join(cmnt, "victim"), &st); err != nil || st.Uid != 1234 || st.Mode&0o7777 != 0o640 {

@@ -20,7 +20,7 @@ import (
 func TestSwappedSymlinkTargetsEndToEnd(t *testing.T) {
 	e := newGXEnv(t, "local", "")
 	backing := e.newVolume("vol", e.createKey("alias/symlinks"))
-	maHeaderVersion(t, backing, "v4")
+	maHeaderVersion(t, backing, "v5")
 	mnt := e.mount(e.cfg, backing)
 	long := func(c string) string { return "/" + strings.Repeat(c+"/", 1550) + "end" } // 3104 bytes: a side file
 	links := map[string]string{

@@ -52,8 +52,11 @@ type Options struct {
 	// format).
 	LegacyMeta bool
 	// NoHoleMap: a volume of header version 3, whose holes are not
-	// authenticated (the default is the current format, version 4).
+	// authenticated (the default is the current format, version 5).
 	NoHoleMap bool
+	// NoBindEntries: a volume of header version 4, whose files and
+	// directories are not bound to their name.
+	NoBindEntries bool
 }
 
 // Volume is a backing directory with its content and names keys, enough to
@@ -64,6 +67,7 @@ type Volume struct {
 	PlaintextNames bool
 	AuthMeta       bool // header version 3: authenticated mode and owner
 	HoleMap        bool // header version 4: authenticated holes, symlink targets bound to their entry
+	BindEntries    bool // header version 5: files and directories bound to their name
 	ContentKey     *keywrap.Key
 	NamesKey       *keywrap.Key
 }
@@ -109,6 +113,7 @@ func NewVolume(t testing.TB, opts Options) *Volume {
 	})
 	v := &Volume{Backing: backing, SectorSize: ss, PlaintextNames: opts.PlaintextNames, AuthMeta: !opts.LegacyMeta, ContentKey: ck, NamesKey: nk}
 	v.HoleMap = v.AuthMeta && !opts.NoHoleMap
+	v.BindEntries = v.HoleMap && !opts.NoBindEntries
 	if v.AuthMeta {
 		// As encvol create does: the root's record too.
 		k := v.Keys(t)
@@ -118,7 +123,7 @@ func NewVolume(t testing.TB, opts Options) *Volume {
 		if err := unix.Stat(backing, &st); err != nil {
 			t.Fatalf("fusefstest: %v", err)
 		}
-		val, err := fusefs.EncodeMetaFor(k.Names, rootID, st.Mode&0o7777, st.Uid, st.Gid)
+		val, err := fusefs.EncodeMetaFor(k.Names, rootID, nil, st.Mode&0o7777, st.Uid, st.Gid)
 		if err == nil {
 			err = unix.Setxattr(backing, fusefs.MetaXattr, val, 0)
 		}
@@ -148,6 +153,9 @@ func (v *Volume) Keys(t testing.TB) *fusefs.Keys {
 		if v.HoleMap {
 			c.UseVersion3()
 			nc.SetBindLinks()
+		}
+		if v.BindEntries {
+			nc.SetBindEntries()
 		}
 		nc.SetAuthMeta()
 	}

@@ -149,10 +149,11 @@ const (
 	slotSymlink
 	slotXattrValue
 	slotMetaMAC
+	slotEntryMAC
 	numSlots
 )
 
-var slotLabels = [numSlots]string{LabelNameMAC, LabelNameEnc, LabelXattrNameMAC, LabelXattrNameEnc, LabelSymlink, LabelXattrValue, LabelMetaMAC}
+var slotLabels = [numSlots]string{LabelNameMAC, LabelNameEnc, LabelXattrNameMAC, LabelXattrNameEnc, LabelSymlink, LabelXattrValue, LabelMetaMAC, LabelEntryMAC}
 
 // Codec encrypts and decrypts names, symlink targets and xattrs of one volume.
 // It is safe for concurrent use. Close zeroizes its keys; every later call
@@ -165,6 +166,9 @@ type Codec struct {
 	// bindLinks: symlink targets are bound to their entry (header version
 	// 4); set once before the codec is shared.
 	bindLinks bool
+	// bindEntries: the metadata of regular files and directories names
+	// their entry (header version 5); set once before the codec is shared.
+	bindEntries bool
 
 	mu     sync.RWMutex // read-held by every operation, write-held by Close
 	keys   *keywrap.Key // numSlots × 32 bytes; GUARDED_BY(mu)
@@ -173,7 +177,7 @@ type Codec struct {
 	symGCM cipher.AEAD  // GUARDED_BY(mu)
 	xvGCM  cipher.AEAD  // GUARDED_BY(mu)
 	// pools of keyed HMAC scratch state; GUARDED_BY(mu)
-	namePool, xattPool, metaPool *sync.Pool
+	namePool, xattPool, metaPool, entryPool *sync.Pool
 }
 
 // NewCodec derives the names keys from namesKey (keywrap.Subkeys.Names) into
@@ -219,6 +223,7 @@ func NewCodec(namesKey *keywrap.Key, plaintext bool) (*Codec, error) {
 	c.namePool = newSIVPool(slot(kb, slotNameMAC))
 	c.xattPool = newSIVPool(slot(kb, slotXattrNameMAC))
 	c.metaPool = newSIVPool(slot(kb, slotMetaMAC))
+	c.entryPool = newSIVPool(slot(kb, slotEntryMAC))
 	if derr != nil {
 		keys.Close()
 		return nil, fmt.Errorf("names: new codec: %w", derr)
@@ -249,7 +254,7 @@ func (c *Codec) Close() {
 	// keywrap.Secretly, so with runtime/secret the GC erases them once they
 	// become unreachable here.
 	c.keys, c.nameBl, c.xattBl, c.symGCM, c.xvGCM = nil, nil, nil, nil, nil
-	c.namePool, c.xattPool, c.metaPool = nil, nil, nil
+	c.namePool, c.xattPool, c.metaPool, c.entryPool = nil, nil, nil, nil
 }
 
 // Plaintext reports whether the codec passes names through (plaintext mode).

@@ -62,7 +62,7 @@ func vectorCodec(t *testing.T, all map[string]map[string]string) *Codec {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	fields := [numSlots]string{"name_mac", "name_enc", "xattr_name_mac", "xattr_name_enc", "symlink", "xattr_value", "meta_mac"}
+	fields := [numSlots]string{"name_mac", "name_enc", "xattr_name_mac", "xattr_name_enc", "symlink", "xattr_value", "meta_mac", "entry_mac"}
 	for i, f := range fields {
 		if got := hex.EncodeToString(slot(c.keys.Bytes(), i)); got != kv[f] {
 			t.Errorf("%s key %s, document says %s", f, got, kv[f])
