@@ -169,7 +169,7 @@ type DrillReport struct {
 	FreshMount    string  `json:"fresh_mount_error,omitempty"`
 	FreshMountMS  float64 `json:"fresh_mount_ms"`
 	EnableCallMS  float64 `json:"enable_call_ms"`
-	// ReopenMS is the time from the enable call's return to the first read
+	// ReopenMS is the time from the start of the enable call to the first read
 	// that succeeded (eio) or to the blocked read completing (hang); -1
 	// when I/O never resumed.
 	ReopenMS      float64 `json:"reopen_ms"`
