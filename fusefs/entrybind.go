@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -123,11 +124,16 @@ func (n *Node) checkEntry(k *Keys, st *unix.Statx_t, c *childOp) syscall.Errno {
 			return 0
 		}
 	}
-	if err := checkPlace(k.Names, e.m, c.place()); err != nil {
+	if p := e.placed.Load(); p != nil && p.Name == c.name && bytes.Equal(p.DirID, c.d.id) {
+		return 0
+	}
+	at := c.place()
+	if err := checkPlace(k.Names, e.m, at); err != nil {
 		n.fsys.errs.Add(1)
 		n.fsys.log.Error().Str("op", "lookup").Str("path", realPath(fdPath(c.d.fd, c.bname))).Err(err).
 			Msg("this file or directory belongs to another name")
 		return syscall.EIO
 	}
+	e.placed.Store(&at)
 	return 0
 }

@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -31,6 +32,11 @@ type metaEntry struct {
 	// It never turns false again while metaXattr is in use.
 	canonical bool
 	id        []byte // the entry ID the record is bound to (authenticated metadata), nil when not known yet
+	// placed is the last entry the record was checked to name
+	// (checkEntry), so that the kernel's next lookup there, and each
+	// READDIRPLUS, costs a comparison instead of an HMAC. It goes with the
+	// entry when the record is written again.
+	placed atomic.Pointer[Place]
 }
 
 // storedMeta returns n's stored mode and owner and, on a volume with
