@@ -102,3 +102,45 @@ func TestEncodeMetaBoundVector(t *testing.T) {
 		t.Errorf("rebound record %x (%v), want %x", back, err, want)
 	}
 }
+
+// TestRecordNamingTwoEntries: the record a rename writes before the
+// backing rename names both entries, so whichever name a crash leaves the
+// entry at, it reads there, and nowhere else; the record written after it
+// names only the new entry.
+func TestRecordNamingTwoEntries(t *testing.T) {
+	nc := fuzzMetaCodec(t)
+	nc.SetBindEntries()
+	id := bytes.Repeat([]byte{0xa5}, 16)
+	d1, d2 := bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, 16)
+	from, to, other := Place{d1, "old"}, Place{d2, "new"}, Place{d1, "new"}
+	m, err := bound(nc, meta{mode: 0o640, uid: 1, gid: 2}, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := encodeMetaAuth(nc, id, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec) != metaLenMax {
+		t.Errorf("a record naming two entries has %d bytes, want %d", len(rec), metaLenMax)
+	}
+	got, err := decodeMetaAuth(nc, id, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []Place{from, to} {
+		if err := checkPlace(nc, got, p); err != nil {
+			t.Errorf("%s: %v", p.Name, err)
+		}
+	}
+	if err := checkPlace(nc, got, other); !errors.Is(err, ErrEntryMoved) {
+		t.Errorf("a third entry: %v", err)
+	}
+	after, err := bound(nc, got, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checkPlace(nc, after, to) != nil || !errors.Is(checkPlace(nc, after, from), ErrEntryMoved) {
+		t.Error("the record after the rename does not name only the new entry")
+	}
+}

@@ -59,7 +59,7 @@ func FuzzDecodeMetaAuth(f *testing.F) {
 	})
 }
 
-func fuzzMetaCodec(f *testing.F) *names.Codec {
+func fuzzMetaCodec(f testing.TB) *names.Codec {
 	k, err := keywrap.RandomKey(32)
 	if err != nil {
 		f.Fatal(err)
