@@ -3,6 +3,7 @@ package fusefs_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +30,7 @@ type holdFS struct {
 	held    bool
 	release chan struct{}
 	waiting atomic.Int32
+	names   map[string]int // GUARDED_BY(mu): names of the lookups held, for failure messages
 }
 
 func (h *holdFS) hold() {
@@ -46,15 +48,28 @@ func (h *holdFS) unhold() {
 	h.mu.Unlock()
 }
 
-func (h *holdFS) wait() {
+func (h *holdFS) wait(name string) {
 	h.mu.Lock()
 	held, ch := h.held, h.release
+	if held {
+		if h.names == nil {
+			h.names = map[string]int{}
+		}
+		h.names[name]++
+	}
 	h.mu.Unlock()
 	if held {
 		h.waiting.Add(1)
 		<-ch
 		h.waiting.Add(-1)
 	}
+}
+
+// heldNames lists the names of the lookups held so far.
+func (h *holdFS) heldNames() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.names)
 }
 
 type holdNode struct {
@@ -66,7 +81,7 @@ var _ = (fs.NodeLookuper)((*holdNode)(nil))
 var _ = (fs.NodeWrapChilder)((*holdNode)(nil))
 
 func (n *holdNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.h.wait()
+	n.h.wait(name)
 	return n.LoopbackNode.Lookup(ctx, name, out)
 }
 
@@ -190,7 +205,7 @@ func TestRequestsBounded(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if got := int(h.waiting.Load()); got > limit {
-		t.Errorf("%d backing calls in progress, want at most %d", got, limit)
+		t.Errorf("%d backing calls in progress, want at most %d; lookups held (backing name: count): %v", got, limit, h.heldNames())
 	}
 	// The readers that feed requests and the runtime's own threads come on
 	// top of the limit; 200 waiting clients must not.

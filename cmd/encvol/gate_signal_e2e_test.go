@@ -205,7 +205,31 @@ func (r *gateReader) read(nr int) {
 		r.t.Fatal(err)
 	}
 	r.expect("reading", 10*time.Second)
-	gxWait(r.t, "reader "+r.name+" blocked", 10*time.Second, func() bool { return r.blockedIn() == nr })
+	start := time.Now()
+	for r.blockedIn() != nr {
+		if time.Since(start) > 10*time.Second {
+			// What it does instead says which way the request went.
+			r.t.Fatalf("reader %s does not wait in system call %d after 10 s: it is in %d (-2: not asleep in the kernel, or gone), printed %q; kernel stack:\n%s",
+				r.name, nr, r.blockedIn(), r.printed(), r.kernelStack())
+		}
+		time.Sleep(gxPoll)
+	}
+}
+
+// printed returns the lines the reader printed that nobody read yet.
+func (r *gateReader) printed() []string {
+	var out []string
+	for {
+		select {
+		case l, ok := <-r.lines:
+			if !ok {
+				return append(out, "(exited)")
+			}
+			out = append(out, l)
+		default:
+			return out
+		}
+	}
 }
 
 // kernelStack is where the reader's main thread sleeps in the kernel
