@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,28 +42,49 @@ func (e *InUseError) Error() string {
 	return fmt.Sprintf("volume %s is in use by another encvol process; wait for it to finish", e.Backing)
 }
 
-// LockVolume takes the volume's exclusive lock without waiting. When
-// another process holds it, the error is an *InUseError naming that
-// process and, if it is a mount, its mountpoint.
+// exitingHolderWait bounds how long LockVolume waits for a holder that is
+// not a mount. umount(8) returns once the kernel has detached a mount, a
+// little before its daemon has exited and dropped the lock, so a command
+// run right after it would otherwise find the volume in use.
+const exitingHolderWait = 2 * time.Second
+
+// LockVolume takes the volume's exclusive lock. A live mount's lock is
+// refused at once; another holder (a daemon whose mount was just
+// detached, an operation on the whole volume) is waited for up to
+// exitingHolderWait. When the lock stays held, the error is an
+// *InUseError naming the holder and, if it is a mount, its mountpoint.
 func LockVolume(backing string) (*VolumeLock, error) {
 	f, err := os.Open(backing)
 	if err != nil {
 		return nil, fmt.Errorf("lock volume %s: %w", backing, err)
 	}
+	deadline := time.Now().Add(exitingHolderWait)
 	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err = tryFlock(f)
+		if err == nil {
+			return &VolumeLock{f: f}, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock volume %s: %w", backing, err)
+		}
+		holder := lockHolder(backing, f)
+		if holder.Mountpoint != "" || time.Now().After(deadline) {
+			f.Close()
+			return nil, holder
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tryFlock takes the exclusive flock of f without waiting.
+func tryFlock(f *os.File) error {
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err != unix.EINTR {
-			break
+			return err
 		}
 	}
-	if err == nil {
-		return &VolumeLock{f: f}, nil
-	}
-	defer f.Close()
-	if errors.Is(err, unix.EWOULDBLOCK) {
-		return nil, lockHolder(backing, f)
-	}
-	return nil, fmt.Errorf("lock volume %s: %w", backing, err)
 }
 
 // CheckNotInUse fails with an *InUseError when the volume is locked (by a
@@ -86,7 +108,7 @@ func (l *VolumeLock) Release() error {
 }
 
 // lockHolder finds who holds the lock on the open directory f.
-func lockHolder(backing string, f *os.File) error {
+func lockHolder(backing string, f *os.File) *InUseError {
 	e := &InUseError{Backing: backing}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
