@@ -36,7 +36,9 @@ equal "new key manager" "$MANAGER" CUSTOMER
 ok "create-alias" kmscli create-alias --alias-name alias/awscli-test --target-key-id "$KID"
 ok "describe-key via alias" kmscli describe-key --key-id alias/awscli-test --query KeyMetadata.KeyId
 equal "alias target" "$OUT" "$KID"
-refused "create-alias twice" AlreadyExistsException kmscli create-alias --alias-name alias/awscli-test --target-key-id "$KID"
+# Named by ARN this time: the same request again within one second would
+# carry the same signature, which the server refuses as a replay.
+refused "create-alias twice" AlreadyExistsException kmscli create-alias --alias-name alias/awscli-test --target-key-id "$ARN"
 refused "describe-key of an unknown key" NotFoundException kmscli describe-key --key-id 00000000-0000-0000-0000-000000000000
 refused "describe-key by an ARN of another region" NotFoundException kmscli describe-key --key-id "arn:aws:kms:eu-west-1:$ACCOUNT:key/$KID"
 ok "list-aliases ARN" kmscli list-aliases --key-id "$KID" --query 'Aliases[0].AliasArn'
@@ -89,7 +91,7 @@ equal "cancel-key-deletion KeyId" "$OUT" "$ARN"
 ok "describe-key after cancel" kmscli describe-key --key-id "$KID" --query KeyMetadata.KeyState
 equal "state after cancel-key-deletion" "$OUT" Disabled
 refused "decrypt after cancel (still disabled)" DisabledException decrypt_blob
-ok "enable-key after cancel" kmscli enable-key --key-id "$KID"
+ok "enable-key after cancel" kmscli enable-key --key-id "$ARN"
 ok "decrypt after cancel + enable" decrypt_blob
 
 step "rotation"

@@ -56,7 +56,7 @@ func (g *replayGuard) admit(principal, op, signature string, signedAt, now time.
 	}
 	set.expire(now)
 	if first, ok := set.ops[signature]; ok {
-		return errInvalidSignature(fmt.Sprintf("this signature was already used by a %s request: a signed state-changing request is accepted once; sign a new request (AWS SDKs and awscli sign every attempt afresh)", first))
+		return errInvalidSignature(fmt.Sprintf("this signature was already used by a %s request: a signed state-changing request is accepted once; sign a new request (AWS SDKs and awscli sign every attempt afresh, but the same request sent again within the same second carries the same signature: retry after a second)", first))
 	}
 	if len(set.ops) >= g.limit {
 		return errThrottling(fmt.Sprintf("Rate exceeded: principal %s has %d state-changing requests signed within the %s clock-skew window, the most this server remembers to refuse replays; retry once older ones leave the window",
