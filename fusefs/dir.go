@@ -350,7 +350,7 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, n.fsys.errno(err, "link", name)
 	}
 	defer trel()
-	rebind, errno := tn.unbindForLink(c.k, tp, Place{DirID: te.dirID, Name: te.name})
+	rebind, errno := tn.unbindForLink(c.k, tp, te)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -658,8 +658,8 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // entries RENAME_EXCHANGE just swapped (sst and dstSt: their stats from
 // before), each for the name it has now.
 func (n *Node) resealExchanged(src, dst *childOp, np *Node, sst, dstSt *unix.Stat_t) {
-	srcE := linkEntry{dirID: src.d.id, name: src.name}
-	dstE := linkEntry{dirID: dst.d.id, name: dst.name}
+	srcE := Place{DirID: src.d.id, Name: src.name}
+	dstE := Place{DirID: dst.d.id, Name: dst.name}
 	if sst.Mode&unix.S_IFMT == unix.S_IFLNK {
 		n.resealAfterExchange(src.k, &dst.d, dst.bname, srcE, dstE, np)
 	}

@@ -27,6 +27,8 @@ import (
 // only). The root has no name and is unbound too.
 
 // Place names an entry: the ID of its directory and its plaintext name.
+// It is what a symlink target (names.LinkAAD) and the record of a regular
+// file or directory are bound to.
 type Place struct {
 	DirID []byte
 	Name  string

@@ -25,7 +25,7 @@ import (
 
 // readBound returns the plaintext target of the backing symlink bname of
 // dirfd, the entry e, with its backing stat and stored target.
-func (f *FS) readBound(k *Keys, dirfd int, bname string, e linkEntry) (plain, stored string, st unix.Stat_t, err error) {
+func (f *FS) readBound(k *Keys, dirfd int, bname string, e Place) (plain, stored string, st unix.Stat_t, err error) {
 	if err = unix.Fstatat(dirfd, bname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return "", "", st, err
 	}
@@ -43,8 +43,8 @@ func (f *FS) readBound(k *Keys, dirfd int, bname string, e linkEntry) (plain, st
 // holds plain sealed for the entry e, with the owner and times of st (the
 // symlink it stands for). It returns the temporary name and the stored
 // target (for dropLink should the symlink not be used).
-func (f *FS) boundTemp(k *Keys, dirfd int, e linkEntry, plain string, st *unix.Stat_t) (tmp, stored string, err error) {
-	enc, err := k.Names.EncryptSymlink(e.dirID, e.name, plain)
+func (f *FS) boundTemp(k *Keys, dirfd int, e Place, plain string, st *unix.Stat_t) (tmp, stored string, err error) {
+	enc, err := k.Names.EncryptSymlink(e.DirID, e.Name, plain)
 	if err != nil {
 		return "", "", err
 	}
@@ -89,14 +89,14 @@ func (f *FS) authFail(op, path string, err error) syscall.Errno {
 // readable, never neither.
 func (n *Node) renameLink(src, dst *childOp, np *Node, flags uint32, dstExists bool) syscall.Errno {
 	f := n.fsys
-	plain, _, sst, err := f.readBound(src.k, src.d.fd, src.bname, linkEntry{dirID: src.d.id, name: src.name})
+	plain, _, sst, err := f.readBound(src.k, src.d.fd, src.bname, Place{DirID: src.d.id, Name: src.name})
 	if err != nil {
 		if isAuthErr(err) {
 			return f.authFail("rename", fdPath(src.d.fd, src.bname), err)
 		}
 		return f.errno(err, "rename", src.name)
 	}
-	tmp, stored, err := f.boundTemp(src.k, dst.d.fd, linkEntry{dirID: dst.d.id, name: dst.name}, plain, &sst)
+	tmp, stored, err := f.boundTemp(src.k, dst.d.fd, Place{DirID: dst.d.id, Name: dst.name}, plain, &sst)
 	if err != nil {
 		return f.errno(err, "rename", dst.name)
 	}
@@ -142,7 +142,7 @@ func (n *Node) renameLink(src, dst *childOp, np *Node, flags uint32, dstExists b
 // Until it has, the symlink reads as EIO: docs/format.md, "Symlink
 // targets", names this window. A failure is logged; the symlink then
 // stays unreadable and fsck reports it.
-func (n *Node) resealAfterExchange(k *Keys, d *dirRef, bname string, was, now linkEntry, parent *Node) {
+func (n *Node) resealAfterExchange(k *Keys, d *dirRef, bname string, was, now Place, parent *Node) {
 	f := n.fsys
 	plain, old, st, err := f.readBound(k, d.fd, bname, was)
 	if err != nil {
@@ -167,7 +167,7 @@ func (n *Node) resealAfterExchange(k *Keys, d *dirRef, bname string, was, now li
 	if st.Nlink == 1 {
 		f.dropLink(old)
 	}
-	f.forgetEntry(parent, now.name)
+	f.forgetEntry(parent, now.Name)
 }
 
 func (f *FS) resealFail(dirfd int, bname string, err error) {
@@ -193,7 +193,7 @@ func (n *Node) linkSymlink(ctx context.Context, c *childOp, tn *Node, out *fuse.
 		}
 		return nil, f.errno(err, "link", c.name)
 	}
-	tmp, stored, err := f.boundTemp(c.k, c.d.fd, linkEntry{dirID: c.d.id, name: c.name}, plain, &st)
+	tmp, stored, err := f.boundTemp(c.k, c.d.fd, Place{DirID: c.d.id, Name: c.name}, plain, &st)
 	if err != nil {
 		return nil, f.errno(err, "link", c.name)
 	}

@@ -97,18 +97,18 @@ func longLinkOf(child *fs.Inode, dirfd int, bname string) string {
 
 // decodeLink returns the plaintext target of backing symlink target t of
 // the entry e.
-func (f *FS) decodeLink(k *Keys, t string, e linkEntry) (string, error) {
+func (f *FS) decodeLink(k *Keys, t string, e Place) (string, error) {
 	enc, err := f.loadLink(t)
 	if err != nil {
 		return "", err
 	}
-	return k.Names.DecryptSymlink(e.dirID, e.name, enc)
+	return k.Names.DecryptSymlink(e.DirID, e.Name, enc)
 }
 
 // symlinkSize sets a symlink's size to its plaintext target's length, as
 // a local file system reports it (lstat, ls -l); a target that does not
 // decode keeps the backing size and fails at readlink.
-func (f *FS) symlinkSize(k *Keys, st *unix.Statx_t, dirfd int, name string, e linkEntry, a *fuse.Attr) {
+func (f *FS) symlinkSize(k *Keys, st *unix.Statx_t, dirfd int, name string, e Place, a *fuse.Attr) {
 	if uint32(st.Mode)&unix.S_IFMT != unix.S_IFLNK {
 		return
 	}

@@ -110,6 +110,18 @@ func (n *Node) writeNodeMeta(nc *names.Codec, fd int, path string, st *unix.Stat
 	return nil
 }
 
+// rewriteNodeMeta is writeNodeMeta for n's entry at path without a stat
+// of it from the caller: the cache's canonical one, else a statx.
+func (n *Node) rewriteNodeMeta(nc *names.Codec, path string, m meta, id []byte) error {
+	st, known := n.canonicalStat()
+	if !known {
+		if err := statxAt(unix.AT_FDCWD, path, &st); err != nil {
+			return err
+		}
+	}
+	return n.writeNodeMeta(nc, -1, path, &st, m, id)
+}
+
 // fillAttrMeta is fillAttr plus the plaintext mode and owner: from
 // metaXattr of a regular file or directory (cached; read through fd when
 // >= 0, else path, with the keys k or the gate's), otherwise the backing

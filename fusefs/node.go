@@ -101,36 +101,29 @@ func (n *Node) path(k *Keys) (string, func(), error) {
 	return p, rel, err
 }
 
-// linkEntry names an entry by its directory's ID and its plaintext name:
-// what a symlink target is bound to (names.LinkAAD).
-type linkEntry struct {
-	dirID []byte
-	name  string
-}
-
 // pathEntry is path that also names the entry (the root has none).
-func (n *Node) pathEntry(k *Keys) (string, linkEntry, func(), error) {
+func (n *Node) pathEntry(k *Keys) (string, Place, func(), error) {
 	if n.isRoot() {
-		return n.fsys.backing, linkEntry{}, func() {}, nil
+		return n.fsys.backing, Place{}, func() {}, nil
 	}
 	name, p := n.Parent()
 	if p == nil {
-		return "", linkEntry{}, nil, syscall.ENOENT
+		return "", Place{}, nil, syscall.ENOENT
 	}
 	pn, ok := p.Operations().(*Node)
 	if !ok {
-		return "", linkEntry{}, nil, syscall.EIO
+		return "", Place{}, nil, syscall.EIO
 	}
 	d, err := pn.openDir(k)
 	if err != nil {
-		return "", linkEntry{}, nil, err
+		return "", Place{}, nil, err
 	}
 	b, _, err := k.Names.EncryptName(d.id, name)
 	if err != nil {
 		d.close()
-		return "", linkEntry{}, nil, err
+		return "", Place{}, nil, err
 	}
-	return fdPath(d.fd, b), linkEntry{dirID: d.id, name: name}, d.close, nil
+	return fdPath(d.fd, b), Place{DirID: d.id, Name: name}, d.close, nil
 }
 
 // fdPath names entry name of the directory open as dirfd.
@@ -351,7 +344,7 @@ func (n *Node) newChildMeta(ctx context.Context, c *childOp, st *unix.Statx_t, o
 		return nil, errno
 	}
 	n.fsys.expireAttr(&out.Attr, &out.AttrValid, &out.AttrValidNsec, true)
-	n.fsys.symlinkSize(k, st, d.fd, bname, linkEntry{dirID: d.id, name: c.name}, &out.Attr)
+	n.fsys.symlinkSize(k, st, d.fd, bname, Place{DirID: d.id, Name: c.name}, &out.Attr)
 	return n.NewInode(ctx, cn, n.fsys.stableAttr(st)), 0
 }
 
@@ -524,7 +517,7 @@ func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		fd = n.of.fd
 	}
 	path := ""
-	var le linkEntry
+	var le Place
 	if fd < 0 {
 		p, e, prel, err := n.pathEntry(k)
 		if err != nil {

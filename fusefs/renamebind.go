@@ -129,18 +129,12 @@ func (ms *moves) write(mv *move, path string, ps ...Place) error {
 	if err != nil {
 		return err
 	}
+	if mv.node != nil {
+		return mv.node.rewriteNodeMeta(ms.k.Names, path, m, mv.id)
+	}
 	var st unix.Statx_t
-	known := false
-	if mv.node != nil {
-		st, known = mv.node.canonicalStat()
-	}
-	if !known {
-		if err := statxAt(unix.AT_FDCWD, path, &st); err != nil {
-			return err
-		}
-	}
-	if mv.node != nil {
-		return mv.node.writeNodeMeta(ms.k.Names, -1, path, &st, m, mv.id)
+	if err := statxAt(unix.AT_FDCWD, path, &st); err != nil {
+		return err
 	}
 	return ms.f.writeMeta(ms.k.Names, -1, path, &st, m, mv.id)
 }
@@ -191,24 +185,15 @@ func (n *Node) unbindForLink(k *Keys, p string, at Place) (rebind func(), errno 
 	if m.bind.n == 0 {
 		return noop, 0
 	}
-	write := func(m meta) error {
-		st, known := n.canonicalStat()
-		if !known {
-			if err := statxAt(unix.AT_FDCWD, p, &st); err != nil {
-				return err
-			}
-		}
-		return n.writeNodeMeta(k.Names, -1, p, &st, m, id)
-	}
 	was := m
 	m.bind = binding{}
-	if err := write(m); err != nil {
+	if err := n.rewriteNodeMeta(k.Names, p, m, id); err != nil {
 		return noop, n.fsys.errno(err, "link", "")
 	}
 	return func() {
 		n.content.Lock()
 		defer n.content.Unlock()
-		if err := write(was); err != nil {
+		if err := n.rewriteNodeMeta(k.Names, p, was, id); err != nil {
 			n.fsys.log.Warn().Str("op", "link").Str("path", realPath(p)).Err(err).
 				Msg("cannot bind a file to its name again after a failed link; it stays bound to its file ID only")
 		}

@@ -32,13 +32,7 @@ func (r *repairer) placeAt(dfd int, bname string) (*fusefs.Place, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the directory ID of the entry's directory: %w", err)
 	}
-	enc := bname
-	if !r.keys.Names.Plaintext() && names.IsLongName(bname) {
-		if enc, err = names.ReadLongName(dfd, bname); err != nil {
-			return nil, err
-		}
-	}
-	plain, err := r.keys.Names.DecryptName(id, enc)
+	plain, err := r.fk.src.decodeName(&backingDir{fd: dfd, id: id}, bname)
 	if err != nil {
 		return nil, err
 	}
