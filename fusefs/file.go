@@ -220,17 +220,38 @@ func (n *Node) detachLocked() {
 	}
 }
 
-// closeBackingLocked closes n's backing file. Caller holds n.content.
+// closeBackingLocked closes n's backing file, shrinking its hole map
+// first. Caller holds n.content.
 func (n *Node) closeBackingLocked() {
 	of := n.of
 	if of == nil {
 		return
 	}
+	n.settleHolesLocked(of, "close")
 	n.of = nil
 	if err := of.f.OS().Close(); err != nil {
 		n.fsys.log.Warn().Str("op", "release").Err(err).Msg("closing the backing file failed")
 	}
 	n.fsys.trackOpen(n, false)
+}
+
+// settleHolesLocked drops the sectors written into former holes from the
+// file's hole map (sector.File.SettleHoles), so that zeroing them in the
+// backing file is detected. Without the key (a closed gate) the map stays
+// as it is: too large, which is safe. Caller holds n.content exclusively.
+func (n *Node) settleHolesLocked(of *openFile, op string) {
+	if !of.rw || !of.f.HolesUnsettled() || !n.fsys.gate.IsOpen() {
+		return
+	}
+	k, rel := n.fsys.gate.tryAcquire()
+	if k == nil {
+		return
+	}
+	defer rel()
+	if err := of.f.SettleHoles(k.Content); err != nil {
+		n.fsys.log.Warn().Str("op", op).Str("path", realPath(of.f.OS().Name())).Err(err).
+			Msg("cannot shrink the file's hole map: sectors written where holes were read as zeros if someone zeroes them in the backing file, until it is shrunk")
+	}
 }
 
 // OnForget closes the backing file once the kernel has forgotten the inode:
@@ -367,6 +388,13 @@ func (n *Node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 		n.content.RUnlock()
 		if err != nil {
 			return n.fsys.errno(err, "fsync", of.f.OS().Name())
+		}
+		if of.f.HolesUnsettled() {
+			n.content.Lock()
+			if n.of == of {
+				n.settleHolesLocked(of, "fsync")
+			}
+			n.content.Unlock()
 		}
 		return 0
 	}

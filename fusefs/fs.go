@@ -170,6 +170,9 @@ type FS struct {
 	openMu    sync.Mutex
 	open      map[*Node]struct{} // GUARDED_BY(openMu): nodes with an open backing file
 	openSince int                // GUARDED_BY(openMu): files opened since the last eviction
+	// finished is closed once the mount has stopped serving and every
+	// backing file is closed (Finished).
+	finished chan struct{}
 
 	// entries remembers the negative entries the kernel caches, for the
 	// gate's invalidation (entrycache.go); nil until mounted.
@@ -226,6 +229,7 @@ func New(opts Options) (*FS, error) {
 		euid:       uint32(os.Geteuid()),
 		egid:       uint32(os.Getegid()),
 		open:       make(map[*Node]struct{}),
+		finished:   make(chan struct{}),
 		pause:      newPauser(),
 	}
 	f.metaOK.Store(true)
@@ -383,9 +387,15 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		f.dirs.clear()
 		f.names.clear()
 		f.closeAllBacking()
+		close(f.finished)
 	}()
 	return srv, nil
 }
+
+// Finished is closed once the mount has stopped serving and its backing
+// files are closed, which settles their hole maps while the key is still
+// there: close the gate after it.
+func (f *FS) Finished() <-chan struct{} { return f.finished }
 
 // trackSpace starts the space reservation for the mount on device dev.
 func (f *FS) trackSpace(dev uint64) error {

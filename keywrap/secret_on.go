@@ -1,13 +1,16 @@
-//go:build goexperiment.runtimesecret
+//go:build goexperiment.runtimesecret && !cgo
 
 package keywrap
 
 import "runtime/secret"
 
 // SecretMemory is true when the binary was built with
-// GOEXPERIMENT=runtimesecret, so Secretly erases the stack, registers and
-// heap temporaries of key computations.
+// GOEXPERIMENT=runtimesecret and without cgo, so Secretly erases the stack,
+// registers and heap temporaries of key computations.
 const SecretMemory = true
+
+// SecretOff says why SecretMemory is false; empty here.
+const SecretOff = ""
 
 // Secretly runs f under runtime/secret.Do: the stack and registers f used are
 // erased when it returns, and heap memory f allocated is erased once the

@@ -48,7 +48,7 @@ if [ "$WRK" = 1 ] && ! command -v wrk >/dev/null; then
 	$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null ||
 		die "cannot install wrk with apt-get; install it and rerun"
 fi
-export GOEXPERIMENT=runtimesecret
+export GOEXPERIMENT=runtimesecret CGO_ENABLED=0
 
 W=$(mktemp -d)
 SRV_PID=""

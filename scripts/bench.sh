@@ -145,7 +145,8 @@ mkdir -p "$T" "$WORK/mnt" "$WORK/bin" "$WORK/res" "$WORK/log"
 mount -t tmpfs -o size="$TMPFS_SIZE" encvol-bench "$T"
 
 # --- build ---------------------------------------------------------------------
-export GOEXPERIMENT=runtimesecret
+# As released: runtime/secret, which needs a build without cgo.
+export GOEXPERIMENT=runtimesecret CGO_ENABLED=0
 (cd "$REPO" && go build -o "$WORK/bin/nopassthrough" ./scripts/nopassthrough)
 if has encvol || part fsck || part snapshot || part lifecycle; then
 	(cd "$REPO" && go build -o "$WORK/bin/encvol" ./cmd/encvol)

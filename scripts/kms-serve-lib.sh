@@ -32,7 +32,7 @@ trap kms_cleanup EXIT
 
 kms_build() {
 	step "building encvol"
-	GOEXPERIMENT=runtimesecret go build -o "$T/encvol" ./cmd/encvol 2>"$T/build.log" || { tail -20 "$T/build.log"; fail "go build ./cmd/encvol"; }
+	CGO_ENABLED=0 GOEXPERIMENT=runtimesecret go build -o "$T/encvol" ./cmd/encvol 2>"$T/build.log" || { tail -20 "$T/build.log"; fail "go build ./cmd/encvol"; }
 }
 
 kms_principals() {

@@ -35,7 +35,9 @@ fi
 
 # --- build ------------------------------------------------------------------
 say "building encvol into ./bin"
-export GOEXPERIMENT=runtimesecret
+# runtime/secret erases key temporaries; it needs a build without cgo
+# (keywrap/secret_cgo.go says why).
+export GOEXPERIMENT=runtimesecret CGO_ENABLED=0
 mkdir -p bin
 run go build -o bin/encvol ./cmd/encvol
 

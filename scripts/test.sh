@@ -36,7 +36,9 @@ if ! mountpoint -q /sys/fs/fuse/connections 2>/dev/null && [ "$(id -u)" -eq 0 ];
 fi
 
 # runtime/secret erases the stack and registers used while key material is
-# handled; tests and binaries are built with it.
+# handled; tests and binaries are built with it. It works only without cgo
+# (keywrap/secret_cgo.go), so the encvol binary the tests run is built with
+# CGO_ENABLED=0, while the race detector gives the test binaries cgo.
 export GOEXPERIMENT=runtimesecret
 export GOFLAGS=${GOFLAGS:-}
 

@@ -46,6 +46,10 @@ type File struct {
 
 	holesMu sync.Mutex              // serializes loading the hole map
 	holes   atomic.Pointer[holeMap] // the Version3 hole map once loaded (holefile.go)
+	// settle is the smaller map SettleHoles writes (holesettle.go), nil
+	// when it is the loaded one; settleDue says it may differ.
+	settle    *holeMap // GUARDED_BY(writers run alone)
+	settleDue atomic.Bool
 
 	// rc reaches the descriptor for pwrite and fallocate, made once: one
 	// per call would be an allocation on every write.
@@ -411,6 +415,7 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	f.knowHoles(c, fk, h)
 	S := int64(f.sectorSize)
 	if lo, hi := (size+S-1)/S, off/S; lo < hi {
 		// The write leaves a gap of holes: the hole map covers them
@@ -435,6 +440,7 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 		if err := f.resize(c, fk, h, bufs, last, size-last*S, S, size, end, false, false); err != nil {
 			return 0, err
 		}
+		f.wroteSectors(h, last, last+1)
 		size = (last + 1) * S
 		if b, err = f.backingSize(); err != nil {
 			return 0, err
@@ -454,6 +460,7 @@ func (f *File) WriteAt(c *Cipher, p []byte, off int64) (int, error) {
 			}
 			return n, err
 		}
+		f.wroteSectors(h, i0, i1)
 		n = int(min(end, i1*S) - off)
 	}
 	return n, nil
@@ -718,8 +725,12 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 	if size == 0 {
 		if c.v2 {
 			// The file ID outlives the content: metadata is bound to it.
-			if _, herr := f.header(b, true, v); herr == nil {
-				return f.ftruncate(HeaderSize)
+			if h, herr := f.header(b, true, v); herr == nil {
+				if err := f.ftruncate(HeaderSize); err != nil {
+					return err
+				}
+				f.cutHoles(h, 0)
+				return nil
 			}
 		}
 		// Also the repair for a damaged header or tail.
@@ -752,6 +763,7 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 	if err != nil {
 		return err
 	}
+	f.knowHoles(c, fk, h)
 	S := int64(f.sectorSize)
 	if size > old {
 		// The new sectors are holes, but for the last one, which is
@@ -795,7 +807,11 @@ func (f *File) Truncate(c *Cipher, size int64) error {
 		flagOld = math.MaxInt64
 	}
 	idx := (size - 1) / S
-	return f.resize(c, fk, h, bufs, idx, min(S, old-idx*S), size-idx*S, flagOld, size, true, false)
+	if err := f.resize(c, fk, h, bufs, idx, min(S, old-idx*S), size-idx*S, flagOld, size, true, false); err != nil {
+		return err
+	}
+	f.cutHoles(h, idx+1)
+	return nil
 }
 
 // refinalize re-seals the last sector of a version 2 file as final after
@@ -1100,6 +1116,8 @@ func (f *File) header(backing int64, create bool, v uint16) (*header, error) {
 		}
 		f.hdr.Store(h)
 		f.ref.Store(nil)
+		// A new file ID: no map sealed for it exists yet.
+		f.holes.Store(&holeMap{h: h})
 		return h, nil
 	}
 	if h := f.hdr.Load(); h != nil {

@@ -107,6 +107,9 @@ func (f *File) addHoles(c *Cipher, fk *fileKey, h *header, lo, hi int64) (bool, 
 	m, err := f.holeMap(aead, h)
 	if err != nil || m.covers(lo, hi) {
 		c.runlock()
+		if err == nil {
+			f.madeHoles(h, lo, hi)
+		}
 		return err == nil, err
 	}
 	next := &holeMap{h: h, ext: addExtent(m.ext, lo, hi)}
@@ -119,6 +122,7 @@ func (f *File) addHoles(c *Cipher, fk *fileKey, h *header, lo, hi int64) (bool, 
 	switch {
 	case serr == nil:
 		f.holes.Store(next)
+		f.madeHoles(h, lo, hi)
 		return true, nil
 	case errors.Is(serr, unix.EOPNOTSUPP):
 		return false, nil
@@ -192,6 +196,13 @@ func (f *File) SetHoles(c *Cipher, holes []Extent) error {
 	for _, e := range holes {
 		ext = addExtent(ext, e.Start, e.End)
 	}
+	return f.replaceHoles(c, fk, h, ext)
+}
+
+// replaceHoles makes ext (normalized) the whole hole map of the file, on
+// the backing file (no attribute for an empty map) and in f. Where the
+// backing takes no extended attributes nothing changes. Writers run alone.
+func (f *File) replaceHoles(c *Cipher, fk *fileKey, h *header, ext []Extent) error {
 	if err := c.rlock(); err != nil {
 		return err
 	}
@@ -201,6 +212,8 @@ func (f *File) SetHoles(c *Cipher, holes []Extent) error {
 	}
 	sealed := sealHoles(fk.aead, c.nonces, h, ext)
 	c.runlock()
+	f.holesMu.Lock()
+	defer f.holesMu.Unlock()
 	var serr error
 	if err := f.rc.Control(func(fd uintptr) {
 		if len(ext) == 0 {
@@ -217,6 +230,8 @@ func (f *File) SetHoles(c *Cipher, holes []Extent) error {
 	switch {
 	case serr == nil:
 		f.holes.Store(&holeMap{h: h, ext: ext})
+		f.settle = nil
+		f.settleDue.Store(false)
 		return nil
 	case errors.Is(serr, unix.EOPNOTSUPP):
 		return nil

@@ -15,11 +15,10 @@ import (
 //
 // The map only has to cover the real holes, not match them: a sealed
 // sector inside it still authenticates itself. So it is extended before a
-// hole is made (a write past the end, an extending truncate) and never
-// shrunk when holes are filled. A crash leaves it too large, never too
-// small; and since it only grows over the life of a file ID, an older copy
-// of it is a subset of the current one: replaying it can turn holes into
-// errors, never data into zeros.
+// hole is made (a write past the end, an extending truncate), and a crash
+// leaves it too large, never too small. While a File writes, the map on
+// the backing file only grows; the sectors written into former holes are
+// dropped from it by SettleHoles, once they are durable (holesettle.go).
 
 // HolesXattr is the backing extended attribute that holds the sealed hole
 // map. Files without holes have none.
@@ -96,8 +95,14 @@ func (m *holeMap) covers(lo, hi int64) bool {
 func addExtent(ext []Extent, lo, hi int64) []Extent {
 	out := make([]Extent, 0, len(ext)+1)
 	out = append(out, ext...)
-	out = append(out, Extent{lo, hi})
-	slices.SortFunc(out, func(a, b Extent) int {
+	return normalizeExtents(append(out, Extent{lo, hi}), MaxHoleExtents)
+}
+
+// normalizeExtents sorts ext in place, drops empty extents, joins those
+// that touch, and merges the closest neighbours until at most limit are
+// left (a superset of the sectors).
+func normalizeExtents(ext []Extent, limit int) []Extent {
+	slices.SortFunc(ext, func(a, b Extent) int {
 		switch {
 		case a.Start < b.Start:
 			return -1
@@ -106,8 +111,8 @@ func addExtent(ext []Extent, lo, hi int64) []Extent {
 		}
 		return 0
 	})
-	merged := out[:0]
-	for _, e := range out {
+	merged := ext[:0]
+	for _, e := range ext {
 		if e.End <= e.Start {
 			continue
 		}
@@ -117,7 +122,7 @@ func addExtent(ext []Extent, lo, hi int64) []Extent {
 		}
 		merged = append(merged, e)
 	}
-	for len(merged) > MaxHoleExtents {
+	for len(merged) > limit {
 		// Merge the two neighbours with the smallest gap: the fewest
 		// sealed sectors lose the hole check.
 		best := 0

@@ -66,6 +66,9 @@ type modelRun struct {
 	op    int
 	ver   int  // the sector-file version (Version, Version2, Version3)
 	sole  bool // Files remember their size (SoleWriter)
+	// imprecise: the File was reopened without SettleHoles, so its hole
+	// map may still hold sectors written before.
+	imprecise bool
 }
 
 func runModel(t *testing.T, sectorSize int, seed uint64, ops int, ver int, sole bool) {
@@ -107,6 +110,9 @@ func runModel(t *testing.T, sectorSize int, seed uint64, ops int, ver int, sole 
 		case r < 85:
 			counts["truncate"]++
 			m.truncate()
+		case r < 86:
+			counts["settle"]++
+			m.settle()
 		case r < 88:
 			counts["reopen"]++
 			m.reopen()
@@ -214,6 +220,9 @@ func (m *modelRun) truncate() {
 	if err := m.f.Truncate(m.c, n); err != nil {
 		m.fail("Truncate(%d): %v", n, err)
 	}
+	if n == 0 {
+		m.imprecise = false
+	}
 	if n <= size {
 		m.model = m.model[:n]
 	} else {
@@ -223,6 +232,14 @@ func (m *modelRun) truncate() {
 }
 
 func (m *modelRun) reopen() {
+	if m.rng.IntN(2) == 0 {
+		// As the mount does before it closes a backing file.
+		m.settle()
+	} else {
+		// As after a crash: the next File does not know which sectors
+		// of its map were written, until the file is emptied.
+		m.imprecise = true
+	}
 	if err := m.f.OS().Close(); err != nil {
 		m.fail("close: %v", err)
 	}
@@ -254,6 +271,49 @@ func (m *modelRun) rekey() {
 		m.fail("ReadAt with closed cipher: %v, want ErrClosed", err)
 	}
 	m.c = c
+}
+
+// settle shrinks the hole map, which must then hold exactly the sectors
+// stored as zeros (the files stay below MaxHoleExtents holes): a sector
+// written since it was a hole is out of it (unless the File was reopened
+// without settling since), a hole is never out of it.
+func (m *modelRun) settle() {
+	if err := m.f.SettleHoles(m.c); err != nil {
+		m.fail("SettleHoles: %v", err)
+	}
+	if m.f.HolesUnsettled() {
+		m.fail("HolesUnsettled after SettleHoles")
+	}
+	if m.ver < Version3 {
+		return
+	}
+	holes, err := m.f.Holes(m.c)
+	if err != nil {
+		m.fail("Holes: %v", err)
+	}
+	raw, err := os.ReadFile(m.path)
+	if err != nil {
+		m.fail("read backing: %v", err)
+	}
+	stored := m.ss + Overhead
+	n := (int64(len(raw)) - HeaderSize + stored - 1) / stored
+	in := map[int64]bool{}
+	for _, e := range holes {
+		for i := e.Start; i < e.End; i++ {
+			in[i] = true
+		}
+	}
+	for i := range n {
+		st := raw[HeaderSize+i*stored : min(int64(len(raw)), HeaderSize+(i+1)*stored)]
+		if zero := isZero(st); zero && !in[i] || !zero && in[i] && !m.imprecise {
+			m.fail("after SettleHoles sector %d: stored as zeros %v, in the hole map %v (map %v)", i, zero, in[i], holes)
+		}
+	}
+	for i := range in {
+		if i >= n-1 && !m.imprecise {
+			m.fail("after SettleHoles the hole map %v holds sector %d of %d", holes, i, n)
+		}
+	}
 }
 
 func (m *modelRun) useVersion(c *Cipher) {

@@ -1,4 +1,4 @@
-//go:build goexperiment.runtimesecret
+//go:build goexperiment.runtimesecret && !cgo
 
 package sector
 
@@ -6,7 +6,7 @@ import "runtime/secret"
 
 // SecretMemory reports whether per-file key derivation runs under
 // runtime/secret, so derived subkeys and AES key schedules are erased once
-// unreachable.
+// unreachable (not in a build with cgo: see keywrap/secret_cgo.go).
 const SecretMemory = true
 
 func secretDo(f func()) { secret.Do(f) }

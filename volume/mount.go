@@ -481,6 +481,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 	}()
 	go func() {
 		m.server.Wait()
+		<-fsys.Finished()
 		m.cleanup("unmounted")
 	}()
 	log.Info().Str("op", "mount").Str("path", spec.Mountpoint).Str("backing", spec.Backing).Str("kms", spec.KMS).
@@ -490,7 +491,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 		// Without runtime/secret, freed copies of key material (hash
 		// states inside HKDF, cipher objects) stay in the heap until
 		// reused; the gate still zeroizes the keys it owns.
-		log.Warn().Msg("encvol was built without GOEXPERIMENT=runtimesecret: freed heap copies of key material are not erased when the gate closes; rebuild with GOEXPERIMENT=runtimesecret")
+		log.Warn().Msg(keywrap.SecretOff + ": AES key schedules and freed heap copies of key material are not erased when the gate closes; rebuild with CGO_ENABLED=0 GOEXPERIMENT=runtimesecret")
 	}
 	return m, nil
 }

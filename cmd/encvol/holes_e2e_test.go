@@ -38,7 +38,9 @@ func hxSparse(t *testing.T, path string) []byte {
 		}
 		// The kernel's write-back cache may otherwise send the
 		// extension before the pages, making the written sectors
-		// holes first (they then stay in the hole map).
+		// holes first (until the mount closes the file, which drops
+		// them from the hole map), and the check of the allocated
+		// size below would see them written late.
 		if err := f.Sync(); err != nil {
 			t.Fatal(err)
 		}
@@ -191,6 +193,110 @@ func TestZeroedSectorEndToEnd(t *testing.T) {
 	gxUnmount(t, mnt)
 	waitUnlocked(t, backing)
 	want := "error zeroed-sector /dense sectors 4-4\nerror zeroed-sector /sparse sectors 20-20"
+	if code, got := hxFsck(t, e, backing); code != 4 || got != want {
+		t.Errorf("fsck of the zeroed volume: exit %d, findings:\n%s\nwant:\n%s", code, got, want)
+	}
+}
+
+// hxMapExtents is how many extents the hole map of a backing file holds
+// (0 without a map), from the size of its sealed attribute.
+func hxMapExtents(t *testing.T, file string) int {
+	t.Helper()
+	n, err := unix.Getxattr(file, sector.HolesXattr, nil)
+	if errors.Is(err, unix.ENODATA) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return (n - sector.Overhead - 3) / 16
+}
+
+// TestZeroedFormerHoleEndToEnd: a sector written where a file had a hole
+// leaves the file's hole map at fsync and when the mount closes the file,
+// so zeroing it in the backing file is EIO through the mount and a
+// zeroed-sector error in fsck, like any sealed sector. That holds too for
+// a file whose size was set before its pages were written (ftruncate, or
+// the kernel's write-back sending the size first), which makes every
+// sector a hole first.
+func TestZeroedFormerHoleEndToEnd(t *testing.T) {
+	e := newGXEnv(t, "local", "")
+	key := e.createKey("alias/former-holes")
+	backing := e.newVolume("vol", key)
+	mnt := e.mount(e.cfg, backing)
+
+	formerSize := int64(10*hxSS + 4)
+	former := make([]byte, formerSize)
+	f, err := os.OpenFile(filepath.Join(mnt, "former"), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		off  int64
+		data []byte
+	}{{0, []byte("head")}, {10 * hxSS, []byte("tail")}, {5 * hxSS, gxRandom(t, hxSS)}} {
+		if _, err := f.WriteAt(w.data, w.off); err != nil {
+			t.Fatal(err)
+		}
+		// In this order: the first two leave holes 1-9, the third fills 5.
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		copy(former[w.off:], w.data)
+	}
+	formerFile := fxBackingFile(t, backing, formerSize)
+	if got := hxMapExtents(t, formerFile); got != 2 {
+		t.Errorf("after fsync the hole map of former holds %d extents, want 2 ([1,5) and [6,10))", got)
+	}
+	f.Close()
+
+	announcedSize := int64(12 * hxSS)
+	announced := gxRandom(t, int(announcedSize))
+	a, err := os.OpenFile(filepath.Join(mnt, "announced"), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Truncate(announcedSize); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WriteAt(announced, 0); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	gxUnmount(t, mnt)
+	waitUnlocked(t, backing)
+
+	announcedFile := fxBackingFile(t, backing, announcedSize)
+	if got := hxMapExtents(t, announcedFile); got != 0 {
+		t.Errorf("after the unmount the written-over file keeps a hole map of %d extents, want none", got)
+	}
+	if code, got := hxFsck(t, e, backing); code != 0 || got != "" {
+		t.Errorf("fsck before tampering: exit %d, findings:\n%s", code, got)
+	}
+	hxZero(t, formerFile, 5)
+	hxZero(t, announcedFile, 3)
+	mnt, logPath := hxMount(t, e, backing, "mnt2")
+	if b, err := os.ReadFile(filepath.Join(mnt, "former")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of a zeroed former hole: %d bytes (zeros where data was: %v), %v; want EIO",
+			len(b), len(b) == len(former) && !bytes.Equal(b, former), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "announced")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of a zeroed sector of a file sized before it was written: %d bytes, %v; want EIO", len(b), err)
+	}
+	// The holes that remain still read as zeros.
+	g, err := os.Open(filepath.Join(mnt, "former"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 5*hxSS)
+	if _, err := g.ReadAt(head, 0); err != nil || !bytes.Equal(head, former[:len(head)]) {
+		t.Errorf("former's sectors 0-4 (data and holes): %v", err)
+	}
+	g.Close()
+	maWaitLog(t, logPath, "sector failed authentication")
+	gxUnmount(t, mnt)
+	waitUnlocked(t, backing)
+	want := "error zeroed-sector /announced sectors 3-3\nerror zeroed-sector /former sectors 5-5"
 	if code, got := hxFsck(t, e, backing); code != 4 || got != want {
 		t.Errorf("fsck of the zeroed volume: exit %d, findings:\n%s\nwant:\n%s", code, got, want)
 	}

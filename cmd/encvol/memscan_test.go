@@ -221,11 +221,11 @@ func TestMemoryScanAfterGateClose(t *testing.T) {
 	for _, nd := range needles {
 		if n := countHits(closed, nd.name, false); n > 0 {
 			hint := ""
-			if !keywrap.SecretMemory {
+			if !binarySecretMemory(t) {
 				// Measured: HKDF-Extract feeds the key to SHA-256 as message
 				// data, and the freed digest state keeps it; only
 				// runtime/secret erases such heap and stack copies.
-				hint = " (this build lacks GOEXPERIMENT=runtimesecret, which erases the freed HKDF/SHA-256 state that holds these copies)"
+				hint = " (this binary lacks runtime/secret (GOEXPERIMENT=runtimesecret, CGO_ENABLED=0), which erases the freed HKDF/SHA-256 state that holds these copies)"
 			}
 			t.Errorf("%s survives in the daemon's memory after the gate closed (%d copies)%s", nd.name, n, hint)
 		}

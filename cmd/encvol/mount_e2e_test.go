@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"debug/buildinfo"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,7 +38,11 @@ func TestMain(m *testing.M) {
 	// World-readable so the non-root test user can run it.
 	os.Chmod(dir, 0o755)
 	encvolBin = filepath.Join(dir, "encvol")
+	// Without cgo, as scripts build it: runtime/secret crashes a
+	// process that makes a cgo call inside it (keywrap/secret_cgo.go).
+	// The test binary itself has cgo for the race detector.
 	build := exec.Command("go", "build", "-o", encvolBin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "go build ./cmd/encvol:", err)
@@ -45,6 +51,27 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// binarySecretMemory reports whether the encvol binary under test erases
+// key temporaries with runtime/secret (built with GOEXPERIMENT=runtimesecret
+// and CGO_ENABLED=0), which the test binary cannot tell for itself.
+func binarySecretMemory(t *testing.T) bool {
+	t.Helper()
+	bi, err := buildinfo.ReadFile(encvolBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, cgo := false, true
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "GOEXPERIMENT":
+			exp = slices.Contains(strings.Split(s.Value, ","), "runtimesecret")
+		case "CGO_ENABLED":
+			cgo = s.Value != "0"
+		}
+	}
+	return exp && !cgo
 }
 
 type env struct {

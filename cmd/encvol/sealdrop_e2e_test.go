@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/encvol/encvol/keywrap"
 )
 
 // TestLocalMountDropsStoreSealKey: a mount on the local KMS keeps only
@@ -18,8 +16,8 @@ import (
 // authenticates keys.json) is: the control that proves the scan works.
 // TestGateDisableEnable shows the checks still close and reopen the gate.
 func TestLocalMountDropsStoreSealKey(t *testing.T) {
-	if !keywrap.SecretMemory {
-		t.Fatal("this test needs GOEXPERIMENT=runtimesecret (scripts/test.sh sets it): without it the freed seal key schedule is not erased")
+	if !binarySecretMemory(t) {
+		t.Fatal("this test needs an encvol built with GOEXPERIMENT=runtimesecret (scripts/test.sh sets it) and CGO_ENABLED=0: without runtime/secret the freed seal key schedule is not erased")
 	}
 	e := newGXEnv(t, "local", "")
 	backing := e.newVolume("vol", e.createKey("alias/sealdrop"))

@@ -157,7 +157,7 @@ load keeps the principals loaded before in force, with an error in the log.`,
 				a.log.Warn().Err(err).Msg("cannot disable core dumps")
 			}
 			if !keywrap.SecretMemory {
-				a.log.Warn().Msg("encvol was built without GOEXPERIMENT=runtimesecret: AES key schedules and other temporaries of key computations are not erased from memory; rebuild with GOEXPERIMENT=runtimesecret")
+				a.log.Warn().Msg(keywrap.SecretOff + ": AES key schedules and other temporaries of key computations are not erased from memory; rebuild with CGO_ENABLED=0 GOEXPERIMENT=runtimesecret")
 			}
 
 			// A long-running server with a small heap: collect less often

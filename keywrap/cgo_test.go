@@ -1,0 +1,5 @@
+//go:build cgo
+
+package keywrap
+
+const cgoBuild = true
