@@ -1,10 +1,13 @@
 package sector
 
 import (
+	"cmp"
 	"crypto/cipher"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -105,33 +108,82 @@ func (f *File) addHoles(c *Cipher, fk *fileKey, h *header, lo, hi int64) (bool, 
 		return false, ErrClosed
 	}
 	m, err := f.holeMap(aead, h)
-	if err != nil || m.covers(lo, hi) {
-		c.runlock()
-		if err == nil {
-			f.madeHoles(h, lo, hi)
-		}
-		return err == nil, err
-	}
-	next := &holeMap{h: h, ext: addExtent(m.ext, lo, hi)}
-	sealed := sealHoles(aead, c.nonces, h, next.ext)
 	c.runlock()
-	var serr error
-	if err := f.rc.Control(func(fd uintptr) { serr = setHolesXattr(int(fd), HolesXattr, sealed, 0) }); err != nil {
-		serr = err
+	if err != nil {
+		return false, err
 	}
-	switch {
-	case serr == nil:
-		f.holes.Store(next)
+	if m.covers(lo, hi) {
 		f.madeHoles(h, lo, hi)
 		return true, nil
-	case errors.Is(serr, unix.EOPNOTSUPP):
-		return false, nil
 	}
-	return false, fmt.Errorf("sector: write hole map of %s: %w", f.path, &os.PathError{Op: "fsetxattr", Path: f.path, Err: serr})
+	next, fill := fitExtents(normalizeExtents(append(slices.Clone(m.ext), Extent{lo, hi}), math.MaxInt), MaxHoleExtents)
+	for _, e := range fill {
+		if e.Start < hi && lo < e.End {
+			// The new gap is among the smallest holes: the caller
+			// writes it as zeros, and the map stays as it is.
+			return false, nil
+		}
+	}
+	if err := f.sealHoleExtents(c, fill); err != nil {
+		return false, err
+	}
+	ok, err := f.replaceHoles(c, fk, h, next)
+	if ok {
+		f.madeHoles(h, lo, hi)
+	}
+	return ok, err
 }
 
-// fillZeros writes plaintext zeros over [from, to), from being the
-// file's size: where no hole map can be kept, gaps are sealed sectors.
+// fitExtents splits ext (normalized) into the extents a map of at most
+// limit keeps, and the smallest ones beyond that, which are to be written
+// as sealed zeros: a map never covers a sector that holds data.
+func fitExtents(ext []Extent, limit int) (keep, fill []Extent) {
+	if len(ext) <= limit {
+		return ext, nil
+	}
+	bySize := slices.Clone(ext)
+	slices.SortStableFunc(bySize, func(a, b Extent) int { return cmp.Compare(a.End-a.Start, b.End-b.Start) })
+	fill = bySize[:len(ext)-limit]
+	for _, e := range ext {
+		if !slices.Contains(fill, e) {
+			keep = append(keep, e)
+		}
+	}
+	slices.SortFunc(fill, func(a, b Extent) int { return cmp.Compare(a.Start, b.Start) })
+	return keep, fill
+}
+
+// sealHoleExtents writes the holes ext (inner sectors of the file) as
+// sealed zero sectors and syncs them, before a map without them is
+// written: after a crash the map must still cover every hole on the disk.
+func (f *File) sealHoleExtents(c *Cipher, ext []Extent) error {
+	if len(ext) == 0 {
+		return nil
+	}
+	S := int64(f.sectorSize)
+	for _, e := range ext {
+		if err := f.fillZeros(c, e.Start*S, e.End*S); err != nil {
+			return err
+		}
+	}
+	return f.datasync()
+}
+
+// datasync makes the file's data durable before a smaller hole map is
+// written.
+func (f *File) datasync() error {
+	var serr error
+	if err := f.rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
+		serr = err
+	}
+	if serr != nil {
+		return fmt.Errorf("sector: sync %s before writing its hole map: %w", f.path, serr)
+	}
+	return nil
+}
+
+// fillZeros writes plaintext zeros over [from, to): a gap past the end
+// where no hole map can be kept, or holes the map has no room for.
 func (f *File) fillZeros(c *Cipher, from, to int64) error {
 	zeros := make([]byte, min(to-from, batchBytes))
 	for off := from; off < to; {
@@ -192,23 +244,27 @@ func (f *File) SetHoles(c *Cipher, holes []Extent) error {
 	if err != nil || h.ver() < Version3 {
 		return err
 	}
-	var ext []Extent
-	for _, e := range holes {
-		ext = addExtent(ext, e.Start, e.End)
+	ext, fill := fitExtents(normalizeExtents(slices.Clone(holes), math.MaxInt), MaxHoleExtents)
+	if err := f.sealHoleExtents(c, fill); err != nil {
+		return err
 	}
-	return f.replaceHoles(c, fk, h, ext)
+	if _, err := f.replaceHoles(c, fk, h, ext); err != nil {
+		return err
+	}
+	f.forgetSettle()
+	return nil
 }
 
 // replaceHoles makes ext (normalized) the whole hole map of the file, on
 // the backing file (no attribute for an empty map) and in f. Where the
 // backing takes no extended attributes nothing changes. Writers run alone.
-func (f *File) replaceHoles(c *Cipher, fk *fileKey, h *header, ext []Extent) error {
+func (f *File) replaceHoles(c *Cipher, fk *fileKey, h *header, ext []Extent) (stored bool, err error) {
 	if err := c.rlock(); err != nil {
-		return err
+		return false, err
 	}
 	if fk.aead == nil {
 		c.runlock()
-		return ErrClosed
+		return false, ErrClosed
 	}
 	sealed := sealHoles(fk.aead, c.nonces, h, ext)
 	c.runlock()
@@ -230,11 +286,9 @@ func (f *File) replaceHoles(c *Cipher, fk *fileKey, h *header, ext []Extent) err
 	switch {
 	case serr == nil:
 		f.holes.Store(&holeMap{h: h, ext: ext})
-		f.settle = nil
-		f.settleDue.Store(false)
-		return nil
+		return true, nil
 	case errors.Is(serr, unix.EOPNOTSUPP):
-		return nil
+		return false, nil
 	}
-	return fmt.Errorf("sector: write hole map of %s: %w", f.path, &os.PathError{Op: "fsetxattr", Path: f.path, Err: serr})
+	return false, fmt.Errorf("sector: write hole map of %s: %w", f.path, &os.PathError{Op: "fsetxattr", Path: f.path, Err: serr})
 }

@@ -32,10 +32,10 @@ const HolesInfo = "encvol holes\x00"
 // holesAADSize is len(HolesInfo) + version + file ID.
 const holesAADSize = len(HolesInfo) + 2 + FileIDSize
 
-// MaxHoleExtents bounds the map: beyond it the closest extents are merged
-// into ranges that cover them (a superset stays valid), so the attribute
-// stays far below the one block some file systems give all of a file's
-// attributes.
+// MaxHoleExtents bounds the map, so the attribute stays far below the one
+// block some file systems give all of a file's attributes. Beyond it the
+// smallest holes are written as sealed zeros (fitExtents): the map never
+// covers a sector that holds data.
 const MaxHoleExtents = 64
 
 // holeMapFormat is the first plaintext byte of a hole map.
@@ -90,17 +90,10 @@ func (m *holeMap) covers(lo, hi int64) bool {
 	return false
 }
 
-// addExtent returns the union of ext (normalized) and [lo, hi),
-// normalized and merged down to at most MaxHoleExtents extents.
-func addExtent(ext []Extent, lo, hi int64) []Extent {
-	out := make([]Extent, 0, len(ext)+1)
-	out = append(out, ext...)
-	return normalizeExtents(append(out, Extent{lo, hi}), MaxHoleExtents)
-}
-
 // normalizeExtents sorts ext in place, drops empty extents, joins those
 // that touch, and merges the closest neighbours until at most limit are
-// left (a superset of the sectors).
+// left (a superset of the sectors: only for the map in memory that
+// SettleHoles writes later, holesettle.go).
 func normalizeExtents(ext []Extent, limit int) []Extent {
 	slices.SortFunc(ext, func(a, b Extent) int {
 		switch {

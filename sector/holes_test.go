@@ -160,13 +160,63 @@ func TestHoleMapBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(holes) > MaxHoleExtents {
-		t.Fatalf("%d extents, want at most %d", len(holes), MaxHoleExtents)
+	if len(holes) != MaxHoleExtents {
+		t.Fatalf("%d extents, want %d", len(holes), MaxHoleExtents)
+	}
+	// Past 64 holes the others are sealed zeros: the map still covers
+	// no sector that holds data.
+	if bad := mapMismatch(t, path, tamperSS, holes, false); bad != "" {
+		t.Fatal(bad)
 	}
 	checkContent(t, f, c, want)
 	if idx, _ := checkBad(t, f, c); len(idx) > 0 {
 		t.Fatalf("CheckSectors: %v", idx)
 	}
+	// A data sector between two holes of the map, zeroed, is detected.
+	zeroSector(t, path, int(holes[len(holes)/2].End))
+	if idx, _ := checkBad(t, reopen(t, path), c); len(idx) != 1 {
+		t.Fatalf("CheckSectors after zeroing the sector after hole %v: %v", holes[len(holes)/2], idx)
+	}
+}
+
+// TestSetHolesBounded: a copy that vouches for more than 64 holes gets the
+// smallest of them written as sealed zeros.
+func TestSetHolesBounded(t *testing.T) {
+	c := newV3Cipher(t, fixedKey(7))
+	f, path := tempBacking(t, tamperSS)
+	// Data in every third sector, and in the one after it every other
+	// time: 100 holes, half of one sector, half of two.
+	n := int64(3*100 + 1)
+	var holes []Extent
+	want := make([]byte, n*tamperSS)
+	for k := range (n + 2) / 3 {
+		data := []int64{3 * k}
+		if k%2 == 0 {
+			data = append(data, 3*k+1)
+		}
+		for _, i := range data {
+			if i < n {
+				mustWrite(t, f, c, []byte{byte(i)}, i*tamperSS)
+				want[i*tamperSS] = byte(i)
+			}
+		}
+		if 3*k+3 < n {
+			holes = append(holes, Extent{data[len(data)-1] + 1, 3*k + 3})
+		}
+	}
+	// Written in order, the file has a map over every gap; SetHoles
+	// replaces it with what the writer vouches for.
+	if err := f.SetHoles(c, holes); err != nil {
+		t.Fatal(err)
+	}
+	got, err := reopen(t, path).Holes(c)
+	if err != nil || len(got) != MaxHoleExtents {
+		t.Fatalf("map of %d extents, %v; want %d", len(got), err, MaxHoleExtents)
+	}
+	if bad := mapMismatch(t, path, tamperSS, got, false); bad != "" {
+		t.Fatal(bad)
+	}
+	checkContent(t, reopen(t, path), c, want[:(n-1)*tamperSS+1])
 }
 
 // A backing without extended attributes gets its gaps written as sealed
@@ -195,26 +245,32 @@ func TestHolesWithoutXattrs(t *testing.T) {
 	}
 }
 
-func TestAddExtentSuperset(t *testing.T) {
+func TestFitExtents(t *testing.T) {
 	var ext []Extent
-	covered := map[int64]bool{}
-	for k := range int64(500) {
-		lo := (k * 7919) % 10000
-		hi := lo + 1 + k%5
-		ext = addExtent(ext, lo, hi)
-		for i := lo; i < hi; i++ {
-			covered[i] = true
-		}
-		if len(ext) > MaxHoleExtents {
-			t.Fatalf("%d extents", len(ext))
-		}
-		for i := range covered {
-			if !(&holeMap{ext: ext}).contains(i) {
-				t.Fatalf("sector %d dropped from the map after adding [%d,%d)", i, lo, hi)
-			}
+	for k := range int64(MaxHoleExtents + 10) {
+		ext = append(ext, Extent{10 * k, 10*k + 1 + (k*7)%9})
+	}
+	keep, fill := fitExtents(ext, MaxHoleExtents)
+	if len(keep) != MaxHoleExtents || len(fill) != 10 {
+		t.Fatalf("kept %d, fill %d of %d extents", len(keep), len(fill), len(ext))
+	}
+	if !slices.IsSortedFunc(keep, func(a, b Extent) int { return int(a.Start - b.Start) }) ||
+		!slices.IsSortedFunc(fill, func(a, b Extent) int { return int(a.Start - b.Start) }) {
+		t.Fatalf("not sorted: keep %v fill %v", keep, fill)
+	}
+	largestFilled := int64(0)
+	for _, e := range fill {
+		largestFilled = max(largestFilled, e.End-e.Start)
+	}
+	for _, e := range keep {
+		if e.End-e.Start < largestFilled {
+			t.Fatalf("kept %v, smaller than a filled hole of %d sectors", e, largestFilled)
 		}
 	}
-	if _, err := decodeHoles(encodeHoles(ext)); err != nil {
+	if got := slices.Concat(keep, fill); len(got) != len(ext) {
+		t.Fatalf("%d extents out of %d", len(got), len(ext))
+	}
+	if _, err := decodeHoles(encodeHoles(keep)); err != nil {
 		t.Fatal(err)
 	}
 }

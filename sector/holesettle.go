@@ -1,11 +1,6 @@
 package sector
 
-import (
-	"fmt"
-	"slices"
-
-	"golang.org/x/sys/unix"
-)
+import "slices"
 
 // Shrinking the hole map. The map on the backing file only ever grows while
 // a File writes (see holes.go), so a sector that was a hole once and has
@@ -109,8 +104,7 @@ func (f *File) SettleHoles(c *Cipher) error {
 	}
 	h, s := f.hdr.Load(), f.settle
 	if h == nil || s == nil || s.h != h {
-		f.settle = nil
-		f.settleDue.Store(false)
+		f.forgetSettle()
 		return nil
 	}
 	b, err := f.backingSize()
@@ -138,20 +132,33 @@ func (f *File) SettleHoles(c *Cipher) error {
 		return err
 	}
 	S := int64(f.sectorSize)
-	next := normalizeExtents(removeExtent(s.ext, max(0, (size-1)/S), 1<<62), MaxHoleExtents)
-	if slices.Equal(next, m.ext) {
-		f.settle = nil
-		f.settleDue.Store(false)
+	next, fill := fitExtents(removeExtent(s.ext, max(0, (size-1)/S), 1<<62), MaxHoleExtents)
+	if len(fill) == 0 && slices.Equal(next, m.ext) {
+		f.forgetSettle()
 		return nil
 	}
-	var serr error
-	if err := f.rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
-		serr = err
+	// Writes that split holes can leave more than the map keeps: the
+	// smallest become sealed zeros, synced with the rest.
+	if len(fill) > 0 {
+		err = f.sealHoleExtents(c, fill)
+	} else {
+		err = f.datasync()
 	}
-	if serr != nil {
-		return fmt.Errorf("sector: sync %s before shrinking its hole map: %w", f.path, serr)
+	if err != nil {
+		return err
 	}
-	return f.replaceHoles(c, fk, h, next)
+	if _, err := f.replaceHoles(c, fk, h, next); err != nil {
+		return err
+	}
+	f.forgetSettle()
+	return nil
+}
+
+// forgetSettle notes that the map on the backing file is the one SettleHoles
+// would write.
+func (f *File) forgetSettle() {
+	f.settle = nil
+	f.settleDue.Store(false)
 }
 
 // overlaps reports whether any sector of [lo, hi) is in the map.

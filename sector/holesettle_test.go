@@ -2,9 +2,37 @@ package sector
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"slices"
 	"testing"
 )
+
+// mapMismatch compares the hole map holes with the backing file at path:
+// every sector stored as zeros must be in it and, unless loose, every
+// sector in it must be stored as zeros and come before the last sector.
+// It returns what differs, or "".
+func mapMismatch(t testing.TB, path string, ss int64, holes []Extent, loose bool) string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := ss + Overhead
+	n := (int64(len(raw)) - HeaderSize + stored - 1) / stored
+	m := &holeMap{ext: holes}
+	for i := range n {
+		st := raw[HeaderSize+i*stored : min(int64(len(raw)), HeaderSize+(i+1)*stored)]
+		zero, in := isZero(st), m.contains(i)
+		if zero && !in || !zero && in && !loose {
+			return fmt.Sprintf("sector %d: stored as zeros %v, in the hole map %v (map %v)", i, zero, in, holes)
+		}
+	}
+	if len(holes) > 0 && holes[len(holes)-1].End > n-1 && !loose {
+		return fmt.Sprintf("the hole map %v reaches sector %d of %d", holes, holes[len(holes)-1].End-1, n)
+	}
+	return ""
+}
 
 // TestFilledHoleZeroedDetected: a sector written where a hole was leaves
 // the hole map once SettleHoles runs, so zeroing it in the backing file is
@@ -101,4 +129,41 @@ func TestSettleHolesClosedKey(t *testing.T) {
 	if holes, err := reopen(t, path).Holes(c2); err != nil || !slices.Equal(holes, []Extent{{0, 4}}) {
 		t.Fatalf("map: %v, %v; want [0,4)", holes, err)
 	}
+}
+
+// TestSettleHolesBounded: writes that split the 64 holes of a map into 128
+// leave the smallest as sealed zeros when the map is settled; the map stays
+// exact.
+func TestSettleHolesBounded(t *testing.T) {
+	c := newV3Cipher(t, fixedKey(8))
+	f, path := tempBacking(t, tamperSS)
+	want := make([]byte, 0, 5*MaxHoleExtents*tamperSS)
+	for k := range int64(MaxHoleExtents) {
+		// Data in sector 5k+4, after a hole of 4 sectors.
+		off := (5*k + 4) * tamperSS
+		mustWrite(t, f, c, []byte{byte(k + 1)}, off)
+		want = append(want, make([]byte, off-int64(len(want)))...)
+		want = append(want, byte(k+1))
+	}
+	for k := range int64(MaxHoleExtents) {
+		off := (5*k + 1) * tamperSS // splits hole k into [5k] and [5k+2, 5k+4)
+		mustWrite(t, f, c, []byte{0xee}, off)
+		want[off] = 0xee
+	}
+	if err := f.SettleHoles(c); err != nil {
+		t.Fatal(err)
+	}
+	holes, err := reopen(t, path).Holes(c)
+	if err != nil || len(holes) != MaxHoleExtents {
+		t.Fatalf("map of %d extents, %v; want %d", len(holes), err, MaxHoleExtents)
+	}
+	if bad := mapMismatch(t, path, tamperSS, holes, false); bad != "" {
+		t.Fatal(bad)
+	}
+	for _, e := range holes {
+		if e.End-e.Start != 2 {
+			t.Fatalf("kept hole %v; the 1-sector holes should have been filled first", e)
+		}
+	}
+	checkContent(t, reopen(t, path), c, want)
 }
