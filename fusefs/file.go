@@ -240,6 +240,8 @@ func (n *Node) closeBackingLocked() {
 // backing file is detected. Without the key (a closed gate) the map stays
 // as it is: too large, which is safe. Caller holds n.content exclusively.
 func (n *Node) settleHolesLocked(of *openFile, op string) {
+	// IsOpen first: tryAcquire counts a closed gate as a refused call,
+	// and a close after the gate shut refuses nothing a caller asked for.
 	if !of.rw || !of.f.HolesUnsettled() || !n.fsys.gate.IsOpen() {
 		return
 	}

@@ -68,9 +68,11 @@ func (f *File) wroteSectors(h *header, lo, hi int64) {
 // a hole any more (the last one is always sealed).
 func (f *File) cutHoles(h *header, n int64) {
 	p := f.pendingHoles(h)
-	if p == nil && n == 0 {
+	if n == 0 {
 		// An empty file has no holes, whatever the map on the disk says.
-		p = &holeMap{h: h, ext: []Extent{{0, 1 << 62}}}
+		f.settle = &holeMap{h: h}
+		f.settleDue.Store(true)
+		return
 	}
 	if p == nil || len(p.ext) == 0 || p.ext[len(p.ext)-1].End <= n-1 {
 		return

@@ -34,6 +34,21 @@ func mapMismatch(t testing.TB, path string, ss int64, holes []Extent, loose bool
 	return ""
 }
 
+// fullExactMap reads the hole map of the backing file at path afresh and
+// fails unless it holds MaxHoleExtents extents and exactly the sectors
+// stored as zeros.
+func fullExactMap(t *testing.T, c *Cipher, path string) []Extent {
+	t.Helper()
+	holes, err := reopen(t, path).Holes(c)
+	if err != nil || len(holes) != MaxHoleExtents {
+		t.Fatalf("map of %d extents, %v; want %d", len(holes), err, MaxHoleExtents)
+	}
+	if bad := mapMismatch(t, path, tamperSS, holes, false); bad != "" {
+		t.Fatal(bad)
+	}
+	return holes
+}
+
 // TestFilledHoleZeroedDetected: a sector written where a hole was leaves
 // the hole map once SettleHoles runs, so zeroing it in the backing file is
 // an authentication failure, as for any other sealed sector; the holes
@@ -153,13 +168,7 @@ func TestSettleHolesBounded(t *testing.T) {
 	if err := f.SettleHoles(c); err != nil {
 		t.Fatal(err)
 	}
-	holes, err := reopen(t, path).Holes(c)
-	if err != nil || len(holes) != MaxHoleExtents {
-		t.Fatalf("map of %d extents, %v; want %d", len(holes), err, MaxHoleExtents)
-	}
-	if bad := mapMismatch(t, path, tamperSS, holes, false); bad != "" {
-		t.Fatal(bad)
-	}
+	holes := fullExactMap(t, c, path)
 	for _, e := range holes {
 		if e.End-e.Start != 2 {
 			t.Fatalf("kept hole %v; the 1-sector holes should have been filled first", e)
