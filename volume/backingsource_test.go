@@ -417,14 +417,7 @@ func TestBackingSourceDamage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bp("a"), "encvol.longname.SxZsbiwNGyTlWrlt2kByQvhUGl7kL1QFdjnDpmGEgIM.name"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	df, err := os.OpenFile(bp("a/b/c/deep.bin"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := df.WriteAt([]byte{0xff}, sector.HeaderSize+2*(4096+sector.Overhead)+100); err != nil {
-		t.Fatal(err)
-	}
-	df.Close()
+	flipBackingByte(t, bp("a/b/c/deep.bin"), sector.HeaderSize+2*(4096+sector.Overhead)+100)
 
 	src2 := newTestSource(t, v)
 	entries2, strays := bsWalk(t, src2)

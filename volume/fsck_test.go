@@ -46,6 +46,25 @@ func testHeaderVersion(v *fusefstest.Volume) int {
 	return keywrap.HeaderVersion
 }
 
+// flipBackingByte inverts the byte at off of a backing file, as a failing
+// disk might. Writing a fixed value instead leaves the byte as it was
+// whenever the ciphertext already held that value (one time in 256).
+func flipBackingByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{^b[0]}, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // findingKinds lists "severity kind where" of every finding, sorted.
 func findingKinds(rep *FsckReport) []string {
 	var out []string
@@ -101,13 +120,9 @@ func TestFsckFindsAndRepairsEachKind(t *testing.T) {
 	must(m.Unmount())
 	bp := func(p string) string { return filepath.Join(v.Backing, bk[p]) }
 
-	df, err := os.OpenFile(bp("damaged"), os.O_RDWR, 0)
-	must(err)
 	for _, i := range []int64{3, 4, 7} {
-		_, err = df.WriteAt([]byte{0xee}, sector.HeaderSize+i*(4096+sector.Overhead)+50)
-		must(err)
+		flipBackingByte(t, bp("damaged"), sector.HeaderSize+i*(4096+sector.Overhead)+50)
 	}
-	df.Close()
 	must(os.Rename(bp("misnamed"), filepath.Join(v.Backing, "notAnEncryptedNameAtAllXYZ")))
 	must(os.Remove(filepath.Join(bp("lostid"), "encvol.dirid")))
 	must(unix.Lsetxattr(bp("suid"), "user.encvol.meta", []byte{1, 2, 3}, 0))
