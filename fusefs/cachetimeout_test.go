@@ -1,6 +1,8 @@
 package fusefs_test
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -11,8 +13,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/encvol/encvol/fusefs"
 	"github.com/encvol/encvol/fusefs/fusefstest"
 )
 
@@ -25,8 +29,86 @@ import (
 // what the daemon answers when asked (AT_STATX_FORCE_SYNC) and to the
 // names a READDIR returns.
 type cachedView struct {
-	t   *testing.T
-	mnt string
+	t    *testing.T
+	mnt  string
+	fsys *fusefs.FS
+}
+
+// kernelListing is what getdents(2) returns for dir through the mount
+// (the kernel's cached listing, if it has one): name to inode number,
+// "." and ".." included.
+func kernelListing(dir string) (map[string]uint64, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	out := make(map[string]uint64)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		for rec := buf[:n]; len(rec) >= 19; {
+			reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
+			name, _, _ := strings.Cut(string(rec[19:reclen]), "\x00")
+			out[name] = binary.NativeEndian.Uint64(rec[0:8])
+			rec = rec[reclen:]
+		}
+	}
+}
+
+// daemonListing is what the daemon lists for dir (relative to the mount)
+// when asked now, bypassing every kernel cache.
+func (v cachedView) daemonListing(rel string) (map[string]uint64, error) {
+	in := v.fsys.Root().EmbeddedInode()
+	if rel != "." {
+		for _, c := range strings.Split(rel, "/") {
+			if in = in.GetChild(c); in == nil {
+				return nil, fmt.Errorf("the daemon knows no %s", rel)
+			}
+		}
+	}
+	ds, errno := in.Operations().(*fusefs.Node).Readdir(context.Background())
+	if errno != 0 {
+		return nil, errno
+	}
+	out := make(map[string]uint64)
+	for ds.HasNext() {
+		e, errno := ds.Next()
+		if errno != 0 {
+			return nil, errno
+		}
+		if e.Ino == 0 {
+			e.Ino = fuse.FUSE_UNKNOWN_INO // as go-fuse sends it
+		}
+		out[e.Name] = e.Ino
+	}
+	return out, nil
+}
+
+// checkListing fails the test where the kernel lists directory rel
+// (relative to the mount) otherwise than the daemon does, names and
+// inode numbers, ".." included.
+func (v cachedView) checkListing(step, rel string) {
+	v.t.Helper()
+	kernel, err := kernelListing(filepath.Join(v.mnt, rel))
+	if err != nil {
+		v.t.Errorf("%s: list %s: %v", step, rel, err)
+		return
+	}
+	daemon, err := v.daemonListing(rel)
+	if err != nil {
+		v.t.Errorf("%s: daemon listing of %s: %v", step, rel, err)
+		return
+	}
+	if k, d := fmt.Sprint(kernel), fmt.Sprint(daemon); k != d {
+		v.t.Errorf("%s: the kernel's listing of %s is stale:\n kernel %s\n daemon %s", step, rel, k, d)
+	}
 }
 
 const staleMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_NLINK | unix.STATX_UID | unix.STATX_GID |
@@ -61,6 +143,8 @@ func (v cachedView) check(step string, rels ...string) {
 		}
 		if rel == "." {
 			listed = true
+		} else if err == nil {
+			v.checkListing(step, filepath.Dir(rel))
 		}
 		cached, err := statxAt(p, 0)
 		switch {
@@ -92,7 +176,7 @@ func (v cachedView) check(step string, rels ...string) {
 // daemon answers, for the changed entry, its parents and the root.
 func TestCacheNeverStaleSameMount(t *testing.T) {
 	m := fusefstest.MountVolume(t, fusefstest.NewVolume(t, fusefstest.Options{}), fusefstest.Options{})
-	v := cachedView{t, m.Dir}
+	v := cachedView{t, m.Dir, m.FS}
 	at := func(rel string) string { return filepath.Join(m.Dir, rel) }
 	all := []string{".", "a", "b", "a/f", "b/g", "b/f2", "b/a", "b/a/f", "b/long", "a/missing", "b/missing", "sub"}
 	must := func(step string, err error) {
@@ -215,6 +299,22 @@ func TestGateCloseDropsCachedNames(t *testing.T) {
 	if got := m.FS.Ops()["LOOKUP"]; got != lookups {
 		t.Fatalf("missing names were looked up again (%d LOOKUPs): negative entries are not cached", got-lookups)
 	}
+	// So are the listings: listing again sends no READDIR(PLUS).
+	listings := func() uint64 { ops := m.FS.Ops(); return ops["READDIR"] + ops["READDIRPLUS"] }
+	for _, d := range []string{".", "d", "d/e"} {
+		if _, err := os.ReadDir(at(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := listings()
+	for _, d := range []string{".", "d", "d/e"} {
+		if _, err := os.ReadDir(at(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := listings(); got != before {
+		t.Fatalf("unchanged directories were listed again (%d requests): listings are not cached", got-before)
+	}
 	f, err := os.Open(at("d/e/f"))
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +322,11 @@ func TestGateCloseDropsCachedNames(t *testing.T) {
 	defer f.Close()
 
 	m.Gate.Close("test")
+	for _, d := range []string{".", "d", "d/e"} {
+		if ents, err := os.ReadDir(at(d)); !errors.Is(err, syscall.EIO) {
+			t.Errorf("list %s after close: %d entries, %v; want EIO", d, len(ents), err)
+		}
+	}
 	for _, p := range []string{"d", "d/e", "d/e/f", "d/nothing", "d/e/nothing", "nothing"} {
 		if _, err := os.Lstat(at(p)); !errors.Is(err, syscall.EIO) {
 			t.Errorf("stat %s after close: %v, want EIO", p, err)
@@ -241,6 +346,9 @@ func TestGateCloseDropsCachedNames(t *testing.T) {
 	}
 	if got := readFile(t, at("d/e/f")); string(got) != "cached page" {
 		t.Errorf("after reopen: %q", got)
+	}
+	if ents, err := os.ReadDir(at("d")); err != nil || len(ents) != 1 || ents[0].Name() != "e" {
+		t.Errorf("list d after reopen: %v, %v; want [e]", ents, err)
 	}
 }
 
@@ -308,4 +416,70 @@ func TestCacheTimeoutOption(t *testing.T) {
 	if got := m.FS.Ops()["LOOKUP"]; got == lookups {
 		t.Fatal("with no caching, a second stat of a missing name sent no LOOKUP")
 	}
+}
+
+// TestACLsNoneCached: the kernel caches each inode's POSIX ACLs (the mount
+// asks for FUSE_POSIX_ACL), so asking twice costs one GETXATTR; none can be
+// stored, and the umask still applies to what is created.
+func TestACLsNoneCached(t *testing.T) {
+	m := fusefstest.MountVolume(t, fusefstest.NewVolume(t, fusefstest.Options{}), fusefstest.Options{})
+	at := func(rel string) string { return filepath.Join(m.Dir, rel) }
+	umask := processUmask(t)
+	if err := os.WriteFile(at("f"), nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(at("d"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		rel  string
+		want os.FileMode
+	}{{"f", 0o666 &^ umask}, {"d", os.ModeDir | 0o777&^umask}} {
+		if st, err := os.Stat(at(c.rel)); err != nil || st.Mode() != c.want {
+			t.Errorf("%s created with umask %03o: %v, %v; want %v", c.rel, umask, st.Mode(), err, c.want)
+		}
+	}
+	for _, rel := range []string{"f", "d"} {
+		names := []string{"system.posix_acl_access"}
+		if rel == "d" {
+			names = append(names, "system.posix_acl_default")
+		}
+		for _, name := range names {
+			before := m.FS.Ops()["GETXATTR"]
+			for range 3 {
+				if _, err := unix.Getxattr(at(rel), name, make([]byte, 256)); !errors.Is(err, syscall.ENODATA) {
+					t.Errorf("getxattr %s %s: %v, want ENODATA", rel, name, err)
+				}
+			}
+			if got := m.FS.Ops()["GETXATTR"] - before; got > 1 {
+				t.Errorf("getxattr %s %s three times sent %d GETXATTR: the kernel does not cache the ACL", rel, name, got)
+			}
+		}
+	}
+	// user::rw- group::r-- other::r--, in the kernel's xattr form.
+	acl := []byte{2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff, 4, 0, 4, 0, 0xff, 0xff, 0xff, 0xff, 0x20, 0, 4, 0, 0xff, 0xff, 0xff, 0xff}
+	if err := unix.Setxattr(at("f"), "system.posix_acl_access", acl, 0); !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Errorf("setting an ACL: %v, want EOPNOTSUPP", err)
+	}
+}
+
+// processUmask reads the umask from /proc: umask(2) would change it for
+// every test running at the time.
+func processUmask(t *testing.T) os.FileMode {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			var u uint32
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%o", &u); err != nil {
+				t.Fatal(err)
+			}
+			return os.FileMode(u)
+		}
+	}
+	t.Fatal("no Umask line in /proc/self/status")
+	return 0
 }

@@ -624,6 +624,15 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		unpin = n.fsys.pinChild(np, newName, dst.d.fd, dst.bname)
 		replacedLink = longLinkOf(np.GetChild(newName), dst.d.fd, dst.bname)
 	}
+	var moved []*fs.Inode
+	if np != n {
+		if sst.Mode&unix.S_IFMT == unix.S_IFDIR {
+			moved = append(moved, n.GetChild(name))
+		}
+		if flags&unix.RENAME_EXCHANGE != 0 && dstSt.Mode&unix.S_IFMT == unix.S_IFDIR {
+			moved = append(moved, np.GetChild(newName))
+		}
+	}
 	if flags != 0 {
 		err = unix.Renameat2(src.d.fd, src.bname, dst.d.fd, dst.bname, uint(flags))
 	} else {
@@ -645,6 +654,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		src.dropLong()
 	}
 	n.fsys.dropLink(replacedLink)
+	n.fsys.dropListings(moved)
 	if bind && flags&unix.RENAME_EXCHANGE != 0 {
 		// The exchange is done: the kernel must learn of it whatever
 		// follows. A symlink left unsealed reads as EIO (logged) and fsck
@@ -665,6 +675,23 @@ func (n *Node) resealExchanged(src, dst *childOp, np *Node, sst, dstSt *unix.Sta
 	}
 	if dstSt.Mode&unix.S_IFMT == unix.S_IFLNK {
 		n.resealAfterExchange(src.k, &src.d, src.bname, dstE, srcE, n)
+	}
+}
+
+// dropListings drops the kernel's cached listings of directories that
+// moved to another parent: their ".." entry names the old one. Done before
+// the rename is answered, so no listing after it sees the old "..". That
+// cannot deadlock: it touches only pages of those directories, which the
+// kernel locks while filling a cached listing but never while waiting for
+// this daemon.
+func (f *FS) dropListings(dirs []*fs.Inode) {
+	if f.server.Load() == nil {
+		return
+	}
+	for _, d := range dirs {
+		if d != nil {
+			d.NotifyContent(0, 0)
+		}
 	}
 }
 

@@ -273,6 +273,11 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	//     carries the new attributes; setxattr and removexattr: the kernel
 	//     drops the change time (only user.* attributes are stored, so no
 	//     ACL changes a mode);
+	//   - listings (readdir.go, cached by the kernel): the kernel drops a
+	//     directory's listing when it changes it itself or sees another
+	//     mtime; Rename drops those of directories moved to another parent
+	//     (their ".." changed);
+	//   - ACLs (cached by the kernel): none is ever stored;
 	//   - reads: the daemon reads the backing to serve READ, READDIR and
 	//     READLINK, and the kernel drops the access time after each;
 	//     writes through the writeback cache: the kernel keeps size and
@@ -283,8 +288,8 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	//     invalidates the root's attributes when a side file comes or goes;
 	//   - nearly full backing, snapshot pause: space.go and pause.go drop
 	//     the attributes of regular files and give expiring ones;
-	//   - the key gate: InvalidateAll drops pages, attributes, names and
-	//     negative entries, and entrycache.go keeps replies prepared while
+	//   - the key gate: InvalidateAll drops pages (listings too),
+	//     attributes, names and negative entries, and entrycache.go keeps replies prepared while
 	//     the gate closed out of the caches.
 	// A hang mode mount keeps the attribute timeout at hangAttrTimeout:
 	// after a close, a read(2) of an open file asks for attributes (and so
@@ -314,6 +319,13 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		// descriptor: without this go-fuse prepares a pipe for every READ
 		// reply before finding that out.
 		DisableSplice: true,
+		// The kernel then caches each inode's POSIX ACLs, and so that it
+		// has none: without it every ls -l asks for system.posix_acl_access
+		// (and _default of a directory) anew. No ACL is ever stored (only
+		// user.* attributes are), so reads of them say "no such attribute"
+		// and writes "not supported"; the kernel still applies the umask
+		// itself (no FUSE_DONT_MASK) and checks permissions by mode.
+		EnableAcl: true,
 	}
 	if opts.FsName == "" {
 		opts.FsName = f.backing

@@ -12,6 +12,70 @@ import (
 	"github.com/encvol/encvol/keywrap/names"
 )
 
+// OpendirHandle lets the kernel keep the listing in the directory's page
+// cache (FOPEN_CACHE_DIR): a second ls of an unchanged directory then costs
+// no READDIR, and reading it from the cache does not refresh the entries'
+// attributes, which would make the kernel drop what it knows of their ACLs
+// (none) and ask again. The kernel drops the cached listing itself when it
+// changes the directory (create, unlink, rename, link, mkdir, rmdir all
+// bump its version), when the directory's mtime differs at the next
+// opendir, and when the gate closes (InvalidateAll drops the pages). The
+// one thing it cannot see is the ".." entry of a directory moved to
+// another parent: Rename drops the moved directory's listing.
+func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// dirHandle lists its directory on the first READDIR, not at OPENDIR: an
+// opendir whose listing the kernel has cached is never followed by one.
+// go-fuse serializes the calls on one handle.
+type dirHandle struct {
+	n  *Node
+	ds fs.DirStream
+}
+
+var (
+	_ fs.FileReaddirenter   = (*dirHandle)(nil)
+	_ fs.FileSeekdirer      = (*dirHandle)(nil)
+	_ fs.FileReleasedirer   = (*dirHandle)(nil)
+	_ fs.NodeOpendirHandler = (*Node)(nil)
+)
+
+func (d *dirHandle) list(ctx context.Context) syscall.Errno {
+	if d.ds != nil {
+		return 0
+	}
+	ds, errno := d.n.Readdir(ctx)
+	if errno == 0 {
+		d.ds = ds
+	}
+	return errno
+}
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if errno := d.list(ctx); errno != 0 {
+		return nil, errno
+	}
+	if !d.ds.HasNext() {
+		return nil, 0
+	}
+	e, errno := d.ds.Next()
+	return &e, errno
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if errno := d.list(ctx); errno != 0 {
+		return errno
+	}
+	sd, ok := d.ds.(fs.FileSeekdirer)
+	if !ok {
+		return syscall.ENOTSUP
+	}
+	return sd.Seekdir(ctx, off)
+}
+
+func (d *dirHandle) Releasedir(context.Context, uint32) {}
+
 // Readdir lists the directory with decrypted names. Reserved backing
 // names are hidden; an entry whose name fails to decrypt is skipped with
 // a log line rather than failing the whole listing.
