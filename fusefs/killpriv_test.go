@@ -17,8 +17,12 @@ const nobody = 65534
 // asNobody runs a shell command as an unprivileged user (no CAP_FSETID).
 func asNobody(t *testing.T, dir, script string) {
 	t.Helper()
-	cmd := exec.Command("/bin/sh", "-c", script)
-	cmd.Dir = dir
+	// The shell enters dir, not the child before exec (cmd.Dir): the
+	// runtime forks with CLONE_VFORK, and until the child execs, this
+	// process, the mount's daemon, serves no request (its garbage
+	// collector waits for the forking thread). A chdir by another user
+	// asks for the directory's ACL, which would then never be answered.
+	cmd := exec.Command("/bin/sh", "-c", `cd "$1" && `+script, "sh", dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("as nobody: %s: %v\n%s", script, err, out)
