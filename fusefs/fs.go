@@ -65,6 +65,14 @@ type MountOptions struct {
 	// files and directories with O_NOATIME: the access time a stat(2)
 	// shows is the backing file's.
 	NoExec, NoAtime, NoDirAtime, Sync, NoSymFollow bool
+	// NoXattr refuses extended attributes with ENOSYS, after which the
+	// kernel answers every xattr call on the mount with EOPNOTSUPP itself.
+	// What it saves: ls -l asks for two or three attributes of every
+	// entry (security.selinux, POSIX ACLs), and every write(2) and chown
+	// for security.capability, each a round trip to the daemon otherwise.
+	// user.* attributes stored by other mounts stay in the backing,
+	// unseen until a mount without it.
+	NoXattr bool
 	// NoWritebackCache turns off the kernel writeback cache, so every
 	// write(2) reaches the daemon at once (slower for small writes).
 	//
@@ -179,6 +187,7 @@ type FS struct {
 	entries atomic.Pointer[entryFS]
 
 	bufPool sync.Pool
+	noXattr bool // MountOptions.NoXattr; set before the mount serves
 	dirs    dirCache
 	names   nameCache // backing names from Readdir for the lookups that follow
 }
@@ -335,6 +344,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	opts.Options = append([]string{"default_permissions"}, mo.Options...)
 	f.setMountFlags(&opts.MountOptions, mo)
+	f.noXattr = mo.NoXattr
 	if !mo.NoWritebackCache && !mo.ReadOnly {
 		opts.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 		f.writeback.Store(true)

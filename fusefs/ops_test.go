@@ -58,6 +58,65 @@ func backingFiles(t *testing.T, backing string) []string {
 	return out
 }
 
+// TestNoXattr: a mount with NoXattr refuses every extended attribute call
+// with EOPNOTSUPP after one request (the kernel stops asking), keeps the
+// attributes stored by other mounts, and serves everything else.
+func TestNoXattr(t *testing.T) {
+	v := fusefstest.NewVolume(t, fusefstest.Options{})
+	m := fusefstest.MountVolume(t, v, fusefstest.Options{})
+	p := filepath.Join(m.Dir, "f")
+	writeFile(t, p, []byte("x"))
+	if err := unix.Setxattr(p, "user.k", []byte("kept"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+
+	m = fusefstest.MountVolume(t, v, fusefstest.Options{Volume: v, NoXattr: true})
+	p = filepath.Join(m.Dir, "f")
+	buf := make([]byte, 64)
+	for range 3 {
+		for _, name := range []string{"user.k", "security.selinux"} {
+			if _, err := unix.Getxattr(p, name, buf); !errors.Is(err, unix.EOPNOTSUPP) {
+				t.Errorf("getxattr %s: %v, want EOPNOTSUPP", name, err)
+			}
+		}
+		// The kernel answers for ACLs itself: there are none.
+		if _, err := unix.Getxattr(p, "system.posix_acl_access", buf); !errors.Is(err, unix.ENODATA) {
+			t.Errorf("getxattr system.posix_acl_access: %v, want ENODATA", err)
+		}
+		if _, err := unix.Listxattr(p, buf); !errors.Is(err, unix.EOPNOTSUPP) {
+			t.Errorf("listxattr: %v, want EOPNOTSUPP", err)
+		}
+		if err := unix.Setxattr(p, "user.k", []byte("new"), 0); !errors.Is(err, unix.EOPNOTSUPP) {
+			t.Errorf("setxattr: %v, want EOPNOTSUPP", err)
+		}
+		if err := unix.Removexattr(p, "user.k"); !errors.Is(err, unix.EOPNOTSUPP) {
+			t.Errorf("removexattr: %v, want EOPNOTSUPP", err)
+		}
+	}
+	ops := m.FS.Ops()
+	for _, op := range []string{"GETXATTR", "LISTXATTR", "SETXATTR", "REMOVEXATTR"} {
+		if ops[op] > 1 {
+			t.Errorf("%d %s requests: the kernel kept asking", ops[op], op)
+		}
+	}
+	writeFile(t, filepath.Join(m.Dir, "g"), []byte("data"))
+	if got := readFile(t, filepath.Join(m.Dir, "g")); string(got) != "data" {
+		t.Errorf("read back %q", got)
+	}
+	if err := m.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+
+	m = fusefstest.MountVolume(t, v, fusefstest.Options{Volume: v})
+	n, err := unix.Getxattr(filepath.Join(m.Dir, "f"), "user.k", buf)
+	if err != nil || string(buf[:n]) != "kept" {
+		t.Errorf("after a mount without noxattr: %q, %v; want kept", buf[:n], err)
+	}
+}
+
 func TestXattrs(t *testing.T) {
 	m := fusefstest.MountVolume(t, fusefstest.NewVolume(t, fusefstest.Options{}), fusefstest.Options{})
 	p := filepath.Join(m.Dir, "f")

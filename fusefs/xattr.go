@@ -24,6 +24,9 @@ const maxXattr = 1 << 17
 
 // Getxattr returns a decrypted user.* attribute value.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if n.fsys.noXattr {
+		return 0, syscall.ENOSYS // see MountOptions.NoXattr
+	}
 	if !strings.HasPrefix(attr, userPrefix) || strings.HasPrefix(attr, reservedXattrPrefix) {
 		return 0, syscall.ENODATA
 	}
@@ -111,6 +114,9 @@ func llistxattrAll(path string) ([]byte, error) {
 
 // Setxattr stores a user.* attribute with encrypted name and value.
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if n.fsys.noXattr {
+		return syscall.ENOSYS
+	}
 	if !strings.HasPrefix(attr, userPrefix) {
 		return syscall.EOPNOTSUPP
 	}
@@ -151,6 +157,9 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 
 // Removexattr deletes a user.* attribute.
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if n.fsys.noXattr {
+		return syscall.ENOSYS
+	}
 	if !strings.HasPrefix(attr, userPrefix) || strings.HasPrefix(attr, reservedXattrPrefix) {
 		return syscall.ENODATA
 	}
@@ -177,6 +186,9 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 // Listxattr lists the decrypted user.* attribute names; stored names that
 // do not decrypt are left out with a log line.
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if n.fsys.noXattr {
+		return 0, syscall.ENOSYS
+	}
 	k, rel, errno := n.fsys.keys(ctx, "listxattr")
 	if errno != 0 {
 		return 0, errno

@@ -14,6 +14,8 @@
 #   TMPFS_SIZE=3G     size of the tmpfs that holds every backing directory
 #   APPEND=0|1        append the table to docs/performance.md (default 1; QUICK: 0)
 #   KEEP=1            keep the work directory (logs) after the run
+#   ENCVOL_OPTS=...   mount options for encvol's mounts (encvol mount -o), e.g.
+#                     noxattr; default none
 #   PARTS="..."       subset of: fs (the file system comparison), fsck (encvol
 #                     fsck of a FSCK_MB volume against raw AES-GCM on every
 #                     core), snapshot (snapshot of a volume while fio writes
@@ -73,7 +75,7 @@ TMPFS_SIZE=${TMPFS_SIZE:-3G}
 KEEP=${KEEP:-0}
 LC_TMPFS_SIZE=${LC_TMPFS_SIZE:-5G}
 CMDLINE="$(printf '%q ' "$0" "$@")"
-ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" PARTS=\"$PARTS\" TMPFS_SIZE=$TMPFS_SIZE FSCK_MB=$FSCK_MB SNAP_MB=$SNAP_MB LC_TMPFS_SIZE=$LC_TMPFS_SIZE"
+ENVLINE="QUICK=$QUICK RUNS=$RUNS SYSTEMS=\"$SYSTEMS\" PARTS=\"$PARTS\" TMPFS_SIZE=$TMPFS_SIZE FSCK_MB=$FSCK_MB SNAP_MB=$SNAP_MB LC_TMPFS_SIZE=$LC_TMPFS_SIZE${ENCVOL_OPTS:+ ENCVOL_OPTS=$ENCVOL_OPTS}"
 
 for s in $SYSTEMS; do
 	case $s in encvol | securefs | gocryptfs | loopback | bare) ;; *) die "unknown system '$s' in SYSTEMS" ;; esac
@@ -213,7 +215,7 @@ start_fs() { # SYSTEM
 	mkdir -p "$m"
 	case $s in
 	bare) return 0 ;;
-	encvol) "${ENCVOL[@]}" mount -f "$(backing encvol)" "$m" >>"$lf" 2>&1 & ;;
+	encvol) "${ENCVOL[@]}" mount -f ${ENCVOL_OPTS:+-o "$ENCVOL_OPTS"} "$(backing encvol)" "$m" >>"$lf" 2>&1 & ;;
 	gocryptfs) gocryptfs -fg -q -nosyslog -extpass 'echo pw' "$(backing gocryptfs)" "$m" >>"$lf" 2>&1 & ;;
 	securefs) securefs mount --pass pw "$(backing securefs)" "$m" >>"$lf" 2>&1 & ;;
 	loopback) "$WORK/bin/nopassthrough" "$(backing loopback)" "$m" >>"$lf" 2>&1 & ;;

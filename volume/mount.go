@@ -464,6 +464,7 @@ func mountLocked(spec MountSpec, client kmsclient.Client, u *Unlocked, log zerol
 		DirectMount: os.Geteuid() == 0, ReadOnly: spec.ReadOnly, AdaptiveProcs: spec.OwnProcess, MemoryTarget: spec.OwnProcess,
 		NoExec: spec.Flags.Has(FlagNoExec), NoAtime: spec.Flags.Has(FlagNoAtime), NoDirAtime: spec.Flags.Has(FlagNoDirAtime),
 		Sync: spec.Flags.Has(FlagSync), NoSymFollow: spec.Flags.Has(FlagNoSymFollow),
+		NoXattr:      spec.Flags.Has(FlagNoXattr),
 		CacheTimeout: spec.fsCacheTimeout(),
 	})
 	if err != nil {

@@ -43,6 +43,7 @@ const (
 	FlagNoDirAtime                        // nodiratime: listing a directory never changes its access time
 	FlagSync                              // sync: write(2) returns after the data reached the backing disk
 	FlagNoSymFollow                       // nosymfollow: path lookups do not follow symlinks in the volume
+	FlagNoXattr                           // noxattr: extended attributes are refused (EOPNOTSUPP), and the kernel stops asking for them
 )
 
 // MountFlags is a set of mount flags, each either given on or off or not
@@ -78,6 +79,7 @@ var flagOptions = map[string]struct {
 	"nodiratime": {FlagNoDirAtime, true}, "diratime": {FlagNoDirAtime, false},
 	"sync": {FlagSync, true}, "async": {FlagSync, false},
 	"nosymfollow": {FlagNoSymFollow, true}, "symfollow": {FlagNoSymFollow, false},
+	"noxattr": {FlagNoXattr, true}, "xattr": {FlagNoXattr, false},
 	// relatime is the kernel's default; access times are those of the
 	// backing files, which the backing file system updates by its own
 	// policy when encvol reads them.
@@ -113,7 +115,7 @@ var refusedMountOptions = map[string]string{
 
 // knownMountOptions lists what the refusal of an unknown option suggests.
 const knownMountOptions = "config=, kms=, key_check_interval=, offline_grace=, on_revoke=, cache_timeout=, ro, rw, allow_other, " +
-	"noexec, exec, noatime, atime, nodiratime, diratime, sync, async, nosymfollow, symfollow, nonempty, " +
+	"noexec, exec, noatime, atime, nodiratime, diratime, sync, async, nosymfollow, symfollow, noxattr, xattr, nonempty, " +
 	"allow_swap, debug, foreground"
 
 // ParseMountOptions parses a comma-separated option string as given to

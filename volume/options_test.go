@@ -7,12 +7,13 @@ import (
 )
 
 func TestMountOptionFlags(t *testing.T) {
-	o, err := ParseMountOptions("noexec,noatime,exec,nodiratime,sync,nosymfollow,nosuid,nodev,nonempty,relatime")
+	o, err := ParseMountOptions("noexec,noatime,exec,nodiratime,sync,nosymfollow,nosuid,nodev,nonempty,relatime,noxattr")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for flag, want := range map[MountFlag]bool{
 		FlagNoExec: false, FlagNoAtime: false, FlagNoDirAtime: true, FlagSync: true, FlagNoSymFollow: true,
+		FlagNoXattr: true,
 	} {
 		if o.Flags.Has(flag) != want {
 			t.Errorf("flag %d: %v, want %v", flag, o.Flags.Has(flag), want)
@@ -24,11 +25,12 @@ func TestMountOptionFlags(t *testing.T) {
 
 	// The configuration's options, then the command line's: what the
 	// command line names wins, the rest stays.
-	base, _ := ParseMountOptions("noexec,noatime,sync")
-	top, _ := ParseMountOptions("exec,nodiratime")
+	base, _ := ParseMountOptions("noexec,noatime,sync,noxattr")
+	top, _ := ParseMountOptions("exec,nodiratime,xattr")
 	got := layerOptions(base, top).Flags
 	for flag, want := range map[MountFlag]bool{
 		FlagNoExec: false, FlagNoAtime: true, FlagNoDirAtime: true, FlagSync: true, FlagNoSymFollow: false,
+		FlagNoXattr: false,
 	} {
 		if got.Has(flag) != want {
 			t.Errorf("layered flag %d: %v, want %v", flag, got.Has(flag), want)

@@ -57,6 +57,8 @@ cache_timeout=DUR (how long the kernel keeps names and attributes; default
 1m, 0s..1h, 0s asks every time), ro, rw,
 allow_other, debug, foreground; the mount flags noexec, noatime, nodiratime,
 nosymfollow, sync (and exec, atime, diratime, relatime, symfollow, async);
+noxattr to refuse extended attributes, so the kernel stops asking for them
+(fewer round trips for ls -l and untar; stored ones stay, unseen);
 nonempty to mount over a directory that holds files (refused otherwise);
 allow_swap (or --allow-swap) to mount although the keys cannot be locked in
 memory (refused otherwise: they could be written to swap).

@@ -47,6 +47,8 @@ type Options struct {
 	MaxRequests int
 	// CacheTimeout is fusefs.MountOptions.CacheTimeout (0: the default).
 	CacheTimeout time.Duration
+	// NoXattr is fusefs.MountOptions.NoXattr.
+	NoXattr bool
 	// LegacyMeta: a volume of header version 2 or older, whose mode and
 	// owner records are not authenticated (the default is the current
 	// format).
@@ -230,7 +232,7 @@ func MountVolume(t testing.TB, v *Volume, opts Options) *Mount {
 	if err := os.Mkdir(dir, 0755); err != nil {
 		t.Fatalf("fusefstest: create mountpoint: %v", err)
 	}
-	srv, err := fsys.Mount(dir, fusefs.MountOptions{Debug: opts.Debug, NoWritebackCache: opts.NoWritebackCache, ReadOnly: opts.ReadOnly, AllowOther: opts.AllowOther, MaxRequests: opts.MaxRequests, CacheTimeout: opts.CacheTimeout})
+	srv, err := fsys.Mount(dir, fusefs.MountOptions{Debug: opts.Debug, NoWritebackCache: opts.NoWritebackCache, ReadOnly: opts.ReadOnly, AllowOther: opts.AllowOther, MaxRequests: opts.MaxRequests, CacheTimeout: opts.CacheTimeout, NoXattr: opts.NoXattr})
 	if err != nil {
 		t.Fatalf("fusefstest: %v", err)
 	}
