@@ -145,6 +145,27 @@ func TestMountOptionsHonoured(t *testing.T) {
 	}
 	e.must("umount", mnt)
 
+	// noxattr: refused on that mount, kept for the next.
+	e.must("mount", backing, mnt)
+	if err := unix.Setxattr(data, "user.kept", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	e.must("umount", mnt)
+	e.must("mount", backing, mnt, "-o", "noxattr")
+	if _, err := unix.Getxattr(data, "user.kept", make([]byte, 8)); !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Errorf("getxattr on a noxattr mount: %v, want EOPNOTSUPP", err)
+	}
+	if err := unix.Setxattr(data, "user.other", []byte("v"), 0); !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Errorf("setxattr on a noxattr mount: %v, want EOPNOTSUPP", err)
+	}
+	e.must("umount", mnt)
+	e.must("mount", backing, mnt)
+	v := make([]byte, 8)
+	if n, err := unix.Getxattr(data, "user.kept", v); err != nil || string(v[:n]) != "v" {
+		t.Errorf("user.kept after the noxattr mount: %q, %v", v[:n], err)
+	}
+	e.must("umount", mnt)
+
 	for opt, want := range map[string]string{
 		"suid": "mount option suid is refused", "dev": "mount option dev is refused",
 		"strictatime": "mount option strictatime is refused", "dirsync": "mount option dirsync is refused",
