@@ -483,3 +483,66 @@ func processUmask(t *testing.T) os.FileMode {
 	t.Fatal("no Umask line in /proc/self/status")
 	return 0
 }
+
+// TestListingsWithoutOpendir: the kernel sends no OPENDIR or RELEASEDIR
+// after the first OPENDIR is refused, and a directory too large for one
+// READDIRPLUS reply is listed exactly, also right after half of it went.
+func TestListingsWithoutOpendir(t *testing.T) {
+	m := fusefstest.MountVolume(t, fusefstest.NewVolume(t, fusefstest.Options{}), fusefstest.Options{})
+	dir := filepath.Join(m.Dir, "big")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := make(map[string]bool)
+	for i := range 1500 {
+		name := fmt.Sprintf("%04d-%s", i, strings.Repeat("n", 60))
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = true
+	}
+	check := func(step string) {
+		t.Helper()
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		got := make(map[string]bool)
+		for _, e := range ents {
+			if got[e.Name()] || !want[e.Name()] {
+				t.Fatalf("%s: %q listed twice or not there", step, e.Name())
+			}
+			got[e.Name()] = true
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d entries listed, want %d", step, len(got), len(want))
+		}
+	}
+	before := m.FS.Ops()
+	check("first listing")
+	if got := m.FS.Ops()["READDIRPLUS"] - before["READDIRPLUS"]; got < 2 {
+		t.Fatalf("the listing took %d READDIRPLUS requests; the test needs one that continues", got)
+	}
+	for i := range 1500 {
+		if i%2 == 0 {
+			name := fmt.Sprintf("%04d-%s", i, strings.Repeat("n", 60))
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+			delete(want, name)
+		}
+	}
+	check("after removing half")
+	check("cached")
+	for range 3 {
+		for _, d := range []string{m.Dir, dir} {
+			if _, err := os.ReadDir(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ops := m.FS.Ops()
+	if ops["OPENDIR"] > 1 || ops["RELEASEDIR"] > 0 {
+		t.Errorf("%d OPENDIR and %d RELEASEDIR requests: want at most the first OPENDIR", ops["OPENDIR"], ops["RELEASEDIR"])
+	}
+}

@@ -259,6 +259,7 @@ func (n *Node) settleHolesLocked(of *openFile, op string) {
 // OnForget closes the backing file once the kernel has forgotten the inode:
 // nothing can reach the node any more.
 func (n *Node) OnForget() {
+	n.fsys.listings.drop(n)
 	n.content.Lock()
 	n.closeBackingLocked()
 	n.content.Unlock()

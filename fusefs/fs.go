@@ -190,6 +190,8 @@ type FS struct {
 	noXattr bool // MountOptions.NoXattr; set before the mount serves
 	dirs    dirCache
 	names   nameCache // backing names from Readdir for the lookups that follow
+	// listings: large listings continued by READDIRs of their own (opendir.go)
+	listings listingCache
 }
 
 // New checks the backing directory and returns a file system ready to mount.
@@ -359,7 +361,8 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	// Files created on a nearly full backing use direct I/O (space.go);
 	// without this, mmap of them would fail.
 	opts.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
-	ents := newEntryFS(newPauseFS(newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: fs.NewNodeFS(f.root, opts)}, fsys: f}, mo.MaxRequests, &f.ops), f), f.gate, ttl)
+	nodes := &noOpendirFS{RawFileSystem: fs.NewNodeFS(f.root, opts), fsys: f}
+	ents := newEntryFS(newPauseFS(newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: nodes}, fsys: f}, mo.MaxRequests, &f.ops), f), f.gate, ttl)
 	f.entries.Store(ents)
 	var raw fuse.RawFileSystem = ents
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
@@ -408,6 +411,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		}
 		f.dirs.clear()
 		f.names.clear()
+		f.listings.clear()
 		f.closeAllBacking()
 		close(f.finished)
 	}()
@@ -531,6 +535,7 @@ func (f *FS) Counters() Counters {
 // FUSE request handler.
 func (f *FS) InvalidateAll() {
 	f.names.clear()
+	f.listings.clear()
 	if f.server.Load() == nil {
 		return
 	}

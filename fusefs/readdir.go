@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"encoding/binary"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -41,19 +42,22 @@ var (
 	_ fs.NodeOpendirHandler = (*Node)(nil)
 )
 
-func (d *dirHandle) list(ctx context.Context) syscall.Errno {
+// list lists the directory once per handle. A handle that starts past
+// offset 0 continues a listing another handle began (opendir.go), which
+// the listing cache may still hold.
+func (d *dirHandle) list(ctx context.Context, cont bool) syscall.Errno {
 	if d.ds != nil {
 		return 0
 	}
-	ds, errno := d.n.Readdir(ctx)
+	entries, errno := d.n.list(ctx, cont)
 	if errno == 0 {
-		d.ds = ds
+		d.ds = fs.NewListDirStream(entries)
 	}
 	return errno
 }
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	if errno := d.list(ctx); errno != 0 {
+	if errno := d.list(ctx, false); errno != 0 {
 		return nil, errno
 	}
 	if !d.ds.HasNext() {
@@ -64,7 +68,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 }
 
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if errno := d.list(ctx); errno != 0 {
+	if errno := d.list(ctx, off > 0); errno != 0 {
 		return errno
 	}
 	sd, ok := d.ds.(fs.FileSeekdirer)
@@ -80,6 +84,16 @@ func (d *dirHandle) Releasedir(context.Context, uint32) {}
 // names are hidden; an entry whose name fails to decrypt is skipped with
 // a log line rather than failing the whole listing.
 func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	entries, errno := n.list(ctx, false)
+	if errno != 0 {
+		return nil, errno
+	}
+	return fs.NewListDirStream(entries), 0
+}
+
+// list is Readdir's listing; with cont, one the listing cache kept since
+// the backing directory last changed will do.
+func (n *Node) list(ctx context.Context, cont bool) ([]fuse.DirEntry, syscall.Errno) {
 	k, rel, errno := n.fsys.keys(ctx, "readdir")
 	if errno != 0 {
 		return nil, errno
@@ -90,6 +104,18 @@ func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		return nil, n.fsys.errno(err, "readdir", "")
 	}
 	defer d.close()
+	// Taken before listing: a change made meanwhile leaves a stamp that
+	// no longer matches, never a stale listing under a current one.
+	var st unix.Stat_t
+	if err := unix.Fstat(d.fd, &st); err != nil {
+		return nil, n.fsys.errno(err, "readdir", d.path())
+	}
+	stamp := listingStamp{st.Mtim, st.Ctim}
+	if cont {
+		if entries := n.fsys.listings.get(n, stamp); entries != nil {
+			return entries, 0
+		}
+	}
 
 	entries := make([]fuse.DirEntry, 0, 16)
 	entries = append(entries, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: n.StableAttr().Ino})
@@ -160,7 +186,84 @@ func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			entries = append(entries, fuse.DirEntry{Name: plain, Mode: dtypeMode(typ), Ino: ino})
 		}
 	}
-	return fs.NewListDirStream(entries), 0
+	n.fsys.listings.put(n, stamp, entries)
+	return entries, 0
+}
+
+const (
+	// listingKeepMin: a shorter listing fits in one READDIRPLUS reply
+	// (32 KiB), so nothing continues it.
+	listingKeepMin = 64
+	// listingKeepMax bounds the entries kept in all (a few MiB at most).
+	listingKeepMax = 1 << 16
+)
+
+// listingStamp is when a backing directory last changed.
+type listingStamp struct{ mtime, ctime unix.Timespec }
+
+// listingCache keeps the last listing of a few large directories, so that
+// the READDIR requests continuing one, each served through a handle of its
+// own (opendir.go), do not list and decrypt the whole directory again. A
+// listing is used only while the backing directory's modification and
+// change times are those it was made at, and a listing from offset 0 is
+// always made afresh. Entries are shared read-only.
+type listingCache struct {
+	mu    sync.Mutex
+	m     map[*Node]*keptListing // GUARDED_BY(mu)
+	total int                    // entries held; GUARDED_BY(mu)
+}
+
+type keptListing struct {
+	stamp   listingStamp
+	entries []fuse.DirEntry
+}
+
+func (c *listingCache) get(n *Node, s listingStamp) []fuse.DirEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[n]; e != nil && e.stamp == s {
+		return e.entries
+	}
+	return nil
+}
+
+func (c *listingCache) put(n *Node, s listingStamp, entries []fuse.DirEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked(n)
+	if len(entries) < listingKeepMin || len(entries) > listingKeepMax {
+		return
+	}
+	for k := range c.m {
+		if c.total+len(entries) <= listingKeepMax {
+			break
+		}
+		c.dropLocked(k)
+	}
+	if c.m == nil {
+		c.m = make(map[*Node]*keptListing)
+	}
+	c.m[n] = &keptListing{stamp: s, entries: entries}
+	c.total += len(entries)
+}
+
+func (c *listingCache) drop(n *Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked(n)
+}
+
+func (c *listingCache) dropLocked(n *Node) {
+	if e := c.m[n]; e != nil {
+		c.total -= len(e.entries)
+		delete(c.m, n)
+	}
+}
+
+func (c *listingCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m, c.total = nil, 0
 }
 
 func dtypeMode(t uint8) uint32 {
