@@ -346,20 +346,7 @@ func TestFsckRepairsMore(t *testing.T) {
 // flipSector changes one byte of stored sector i of a backing file.
 func flipSector(t *testing.T, path string, i int64) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	off := sector.HeaderSize + i*(4096+sector.Overhead) + 70
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x40
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
+	flipBackingByte(t, path, sector.HeaderSize+i*(4096+sector.Overhead)+70)
 }
 
 func unixListXattr(p string) ([]string, error) {

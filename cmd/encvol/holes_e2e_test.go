@@ -180,19 +180,31 @@ func TestZeroedSectorEndToEnd(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(mnt, "sparse")); !errors.Is(err, syscall.EIO) {
 		t.Errorf("read of the sparse file with a zeroed sealed sector: %d bytes, %v; want EIO", len(b), err)
 	}
-	f, err := os.Open(filepath.Join(mnt, "dense"))
+	hxReadHead(t, filepath.Join(mnt, "dense"), dense[:4*hxSS], "the sectors before the zeroed one")
+	hxZeroedFound(t, e, backing, mnt, logPath, "error zeroed-sector /dense sectors 4-4\nerror zeroed-sector /sparse sectors 20-20")
+}
+
+// hxReadHead fails the test unless path starts with want.
+func hxReadHead(t *testing.T, path string, want []byte, what string) {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	head := make([]byte, 4*hxSS)
-	if _, err := f.ReadAt(head, 0); err != nil || !bytes.Equal(head, dense[:len(head)]) {
-		t.Errorf("the sectors before the zeroed one: %v", err)
+	defer f.Close()
+	head := make([]byte, len(want))
+	if _, err := f.ReadAt(head, 0); err != nil || !bytes.Equal(head, want) {
+		t.Errorf("%s: %v", what, err)
 	}
-	f.Close()
+}
+
+// hxZeroedFound waits for the mount's log line of a failed sector, unmounts,
+// and fails the test unless fsck exits 4 with exactly the findings want.
+func hxZeroedFound(t *testing.T, e *gxEnv, backing, mnt, logPath, want string) {
+	t.Helper()
 	maWaitLog(t, logPath, "sector failed authentication")
 	gxUnmount(t, mnt)
 	waitUnlocked(t, backing)
-	want := "error zeroed-sector /dense sectors 4-4\nerror zeroed-sector /sparse sectors 20-20"
 	if code, got := hxFsck(t, e, backing); code != 4 || got != want {
 		t.Errorf("fsck of the zeroed volume: exit %d, findings:\n%s\nwant:\n%s", code, got, want)
 	}
@@ -284,20 +296,6 @@ func TestZeroedFormerHoleEndToEnd(t *testing.T) {
 		t.Errorf("read of a zeroed sector of a file sized before it was written: %d bytes, %v; want EIO", len(b), err)
 	}
 	// The holes that remain still read as zeros.
-	g, err := os.Open(filepath.Join(mnt, "former"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	head := make([]byte, 5*hxSS)
-	if _, err := g.ReadAt(head, 0); err != nil || !bytes.Equal(head, former[:len(head)]) {
-		t.Errorf("former's sectors 0-4 (data and holes): %v", err)
-	}
-	g.Close()
-	maWaitLog(t, logPath, "sector failed authentication")
-	gxUnmount(t, mnt)
-	waitUnlocked(t, backing)
-	want := "error zeroed-sector /announced sectors 3-3\nerror zeroed-sector /former sectors 5-5"
-	if code, got := hxFsck(t, e, backing); code != 4 || got != want {
-		t.Errorf("fsck of the zeroed volume: exit %d, findings:\n%s\nwant:\n%s", code, got, want)
-	}
+	hxReadHead(t, filepath.Join(mnt, "former"), former[:5*hxSS], "former's sectors 0-4 (data and holes)")
+	hxZeroedFound(t, e, backing, mnt, logPath, "error zeroed-sector /announced sectors 3-3\nerror zeroed-sector /former sectors 5-5")
 }
