@@ -41,7 +41,10 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, n.fsys.errno(err, "create", name)
 	}
-	oflags := int(flags)&^(unix.O_ACCMODE|unix.O_APPEND|unix.O_TRUNC|unix.O_DIRECT|unix.O_SYNC|unix.O_DSYNC|fuse.FMODE_EXEC) |
+	// O_NONBLOCK means nothing to a regular file, but os.NewFile would
+	// then try to add the descriptor to the poller (a failing epoll_ctl per
+	// file).
+	oflags := int(flags)&^(unix.O_ACCMODE|unix.O_APPEND|unix.O_TRUNC|unix.O_DIRECT|unix.O_SYNC|unix.O_DSYNC|unix.O_NONBLOCK|fuse.FMODE_EXEC) |
 		unix.O_RDWR | unix.O_CREAT | unix.O_CLOEXEC | unix.O_NOFOLLOW
 	backingMode := mode & 07777
 	if n.fsys.metaEnabled() {
@@ -59,7 +62,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, n.fsys.errno(err, "create", name)
 	}
-	var seed *meta
+	var fresh newEntry
 	if !existed {
 		// The kernel holds the parent directory locked during create, so
 		// no lookup through the mount sees the file before its mode and
@@ -70,7 +73,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			m, err = bound(c.k.Names, m, c.place())
 		}
 		if err == nil {
-			err = n.initMeta(c.k, fd, &st, m, nil)
+			fresh, err = n.initMeta(c.k, fd, &st, m, nil)
 		}
 		if err != nil {
 			unix.Close(fd)
@@ -80,9 +83,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			}
 			return nil, nil, 0, n.fsys.errno(err, "create", name)
 		}
-		seed = &m
 	}
-	ch, errno := n.newChildMeta(ctx, c, &st, out, seed, nil)
+	ch, errno := n.newChildMeta(ctx, c, &st, out, fresh.meta, nil)
 	if errno != 0 {
 		unix.Close(fd)
 		return nil, nil, 0, errno
@@ -92,6 +94,9 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	h, errno := cn.attach(c.k, c.d.path()+"/"+c.bname, fd, flags)
 	if errno != 0 {
 		return nil, nil, 0, errno
+	}
+	if fresh.hdr != nil {
+		cn.freshBacking(fresh.hdr)
 	}
 	if flags&unix.O_TRUNC != 0 && st.Size != 0 {
 		// Existing file opened with O_CREAT|O_TRUNC: the new size shows in
@@ -164,7 +169,8 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
-	if err := n.initMeta(c.k, cfd, &st, dm, id); err != nil {
+	fresh, err := n.initMeta(c.k, cfd, &st, dm, id)
+	if err != nil {
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
@@ -172,7 +178,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		unix.Unlinkat(cfd, names.DirIDFile, 0)
 		return fail(err)
 	}
-	ch, errno := n.newChildMeta(ctx, c, &st, out, &dm, nil)
+	ch, errno := n.newChildMeta(ctx, c, &st, out, fresh.meta, nil)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -244,7 +250,7 @@ func (n *Node) mknodRegular(c *childOp, mode uint32, o owner) syscall.Errno {
 		m, err = bound(c.k.Names, meta{mode: mode & 07777, uid: o.uid, gid: o.gid}, c.place())
 	}
 	if err == nil {
-		err = n.initMeta(c.k, fd, &st, m, nil)
+		_, err = n.initMeta(c.k, fd, &st, m, nil)
 	}
 	if err != nil {
 		_ = unix.Unlinkat(c.d.fd, c.bname, 0)

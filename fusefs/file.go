@@ -78,6 +78,19 @@ func (n *Node) openBackingLocked(k *Keys, path string, fd int, write bool) sysca
 	return 0
 }
 
+// freshBacking tells n's backing file, which Create has just made and
+// given the header hdr, that it holds nothing else, so that the first
+// write does not read back what Create wrote. hdr came from
+// sector.NewFileHeader, so Fresh cannot refuse it; were it to, the file
+// would read its header from the disk as any other.
+func (n *Node) freshBacking(hdr []byte) {
+	n.content.Lock()
+	defer n.content.Unlock()
+	if n.of != nil {
+		_ = n.of.f.Fresh(hdr)
+	}
+}
+
 // openBackingFD opens the backing file name (relative to dirfd)
 // read-write, or read-only when that is all the backing allows and write is
 // not needed; rw says which. noatime is O_NOATIME or 0 (atime.go).

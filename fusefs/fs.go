@@ -158,6 +158,9 @@ type FS struct {
 	// metaReads counts reads of metaXattr from the backing (the node
 	// cache answers the rest; metacache.go).
 	metaReads atomic.Uint64
+	// idReads counts reads of entry IDs for stored modes and owners: an
+	// entry made through the mount starts with its ID cached.
+	idReads atomic.Uint64
 
 	// writeback: mounted with the kernel writeback cache (set by Mount).
 	writeback atomic.Bool

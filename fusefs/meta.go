@@ -171,6 +171,7 @@ func (f *FS) readMeta(nc *names.Codec, fd int, path string, dir bool, idOut *[]b
 		}
 		return m, true, nil
 	}
+	f.idReads.Add(1)
 	id, err := entryID(fd, path, dir)
 	if err != nil {
 		return meta{}, false, fmt.Errorf("%w: %w", errMetaAuth, err)
@@ -199,6 +200,7 @@ func (f *FS) writeMeta(nc *names.Codec, fd int, path string, st *unix.Statx_t, m
 	if nc != nil && nc.AuthMeta() {
 		var err error
 		if id == nil {
+			f.idReads.Add(1)
 			if id, err = entryID(fd, path, uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR); err != nil {
 				return fmt.Errorf("%w: %w", errMetaAuth, err)
 			}
@@ -375,24 +377,31 @@ func (n *Node) newOwner(ctx context.Context, k *Keys, d *dirRef) (owner, error) 
 // the backing entry instead.
 //
 // id is a new directory's ID (nil for a regular file, which gets its file
-// ID here on a volume with authenticated metadata).
-func (n *Node) initMeta(k *Keys, fd int, st *unix.Statx_t, m meta, id []byte) error {
+// ID here on a volume with authenticated metadata). What was stored comes
+// back as fresh, so that the new node starts with it instead of reading
+// it back: the record and its ID (nil when the mode and owner are
+// mirrored), and the sector header written.
+func (n *Node) initMeta(k *Keys, fd int, st *unix.Statx_t, m meta, id []byte) (fresh newEntry, err error) {
 	if n.fsys.metaEnabled() {
 		if k.Names.AuthMeta() && uint32(st.Mode)&unix.S_IFMT == unix.S_IFREG {
 			// The metadata is bound to the file ID: the file gets it now.
-			var err error
-			if id, err = writeFileHeader(fd, k.Content); err != nil {
-				return err
+			if fresh.hdr, id, err = writeFileHeader(fd, k.Content); err != nil {
+				return newEntry{}, err
 			}
 			if err := statxFd(fd, st); err != nil {
-				return err
+				return newEntry{}, err
 			}
 		}
 		err := n.fsys.writeMeta(k.Names, fd, "", st, m, id)
-		if err == nil || !isNotSupported(err) {
-			return err
+		if err == nil {
+			fresh.meta = &metaEntry{m: m, ok: true, canonical: true, id: id}
+			return fresh, nil
+		}
+		if !isNotSupported(err) {
+			return newEntry{}, err
 		}
 		n.fsys.metaUnsupported(err)
+		fresh.meta = nil
 	}
 	if n.fsys.euidRoot {
 		if err := unix.Fchown(fd, int(m.uid), int(m.gid)); err != nil {
@@ -401,9 +410,15 @@ func (n *Node) initMeta(k *Keys, fd int, st *unix.Statx_t, m meta, id []byte) er
 	}
 	// After chown, which may clear setuid/setgid.
 	if err := unix.Fchmod(fd, m.mode); err != nil {
-		return err
+		return newEntry{}, err
 	}
-	return statxFd(fd, st)
+	return fresh, statxFd(fd, st)
+}
+
+// newEntry is what initMeta stored for a new entry.
+type newEntry struct {
+	meta *metaEntry // the node's first cached record, nil when mirrored
+	hdr  []byte     // the sector header written, nil when none
 }
 
 // killSUIDBits clears set-user-ID, and set-group-ID of a group-executable

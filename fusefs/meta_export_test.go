@@ -13,3 +13,7 @@ func (e errorString) Error() string { return string(e) }
 // MetaReads reports how often f read a stored mode and owner from the
 // backing directory.
 func MetaReads(f *FS) uint64 { return f.metaReads.Load() }
+
+// IDReads reports how often f read an entry's file or directory ID from
+// the backing directory to check or seal its stored mode and owner.
+func IDReads(f *FS) uint64 { return f.idReads.Load() }

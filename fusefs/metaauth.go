@@ -140,7 +140,12 @@ func entryID(fd int, path string, dir bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sector.ParseFileID(b[:n], realPath(path))
+	id, err := sector.ParseFileID(b[:n], path)
+	if err != nil {
+		// Only a failure needs the readable name (a readlink of /proc).
+		return sector.ParseFileID(b[:n], realPath(path))
+	}
+	return id, nil
 }
 
 // splitFDPath turns "/proc/self/fd/N/name" into (N, name); any other
@@ -205,15 +210,16 @@ func (f *FS) metaErrno(err error, op string, fd int, path string) syscall.Errno 
 }
 
 // writeFileHeader gives a new, empty backing file (open as fd) its sector
-// header of c's version and returns its file ID.
-func writeFileHeader(fd int, c *sector.Cipher) ([]byte, error) {
+// header of c's version and returns the header and its file ID.
+func writeFileHeader(fd int, c *sector.Cipher) (hdr, id []byte, err error) {
 	h, err := sector.NewFileHeader(c)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if _, err := unix.Pwrite(fd, h, 0); err != nil {
 		_ = unix.Ftruncate(fd, 0)
-		return nil, fmt.Errorf("write the file header: %w", err)
+		return nil, nil, fmt.Errorf("write the file header: %w", err)
 	}
-	return sector.ParseFileID(h, "")
+	id, err = sector.ParseFileID(h, "")
+	return h, id, err
 }

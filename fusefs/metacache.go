@@ -34,8 +34,8 @@ type metaEntry struct {
 	id        []byte // the entry ID the record is bound to (authenticated metadata), nil when not known yet
 	// placed is the last entry the record was checked to name
 	// (checkEntry), so that the kernel's next lookup there, and each
-	// READDIRPLUS, costs a comparison instead of an HMAC. It goes with the
-	// entry when the record is written again.
+	// READDIRPLUS, costs a comparison instead of an HMAC. A record written
+	// again keeps it only when it names the same entries.
 	placed atomic.Pointer[Place]
 }
 
@@ -106,7 +106,15 @@ func (n *Node) writeNodeMeta(nc *names.Codec, fd int, path string, st *unix.Stat
 		n.meta.Store(nil)
 		return err
 	}
-	n.meta.Store(&metaEntry{m: m, ok: true, canonical: true, id: id})
+	ne := &metaEntry{m: m, ok: true, canonical: true, id: id}
+	if old := n.meta.Load(); old != nil && old.ok && old.m.bind == m.bind {
+		// A chmod or chown keeps the entries the record names, so what
+		// checkEntry found of the old record holds for the new one.
+		if p := old.placed.Load(); p != nil {
+			ne.placed.Store(p)
+		}
+	}
+	n.meta.Store(ne)
 	return nil
 }
 

@@ -15,8 +15,8 @@ import (
 )
 
 // TestMetaReadOncePerInode: files and directories made through the mount
-// never have their stored mode and owner read back from the backing
-// directory, whatever the kernel asks afterwards (attributes, chmod,
+// never have their stored mode and owner, or the entry ID it is sealed
+// to, read back from the backing directory, whatever the kernel asks afterwards (attributes, chmod,
 // chown, times, writes), and every answer is still the latest value.
 func TestMetaReadOncePerInode(t *testing.T) {
 	opts := fusefstest.Options{}
@@ -24,7 +24,7 @@ func TestMetaReadOncePerInode(t *testing.T) {
 	m := fusefstest.MountVolume(t, v, opts)
 	// The root's own value is read at the first GETATTR of the mount.
 	lstatAttr(t, m.Dir)
-	base := fusefs.MetaReads(m.FS)
+	base, baseID := fusefs.MetaReads(m.FS), fusefs.IDReads(m.FS)
 	const n = 20
 	for i := 0; i < n; i++ {
 		d := filepath.Join(m.Dir, fmt.Sprintf("d%d", i))
@@ -62,6 +62,9 @@ func TestMetaReadOncePerInode(t *testing.T) {
 	}
 	if got := fusefs.MetaReads(m.FS) - base; got != 0 {
 		t.Errorf("%d reads of the stored mode and owner for entries made through the mount, want 0", got)
+	}
+	if got := fusefs.IDReads(m.FS) - baseID; got != 0 {
+		t.Errorf("%d reads of entry IDs for entries made through the mount, want 0", got)
 	}
 
 	// A fresh mount reads each once, then serves the rest from memory.

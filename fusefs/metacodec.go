@@ -151,6 +151,6 @@ func EntryID(fd int, path string, dir bool) ([]byte, error) { return entryID(fd,
 // WriteFileHeader gives a new, empty backing file its sector header (of
 // c's version), as a volume that authenticates metadata does at create.
 func WriteFileHeader(fd int, c *sector.Cipher) error {
-	_, err := writeFileHeader(fd, c)
+	_, _, err := writeFileHeader(fd, c)
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -327,11 +328,14 @@ func (n *Node) newChild(ctx context.Context, c *childOp, st *unix.Statx_t, out *
 // therefore never inherits known's cache: should known be forgotten before
 // the new node is registered, a copy could miss a change made through
 // known in between.
-func (n *Node) newChildMeta(ctx context.Context, c *childOp, st *unix.Statx_t, out *fuse.EntryOut, seed *meta, known *Node) (*fs.Inode, syscall.Errno) {
+func (n *Node) newChildMeta(ctx context.Context, c *childOp, st *unix.Statx_t, out *fuse.EntryOut, seed *metaEntry, known *Node) (*fs.Inode, syscall.Errno) {
 	k, d, bname := c.k, &c.d, c.bname
 	cn := &Node{fsys: n.fsys}
 	if seed != nil && n.fsys.metaEnabled() {
-		cn.meta.Store(&metaEntry{m: *seed, ok: true, canonical: true})
+		// Written for this very entry, so it names it.
+		at := c.place()
+		seed.placed.Store(&at)
+		cn.meta.Store(seed)
 	}
 	from := cn
 	if known != nil {
@@ -612,9 +616,7 @@ func setTimes(in *fuse.SetAttrIn, fd int, path string) syscall.Errno {
 	}
 	var err error
 	if fd >= 0 {
-		// utimensat(fd, NULL, ...) is futimens; /proc/self/fd reaches the
-		// same inode even when it has no name left.
-		err = unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+itoa(fd), ts, 0)
+		err = futimens(fd, ts)
 	} else {
 		err = unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW)
 	}
@@ -625,6 +627,17 @@ func setTimes(in *fuse.SetAttrIn, fd int, path string) syscall.Errno {
 		return syscall.EIO
 	}
 	return 0
+}
+
+// futimens sets the times of the file open as fd, even one with no name
+// left: utimensat(fd, NULL, ...), which x/sys/unix does not offer (its
+// Futimes goes through /proc/self/fd, a path walk per call).
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
 }
 
 func itoa(i int) string {

@@ -116,6 +116,27 @@ func NewFile(f *os.File, sectorSize int) (*File, error) {
 // ForgetSize afterwards.
 func (f *File) SoleWriter() { f.soleWriter.Store(true) }
 
+// Fresh declares that the backing file holds exactly hdr, a header from
+// NewFileHeader that the caller wrote into the file it has just created,
+// and nothing else: no sector and no hole map. f then starts from what it
+// would have read, so the file's first write costs no fstat, no read of
+// the header and no look for a hole map. Call it before any other use of
+// f; a header that does not parse is an error and changes nothing.
+func (f *File) Fresh(hdr []byte) error {
+	h, err := parseHeader(hdr, f.path)
+	if err != nil {
+		return err
+	}
+	f.hdr.Store(h)
+	if f.soleWriter.Load() {
+		f.size.Store(HeaderSize)
+	}
+	if h.ver() >= Version3 {
+		f.holes.Store(&holeMap{h: h})
+	}
+	return nil
+}
+
 // ForgetSize drops the remembered backing size (see SoleWriter).
 func (f *File) ForgetSize() { f.size.Store(-1) }
 
