@@ -3,6 +3,7 @@ package sector
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -131,6 +132,30 @@ func BenchmarkRead1MiB(b *testing.B) {
 // sectors, each a read-modify-write.
 func BenchmarkWrite512(b *testing.B) {
 	benchFileIO(b, 512, true)
+}
+
+// BenchmarkRandomWriteIntoHole writes 4 KiB at random sectors of a 256 MiB
+// file that starts as one hole (a Version3 file extended by truncation, as
+// fio lays out its file), so the pending hole map splits on nearly every
+// write: the write must not cost more as the map fills.
+func BenchmarkRandomWriteIntoHole(b *testing.B) {
+	const sectors = 256 << 20 / DefaultSectorSize
+	c := newTestCipher(b, fixedKey(9), DefaultSectorSize)
+	c.UseVersion3()
+	f, _ := tempBacking(b, DefaultSectorSize)
+	f.SoleWriter()
+	if err := f.Truncate(c, sectors*DefaultSectorSize); err != nil {
+		b.Fatal(err)
+	}
+	p := benchPlain()
+	rng := rand.New(rand.NewPCG(7, 8))
+	b.SetBytes(DefaultSectorSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.WriteAt(c, p, rng.Int64N(sectors)*DefaultSectorSize); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func benchFileIO(b *testing.B, chunk int, write bool) {

@@ -1,6 +1,7 @@
 package sector
 
 import (
+	"cmp"
 	"crypto/cipher"
 	"encoding/binary"
 	"errors"
@@ -82,12 +83,9 @@ func (m *holeMap) covers(lo, hi int64) bool {
 	if m == nil {
 		return false
 	}
-	for _, e := range m.ext {
-		if e.Start <= lo && hi <= e.End {
-			return true
-		}
-	}
-	return false
+	// Extents never touch, so one extent holds the whole range or none.
+	i, j := m.overlapRange(lo, hi)
+	return j == i+1 && m.ext[i].Start <= lo && hi <= m.ext[i].End
 }
 
 // normalizeExtents sorts ext in place, drops empty extents, joins those
@@ -115,19 +113,38 @@ func normalizeExtents(ext []Extent, limit int) []Extent {
 		}
 		merged = append(merged, e)
 	}
-	for len(merged) > limit {
-		// Merge the two neighbours with the smallest gap: the fewest
-		// sealed sectors lose the hole check.
-		best := 0
-		for k := 1; k+1 < len(merged); k++ {
-			if merged[k+1].Start-merged[k].End < merged[best+1].Start-merged[best].End {
-				best = k
-			}
-		}
-		merged[best].End = merged[best+1].End
-		merged = slices.Delete(merged, best+1, best+2)
+	return mergeClosest(merged, limit)
+}
+
+// mergeClosest merges neighbours of ext (sorted, disjoint) in place until
+// at most limit extents are left, the smallest gaps first (the fewest
+// sealed sectors lose the hole check), the first of equal gaps first.
+// Closing one gap leaves every other gap as it was, so this closes the
+// len(ext)-limit smallest at once.
+func mergeClosest(ext []Extent, limit int) []Extent {
+	excess := len(ext) - max(limit, 1)
+	if excess <= 0 {
+		return ext
 	}
-	return merged
+	gap := func(k int) int64 { return ext[k+1].Start - ext[k].End }
+	order := make([]int, len(ext)-1)
+	for k := range order {
+		order[k] = k
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(gap(a), gap(b)) })
+	closed := make([]bool, len(ext)-1)
+	for _, k := range order[:excess] {
+		closed[k] = true
+	}
+	out := ext[:1]
+	for k := 1; k < len(ext); k++ {
+		if closed[k-1] {
+			out[len(out)-1].End = ext[k].End
+		} else {
+			out = append(out, ext[k])
+		}
+	}
+	return out
 }
 
 // encodeHoles is the plaintext of a map: format byte, extent count

@@ -1,6 +1,9 @@
 package sector
 
-import "slices"
+import (
+	"slices"
+	"sort"
+)
 
 // Shrinking the hole map. The map on the backing file only ever grows while
 // a File writes (see holes.go), so a sector that was a hole once and has
@@ -18,10 +21,15 @@ import "slices"
 // put it back (the rollback docs/threat-model.md lists as not detected).
 
 // maxSettleExtents bounds the pending map kept in memory: random writes into
-// a large hole split it once per write. Beyond it, the closest extents are
-// merged again, which keeps written sectors in the map (less precise, never
-// wrong).
-const maxSettleExtents = 4096
+// a large hole split it once per write. Once it holds settleSlack extents
+// more, the closest are merged back down to maxSettleExtents, which keeps
+// written sectors in the map (less precise, never wrong). Merging in
+// batches costs one sort per settleSlack writes instead of a scan of the
+// whole map per write.
+const (
+	maxSettleExtents = 4096
+	settleSlack      = 1024
+)
 
 // knowHoles makes sure the map of a Version3 file is loaded, so that the
 // writes that follow are subtracted from it. A map that fails to load is
@@ -54,13 +62,37 @@ func (f *File) pendingHoles(h *header) *holeMap {
 	return nil
 }
 
-// wroteSectors notes that sectors [lo, hi) now hold sealed data.
+// wroteSectors notes that sectors [lo, hi) now hold sealed data. It runs on
+// every write, and random writes into a large hole leave thousands of
+// extents: so the extents hit are found by binary search and cut out of
+// the pending map in place (no sort, no copy of the map per write). The
+// pending map is the File's own; the loaded one, which readers share, is
+// copied once before the first cut.
 func (f *File) wroteSectors(h *header, lo, hi int64) {
 	p := f.pendingHoles(h)
-	if p == nil || !p.overlaps(lo, hi) {
+	if p == nil {
 		return
 	}
-	f.settle = &holeMap{h: h, ext: normalizeExtents(removeExtent(p.ext, lo, hi), maxSettleExtents)}
+	i, j := p.overlapRange(lo, hi)
+	if i == j {
+		return
+	}
+	if p != f.settle {
+		p = &holeMap{h: h, ext: append(make([]Extent, 0, len(p.ext)+1), p.ext...)}
+		f.settle = p
+	}
+	var cut [2]Extent
+	repl := cut[:0]
+	if first := p.ext[i]; first.Start < lo {
+		repl = append(repl, Extent{first.Start, lo})
+	}
+	if last := p.ext[j-1]; hi < last.End {
+		repl = append(repl, Extent{hi, last.End})
+	}
+	p.ext = slices.Replace(p.ext, i, j, repl...)
+	if len(p.ext) > maxSettleExtents+settleSlack {
+		p.ext = mergeClosest(p.ext, maxSettleExtents)
+	}
 	f.settleDue.Store(true)
 }
 
@@ -82,10 +114,23 @@ func (f *File) cutHoles(h *header, n int64) {
 }
 
 // madeHoles notes that sectors [lo, hi) are holes again (the on-disk map
-// covers them already).
+// covers them already). Like wroteSectors it changes the pending map, the
+// File's own, in place.
 func (f *File) madeHoles(h *header, lo, hi int64) {
-	if s := f.settle; s != nil && s.h == h {
-		f.settle = &holeMap{h: h, ext: normalizeExtents(append(slices.Clone(s.ext), Extent{lo, hi}), maxSettleExtents)}
+	s := f.settle
+	if s == nil || s.h != h || lo >= hi {
+		return
+	}
+	// Extents never touch: those [lo, hi) overlaps or touches are one run,
+	// which becomes one extent.
+	i := sort.Search(len(s.ext), func(k int) bool { return s.ext[k].End >= lo })
+	j := i + sort.Search(len(s.ext)-i, func(k int) bool { return s.ext[i+k].Start > hi })
+	if i < j {
+		lo, hi = min(lo, s.ext[i].Start), max(hi, s.ext[j-1].End)
+	}
+	s.ext = slices.Replace(s.ext, i, j, Extent{lo, hi})
+	if len(s.ext) > maxSettleExtents+settleSlack {
+		s.ext = mergeClosest(s.ext, maxSettleExtents)
 	}
 }
 
@@ -163,14 +208,13 @@ func (f *File) forgetSettle() {
 	f.settleDue.Store(false)
 }
 
-// overlaps reports whether any sector of [lo, hi) is in the map.
-func (m *holeMap) overlaps(lo, hi int64) bool {
-	for _, e := range m.ext {
-		if e.Start < hi && lo < e.End {
-			return true
-		}
-	}
-	return false
+// overlapRange returns the extents of the map that hold a sector of
+// [lo, hi), as the index range [i, j) (i == j: none).
+func (m *holeMap) overlapRange(lo, hi int64) (i, j int) {
+	// Sorted, disjoint extents: both ends ascend.
+	i = sort.Search(len(m.ext), func(k int) bool { return m.ext[k].End > lo })
+	j = i + sort.Search(len(m.ext)-i, func(k int) bool { return m.ext[i+k].Start >= hi })
+	return i, j
 }
 
 // removeExtent returns ext (normalized) without the sectors [lo, hi).
