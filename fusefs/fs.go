@@ -364,7 +364,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	// Files created on a nearly full backing use direct I/O (space.go);
 	// without this, mmap of them would fail.
 	opts.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
-	nodes := &noOpendirFS{RawFileSystem: fs.NewNodeFS(f.root, opts), fsys: f}
+	nodes := &noOpendirFS{RawFileSystem: newNameLockFS(fs.NewNodeFS(f.root, opts)), fsys: f}
 	ents := newEntryFS(newPauseFS(newLimitFS(&spaceFS{RawFileSystem: &killPrivFS{RawFileSystem: nodes}, fsys: f}, mo.MaxRequests, &f.ops), f), f.gate, ttl)
 	f.entries.Store(ents)
 	var raw fuse.RawFileSystem = ents
