@@ -127,14 +127,20 @@ func (f *File) Fresh(hdr []byte) error {
 	if err != nil {
 		return err
 	}
-	f.hdr.Store(h)
+	f.useNewHeader(h)
 	if f.soleWriter.Load() {
 		f.size.Store(HeaderSize)
 	}
-	if h.ver() >= Version3 {
-		f.holes.Store(&holeMap{h: h})
-	}
 	return nil
+}
+
+// useNewHeader makes h, the header of a file that was just created, f's
+// header: a new file ID, so no key of it is cached and no hole map sealed
+// for it exists yet.
+func (f *File) useNewHeader(h *header) {
+	f.hdr.Store(h)
+	f.ref.Store(nil)
+	f.holes.Store(&holeMap{h: h})
 }
 
 // ForgetSize drops the remembered backing size (see SoleWriter).
@@ -1135,10 +1141,7 @@ func (f *File) header(backing int64, create bool, v uint16) (*header, error) {
 			}
 			return nil, err
 		}
-		f.hdr.Store(h)
-		f.ref.Store(nil)
-		// A new file ID: no map sealed for it exists yet.
-		f.holes.Store(&holeMap{h: h})
+		f.useNewHeader(h)
 		return h, nil
 	}
 	if h := f.hdr.Load(); h != nil {
