@@ -25,6 +25,10 @@
 #                     copy of a ~1 GiB tree of many small and some large files
 #                     against cp -a of the same tree into a mounted encvol
 #                     volume); default: all
+#   REQUESTS=0|1      after the timed fs runs, count the FUSE requests the
+#                     kernel sends to each system per workload, on a small
+#                     tree (net and encoding of the Go sources), with
+#                     scripts/fuse-requests.sh (untimed; default 1)
 #   FSCK_MB=N         size of the fsck volume in MiB, default 1024 (QUICK: 128)
 #   SNAP_MB=N         size of the snapshot volume in MiB (default 1024; QUICK: 128)
 #   LC_TMPFS_SIZE=5G  size of the tmpfs of the lifecycle part
@@ -373,6 +377,63 @@ if part fs; then
 			run_system "$s"
 		done
 	done
+fi
+
+# --- requests: what each workload costs each system in round trips -----------------
+# Untimed (tracing perturbs the timings), on a small tree, after the timed
+# runs: the kernel's own count of the requests it sends to each mount, so the
+# metadata rows of every system are explained by their round trips.
+REQ_TABLE=$WORK/requests.md
+REQ_WORKLOADS="untar lsR lsRwarm readall rm"
+REQ_NOTE=""
+req_count() { # SYSTEM WORKLOAD CMD...
+	local s=$1 w=$2 out rc=0
+	shift 2
+	out=$("$REPO/scripts/fuse-requests.sh" "$(mp "$s")" -- "$@" 2>"$WORK/log/requests.err") || rc=$?
+	if [ "$rc" = 2 ]; then
+		REQ_NOTE=$(tail -1 "$WORK/log/requests.err")
+		return 1
+	fi
+	[ "$rc" = 0 ] || die "$s: $w failed while counting requests (exit $rc)"
+	awk '$1 == "total" { t = $2; next } { s = s (s ? ", " : "") $1 " " $2 } END { print t ": " s }' <<<"$out" >"$WORK/res/$s.req.$w"
+}
+req_system() { # SYSTEM
+	local s=$1 m
+	m=$(mp "$s")
+	start_fs "$s"
+	mkdir "$m/req"
+	req_count "$s" untar tar -xf "$REQ_TAR" -C "$m/req" || { stop_fs "$s"; return 1; }
+	cold "$s"
+	req_count "$s" lsR sh -c "ls -lR '$m/req' >/dev/null"
+	req_count "$s" lsRwarm sh -c "ls -lR '$m/req' >/dev/null"
+	req_count "$s" readall sh -c "find '$m/req' -type f -exec cat {} + >/dev/null"
+	req_count "$s" rm rm -rf "$m/req"
+	stop_fs "$s"
+}
+if part fs && [ "${REQUESTS:-1}" = 1 ]; then
+	REQ_TAR=$T/reqtree.tar
+	tar -cf "$REQ_TAR" -C "$(go env GOROOT)/src" net encoding
+	REQ_FILES=$(tar -tf "$REQ_TAR" | grep -vc '/$')
+	for s in $SYSTEMS; do
+		[ "$s" = bare ] && continue
+		log "requests: $s"
+		req_system "$s" || break
+	done
+	{
+		if [ -n "$REQ_NOTE" ]; then
+			echo "No request counts per system in this run: $REQ_NOTE."
+		else
+			echo "FUSE requests the kernel sent per workload (untimed pass on net and encoding of the Go sources, $REQ_FILES files; \`scripts/fuse-requests.sh\`):"
+			echo
+			printf '| workload |'; for s in $SYSTEMS; do [ "$s" = bare ] || printf ' %s |' "$s"; done; echo
+			printf '|---|'; for s in $SYSTEMS; do [ "$s" = bare ] || printf -- '---|'; done; echo
+			for w in $REQ_WORKLOADS; do
+				printf '| %s |' "$w"
+				for s in $SYSTEMS; do [ "$s" = bare ] || printf ' %s |' "$(cat "$WORK/res/$s.req.$w" 2>/dev/null || echo -)"; done
+				echo
+			done
+		fi
+	} >"$REQ_TABLE"
 fi
 
 # --- lifecycle: import and copy against cp -a into a mounted volume ----------------------
@@ -731,6 +792,7 @@ REPORT=$WORK/report.md
 		echo
 		cat "$OPS_TABLE"
 	fi
+	if [ -s "${REQ_TABLE:-}" ]; then echo; cat "$REQ_TABLE"; fi
 	if [ -s "$SNAP_TABLE" ]; then echo; cat "$SNAP_TABLE"; fi
 } >"$REPORT"
 
