@@ -142,7 +142,16 @@ func (v *hangVolume) startReader(t *testing.T, name, mode string) *gateReader {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), envGateReader+"="+mode+":"+path)
+	// No asynchronous preemption: since Go 1.26 the runtime may send
+	// SIGURG to a thread blocked in a system call, and a signal during a
+	// FUSE request makes the kernel interrupt it, which in hang mode ends
+	// the read with EINTR. The readers stand for programs like cat, which
+	// get no signal nobody sent them.
+	godebug := "asyncpreemptoff=1"
+	if old := os.Getenv("GODEBUG"); old != "" {
+		godebug = old + "," + godebug
+	}
+	cmd.Env = append(os.Environ(), envGateReader+"="+mode+":"+path, "GODEBUG="+godebug)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
