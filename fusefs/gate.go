@@ -247,7 +247,8 @@ func (g *Gate) Acquire(ctx context.Context) (*Keys, func(), error) {
 
 // refuse counts a call that found the gate closed. In eio mode it returns
 // syscall.EIO; in hang mode it waits until opened is closed (nil, the
-// caller tries again) or ctx is done (syscall.EINTR).
+// caller tries again) or its caller gets a signal that is not quiet
+// (syscall.EINTR; see gatesignal.go).
 func (g *Gate) refuse(ctx context.Context, opened <-chan struct{}) error {
 	g.refusals.Add(1)
 	if g.mode != ModeHang {
@@ -261,7 +262,7 @@ func (g *Gate) refuse(ctx context.Context, opened <-chan struct{}) error {
 	case <-opened:
 		return nil
 	case <-done:
-		return syscall.EINTR
+		return g.waitAfterInterrupt(ctx, opened)
 	}
 }
 

@@ -330,6 +330,43 @@ func TestGateHangSignals(t *testing.T) {
 	}
 }
 
+// TestGateHangQuietSignals: a signal whose default action is to ignore it
+// (here SIGURG, with which Go preempts a thread in a long system call, and
+// SIGWINCH), caught by the reader, does not end its wait at the closed
+// gate, although the kernel interrupts the request for it; a SIGINT that
+// comes later still does.
+func TestGateHangQuietSignals(t *testing.T) {
+	v := hangMount(t)
+	r := v.startReader(t, "Q", "before")
+	v.closeGate(t)
+	r.read(unix.SYS_READ)
+	log := v.e.status(v.mnt).LogFile
+	const kept = "interrupted a call waiting at the closed key gate; it waits on"
+	before := countLines(log, kept)
+	pid := r.cmd.Process.Pid
+	for _, sig := range []syscall.Signal{unix.SIGURG, unix.SIGWINCH} {
+		if err := unix.Tgkill(pid, pid, sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The kernel interrupts a request once: the first signal's interrupt
+	// has been served when the daemon says the call waits on.
+	for deadline := time.Now().Add(10 * time.Second); countLines(log, kept) == before; time.Sleep(gxPoll) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not say within 10 s that the interrupted call waits on; reader in system call %d, printed %q", r.blockedIn(), r.printed())
+		}
+	}
+	if got := r.blockedIn(); got != unix.SYS_READ {
+		t.Fatalf("reader no longer waits in read(2) after SIGURG and SIGWINCH (now in %d), printed %q", got, r.printed())
+	}
+	start := time.Now()
+	if err := unix.Tgkill(pid, pid, unix.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	r.expect("error EINTR", 5*time.Second)
+	t.Logf("SIGINT after the quiet signals ended the wait in %v", time.Since(start).Round(time.Millisecond))
+}
+
 // TestGateHangMmapSignal: a process whose access to an mmap'ed file waits
 // at the closed gate (a page fault, not a system call) still runs its
 // signal handler, and the access completes with the right data once the
