@@ -143,10 +143,9 @@ func (v *hangVolume) startReader(t *testing.T, name, mode string) *gateReader {
 	}
 	cmd := exec.Command(self)
 	// No asynchronous preemption: since Go 1.26 the runtime may send
-	// SIGURG to a thread blocked in a system call, and a signal during a
-	// FUSE request makes the kernel interrupt it, which in hang mode ends
-	// the read with EINTR. The readers stand for programs like cat, which
-	// get no signal nobody sent them.
+	// SIGURG to a thread blocked in a system call, so that the only
+	// signals a reader gets are the ones its test sends (as a program like
+	// cat); TestGateHangQuietSignals sends SIGURG itself.
 	godebug := "asyncpreemptoff=1"
 	if old := os.Getenv("GODEBUG"); old != "" {
 		godebug = old + "," + godebug
