@@ -49,7 +49,8 @@ const invalidateWait = 5 * time.Second
 //
 // Signals in hang mode. A signal to a process whose request waits here
 // makes the kernel send FUSE_INTERRUPT, which cancels the request's
-// context, and the call fails with EINTR. The kernel interrupts only
+// context, and the call fails with EINTR, unless the signal is one ignored
+// by default (gatesignal.go). The kernel interrupts only
 // requests that their caller waits on itself, so:
 //   - Readahead READs are background requests when FUSE_ASYNC_READ is
 //     negotiated; the reader then waits for the page lock in TASK_KILLABLE
