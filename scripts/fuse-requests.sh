@@ -41,8 +41,12 @@ fi
 [ -d "$tr/events/fuse/fuse_request_send" ] ||
 	die "this kernel has no fuse:fuse_request_send tracepoint (Linux 6.12 or newer has it)"
 
-# The kernel's dev_t of the superblock: major << 20 | minor.
-dev=$(( ($(stat -c %Hd "$mnt") << 20) | $(stat -c %Ld "$mnt") ))
+# The kernel's dev_t of the superblock is major << 20 | minor; stat's %d is
+# glibc's encoding of the same numbers.
+ud=$(stat -c %d "$mnt")
+major=$(( ((ud >> 8) & 0xfff) | ((ud >> 32) & ~0xfff) ))
+minor=$(( (ud & 0xff) | ((ud >> 12) & ~0xff) ))
+dev=$(( (major << 20) | minor ))
 
 inst=$tr/instances/fuse-requests-$$
 mkdir "$inst" || die "cannot create tracefs instance $inst"
