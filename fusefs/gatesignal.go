@@ -69,6 +69,11 @@ func (g *Gate) waitAfterInterrupt(ctx context.Context, opened <-chan struct{}) e
 type callerWatch struct {
 	dir  string // /proc/TID/
 	call string
+	// running counts looks in a row that found the thread on a CPU. A
+	// thread that waits for a reply sleeps, and is on a CPU only for a
+	// moment when woken to re-check; twice in a row, signalPoll apart,
+	// means it no longer waits here (the mount went away, and it runs on).
+	running int
 }
 
 func watchCaller(tid uint32) callerWatch {
@@ -92,12 +97,19 @@ func (w callerWatch) syscall() (string, bool) {
 }
 
 // ends reports whether the wait should end: the thread is gone, waits in
-// another system call than before, or has a signal pending that is not
-// quiet (or its state cannot be read).
+// another system call than before or in none, or has a signal pending that
+// is not quiet (or its state cannot be read).
 func (w *callerWatch) ends() bool {
 	call, ok := w.syscall()
 	if !ok || (call != "" && w.call != "" && call != w.call) {
 		return true
+	}
+	if call == "" {
+		if w.running++; w.running >= 2 {
+			return true
+		}
+	} else {
+		w.running = 0
 	}
 	if w.call == "" {
 		w.call = call
