@@ -42,11 +42,11 @@ func sigBit(s syscall.Signal) uint64 { return 1 << (uint(s) - 1) }
 // waits on until the gate opens (nil) or such a signal comes (EINTR).
 func (g *Gate) waitAfterInterrupt(ctx context.Context, opened <-chan struct{}) error {
 	c, ok := fuse.FromContext(ctx)
-	if !ok || c.Pid == 0 {
+	if !ok {
 		return syscall.EINTR
 	}
-	w := watchCaller(c.Pid)
-	if w.ends() {
+	w := quietInterrupt(c.Pid)
+	if w == nil {
 		return syscall.EINTR
 	}
 	g.log.Info().Uint32("tid", c.Pid).Msg("a signal that asks nothing of its process (SIGCHLD, SIGCONT, SIGURG, SIGWINCH) interrupted a call waiting at the closed key gate; it waits on")
@@ -63,6 +63,28 @@ func (g *Gate) waitAfterInterrupt(ctx context.Context, opened <-chan struct{}) e
 		}
 	}
 }
+
+// quietInterrupt looks at thread tid, whose waiting request the kernel
+// interrupted: nil when the wait should end (a signal that is not quiet is
+// pending, or the thread cannot be watched), else a watch to poll with
+// ends while the wait goes on.
+func quietInterrupt(tid uint32) *callerWatch {
+	if tid == 0 {
+		return nil
+	}
+	w := watchCaller(tid)
+	if w.ends() {
+		return nil
+	}
+	if quietInterruptSeen != nil {
+		quietInterruptSeen(tid)
+	}
+	return &w
+}
+
+// quietInterruptSeen, when set (tests only, before any request), is told
+// of each interrupted wait that goes on.
+var quietInterruptSeen func(tid uint32)
 
 // callerWatch is a thread waiting in a request, and the system call it
 // waits in ("" when it could not be read).

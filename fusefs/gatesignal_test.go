@@ -3,7 +3,9 @@ package fusefs
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,5 +46,91 @@ func TestStopSignalPending(t *testing.T) {
 	}
 	if _, ok := stopSignalPending([]byte("SigPnd:\tzz\nShdPnd:\t0\nSigBlk:\t0\n")); ok {
 		t.Error("a mask that is not hex read as complete")
+	}
+}
+
+// TestPauseWaitQuietInterrupt: a request held by a snapshot pause whose
+// caller the kernel interrupted for a quiet signal waits on and is admitted
+// when the pause ends; one whose caller is gone ends at once, and one that
+// was waiting on ends once its caller dies.
+func TestPauseWaitQuietInterrupt(t *testing.T) {
+	hold := func(p *pauser) {
+		ch := make(chan struct{})
+		p.resumed.Store(&ch)
+		p.level.Store(levelAll)
+	}
+	interrupted := make(chan struct{})
+	close(interrupted)
+
+	// A caller with no signal pending: a child asleep in the kernel.
+	child := exec.Command("sleep", "60")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	tid := uint32(child.Process.Pid)
+	waitAsleep(t, tid)
+
+	seen := make(chan uint32, 4)
+	quietInterruptSeen = func(tid uint32) { seen <- tid }
+	t.Cleanup(func() { quietInterruptSeen = nil })
+	p := newPauser()
+	hold(p)
+	got := make(chan bool, 1)
+	go func() { got <- p.wait(levelWrites, interrupted, tid) }()
+	select {
+	case <-seen:
+	case ok := <-got:
+		t.Fatalf("a request interrupted for a caller with only quiet signals ended at once (admitted: %v) while the pause holds", ok)
+	case <-time.After(10 * time.Second):
+		t.Fatal("an interrupted wait did not look at its caller within 10 s")
+	}
+	p.mu.Lock()
+	p.held = true
+	p.resumeLocked()
+	p.mu.Unlock()
+	if ok := <-got; !ok {
+		t.Fatal("a request interrupted for a caller with only quiet signals was refused, not admitted when the pause ended")
+	}
+
+	hold(p)
+	go func() { got <- p.wait(levelWrites, interrupted, tid) }()
+	<-seen
+	if err := child.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+	select {
+	case ok := <-got:
+		if ok {
+			t.Fatal("the wait of a caller that died was admitted while the pause holds")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait of a caller that died did not end within 10 s")
+	}
+
+	// Gone before the interrupt is looked at: refused at once.
+	if p.wait(levelWrites, interrupted, tid) {
+		t.Fatal("a request of a caller that is gone was admitted while the pause holds")
+	}
+	// No caller known: the interrupt ends the wait, as before.
+	if p.wait(levelWrites, interrupted, 0) {
+		t.Fatal("an interrupted request without a caller was admitted while the pause holds")
+	}
+}
+
+// waitAsleep waits until thread tid sleeps in a system call.
+func waitAsleep(t *testing.T, tid uint32) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w := watchCaller(tid)
+		if w.call != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d not asleep in a system call within 10 s", tid)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -106,9 +106,10 @@ func newPauser() *pauser {
 	return p
 }
 
-// enter admits a request of class c, waiting while a pause holds it back.
-// It returns false when the request was interrupted while it waited.
-func (p *pauser) enter(c int, cancel <-chan struct{}) bool {
+// enter admits a request of class c from thread tid, waiting while a pause
+// holds it back. It returns false when the request was interrupted while
+// it waited (by a signal that is not quiet, gatesignal.go).
+func (p *pauser) enter(c int, cancel <-chan struct{}, tid uint32) bool {
 	block := levelMeta
 	if c == classData {
 		block = levelAll
@@ -120,7 +121,7 @@ func (p *pauser) enter(c int, cancel <-chan struct{}) bool {
 		}
 		p.active[c].Add(-1)
 		p.notify()
-		if !p.wait(block, cancel) {
+		if !p.wait(block, cancel, tid) {
 			return false
 		}
 	}
@@ -141,18 +142,31 @@ func (p *pauser) notify() {
 	}
 }
 
-// wait blocks until the level drops below block, or cancel.
-func (p *pauser) wait(block int32, cancel <-chan struct{}) bool {
+// wait blocks until the level drops below block, or until cancel comes
+// for a signal of thread tid that is not quiet (gatesignal.go).
+func (p *pauser) wait(block int32, cancel <-chan struct{}, tid uint32) bool {
 	if p.level.Load() < block {
 		return true
 	}
 	p.waiting.Add(1)
 	defer p.waiting.Add(-1)
+	var w *callerWatch
+	var poll <-chan time.Time
 	for p.level.Load() >= block {
 		select {
 		case <-*p.resumed.Load():
 		case <-cancel:
-			return false
+			if w = quietInterrupt(tid); w == nil {
+				return false
+			}
+			cancel = nil
+			t := time.NewTicker(signalPoll)
+			defer t.Stop()
+			poll = t.C
+		case <-poll:
+			if w.ends() {
+				return false
+			}
 		}
 	}
 	return true

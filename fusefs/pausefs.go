@@ -31,7 +31,7 @@ func (s *pauseFS) expireEntry(out *fuse.EntryOut) {
 // page cache (caller.go) while the pause holds new writes.
 func (s *pauseFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	if s.p.level.Load() >= levelWrites && in.Flags()&fuse.FUSE_GETATTR_FH != 0 && inspectCaller(in.Caller.Pid).write {
-		if !s.p.wait(levelWrites, c) {
+		if !s.p.wait(levelWrites, c, in.Caller.Pid) {
 			return fuse.EINTR
 		}
 	}
@@ -73,7 +73,7 @@ func (s *pauseFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 	if in.Valid&^timesOnly == 0 {
 		class = classData
 	}
-	if !s.p.enter(class, c) {
+	if !s.p.enter(class, c, in.Caller.Pid) {
 		return fuse.EINTR
 	}
 	defer s.p.exit(class)
@@ -85,7 +85,7 @@ func (s *pauseFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 }
 
 func (s *pauseFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	if !s.p.enter(classData, c) {
+	if !s.p.enter(classData, c, in.Caller.Pid) {
 		return 0, fuse.EINTR
 	}
 	defer s.p.exit(classData)
@@ -93,7 +93,7 @@ func (s *pauseFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 }
 
 func (s *pauseFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	if !s.p.enter(classData, c) {
+	if !s.p.enter(classData, c, in.Caller.Pid) {
 		return 0, fuse.EINTR
 	}
 	defer s.p.exit(classData)
@@ -101,8 +101,8 @@ func (s *pauseFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (ui
 }
 
 // meta runs a change to names or attributes once the pause lets it.
-func (s *pauseFS) meta(c <-chan struct{}, fn func() fuse.Status) fuse.Status {
-	if !s.p.enter(classMeta, c) {
+func (s *pauseFS) meta(c <-chan struct{}, tid uint32, fn func() fuse.Status) fuse.Status {
+	if !s.p.enter(classMeta, c, tid) {
 		return fuse.EINTR
 	}
 	defer s.p.exit(classMeta)
@@ -110,7 +110,7 @@ func (s *pauseFS) meta(c <-chan struct{}, fn func() fuse.Status) fuse.Status {
 }
 
 func (s *pauseFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	st := s.meta(c, func() fuse.Status { return s.RawFileSystem.Mknod(c, in, name, out) })
+	st := s.meta(c, in.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Mknod(c, in, name, out) })
 	if st.Ok() {
 		s.expireEntry(out)
 	}
@@ -118,23 +118,23 @@ func (s *pauseFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *f
 }
 
 func (s *pauseFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.Mkdir(c, in, name, out) })
+	return s.meta(c, in.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Mkdir(c, in, name, out) })
 }
 
 func (s *pauseFS) Unlink(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.Unlink(c, h, name) })
+	return s.meta(c, h.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Unlink(c, h, name) })
 }
 
 func (s *pauseFS) Rmdir(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.Rmdir(c, h, name) })
+	return s.meta(c, h.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Rmdir(c, h, name) })
 }
 
 func (s *pauseFS) Rename(c <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.Rename(c, in, oldName, newName) })
+	return s.meta(c, in.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Rename(c, in, oldName, newName) })
 }
 
 func (s *pauseFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	st := s.meta(c, func() fuse.Status { return s.RawFileSystem.Link(c, in, name, out) })
+	st := s.meta(c, in.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Link(c, in, name, out) })
 	if st.Ok() {
 		s.expireEntry(out)
 	}
@@ -142,19 +142,19 @@ func (s *pauseFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fus
 }
 
 func (s *pauseFS) Symlink(c <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.Symlink(c, h, target, name, out) })
+	return s.meta(c, h.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Symlink(c, h, target, name, out) })
 }
 
 func (s *pauseFS) SetXAttr(c <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.SetXAttr(c, in, attr, data) })
+	return s.meta(c, in.Caller.Pid, func() fuse.Status { return s.RawFileSystem.SetXAttr(c, in, attr, data) })
 }
 
 func (s *pauseFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.RemoveXAttr(c, h, attr) })
+	return s.meta(c, h.Caller.Pid, func() fuse.Status { return s.RawFileSystem.RemoveXAttr(c, h, attr) })
 }
 
 func (s *pauseFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	st := s.meta(c, func() fuse.Status { return s.RawFileSystem.Create(c, in, name, out) })
+	st := s.meta(c, in.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Create(c, in, name, out) })
 	if st.Ok() {
 		s.expireEntry(&out.EntryOut)
 	}
@@ -162,23 +162,23 @@ func (s *pauseFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out 
 }
 
 func (s *pauseFS) Tmpfile(c <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.Tmpfile(c, in, out) })
+	return s.meta(c, in.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Tmpfile(c, in, out) })
 }
 
 func (s *pauseFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	if in.Flags&unix.O_TRUNC == 0 {
 		return s.RawFileSystem.Open(c, in, out)
 	}
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.Open(c, in, out) })
+	return s.meta(c, in.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Open(c, in, out) })
 }
 
 func (s *pauseFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	return s.meta(c, func() fuse.Status { return s.RawFileSystem.Fallocate(c, in) })
+	return s.meta(c, in.Caller.Pid, func() fuse.Status { return s.RawFileSystem.Fallocate(c, in) })
 }
 
 func (s *pauseFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
 	var n uint32
-	st := s.meta(c, func() fuse.Status {
+	st := s.meta(c, in.Caller.Pid, func() fuse.Status {
 		var st fuse.Status
 		n, st = s.RawFileSystem.CopyFileRange(c, in)
 		return st
