@@ -45,22 +45,56 @@ func (g *Gate) waitAfterInterrupt(ctx context.Context, opened <-chan struct{}) e
 	if !ok {
 		return syscall.EINTR
 	}
-	w := quietInterrupt(c.Pid)
-	if w == nil {
+	q := quietWaiter{tid: c.Pid}
+	defer q.stop()
+	if q.wake() {
 		return syscall.EINTR
 	}
 	g.log.Info().Uint32("tid", c.Pid).Msg("a signal that asks nothing of its process (SIGCHLD, SIGCONT, SIGURG, SIGWINCH) interrupted a call waiting at the closed key gate; it waits on")
-	t := time.NewTicker(signalPoll)
-	defer t.Stop()
 	for {
 		select {
 		case <-opened:
 			return nil
-		case <-t.C:
-			if w.ends() {
+		case <-q.poll:
+			if q.wake() {
 				return syscall.EINTR
 			}
 		}
+	}
+}
+
+// quietWaiter follows the interrupt of a request that waits for something
+// (the gate, a pause, a slot of the request bound), so that only a signal
+// that is not quiet ends the wait. A wait selects on cancel (the request's
+// interrupt, nil once it came) and poll (ticks after that), and calls wake
+// when either fires.
+type quietWaiter struct {
+	cancel <-chan struct{}
+	poll   <-chan time.Time
+	tid    uint32
+	w      *callerWatch
+	t      *time.Ticker
+}
+
+// wake reports whether the wait ends: at the interrupt, when the caller has
+// a signal pending that is not quiet or cannot be watched; later, when
+// ends says so.
+func (q *quietWaiter) wake() bool {
+	if q.w != nil {
+		return q.w.ends()
+	}
+	if q.w = quietInterrupt(q.tid); q.w == nil {
+		return true
+	}
+	q.cancel = nil
+	q.t = time.NewTicker(signalPoll)
+	q.poll = q.t.C
+	return false
+}
+
+func (q *quietWaiter) stop() {
+	if q.t != nil {
+		q.t.Stop()
 	}
 }
 

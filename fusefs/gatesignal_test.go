@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,30 +62,10 @@ func TestPauseWaitQuietInterrupt(t *testing.T) {
 	}
 	interrupted := make(chan struct{})
 	close(interrupted)
-
-	// A caller with no signal pending: a child asleep in the kernel.
-	child := exec.Command("sleep", "60")
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
-	tid := uint32(child.Process.Pid)
-	waitAsleep(t, tid)
-
-	seen := make(chan uint32, 4)
-	quietInterruptSeen = func(tid uint32) { seen <- tid }
-	t.Cleanup(func() { quietInterruptSeen = nil })
+	child, tid, seen := quietCaller(t)
 	p := newPauser()
 	hold(p)
-	got := make(chan bool, 1)
-	go func() { got <- p.wait(levelWrites, interrupted, tid) }()
-	select {
-	case <-seen:
-	case ok := <-got:
-		t.Fatalf("a request interrupted for a caller with only quiet signals ended at once (admitted: %v) while the pause holds", ok)
-	case <-time.After(10 * time.Second):
-		t.Fatal("an interrupted wait did not look at its caller within 10 s")
-	}
+	got := waitsOn(t, seen, "while the pause holds", func() bool { return p.wait(levelWrites, interrupted, tid) })
 	p.mu.Lock()
 	p.held = true
 	p.resumeLocked()
@@ -94,8 +75,7 @@ func TestPauseWaitQuietInterrupt(t *testing.T) {
 	}
 
 	hold(p)
-	go func() { got <- p.wait(levelWrites, interrupted, tid) }()
-	<-seen
+	got = waitsOn(t, seen, "while the pause holds", func() bool { return p.wait(levelWrites, interrupted, tid) })
 	if err := child.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +99,40 @@ func TestPauseWaitQuietInterrupt(t *testing.T) {
 	}
 }
 
+// waitsOn runs wait, an interrupted wait of quietCaller's caller, and
+// returns its result channel once the wait has looked at the caller and
+// goes on (what says what it waits for).
+func waitsOn(t *testing.T, seen <-chan uint32, what string, wait func() bool) <-chan bool {
+	t.Helper()
+	got := make(chan bool, 1)
+	go func() { got <- wait() }()
+	select {
+	case <-seen:
+	case ok := <-got:
+		t.Fatalf("a request interrupted for a caller with only quiet signals ended at once (admitted: %v) %s", ok, what)
+	case <-time.After(10 * time.Second):
+		t.Fatal("an interrupted wait did not look at its caller within 10 s")
+	}
+	return got
+}
+
+// quietCaller starts a caller with no signal pending (a child asleep in
+// the kernel) and has quietInterruptSeen report to seen while the test runs.
+func quietCaller(t *testing.T) (child *exec.Cmd, tid uint32, seen chan uint32) {
+	t.Helper()
+	child = exec.Command("sleep", "60")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	tid = uint32(child.Process.Pid)
+	waitAsleep(t, tid)
+	seen = make(chan uint32, 4)
+	quietInterruptSeen = func(tid uint32) { seen <- tid }
+	t.Cleanup(func() { quietInterruptSeen = nil })
+	return child, tid, seen
+}
+
 // waitAsleep waits until thread tid sleeps in a system call.
 func waitAsleep(t *testing.T, tid uint32) {
 	t.Helper()
@@ -132,5 +146,32 @@ func waitAsleep(t *testing.T, tid uint32) {
 			t.Fatalf("thread %d not asleep in a system call within 10 s", tid)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestLimitWaitQuietInterrupt: a request waiting for a slot of the request
+// bound whose caller the kernel interrupted for a quiet signal takes the
+// next free slot; once its caller is gone the interrupt refuses it.
+func TestLimitWaitQuietInterrupt(t *testing.T) {
+	child, tid, seen := quietCaller(t)
+	l := newLimitFS(nil, 1, &opCounts{})
+	interrupted := make(chan struct{})
+	close(interrupted)
+	h := &fuse.InHeader{Opcode: 1}
+	h.Caller.Pid = tid
+	if !l.enter(nil, h) {
+		t.Fatal("the first request found no free slot")
+	}
+	got := waitsOn(t, seen, "while no slot was free", func() bool { return l.enter(interrupted, h) })
+	l.exit()
+	if ok := <-got; !ok {
+		t.Fatal("a request interrupted for a caller with only quiet signals did not take the slot that came free")
+	}
+	if err := child.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+	if l.enter(interrupted, h) {
+		t.Fatal("a request of a caller that is gone took a slot while none was free")
 	}
 }

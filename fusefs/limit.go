@@ -41,27 +41,34 @@ func newLimitFS(fs fuse.RawFileSystem, max int, ops *opCounts) *limitFS {
 	return &limitFS{RawFileSystem: fs, slots: make(chan struct{}, max), ops: ops}
 }
 
-// enter counts the request and takes a slot, waiting for one unless the
-// request is interrupted.
-func (l *limitFS) enter(cancel <-chan struct{}, op uint32) bool {
-	l.ops.count(op)
+// enter counts the request h and takes a slot, waiting for one unless the
+// request is interrupted by a signal that is not quiet (gatesignal.go).
+func (l *limitFS) enter(cancel <-chan struct{}, h *fuse.InHeader) bool {
+	l.ops.count(h.Opcode)
 	select {
 	case l.slots <- struct{}{}:
 		return true
 	default:
 	}
-	select {
-	case l.slots <- struct{}{}:
-		return true
-	case <-cancel:
-		return false
+	q := quietWaiter{cancel: cancel, tid: h.Caller.Pid}
+	defer q.stop()
+	for {
+		select {
+		case l.slots <- struct{}{}:
+			return true
+		case <-q.cancel:
+		case <-q.poll:
+		}
+		if q.wake() {
+			return false
+		}
 	}
 }
 
 func (l *limitFS) exit() { <-l.slots }
 
 func (l *limitFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c, h.Opcode) {
+	if !l.enter(c, h) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -69,7 +76,7 @@ func (l *limitFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *
 }
 
 func (l *limitFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -77,7 +84,7 @@ func (l *limitFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrO
 }
 
 func (l *limitFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -85,7 +92,7 @@ func (l *limitFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 }
 
 func (l *limitFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -93,7 +100,7 @@ func (l *limitFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *f
 }
 
 func (l *limitFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -101,7 +108,7 @@ func (l *limitFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *f
 }
 
 func (l *limitFS) Unlink(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	if !l.enter(c, h.Opcode) {
+	if !l.enter(c, h) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -109,7 +116,7 @@ func (l *limitFS) Unlink(c <-chan struct{}, h *fuse.InHeader, name string) fuse.
 }
 
 func (l *limitFS) Rmdir(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	if !l.enter(c, h.Opcode) {
+	if !l.enter(c, h) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -117,7 +124,7 @@ func (l *limitFS) Rmdir(c <-chan struct{}, h *fuse.InHeader, name string) fuse.S
 }
 
 func (l *limitFS) Rename(c <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -125,7 +132,7 @@ func (l *limitFS) Rename(c <-chan struct{}, in *fuse.RenameIn, oldName, newName 
 }
 
 func (l *limitFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -133,7 +140,7 @@ func (l *limitFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fus
 }
 
 func (l *limitFS) Symlink(c <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	if !l.enter(c, h.Opcode) {
+	if !l.enter(c, h) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -141,7 +148,7 @@ func (l *limitFS) Symlink(c <-chan struct{}, h *fuse.InHeader, target, name stri
 }
 
 func (l *limitFS) Readlink(c <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
-	if !l.enter(c, h.Opcode) {
+	if !l.enter(c, h) {
 		return nil, fuse.EINTR
 	}
 	defer l.exit()
@@ -149,7 +156,7 @@ func (l *limitFS) Readlink(c <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.St
 }
 
 func (l *limitFS) Access(c <-chan struct{}, in *fuse.AccessIn) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -157,7 +164,7 @@ func (l *limitFS) Access(c <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 }
 
 func (l *limitFS) GetXAttr(c <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
-	if !l.enter(c, h.Opcode) {
+	if !l.enter(c, h) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -165,7 +172,7 @@ func (l *limitFS) GetXAttr(c <-chan struct{}, h *fuse.InHeader, attr string, des
 }
 
 func (l *limitFS) ListXAttr(c <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
-	if !l.enter(c, h.Opcode) {
+	if !l.enter(c, h) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -173,7 +180,7 @@ func (l *limitFS) ListXAttr(c <-chan struct{}, h *fuse.InHeader, dest []byte) (u
 }
 
 func (l *limitFS) SetXAttr(c <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -181,7 +188,7 @@ func (l *limitFS) SetXAttr(c <-chan struct{}, in *fuse.SetXAttrIn, attr string, 
 }
 
 func (l *limitFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	if !l.enter(c, h.Opcode) {
+	if !l.enter(c, h) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -189,7 +196,7 @@ func (l *limitFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) 
 }
 
 func (l *limitFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -197,7 +204,7 @@ func (l *limitFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out 
 }
 
 func (l *limitFS) Tmpfile(c <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -205,7 +212,7 @@ func (l *limitFS) Tmpfile(c <-chan struct{}, in *fuse.CreateIn, out *fuse.Create
 }
 
 func (l *limitFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -213,7 +220,7 @@ func (l *limitFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fu
 }
 
 func (l *limitFS) Read(c <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return nil, fuse.EINTR
 	}
 	defer l.exit()
@@ -221,7 +228,7 @@ func (l *limitFS) Read(c <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 }
 
 func (l *limitFS) Lseek(c <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -229,7 +236,7 @@ func (l *limitFS) Lseek(c <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut)
 }
 
 func (l *limitFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		// Interrupted releases do not exist (the kernel never interrupts
 		// them); should one come, the handle must still be dropped.
 		l.RawFileSystem.Release(c, in)
@@ -240,7 +247,7 @@ func (l *limitFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
 }
 
 func (l *limitFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -248,7 +255,7 @@ func (l *limitFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 }
 
 func (l *limitFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -256,7 +263,7 @@ func (l *limitFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (ui
 }
 
 func (l *limitFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return 0, fuse.EINTR
 	}
 	defer l.exit()
@@ -264,7 +271,7 @@ func (l *limitFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (ui
 }
 
 func (l *limitFS) Fsync(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -272,7 +279,7 @@ func (l *limitFS) Fsync(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 }
 
 func (l *limitFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -280,7 +287,7 @@ func (l *limitFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status
 }
 
 func (l *limitFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -288,7 +295,7 @@ func (l *limitFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 }
 
 func (l *limitFS) ReadDir(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -296,7 +303,7 @@ func (l *limitFS) ReadDir(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntry
 }
 
 func (l *limitFS) ReadDirPlus(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -304,7 +311,7 @@ func (l *limitFS) ReadDirPlus(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 }
 
 func (l *limitFS) FsyncDir(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -312,7 +319,7 @@ func (l *limitFS) FsyncDir(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 }
 
 func (l *limitFS) StatFs(c <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
-	if !l.enter(c, h.Opcode) {
+	if !l.enter(c, h) {
 		return fuse.EINTR
 	}
 	defer l.exit()
@@ -320,7 +327,7 @@ func (l *limitFS) StatFs(c <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOu
 }
 
 func (l *limitFS) Statx(c <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
-	if !l.enter(c, in.Opcode) {
+	if !l.enter(c, &in.InHeader) {
 		return fuse.EINTR
 	}
 	defer l.exit()

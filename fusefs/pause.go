@@ -150,23 +150,17 @@ func (p *pauser) wait(block int32, cancel <-chan struct{}, tid uint32) bool {
 	}
 	p.waiting.Add(1)
 	defer p.waiting.Add(-1)
-	var w *callerWatch
-	var poll <-chan time.Time
+	q := quietWaiter{cancel: cancel, tid: tid}
+	defer q.stop()
 	for p.level.Load() >= block {
 		select {
 		case <-*p.resumed.Load():
-		case <-cancel:
-			if w = quietInterrupt(tid); w == nil {
-				return false
-			}
-			cancel = nil
-			t := time.NewTicker(signalPoll)
-			defer t.Stop()
-			poll = t.C
-		case <-poll:
-			if w.ends() {
-				return false
-			}
+			continue
+		case <-q.cancel:
+		case <-q.poll:
+		}
+		if q.wake() {
+			return false
 		}
 	}
 	return true

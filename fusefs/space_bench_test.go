@@ -46,7 +46,7 @@ func BenchmarkLimitEnterExit(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if !l.enter(nil, 0) {
+			if !l.enter(nil, &fuse.InHeader{}) {
 				b.Fatal("refused")
 			}
 			l.exit()
