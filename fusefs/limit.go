@@ -18,7 +18,8 @@ import (
 //
 // limitFS admits at most a fixed number of requests into the file system;
 // the rest wait in goroutines, which cost memory but no thread, and leave
-// when the kernel interrupts them (the caller got a signal). FORGET and
+// when the kernel interrupts them for a signal that is not quiet
+// (gatesignal.go). FORGET and
 // releases of directories carry no interrupt and never block; they pass
 // unlimited so that the kernel can always drop what it no longer uses.
 
