@@ -39,7 +39,7 @@ if [ ! -d "$tr/instances" ]; then
 fi
 [ -d "$tr/instances" ] || die "tracefs is not available (mount -t tracefs nodev /sys/kernel/tracing)"
 [ -d "$tr/events/fuse/fuse_request_send" ] ||
-	die "this kernel has no fuse:fuse_request_send tracepoint (Linux 6.12 or newer has it)"
+	die "this kernel has no fuse:fuse_request_send tracepoint (recent kernels have it; 6.18 does)"
 
 # The kernel's dev_t of the superblock is major << 20 | minor; stat's %d is
 # glibc's encoding of the same numbers.
