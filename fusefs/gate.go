@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/rs/zerolog"
 
 	"github.com/encvol/encvol/keywrap/names"
@@ -255,15 +256,28 @@ func (g *Gate) refuse(ctx context.Context, opened <-chan struct{}) error {
 	if g.mode != ModeHang {
 		return syscall.EIO
 	}
-	var done <-chan struct{}
+	q := quietWaiter{}
 	if ctx != nil {
-		done = ctx.Done()
+		q.cancel = ctx.Done()
+		if c, ok := fuse.FromContext(ctx); ok {
+			q.tid = c.Pid
+		}
 	}
-	select {
-	case <-opened:
-		return nil
-	case <-done:
-		return g.waitAfterInterrupt(ctx, opened)
+	defer q.stop()
+	for {
+		select {
+		case <-opened:
+			return nil
+		case <-q.cancel:
+		case <-q.poll:
+		}
+		first := q.w == nil
+		if q.wake() {
+			return syscall.EINTR
+		}
+		if first {
+			g.log.Info().Uint32("tid", q.tid).Msg("a signal that asks nothing of its process (SIGCHLD, SIGCONT, SIGURG, SIGWINCH) interrupted a call waiting at the closed key gate; it waits on")
+		}
 	}
 }
 

@@ -2,13 +2,11 @@ package fusefs
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,33 +33,6 @@ var quietSignals = sigBit(unix.SIGCHLD) | sigBit(unix.SIGCONT) | sigBit(unix.SIG
 const signalPoll = 50 * time.Millisecond
 
 func sigBit(s syscall.Signal) uint64 { return 1 << (uint(s) - 1) }
-
-// waitAfterInterrupt is what a request waiting at the closed gate does once
-// the kernel interrupted it (ctx is done): syscall.EINTR when its caller has
-// a signal pending that is not quiet, or cannot be watched; otherwise it
-// waits on until the gate opens (nil) or such a signal comes (EINTR).
-func (g *Gate) waitAfterInterrupt(ctx context.Context, opened <-chan struct{}) error {
-	c, ok := fuse.FromContext(ctx)
-	if !ok {
-		return syscall.EINTR
-	}
-	q := quietWaiter{tid: c.Pid}
-	defer q.stop()
-	if q.wake() {
-		return syscall.EINTR
-	}
-	g.log.Info().Uint32("tid", c.Pid).Msg("a signal that asks nothing of its process (SIGCHLD, SIGCONT, SIGURG, SIGWINCH) interrupted a call waiting at the closed key gate; it waits on")
-	for {
-		select {
-		case <-opened:
-			return nil
-		case <-q.poll:
-			if q.wake() {
-				return syscall.EINTR
-			}
-		}
-	}
-}
 
 // quietWaiter follows the interrupt of a request that waits for something
 // (the gate, a pause, a slot of the request bound), so that only a signal
